@@ -1,0 +1,40 @@
+# fleetlb — see README.md. `make help` lists the targets.
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+.DEFAULT_GOAL := help
+
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+GO_TEST_FLAGS ?= -timeout 30m
+# envtest (controller-runtime) finds kube-apiserver, etcd and kubectl here.
+export KUBEBUILDER_ASSETS := $(CURDIR)/bin/k8s
+
+BINARIES := fleetlb-manager fleetlb-ccm fleetlb-proxy
+
+.PHONY: help
+help: ## List the targets.
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build the binaries into bin/.
+	go build ./...
+	go build -o bin/ $(addprefix ./cmd/,$(BINARIES))
+
+.PHONY: tools
+tools: ## Build (or reuse from ~/.cache/fleetlb) kube-apiserver, etcd and kubectl into bin/k8s/.
+	@hack/tools/build.sh >/dev/null
+
+.PHONY: test
+test: tools ## Run every test (unit, envtest, xDS feature tests, e2e) against real control planes.
+	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: generate
+generate: ## Regenerate deepcopy code and the CRDs in deploy/crds/.
+	go run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION) \
+		object:headerFile=hack/boilerplate.go.txt paths=./api/... \
+		crd:allowDangerousTypes=false output:crd:artifacts:config=deploy/crds
+
+.PHONY: lint
+lint: ## gofmt and go vet.
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^hack/tools/')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet ./...
