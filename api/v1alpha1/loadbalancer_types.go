@@ -1,0 +1,198 @@
+package v1alpha1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+// ServiceSource identifies the tenant object a management object was made from.
+type ServiceSource struct {
+	// Cluster is the tenant cluster's name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Cluster string `json:"cluster"`
+	// Namespace of the object in the tenant cluster.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace"`
+	// Name of the object in the tenant cluster.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// UID of the object in the tenant cluster.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=36
+	UID string `json:"uid"`
+}
+
+// Protocol of an L4 port.
+// +kubebuilder:validation:Enum=TCP;UDP
+type Protocol string
+
+const (
+	ProtocolTCP Protocol = "TCP"
+	ProtocolUDP Protocol = "UDP"
+)
+
+// LoadBalancerPort is one port of the VIP and the NodePort behind it.
+type LoadBalancerPort struct {
+	// Name of the Service port.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name,omitempty"`
+	// Port on the VIP.
+	Port PortNumber `json:"port"`
+	// Protocol: TCP or UDP.
+	// +kubebuilder:default=TCP
+	Protocol Protocol `json:"protocol"`
+	// NodePort on the tenant nodes that serves this port.
+	NodePort PortNumber `json:"nodePort"`
+}
+
+// SessionAffinity keeps a client on one backend.
+// +kubebuilder:validation:Enum=None;ClientIP
+type SessionAffinity string
+
+const (
+	SessionAffinityNone     SessionAffinity = "None"
+	SessionAffinityClientIP SessionAffinity = "ClientIP"
+)
+
+// HealthCheckType is how backends are probed.
+// +kubebuilder:validation:Enum=TCP;HTTP
+type HealthCheckType string
+
+const (
+	HealthCheckTCP  HealthCheckType = "TCP"
+	HealthCheckHTTP HealthCheckType = "HTTP"
+)
+
+// HealthCheck probes every node:nodePort of the backend.
+type HealthCheck struct {
+	// Type: TCP connects; HTTP expects a 2xx (or ExpectedStatuses) on Path.
+	// +kubebuilder:default=TCP
+	Type HealthCheckType `json:"type"`
+	// NodePort to probe instead of the traffic port (externalTrafficPolicy: Local uses the healthCheckNodePort).
+	// +optional
+	NodePort *PortNumber `json:"nodePort,omitempty"`
+	// Path of an HTTP check.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/')",message="health check path must start with /"
+	Path string `json:"path,omitempty"`
+	// ExpectedStatuses of an HTTP check; default 200-299.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=set
+	ExpectedStatuses []int32 `json:"expectedStatuses,omitempty"`
+	// Interval between checks.
+	// +optional
+	Interval *metav1.Duration `json:"interval,omitempty"`
+	// Timeout of one check.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+	// UnhealthyThreshold consecutive failures mark a node unhealthy.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	UnhealthyThreshold *int32 `json:"unhealthyThreshold,omitempty"`
+	// HealthyThreshold consecutive successes mark it healthy again.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	HealthyThreshold *int32 `json:"healthyThreshold,omitempty"`
+}
+
+// ProxyProtocol version sent to the backends.
+// +kubebuilder:validation:Enum=v1;v2
+type ProxyProtocol string
+
+const (
+	ProxyProtocolV1 ProxyProtocol = "v1"
+	ProxyProtocolV2 ProxyProtocol = "v2"
+)
+
+// LoadBalancerSpec is a tenant's L4 load balancer: a VIP whose ports forward to NodePorts.
+// +kubebuilder:validation:XValidation:rule="!has(self.healthCheck) || self.healthCheck.type != 'HTTP' || has(self.healthCheck.path)",message="an HTTP health check needs a path"
+type LoadBalancerSpec struct {
+	// Source is the tenant Service this was made from. It cannot change.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="source is immutable"
+	Source ServiceSource `json:"source"`
+	// Ports of the VIP; port and protocol are unique together.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=100
+	// +listType=map
+	// +listMapKey=port
+	// +listMapKey=protocol
+	Ports []LoadBalancerPort `json:"ports"`
+	// LoadBalancerIP requests a specific VIP from the tenant's pool.
+	// +optional
+	LoadBalancerIP IPAddress `json:"loadBalancerIP,omitempty"`
+	// SourceRanges allowed to connect; empty allows everyone.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=set
+	SourceRanges []CIDR `json:"sourceRanges,omitempty"`
+	// SessionAffinity ClientIP keeps a client on one node.
+	// +optional
+	// +kubebuilder:default=None
+	SessionAffinity SessionAffinity `json:"sessionAffinity,omitempty"`
+	// SessionAffinityTimeoutSeconds bounds how long an idle client stays pinned.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=86400
+	SessionAffinityTimeoutSeconds *int32 `json:"sessionAffinityTimeoutSeconds,omitempty"`
+	// HealthCheck of the backends; TCP on the traffic port when unset.
+	// +optional
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+	// ProxyProtocol sends a PROXY header of this version to the backends.
+	// +optional
+	ProxyProtocol ProxyProtocol `json:"proxyProtocol,omitempty"`
+	// Global joins this LoadBalancer with others of the tenant group under one VIP.
+	// +optional
+	Global *GlobalOptions `json:"global,omitempty"`
+}
+
+// LoadBalancerStatus reports what the fleet serves.
+type LoadBalancerStatus struct {
+	// ObservedGeneration is the spec generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Addresses the LoadBalancer is served on.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	Addresses []Address `json:"addresses,omitempty"`
+	// Conditions: Accepted, Programmed.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// LoadBalancer is a tenant Service of type LoadBalancer as the management cluster serves it.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=lb
+// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.addresses[0].ip`
+// +kubebuilder:printcolumn:name="Port",type=integer,JSONPath=`.spec.ports[0].port`,description="The first port; -o wide lists them all"
+// +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.spec.ports`,priority=1
+// +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.spec.source.name`,priority=1
+// +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.source.cluster`,priority=1
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
+// +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type LoadBalancer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   LoadBalancerSpec   `json:"spec"`
+	Status LoadBalancerStatus `json:"status,omitempty"`
+}
+
+// LoadBalancerList is a list of LoadBalancers.
+// +kubebuilder:object:root=true
+type LoadBalancerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []LoadBalancer `json:"items"`
+}
+
+func init() { SchemeBuilder.Register(&LoadBalancer{}, &LoadBalancerList{}) }
