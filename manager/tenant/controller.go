@@ -1,0 +1,353 @@
+// Package tenant onboards tenant clusters: for every Tenant it keeps a
+// namespace tenant-<name>, a ServiceAccount and a Role for the tenant's ccm
+// limited to that namespace, and a kubeconfig Secret whose short-lived token is
+// rotated before it expires. Deleting a Tenant removes its LoadBalancers and
+// Routes first (so their addresses are released by their own finalizers), then
+// the namespace.
+package tenant
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+)
+
+const (
+	// Finalizer holds a Tenant until what it owns is gone.
+	Finalizer = "fleetlb.io/tenant-cleanup"
+	// NamespacePrefix + tenant name is the tenant's namespace.
+	NamespacePrefix = "tenant-"
+	// CCMName names the ServiceAccount, Role and RoleBinding of the tenant's ccm.
+	CCMName = "fleetlb-ccm"
+	// KubeconfigSecretName is the Secret with the ccm's kubeconfig (key "kubeconfig").
+	KubeconfigSecretName = "fleetlb-ccm-kubeconfig"
+	// KubeconfigKey is the key of the kubeconfig in that Secret.
+	KubeconfigKey = "kubeconfig"
+	// annotationTokenExpires records when the token in the kubeconfig expires.
+	annotationTokenExpires = "fleetlb.io/token-expires"
+)
+
+// Namespace is the management namespace of a tenant.
+func Namespace(tenant string) string { return NamespacePrefix + tenant }
+
+// Options configure onboarding.
+type Options struct {
+	// ServerURL is the management apiserver URL written into tenant kubeconfigs.
+	ServerURL string
+	// CAData is the CA bundle that verifies ServerURL (PEM), written into kubeconfigs.
+	CAData []byte
+	// TokenTTL is the lifetime requested for ccm tokens; they are renewed after two thirds of it.
+	TokenTTL time.Duration
+}
+
+// Reconciler keeps each Tenant's namespace, RBAC and kubeconfig.
+type Reconciler struct {
+	Client   client.Client
+	Recorder recorder.EventRecorder
+	Options  Options
+	now      func() time.Time
+}
+
+// SetupWithManager registers the controller.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Options.TokenTTL == 0 {
+		r.Options.TokenTTL = time.Hour
+	}
+	if r.Options.TokenTTL < 10*time.Minute {
+		return fmt.Errorf("tenant: token TTL %s is below the apiserver's 10m minimum", r.Options.TokenTTL)
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	// A change to anything the tenant's namespace holds (its LoadBalancers and
+	// Routes, for the counts; its own objects, for drift) maps to the Tenant.
+	byNamespace := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		name, ok := tenantOfNamespace(o.GetNamespace())
+		if !ok {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.Tenant{}).
+		Owns(&corev1.Namespace{}).
+		Watches(&corev1.ServiceAccount{}, byNamespace).
+		Watches(&rbacv1.Role{}, byNamespace).
+		Watches(&rbacv1.RoleBinding{}, byNamespace).
+		Watches(&corev1.Secret{}, byNamespace).
+		Watches(&v1.LoadBalancer{}, byNamespace).
+		Watches(&v1.Route{}, byNamespace).
+		Named("tenant").
+		Complete(r)
+}
+
+func tenantOfNamespace(ns string) (string, bool) {
+	if len(ns) <= len(NamespacePrefix) || ns[:len(NamespacePrefix)] != NamespacePrefix {
+		return "", false
+	}
+	return ns[len(NamespacePrefix):], true
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var t v1.Tenant
+	if err := r.Client.Get(ctx, req.NamespacedName, &t); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !t.DeletionTimestamp.IsZero() {
+		return r.cleanup(ctx, &t)
+	}
+	if controllerutil.AddFinalizer(&t, Finalizer) {
+		if err := r.Client.Update(ctx, &t); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	ns := Namespace(t.Name)
+	status := t.Status.DeepCopy()
+	status.ObservedGeneration = t.Generation
+	status.Namespace = ns
+	renewIn, err := r.ensure(ctx, &t, ns)
+	if err != nil {
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{
+			Type: v1.ConditionReady, Status: metav1.ConditionFalse, Reason: "SetupFailed",
+			Message: err.Error(), ObservedGeneration: t.Generation,
+		})
+		r.Recorder.Eventf(&t, nil, corev1.EventTypeWarning, "SetupFailed", "Onboard", "%v", err)
+		if serr := r.writeStatus(ctx, &t, status); serr != nil {
+			return ctrl.Result{}, serr
+		}
+		return ctrl.Result{}, err
+	}
+	status.KubeconfigSecret = KubeconfigSecretName
+	if err := r.count(ctx, ns, status); err != nil {
+		return ctrl.Result{}, err
+	}
+	meta.SetStatusCondition(&status.Conditions, metav1.Condition{
+		Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1.ReasonReady,
+		Message:            fmt.Sprintf("namespace %s and the ccm kubeconfig Secret %s are ready", ns, KubeconfigSecretName),
+		ObservedGeneration: t.Generation,
+	})
+	if err := r.writeStatus(ctx, &t, status); err != nil {
+		return ctrl.Result{}, err
+	}
+	// The next rotation is scheduled, not polled for.
+	return ctrl.Result{RequeueAfter: renewIn}, nil
+}
+
+// writeStatus patches status only when it changed, so unchanged reconciles
+// write nothing.
+func (r *Reconciler) writeStatus(ctx context.Context, t *v1.Tenant, status *v1.TenantStatus) error {
+	if equality.Semantic.DeepEqual(&t.Status, status) {
+		return nil
+	}
+	patch := client.MergeFrom(t.DeepCopy())
+	t.Status = *status
+	return r.Client.Status().Patch(ctx, t, patch)
+}
+
+func (r *Reconciler) ensure(ctx context.Context, t *v1.Tenant, ns string) (time.Duration, error) {
+	labels := map[string]string{v1.LabelTenant: t.Name}
+
+	namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, namespace, func() error {
+		if namespace.Labels == nil {
+			namespace.Labels = map[string]string{}
+		}
+		namespace.Labels[v1.LabelTenant] = t.Name
+		return controllerutil.SetControllerReference(t, namespace, r.Client.Scheme())
+	}); err != nil {
+		return 0, fmt.Errorf("namespace %s: %w", ns, err)
+	}
+	if !namespace.DeletionTimestamp.IsZero() {
+		return 0, fmt.Errorf("namespace %s is being deleted", ns)
+	}
+
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: CCMName, Namespace: ns}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, sa, func() error {
+		sa.Labels = labels
+		sa.AutomountServiceAccountToken = ptr.To(false)
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("service account: %w", err)
+	}
+
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: CCMName, Namespace: ns}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, role, func() error {
+		role.Labels = labels
+		role.Rules = CCMRules()
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("role: %w", err)
+	}
+
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: CCMName, Namespace: ns}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, rb, func() error {
+		rb.Labels = labels
+		rb.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: CCMName}
+		rb.Subjects = []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: CCMName, Namespace: ns}}
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("role binding: %w", err)
+	}
+
+	return r.ensureKubeconfig(ctx, t, ns, labels)
+}
+
+// CCMRules is everything a tenant's ccm may do, all inside its own namespace.
+func CCMRules() []rbacv1.PolicyRule {
+	rw := []string{"get", "list", "watch", "create", "update", "patch", "delete"}
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{v1.GroupVersion.Group}, Resources: []string{"loadbalancers", "routes", "tenantnodes"}, Verbs: rw},
+		{APIGroups: []string{v1.GroupVersion.Group}, Resources: []string{"loadbalancers/status", "routes/status"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: rw},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"get", "list", "watch"}},
+	}
+}
+
+// ensureKubeconfig keeps a valid kubeconfig in the Secret and returns when it must be renewed.
+func (r *Reconciler) ensureKubeconfig(ctx context.Context, t *v1.Tenant, ns string, labels map[string]string) (time.Duration, error) {
+	now := r.now()
+	renewAfter := r.Options.TokenTTL * 2 / 3
+
+	var sec corev1.Secret
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: KubeconfigSecretName}, &sec)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return 0, err
+	}
+	if err == nil {
+		if exp, perr := time.Parse(time.RFC3339, sec.Annotations[annotationTokenExpires]); perr == nil {
+			renewAt := exp.Add(-r.Options.TokenTTL / 3)
+			if now.Before(renewAt) && len(sec.Data[KubeconfigKey]) > 0 && r.kubeconfigCurrent(sec.Data[KubeconfigKey]) {
+				return renewAt.Sub(now), nil
+			}
+		}
+	}
+
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		ExpirationSeconds: ptr.To(int64(r.Options.TokenTTL / time.Second)),
+	}}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: CCMName, Namespace: ns}}
+	if err := r.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return 0, fmt.Errorf("requesting a token for %s/%s: %w", ns, CCMName, err)
+	}
+	kc, err := r.kubeconfig(ns, tr.Status.Token)
+	if err != nil {
+		return 0, err
+	}
+	sec = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: KubeconfigSecretName, Namespace: ns}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, &sec, func() error {
+		sec.Labels = labels
+		if sec.Annotations == nil {
+			sec.Annotations = map[string]string{}
+		}
+		sec.Annotations[annotationTokenExpires] = tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339)
+		sec.Type = corev1.SecretTypeOpaque
+		sec.Data = map[string][]byte{KubeconfigKey: kc}
+		return nil
+	}); err != nil {
+		return 0, fmt.Errorf("kubeconfig secret: %w", err)
+	}
+	r.Recorder.Eventf(t, nil, corev1.EventTypeNormal, "KubeconfigIssued", "Onboard",
+		"issued a ccm kubeconfig in %s/%s valid until %s", ns, KubeconfigSecretName, tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339))
+	if d := tr.Status.ExpirationTimestamp.Sub(now) * 2 / 3; d > 0 && d < renewAfter {
+		return d, nil
+	}
+	return renewAfter, nil
+}
+
+// kubeconfigCurrent reports whether a stored kubeconfig still points at the
+// configured server with the configured CA (a flag change reissues it).
+func (r *Reconciler) kubeconfigCurrent(data []byte) bool {
+	cfg, err := clientcmd.Load(data)
+	if err != nil {
+		return false
+	}
+	c, ok := cfg.Clusters["management"]
+	return ok && c.Server == r.Options.ServerURL && string(c.CertificateAuthorityData) == string(r.Options.CAData)
+}
+
+func (r *Reconciler) kubeconfig(ns, token string) ([]byte, error) {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["management"] = &clientcmdapi.Cluster{Server: r.Options.ServerURL, CertificateAuthorityData: r.Options.CAData}
+	cfg.AuthInfos[CCMName] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts["default"] = &clientcmdapi.Context{Cluster: "management", AuthInfo: CCMName, Namespace: ns}
+	cfg.CurrentContext = "default"
+	return clientcmd.Write(*cfg)
+}
+
+func (r *Reconciler) count(ctx context.Context, ns string, status *v1.TenantStatus) error {
+	var lbs v1.LoadBalancerList
+	if err := r.Client.List(ctx, &lbs, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	var routes v1.RouteList
+	if err := r.Client.List(ctx, &routes, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	addrs := 0
+	for i := range lbs.Items {
+		addrs += len(lbs.Items[i].Status.Addresses)
+	}
+	status.LoadBalancers, status.Routes, status.Addresses = int32(len(lbs.Items)), int32(len(routes.Items)), int32(addrs)
+	return nil
+}
+
+// cleanup deletes what the tenant owns, in order, then releases the Tenant.
+func (r *Reconciler) cleanup(ctx context.Context, t *v1.Tenant) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(t, Finalizer) {
+		return ctrl.Result{}, nil
+	}
+	ns := Namespace(t.Name)
+	// LoadBalancers and Routes first: their own finalizers free addresses and
+	// data-plane config. Their deletion events requeue this Tenant.
+	remaining := 0
+	for _, list := range []client.ObjectList{&v1.LoadBalancerList{}, &v1.RouteList{}} {
+		if err := r.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return ctrl.Result{}, err
+		}
+		if err := meta.EachListItem(list, func(o runtime.Object) error {
+			remaining++
+			obj := o.(client.Object)
+			if obj.GetDeletionTimestamp().IsZero() {
+				return client.IgnoreNotFound(r.Client.Delete(ctx, obj))
+			}
+			return nil
+		}); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if remaining > 0 {
+		log.FromContext(ctx).Info("waiting for tenant objects to be deleted", "namespace", ns, "remaining", remaining)
+		return ctrl.Result{}, nil
+	}
+	// Then the namespace. Its contents go with it; we do not wait for the
+	// namespace controller, which may not run (tests, some control planes).
+	if err := client.IgnoreNotFound(r.Client.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})); err != nil {
+		return ctrl.Result{}, err
+	}
+	controllerutil.RemoveFinalizer(t, Finalizer)
+	return ctrl.Result{}, r.Client.Update(ctx, t)
+}
