@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,6 +83,12 @@ func eventually(t *testing.T, what string, f func() error) {
 	t.Fatalf("%s: %v", what, err)
 }
 
+var seq atomic.Int32
+
+// uniq makes names unique across -count repetitions: a deleted tenant's
+// namespace stays Terminating in envtest, which runs no namespace controller.
+func uniq(prefix string) string { return fmt.Sprintf("%s-%d", prefix, seq.Add(1)) }
+
 func newTenant(name string) *v1.Tenant {
 	return &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{AddressPool: "pool"}}
 }
@@ -122,36 +129,37 @@ func tenantClient(t *testing.T, name string) client.Client {
 func TestOnboardingAndIsolation(t *testing.T) {
 	startController(t)
 	ctx := context.Background()
-	for _, n := range []string{"iso-a", "iso-b"} {
+	ta, tb := uniq("iso-a"), uniq("iso-b")
+	for _, n := range []string{ta, tb} {
 		if err := env.Client.Create(ctx, newTenant(n)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	a := tenantClient(t, "iso-a")
-	tenantClient(t, "iso-b")
+	a := tenantClient(t, ta)
+	tenantClient(t, tb)
 
 	// Everything tenant a needs in its own namespace works.
-	if err := a.Create(ctx, lb(Namespace("iso-a"), "web")); err != nil {
+	if err := a.Create(ctx, lb(Namespace(ta), "web")); err != nil {
 		t.Fatalf("tenant a creating a LoadBalancer in its namespace: %v", err)
 	}
-	if err := a.Create(ctx, &v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace("iso-a"), Name: v1.TenantNodesName}}); err != nil {
+	if err := a.Create(ctx, &v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace(ta), Name: v1.TenantNodesName}}); err != nil {
 		t.Fatalf("tenant a writing its TenantNodes: %v", err)
 	}
-	if err := a.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace("iso-a"), Name: "tls"}}); err != nil {
+	if err := a.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace(ta), Name: "tls"}}); err != nil {
 		t.Fatalf("tenant a copying a Secret: %v", err)
 	}
 
 	// Nothing of tenant b, and nothing cluster-scoped.
 	forbidden := map[string]error{
-		"create LB in b":       a.Create(ctx, lb(Namespace("iso-b"), "web")),
-		"list LBs in b":        a.List(ctx, &v1.LoadBalancerList{}, client.InNamespace(Namespace("iso-b"))),
+		"create LB in b":       a.Create(ctx, lb(Namespace(tb), "web")),
+		"list LBs in b":        a.List(ctx, &v1.LoadBalancerList{}, client.InNamespace(Namespace(tb))),
 		"list LBs everywhere":  a.List(ctx, &v1.LoadBalancerList{}),
-		"read b's kubeconfig":  a.Get(ctx, client.ObjectKey{Namespace: Namespace("iso-b"), Name: KubeconfigSecretName}, &corev1.Secret{}),
+		"read b's kubeconfig":  a.Get(ctx, client.ObjectKey{Namespace: Namespace(tb), Name: KubeconfigSecretName}, &corev1.Secret{}),
 		"list Tenants":         a.List(ctx, &v1.TenantList{}),
 		"list AddressPools":    a.List(ctx, &v1.AddressPoolList{}),
 		"list Namespaces":      a.List(ctx, &corev1.NamespaceList{}),
-		"edit its own Role":    a.Delete(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace("iso-a"), Name: CCMName}}),
-		"write its own status": a.Status().Update(ctx, lb(Namespace("iso-a"), "web")),
+		"edit its own Role":    a.Delete(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace(ta), Name: CCMName}}),
+		"write its own status": a.Status().Update(ctx, lb(Namespace(ta), "web")),
 	}
 	for what, err := range forbidden {
 		if !apierrors.IsForbidden(err) {
@@ -162,10 +170,10 @@ func TestOnboardingAndIsolation(t *testing.T) {
 	// Status: Ready, namespace, counts.
 	eventually(t, "tenant status", func() error {
 		var tn v1.Tenant
-		if err := env.Client.Get(ctx, types.NamespacedName{Name: "iso-a"}, &tn); err != nil {
+		if err := env.Client.Get(ctx, types.NamespacedName{Name: ta}, &tn); err != nil {
 			return err
 		}
-		if !meta.IsStatusConditionTrue(tn.Status.Conditions, v1.ConditionReady) || tn.Status.Namespace != Namespace("iso-a") ||
+		if !meta.IsStatusConditionTrue(tn.Status.Conditions, v1.ConditionReady) || tn.Status.Namespace != Namespace(ta) ||
 			tn.Status.KubeconfigSecret != KubeconfigSecretName || tn.Status.LoadBalancers != 1 || tn.Status.ObservedGeneration != tn.Generation {
 			return fmt.Errorf("status %+v", tn.Status)
 		}
@@ -176,13 +184,14 @@ func TestOnboardingAndIsolation(t *testing.T) {
 func TestStatusNotRewrittenAndTokenRotated(t *testing.T) {
 	r := startController(t)
 	ctx := context.Background()
-	if err := env.Client.Create(ctx, newTenant("rot")); err != nil {
+	name := uniq("rot")
+	if err := env.Client.Create(ctx, newTenant(name)); err != nil {
 		t.Fatal(err)
 	}
-	tenantClient(t, "rot")
+	tenantClient(t, name)
 	var before v1.Tenant
 	eventually(t, "ready", func() error {
-		if err := env.Client.Get(ctx, types.NamespacedName{Name: "rot"}, &before); err != nil {
+		if err := env.Client.Get(ctx, types.NamespacedName{Name: name}, &before); err != nil {
 			return err
 		}
 		if !meta.IsStatusConditionTrue(before.Status.Conditions, v1.ConditionReady) {
@@ -191,13 +200,13 @@ func TestStatusNotRewrittenAndTokenRotated(t *testing.T) {
 		return nil
 	})
 	var secBefore corev1.Secret
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: Namespace("rot"), Name: KubeconfigSecretName}, &secBefore); err != nil {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: Namespace(name), Name: KubeconfigSecretName}, &secBefore); err != nil {
 		t.Fatal(err)
 	}
 
 	// A reconcile with nothing changed writes nothing and schedules the rotation.
 	direct := &Reconciler{Client: env.Client, Recorder: r.Recorder, Options: r.Options, now: time.Now}
-	res, err := direct.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: "rot"}})
+	res, err := direct.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: name}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +214,7 @@ func TestStatusNotRewrittenAndTokenRotated(t *testing.T) {
 		t.Fatalf("rotation scheduled in %s, want about 40m (two thirds of 1h)", res.RequeueAfter)
 	}
 	var after v1.Tenant
-	if err := env.Client.Get(ctx, types.NamespacedName{Name: "rot"}, &after); err != nil {
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: name}, &after); err != nil {
 		t.Fatal(err)
 	}
 	if after.ResourceVersion != before.ResourceVersion {
@@ -214,11 +223,11 @@ func TestStatusNotRewrittenAndTokenRotated(t *testing.T) {
 
 	// 45 minutes later the token is past two thirds of its life: a new one is issued.
 	direct.now = func() time.Time { return time.Now().Add(45 * time.Minute) }
-	if _, err := direct.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: "rot"}}); err != nil {
+	if _, err := direct.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: name}}); err != nil {
 		t.Fatal(err)
 	}
 	var secAfter corev1.Secret
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: Namespace("rot"), Name: KubeconfigSecretName}, &secAfter); err != nil {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: Namespace(name), Name: KubeconfigSecretName}, &secAfter); err != nil {
 		t.Fatal(err)
 	}
 	if string(secAfter.Data[KubeconfigKey]) == string(secBefore.Data[KubeconfigKey]) {
@@ -229,17 +238,18 @@ func TestStatusNotRewrittenAndTokenRotated(t *testing.T) {
 func TestDeletionRemovesOwnedObjectsInOrder(t *testing.T) {
 	startController(t)
 	ctx := context.Background()
-	if err := env.Client.Create(ctx, newTenant("gone")); err != nil {
+	name := uniq("gone")
+	if err := env.Client.Create(ctx, newTenant(name)); err != nil {
 		t.Fatal(err)
 	}
-	tenantClient(t, "gone")
+	tenantClient(t, name)
 	// A LoadBalancer held by another controller's finalizer (IPAM, in the manager).
-	held := lb(Namespace("gone"), "held")
+	held := lb(Namespace(name), "held")
 	held.Finalizers = []string{"fleetlb.io/test-hold"}
 	if err := env.Client.Create(ctx, held); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Client.Delete(ctx, newTenant("gone")); err != nil {
+	if err := env.Client.Delete(ctx, newTenant(name)); err != nil {
 		t.Fatal(err)
 	}
 	// The LoadBalancer is asked to go first; the namespace stays while it is there.
@@ -254,7 +264,7 @@ func TestDeletionRemovesOwnedObjectsInOrder(t *testing.T) {
 		return nil
 	})
 	var ns corev1.Namespace
-	if err := env.Client.Get(ctx, client.ObjectKey{Name: Namespace("gone")}, &ns); err != nil || !ns.DeletionTimestamp.IsZero() {
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: Namespace(name)}, &ns); err != nil || !ns.DeletionTimestamp.IsZero() {
 		t.Fatalf("namespace deleted before the tenant's LoadBalancers were gone: %v %v", err, ns.DeletionTimestamp)
 	}
 	// Release it as its controller would; then the namespace goes and the Tenant with it.
@@ -267,14 +277,14 @@ func TestDeletionRemovesOwnedObjectsInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "tenant gone", func() error {
-		err := env.Client.Get(ctx, types.NamespacedName{Name: "gone"}, &v1.Tenant{})
+		err := env.Client.Get(ctx, types.NamespacedName{Name: name}, &v1.Tenant{})
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
 		return fmt.Errorf("tenant still there: %v", err)
 	})
 	// envtest runs no namespace controller, so the namespace stays Terminating.
-	if err := env.Client.Get(ctx, client.ObjectKey{Name: Namespace("gone")}, &ns); err == nil && ns.DeletionTimestamp.IsZero() {
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: Namespace(name)}, &ns); err == nil && ns.DeletionTimestamp.IsZero() {
 		t.Fatal("namespace not deleted")
 	}
 }
