@@ -1,0 +1,144 @@
+package translate
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	proxyprotocolv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
+	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/fleetlb/fleetlb/internal/model"
+)
+
+const defaultConnectTimeout = 5 * time.Second
+
+// cluster builds the EDS cluster of a backend and its load assignment.
+func cluster(b *model.Backend) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
+	c := &clusterv3.Cluster{
+		Name:                 b.Name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		ConnectTimeout:       duration(b.ConnectTimeout, defaultConnectTimeout),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+	if b.SessionAffinity {
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+	}
+	if b.LocalityWeighted {
+		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{
+			LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
+				LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{},
+			},
+		}
+	}
+	if b.Protocol != model.BackendUDP {
+		// Dead peers behind NAT or a node that vanished are found in minutes, not hours.
+		c.UpstreamConnectionOptions = &clusterv3.UpstreamConnectionOptions{TcpKeepalive: &corev3.TcpKeepalive{
+			KeepaliveProbes: wrapperspb.UInt32(3), KeepaliveTime: wrapperspb.UInt32(60), KeepaliveInterval: wrapperspb.UInt32(10),
+		}}
+	}
+	if b.Protocol == model.BackendHTTP2 || b.Protocol == model.BackendGRPC {
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOpts: typed(&httpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			}},
+		})}
+	}
+	if b.ProxyProtocol != 0 {
+		version := corev3.ProxyProtocolConfig_V1
+		if b.ProxyProtocol == 2 {
+			version = corev3.ProxyProtocolConfig_V2
+		}
+		c.TransportSocket = &corev3.TransportSocket{
+			Name: TransportProxyProt,
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: typed(&proxyprotocolv3.ProxyProtocolUpstreamTransport{
+				Config: &corev3.ProxyProtocolConfig{Version: version},
+				TransportSocket: &corev3.TransportSocket{
+					Name:       TransportRawBuffer,
+					ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: typed(&rawbufferv3.RawBuffer{})},
+				},
+			})},
+		}
+	}
+	if hc := b.HealthCheck; hc != nil {
+		check := &corev3.HealthCheck{
+			Timeout:            duration(hc.Timeout, time.Second),
+			Interval:           duration(hc.Interval, 5*time.Second),
+			UnhealthyThreshold: wrapperspb.UInt32(cmp.Or(hc.UnhealthyThreshold, 3)),
+			HealthyThreshold:   wrapperspb.UInt32(cmp.Or(hc.HealthyThreshold, 2)),
+		}
+		switch hc.Type {
+		case model.HealthHTTP:
+			h := &corev3.HealthCheck_HttpHealthCheck{Path: hc.Path}
+			for _, s := range hc.ExpectedStatuses {
+				h.ExpectedStatuses = append(h.ExpectedStatuses, &typev3.Int64Range{Start: int64(s), End: int64(s) + 1})
+			}
+			if b.Protocol == model.BackendHTTP2 || b.Protocol == model.BackendGRPC {
+				h.CodecClientType = typev3.CodecClientType_HTTP2
+			}
+			check.HealthChecker = &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: h}
+		default:
+			check.HealthChecker = &corev3.HealthCheck_TcpHealthCheck_{TcpHealthCheck: &corev3.HealthCheck_TcpHealthCheck{}}
+		}
+		c.HealthChecks = []*corev3.HealthCheck{check}
+	}
+	if o := b.Outlier; o != nil {
+		c.OutlierDetection = &clusterv3.OutlierDetection{
+			Consecutive_5Xx:    wrapperspb.UInt32(cmp.Or(o.Consecutive5xx, 5)),
+			Interval:           duration(o.Interval, 10*time.Second),
+			BaseEjectionTime:   duration(o.BaseEjectionTime, 30*time.Second),
+			MaxEjectionPercent: wrapperspb.UInt32(cmp.Or(o.MaxEjectionPercent, 50)),
+		}
+	}
+	return c, loadAssignment(b), nil
+}
+
+// loadAssignment groups endpoints into localities (tenant cluster, zone) with
+// priorities renumbered densely from 0, as Envoy expects.
+func loadAssignment(b *model.Backend) *endpointv3.ClusterLoadAssignment {
+	groups := slices.Clone(b.Groups)
+	slices.SortFunc(groups, func(x, y model.EndpointGroup) int {
+		return cmp.Or(cmp.Compare(x.Priority, y.Priority), cmp.Compare(x.Cluster, y.Cluster), cmp.Compare(x.Zone, y.Zone))
+	})
+	dense := map[uint32]uint32{}
+	for _, g := range groups {
+		if _, ok := dense[g.Priority]; !ok {
+			dense[g.Priority] = uint32(len(dense))
+		}
+	}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: b.Name}
+	udp := b.Protocol == model.BackendUDP
+	for _, g := range groups {
+		if len(g.Endpoints) == 0 {
+			continue
+		}
+		eps := slices.Clone(g.Endpoints)
+		slices.SortFunc(eps, func(x, y model.Endpoint) int {
+			return cmp.Or(x.Address.Compare(y.Address), cmp.Compare(x.Port, y.Port))
+		})
+		loc := &endpointv3.LocalityLbEndpoints{
+			Locality: &corev3.Locality{Region: g.Cluster, Zone: g.Zone},
+			Priority: dense[g.Priority],
+		}
+		if b.LocalityWeighted {
+			loc.LoadBalancingWeight = wrapperspb.UInt32(g.Weight)
+		}
+		for _, ep := range eps {
+			e := &endpointv3.Endpoint{Address: socketAddress(ep.Address, ep.Port, udp)}
+			if hc := b.HealthCheck; hc != nil && hc.Port != 0 {
+				e.HealthCheckConfig = &endpointv3.Endpoint_HealthCheckConfig{PortValue: uint32(hc.Port)}
+			}
+			loc.LbEndpoints = append(loc.LbEndpoints, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: e}})
+		}
+		cla.Endpoints = append(cla.Endpoints, loc)
+	}
+	return cla
+}

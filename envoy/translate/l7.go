@@ -1,0 +1,261 @@
+package translate
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/fleetlb/fleetlb/internal/model"
+)
+
+type l7Resources struct {
+	listeners, routes, secrets []types.Resource
+}
+
+// httpResources builds the fleet's shared listeners, their two route
+// configurations and the certificates.
+func httpResources(f *model.Fleet) (*l7Resources, error) {
+	out := &l7Resources{}
+	vhosts := slices.Clone(f.VirtualHosts)
+	slices.SortFunc(vhosts, func(a, b model.VirtualHost) int { return cmp.Compare(a.Name, b.Name) })
+
+	if f.HTTP != nil {
+		rc := &routev3.RouteConfiguration{Name: HTTPRouteName}
+		for i := range vhosts {
+			v := &vhosts[i]
+			if v.Certificate != "" && v.RedirectToHTTPS {
+				rc.VirtualHosts = append(rc.VirtualHosts, httpsRedirectHost(v))
+				continue
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, virtualHost(v))
+		}
+		out.routes = append(out.routes, rc)
+		out.listeners = append(out.listeners, &listenerv3.Listener{
+			Name:         HTTPListenerName,
+			Address:      socketAddress(f.HTTP.VIP, f.HTTP.Port, false),
+			FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(HTTPListenerName, HTTPRouteName)}}},
+		})
+	}
+
+	if f.HTTPS != nil {
+		// SNI → certificate: one filter chain per certificate that serves any hostname.
+		serverNames := map[string][]string{}
+		rc := &routev3.RouteConfiguration{Name: HTTPSRouteName}
+		for i := range vhosts {
+			v := &vhosts[i]
+			if v.Certificate == "" {
+				continue
+			}
+			serverNames[v.Certificate] = append(serverNames[v.Certificate], v.Hostnames...)
+			rc.VirtualHosts = append(rc.VirtualHosts, virtualHost(v))
+		}
+		certs := slices.Clone(f.Certificates)
+		slices.SortFunc(certs, func(a, b model.Certificate) int { return cmp.Compare(a.Name, b.Name) })
+		var chains []*listenerv3.FilterChain
+		for _, c := range certs {
+			names := serverNames[c.Name]
+			if len(names) == 0 {
+				continue // a certificate no virtual host uses is not served
+			}
+			slices.Sort(names)
+			out.secrets = append(out.secrets, &tlsv3.Secret{Name: c.Name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+				CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte(c.CertPEM)}},
+				PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte(c.KeyPEM)}},
+			}}})
+			chains = append(chains, &listenerv3.FilterChain{
+				Name:             c.Name,
+				FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: slices.Compact(names)},
+				TransportSocket: &corev3.TransportSocket{Name: TransportTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: typed(&tlsv3.DownstreamTlsContext{
+					CommonTlsContext: &tlsv3.CommonTlsContext{
+						TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: c.Name, SdsConfig: adsSource()}},
+						AlpnProtocols:                  []string{"h2", "http/1.1"},
+					},
+				})}},
+				Filters: []*listenerv3.Filter{hcm(HTTPSListenerName, HTTPSRouteName)},
+			})
+		}
+		// Envoy needs at least one filter chain; with no certificate in use
+		// there is no HTTPS listener, and so no route configuration for it.
+		if len(chains) > 0 {
+			out.routes = append(out.routes, rc)
+			out.listeners = append(out.listeners, &listenerv3.Listener{
+				Name:    HTTPSListenerName,
+				Address: socketAddress(f.HTTPS.VIP, f.HTTPS.Port, false),
+				ListenerFilters: []*listenerv3.ListenerFilter{{
+					Name:       FilterTLSInspector,
+					ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: typed(&tlsinspectorv3.TlsInspector{})},
+				}},
+				FilterChains: chains,
+			})
+		}
+	}
+	return out, nil
+}
+
+func hcm(stat, routeName string) *listenerv3.Filter {
+	m := &hcmv3.HttpConnectionManager{
+		StatPrefix: stat,
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: adsSource(), RouteConfigName: routeName,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{
+			Name: FilterRouter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed(&routerv3.Router{})},
+		}},
+		UseRemoteAddress:          wrapperspb.Bool(true),
+		NormalizePath:             wrapperspb.Bool(true),
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(5 * time.Minute)},
+	}
+	return &listenerv3.Filter{Name: FilterHCM, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: typed(m)}}
+}
+
+func httpsRedirectHost(v *model.VirtualHost) *routev3.VirtualHost {
+	return &routev3.VirtualHost{
+		Name:    v.Name,
+		Domains: slices.Sorted(slices.Values(v.Hostnames)),
+		Routes: []*routev3.Route{{
+			Name:  "https-redirect",
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{
+				SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true},
+				ResponseCode:           routev3.RedirectAction_MOVED_PERMANENTLY,
+			}},
+		}},
+	}
+}
+
+func virtualHost(v *model.VirtualHost) *routev3.VirtualHost {
+	vh := &routev3.VirtualHost{Name: v.Name, Domains: slices.Sorted(slices.Values(v.Hostnames))}
+	for i := range v.Routes {
+		vh.Routes = append(vh.Routes, route(&v.Routes[i]))
+	}
+	return vh
+}
+
+func stringMatcher(t model.StringMatchType, v string) *matcherv3.StringMatcher {
+	if t == model.StringRegex {
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: v}}}
+	}
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v}}
+}
+
+func routeMatch(m *model.Match) *routev3.RouteMatch {
+	rm := &routev3.RouteMatch{}
+	switch m.PathType {
+	case model.PathExact:
+		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: m.Path}
+	case model.PathRegex:
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: m.Path}}
+	case model.PathPrefix:
+		// Gateway API and Ingress prefixes match whole path segments: /foo
+		// matches /foo and /foo/bar but not /foobar.
+		if m.Path == "/" || m.Path[len(m.Path)-1] == '/' {
+			rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: m.Path}
+		} else {
+			rm.PathSpecifier = &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: m.Path}
+		}
+	default:
+		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+	}
+	if m.Method != "" {
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{
+			Name:                 ":method",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatcher(model.StringExact, m.Method)},
+		})
+	}
+	for _, h := range m.Headers {
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{
+			Name:                 h.Name,
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatcher(h.Type, h.Value)},
+		})
+	}
+	for _, q := range m.Query {
+		rm.QueryParameters = append(rm.QueryParameters, &routev3.QueryParameterMatcher{
+			Name:                         q.Name,
+			QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: stringMatcher(q.Type, q.Value)},
+		})
+	}
+	return rm
+}
+
+var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{
+	0: routev3.RedirectAction_FOUND, 301: routev3.RedirectAction_MOVED_PERMANENTLY, 302: routev3.RedirectAction_FOUND,
+	303: routev3.RedirectAction_SEE_OTHER, 307: routev3.RedirectAction_TEMPORARY_REDIRECT, 308: routev3.RedirectAction_PERMANENT_REDIRECT,
+}
+
+func route(r *model.Route) *routev3.Route {
+	out := &routev3.Route{Name: r.Name, Match: routeMatch(&r.Match)}
+	if rd := r.Redirect; rd != nil {
+		a := &routev3.RedirectAction{HostRedirect: rd.Host, PortRedirect: uint32(rd.Port), ResponseCode: redirectCodes[rd.StatusCode]}
+		if rd.Scheme != "" {
+			a.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: rd.Scheme}
+		}
+		switch {
+		case rd.FullPath != "":
+			a.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: rd.FullPath}
+		case rd.PrefixPath != "":
+			a.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: rd.PrefixPath}
+		}
+		out.Action = &routev3.Route_Redirect{Redirect: a}
+		return out
+	}
+	fw := r.Forward
+	a := &routev3.RouteAction{Timeout: durationpb.New(fw.Timeout.D())}
+	if len(fw.Backends) == 1 {
+		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: fw.Backends[0].Backend}
+	} else {
+		wc := &routev3.WeightedCluster{}
+		for _, b := range fw.Backends {
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: b.Backend, Weight: wrapperspb.UInt32(b.Weight)})
+		}
+		a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	}
+	if fw.BackendTimeout > 0 {
+		a.RetryPolicy = &routev3.RetryPolicy{PerTryTimeout: durationpb.New(fw.BackendTimeout.D())}
+	}
+	if fw.RewriteHost != "" {
+		a.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: fw.RewriteHost}
+	}
+	switch {
+	case fw.RewritePrefixPath != "":
+		a.PrefixRewrite = fw.RewritePrefixPath
+	case fw.RewriteFullPath != "":
+		a.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+			Pattern: &matcherv3.RegexMatcher{Regex: "^/.*$"}, Substitution: fw.RewriteFullPath,
+		}
+	}
+	if fw.HashSourceIP {
+		a.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
+			ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true},
+		}}}
+	}
+	out.RequestHeadersToAdd = headerOptions(fw.RequestHeaders)
+	out.RequestHeadersToRemove = fw.RequestHeaders.Remove
+	out.ResponseHeadersToAdd = headerOptions(fw.ResponseHeaders)
+	out.ResponseHeadersToRemove = fw.ResponseHeaders.Remove
+	out.Action = &routev3.Route_Route{Route: a}
+	return out
+}
+
+func headerOptions(h model.HeaderChanges) []*corev3.HeaderValueOption {
+	var out []*corev3.HeaderValueOption
+	for _, s := range h.Set {
+		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: s.Name, Value: s.Value}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD})
+	}
+	for _, a := range h.Add {
+		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: a.Name, Value: a.Value}, AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD})
+	}
+	return out
+}
