@@ -1,0 +1,262 @@
+package server
+
+import (
+	"context"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+)
+
+// stream is what one connected proxy has been sent and has acknowledged.
+type stream struct {
+	node, fleet string
+	delta       bool
+	// SotW: type → acknowledged version.
+	ackedVersion map[string]string
+	// Delta: type → resource → acknowledged version, and subscriptions.
+	ackedResources map[string]map[string]string
+	wildcard       map[string]bool
+	names          map[string]map[string]bool
+	sent           map[string]deltaSent // nonce → what that response carried
+	// Types the proxy subscribed to.
+	types map[string]bool
+	// Last NACK.
+	nack *NACK
+}
+
+type deltaSent struct {
+	typ     string
+	set     map[string]string
+	removed []string
+}
+
+// NACK is a configuration a proxy refused.
+type NACK struct {
+	Node, TypeURL, Version, Detail string
+}
+
+func newStream(delta bool) *stream {
+	return &stream{
+		delta: delta, ackedVersion: map[string]string{}, ackedResources: map[string]map[string]string{},
+		wildcard: map[string]bool{}, names: map[string]map[string]bool{}, sent: map[string]deltaSent{}, types: map[string]bool{},
+	}
+}
+
+// current reports whether the proxy runs the served snapshot for every type it subscribes to.
+func (st *stream) current(cur *served) bool {
+	for typ := range st.types {
+		if !st.delta {
+			if st.ackedVersion[typ] != cur.versions[typ] {
+				return false
+			}
+			continue
+		}
+		want := cur.snap.GetVersionMap(typ)
+		acked := st.ackedResources[typ]
+		for name, v := range want {
+			if (st.wildcard[typ] || st.names[typ][name]) && acked[name] != v {
+				return false
+			}
+		}
+		for name := range acked {
+			if _, ok := want[name]; !ok {
+				return false // still has a resource that was removed
+			}
+		}
+	}
+	return true
+}
+
+func (s *Server) setNode(st *stream, node *corev3.Node) {
+	if st.node == "" && node != nil {
+		st.node, st.fleet = node.GetId(), node.GetCluster()
+		s.metrics.proxies.WithLabelValues(st.fleet).Inc()
+	}
+}
+
+// --- go-control-plane callbacks ---
+
+var _ serverv3.Callbacks = (*Server)(nil)
+
+func (s *Server) OnStreamOpen(_ context.Context, id int64, _ string) error {
+	s.mu.Lock()
+	s.streams[id] = newStream(false)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
+	s.mu.Lock()
+	s.streams[id] = newStream(true)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) closed(id int64) {
+	s.mu.Lock()
+	st := s.streams[id]
+	delete(s.streams, id)
+	s.mu.Unlock()
+	if st != nil && st.fleet != "" {
+		s.metrics.proxies.WithLabelValues(st.fleet).Dec()
+		// The remaining proxies may now all be current.
+		s.checkAcked(st.fleet)
+	}
+}
+
+func (s *Server) OnStreamClosed(id int64, _ *corev3.Node)      { s.closed(id) }
+func (s *Server) OnDeltaStreamClosed(id int64, _ *corev3.Node) { s.closed(id) }
+
+func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	s.mu.Lock()
+	st := s.streams[id]
+	if st == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	s.setNode(st, req.GetNode())
+	typ, fleet := req.GetTypeUrl(), st.fleet
+	st.types[typ] = true
+	var nack *NACK
+	if req.GetResponseNonce() != "" {
+		if d := req.GetErrorDetail(); d != nil {
+			nack = &NACK{Node: st.node, TypeURL: typ, Version: req.GetVersionInfo(), Detail: d.GetMessage()}
+			st.nack = nack
+		} else {
+			st.ackedVersion[typ] = req.GetVersionInfo()
+		}
+	}
+	s.mu.Unlock()
+	s.afterRequest(fleet, nack)
+	return nil
+}
+
+func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	s.mu.Lock()
+	st := s.streams[id]
+	if st == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	s.setNode(st, req.GetNode())
+	typ, fleet := req.GetTypeUrl(), st.fleet
+	if !st.types[typ] {
+		st.types[typ] = true
+		// An empty first subscription is a wildcard for the types that have one.
+		if len(req.GetResourceNamesSubscribe()) == 0 && (typ == resource.ListenerType || typ == resource.ClusterType) {
+			st.wildcard[typ] = true
+		}
+		if st.ackedResources[typ] == nil {
+			st.ackedResources[typ] = map[string]string{}
+		}
+		for name, v := range req.GetInitialResourceVersions() {
+			st.ackedResources[typ][name] = v
+		}
+	}
+	if st.names[typ] == nil {
+		st.names[typ] = map[string]bool{}
+	}
+	for _, n := range req.GetResourceNamesSubscribe() {
+		if n == "*" {
+			st.wildcard[typ] = true
+			continue
+		}
+		st.names[typ][n] = true
+	}
+	for _, n := range req.GetResourceNamesUnsubscribe() {
+		if n == "*" {
+			st.wildcard[typ] = false
+		}
+		delete(st.names[typ], n)
+		delete(st.ackedResources[typ], n)
+	}
+	var nack *NACK
+	if nonce := req.GetResponseNonce(); nonce != "" {
+		sent, ok := st.sent[nonce]
+		delete(st.sent, nonce)
+		if d := req.GetErrorDetail(); d != nil {
+			nack = &NACK{Node: st.node, TypeURL: typ, Detail: d.GetMessage()}
+			st.nack = nack
+		} else if ok {
+			for name, v := range sent.set {
+				st.ackedResources[sent.typ][name] = v
+			}
+			for _, name := range sent.removed {
+				delete(st.ackedResources[sent.typ], name)
+			}
+		}
+	}
+	s.mu.Unlock()
+	s.afterRequest(fleet, nack)
+	return nil
+}
+
+func (s *Server) afterRequest(fleet string, nack *NACK) {
+	if nack != nil {
+		s.metrics.nacks.WithLabelValues(fleet, nack.TypeURL).Inc()
+		s.log.Info("proxy refused configuration (NACK); it keeps its last good one",
+			"fleet", fleet, "node", nack.Node, "type", nack.TypeURL, "version", nack.Version, "detail", nack.Detail)
+		return
+	}
+	if fleet != "" {
+		s.checkAcked(fleet)
+	}
+}
+
+func (s *Server) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	s.mu.Lock()
+	fleet := ""
+	if st := s.streams[id]; st != nil {
+		fleet = st.fleet
+	}
+	s.mu.Unlock()
+	s.metrics.pushes.WithLabelValues(fleet, resp.GetTypeUrl()).Inc()
+	s.metrics.pushedResources.WithLabelValues(fleet, resp.GetTypeUrl()).Add(float64(len(resp.GetResources())))
+}
+
+func (s *Server) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	s.mu.Lock()
+	fleet := ""
+	if st := s.streams[id]; st != nil {
+		fleet = st.fleet
+		sent := deltaSent{typ: resp.GetTypeUrl(), set: map[string]string{}, removed: resp.GetRemovedResources()}
+		for _, r := range resp.GetResources() {
+			sent.set[r.GetName()] = r.GetVersion()
+		}
+		st.sent[resp.GetNonce()] = sent
+	}
+	s.mu.Unlock()
+	s.metrics.pushes.WithLabelValues(fleet, resp.GetTypeUrl()).Inc()
+	s.metrics.pushedResources.WithLabelValues(fleet, resp.GetTypeUrl()).Add(float64(len(resp.GetResources()) + len(resp.GetRemovedResources())))
+}
+
+func (s *Server) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error           { return nil }
+func (s *Server) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
+
+// NACKs returns the last refusal of each connected proxy of a fleet.
+func (s *Server) NACKs(fleet string) []NACK {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []NACK
+	for _, st := range s.streams {
+		if st.fleet == fleet && st.nack != nil {
+			out = append(out, *st.nack)
+		}
+	}
+	return out
+}
+
+// ConnectedProxies counts the proxies of a fleet with an open stream.
+func (s *Server) ConnectedProxies(fleet string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, st := range s.streams {
+		if st.fleet == fleet && st.node != "" {
+			n++
+		}
+	}
+	return n
+}
