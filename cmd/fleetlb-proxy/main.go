@@ -1,0 +1,104 @@
+// Command fleetlb-proxy is the Go data plane: it takes its whole configuration from
+// the fleetlb xDS server over ADS and serves the fleet's L4 and L7 listeners.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/fleetlb/fleetlb/internal/proxy"
+)
+
+func main() {
+	var (
+		xdsAddress   = flag.String("xds-address", "127.0.0.1:18000", "host:port of the fleetlb xDS (ADS) server")
+		fleet        = flag.String("fleet", "default", "the ProxyFleet this proxy belongs to (sent as node.cluster)")
+		nodeID       = flag.String("node-id", "", "node.id sent to the xDS server (default: hostname)")
+		delta        = flag.Bool("delta", false, "use incremental (delta) xDS instead of state of the world")
+		adminAddress = flag.String("admin-address", "127.0.0.1:9901", "serves /ready (200 once the first configuration is applied) and /metrics")
+		drainTimeout = flag.Duration("drain-timeout", 30*time.Second, "how long a removed or changed listener's connections may continue")
+	)
+	zopts := zap.Options{}
+	zopts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	log := zap.New(zap.UseFlagOptions(&zopts)).WithName("fleetlb-proxy")
+
+	if *nodeID == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			log.Error(err, "no --node-id and no hostname")
+			os.Exit(2)
+		}
+		*nodeID = h
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log, *xdsAddress, &corev3.Node{Id: *nodeID, Cluster: *fleet}, *delta, *adminAddress, *drainTimeout); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error(err, "exiting")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log logr.Logger, xdsAddress string, node *corev3.Node, delta bool, adminAddress string, drain time.Duration) error {
+	conn, err := grpc.NewClient(xdsAddress,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Notice a dead server quickly, like Envoy's TCP keepalive on the ADS cluster.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
+	if err != nil {
+		return fmt.Errorf("xds connection: %w", err)
+	}
+	defer conn.Close()
+
+	opts, closeDataPlane, err := dataPlane(log)
+	if err != nil {
+		return err
+	}
+	defer closeDataPlane()
+	opts.Node, opts.Delta, opts.DrainTimeout = node, delta, drain
+	p, err := proxy.New(conn, opts, log)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", adminAddress)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	admin := &http.Server{Handler: adminHandler(p.Ready()), ReadHeaderTimeout: 10 * time.Second}
+	go admin.Serve(ln)
+	defer admin.Close()
+	log.Info("starting", "xds", xdsAddress, "node", node.GetId(), "fleet", node.GetCluster(), "delta", delta, "admin", ln.Addr().String())
+	return p.Run(ctx)
+}
+
+// adminHandler serves /ready and /metrics (controller-runtime's registry).
+func adminHandler(ready <-chan struct{}) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-ready:
+			fmt.Fprintln(w, "ready")
+		default:
+			http.Error(w, "no configuration applied yet", http.StatusServiceUnavailable)
+		}
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+	return mux
+}

@@ -1,0 +1,249 @@
+package l4
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/go-logr/logr"
+)
+
+// Upstreams is what the L4 listeners need from the cluster manager;
+// *upstream.Manager satisfies it.
+type Upstreams interface {
+	Pick(cluster string, hashKey []byte) (string, error)
+	Report(cluster, addr string, success bool)
+	DialTCP(ctx context.Context, cluster string, src, dst net.Addr, hashKey []byte) (net.Conn, error)
+}
+
+// dialTimeout bounds DialTCP when the cluster manager's own connect_timeout and
+// retries have not ended it.
+const dialTimeout = 30 * time.Second
+
+// TCPListener serves one tcp_proxy listener.
+type TCPListener struct {
+	name string
+	cfg  *tcpConfig
+	up   Upstreams
+	log  logr.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	active atomic.Int64
+
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  map[*tcpSession]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewTCPListener validates l and returns a listener ready to Serve.
+func NewTCPListener(l *listenerv3.Listener, up Upstreams, log logr.Logger) (*TCPListener, error) {
+	cfg, err := parseTCP(l)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &TCPListener{
+		name: l.GetName(), cfg: cfg, up: up, log: log.WithValues("listener", l.GetName()),
+		ctx: ctx, cancel: cancel, conns: map[*tcpSession]struct{}{},
+	}, nil
+}
+
+// ActiveConnections is the number of proxied connections open now.
+func (t *TCPListener) ActiveConnections() int64 { return t.active.Load() }
+
+// Serve accepts on ln until Close; it returns nil after Close.
+func (t *TCPListener) Serve(ln net.Listener) error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.ln = ln
+	t.mu.Unlock()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if t.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Temporary accept errors (EMFILE…): back off briefly, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			t.log.Error(err, "accept", "retryIn", delay)
+			select {
+			case <-time.After(delay):
+			case <-t.ctx.Done():
+				return nil
+			}
+			continue
+		}
+		delay = 0
+		src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		if !t.cfg.rbac.Allowed(src.Addr()) {
+			// Envoy's network RBAC closes a denied connection at once.
+			t.log.V(1).Info("rbac denied", "source", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
+		s := &tcpSession{down: c}
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		t.conns[s] = struct{}{}
+		t.wg.Add(1)
+		t.mu.Unlock()
+		t.active.Add(1)
+		go t.handle(s, src)
+	}
+}
+
+// Close stops accepting and closes every proxied connection.
+func (t *TCPListener) Close() error {
+	t.stopAccepting()
+	t.mu.Lock()
+	for s := range t.conns {
+		s.close()
+	}
+	t.mu.Unlock()
+	t.wg.Wait()
+	return nil
+}
+
+// Shutdown stops accepting and lets open connections finish until ctx ends,
+// then closes what is left (Envoy's listener drain).
+func (t *TCPListener) Shutdown(ctx context.Context) error {
+	t.stopAccepting()
+	done := make(chan struct{})
+	go func() { t.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return t.Close()
+	}
+}
+
+func (t *TCPListener) stopAccepting() {
+	t.mu.Lock()
+	t.closed = true
+	ln := t.ln
+	t.mu.Unlock()
+	t.cancel()
+	if ln != nil {
+		ln.Close()
+	}
+}
+
+// tcpSession is one downstream connection and its upstream.
+type tcpSession struct {
+	mu       sync.Mutex
+	down, up net.Conn
+	last     atomic.Int64 // unix nanos of the last byte in either direction
+	done     bool
+}
+
+func (s *tcpSession) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+	s.down.Close()
+	if s.up != nil {
+		s.up.Close()
+	}
+}
+
+func (t *TCPListener) handle(s *tcpSession, src netip.AddrPort) {
+	defer func() {
+		s.close()
+		t.mu.Lock()
+		delete(t.conns, s)
+		t.mu.Unlock()
+		t.active.Add(-1)
+		t.wg.Done()
+	}()
+	hashKey := src.Addr().Unmap().AsSlice()
+	ctx, cancel := context.WithTimeout(t.ctx, dialTimeout)
+	up, err := t.up.DialTCP(ctx, t.cfg.cluster, s.down.RemoteAddr(), s.down.LocalAddr(), hashKey)
+	cancel()
+	if err != nil {
+		t.log.V(1).Info("upstream connect failed", "cluster", t.cfg.cluster, "error", err.Error())
+		return
+	}
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		up.Close()
+		return
+	}
+	s.up = up
+	s.mu.Unlock()
+
+	s.last.Store(time.Now().UnixNano())
+	copied := make(chan struct{}, 2)
+	go func() { pipe(up, s.down, &s.last); copied <- struct{}{} }()
+	go func() { pipe(s.down, up, &s.last); copied <- struct{}{} }()
+
+	var idle <-chan time.Time
+	var timer *time.Timer
+	if t.cfg.idle > 0 {
+		timer = time.NewTimer(t.cfg.idle)
+		defer timer.Stop()
+		idle = timer.C
+	}
+	for remaining := 2; remaining > 0; {
+		select {
+		case <-copied:
+			remaining--
+		case <-idle:
+			since := time.Since(time.Unix(0, s.last.Load()))
+			if since >= t.cfg.idle {
+				t.log.V(1).Info("idle timeout", "source", src.String())
+				return // deferred close ends both copies
+			}
+			timer.Reset(t.cfg.idle - since)
+		}
+	}
+}
+
+// copyBuffers recycles the per-direction copy buffers across connections.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+
+// pipe copies src to dst; at EOF it half-closes dst so the other direction can
+// still finish (TCP half-close, as Envoy's tcp_proxy does).
+func pipe(dst, src net.Conn, last *atomic.Int64) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			last.Store(time.Now().UnixNano())
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				src.Close()
+				return
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+					cw.CloseWrite()
+					return
+				}
+			}
+			dst.Close()
+			return
+		}
+	}
+}

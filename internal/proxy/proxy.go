@@ -1,0 +1,278 @@
+// Package proxy is the core of fleetlb-proxy, the Go data plane: it runs the ADS
+// client, decides ACK or NACK for every response with the validators of the L4, L7
+// and upstream packages, keeps the accepted configuration, and binds and unbinds
+// one socket per Listener resource.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/fleetlb/fleetlb/internal/proxy/l4"
+	"github.com/fleetlb/fleetlb/internal/proxy/xdsclient"
+)
+
+// ClusterManager is the upstream side; *upstream.Manager satisfies it.
+type ClusterManager interface {
+	l4.Upstreams
+	SetClusters(cs []*clusterv3.Cluster)
+	SetLoadAssignments(clas []*endpointv3.ClusterLoadAssignment)
+}
+
+// Server is one serving listener (l4.TCPListener, l7.Listener).
+type Server interface {
+	Serve(ln net.Listener) error
+	Close() error
+}
+
+// HTTPListeners is the L7 side. The core keeps no L7 types: the implementation
+// holds the compiled route tables and secrets its listeners look up per request.
+type HTTPListeners interface {
+	IsHTTPListener(l *listenerv3.Listener) bool
+	RouteConfigNames(l *listenerv3.Listener) []string
+	SecretNames(l *listenerv3.Listener) []string
+	// SetRouteConfigs validates and installs the complete RDS set; on error nothing changes.
+	SetRouteConfigs(rcs []*routev3.RouteConfiguration) error
+	// SetSecrets validates and installs the complete SDS set; on error nothing changes.
+	SetSecrets(ss []*tlsv3.Secret) error
+	NewListener(l *listenerv3.Listener, log logr.Logger) (Server, error)
+}
+
+// Options configure a Proxy.
+type Options struct {
+	Node  *corev3.Node
+	Delta bool
+	// Clusters is the cluster manager; required.
+	Clusters ClusterManager
+	// ValidateCluster and ValidateLoadAssignment decide CDS/EDS NACKs (upstream.ValidateCluster…).
+	ValidateCluster        func(*clusterv3.Cluster) error
+	ValidateLoadAssignment func(*endpointv3.ClusterLoadAssignment) error
+	// HTTP serves HTTP listeners; nil NACKs them.
+	HTTP HTTPListeners
+	// DrainTimeout bounds how long a removed or replaced listener's open connections
+	// may continue (Envoy's drain); default 30s.
+	DrainTimeout time.Duration
+	// MinBackoff/MaxBackoff bound ADS reconnects (defaults in xdsclient).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Proxy is one data-plane instance.
+type Proxy struct {
+	opts   Options
+	log    logr.Logger
+	client *xdsclient.Client
+
+	ready     chan struct{}
+	readyOnce sync.Once
+	gotLDS    bool
+	gotCDS    bool
+
+	mu        sync.Mutex
+	listeners map[string]*boundListener
+	drains    sync.WaitGroup
+}
+
+// New returns a proxy that talks ADS over conn; Run starts it.
+func New(conn grpc.ClientConnInterface, opts Options, log logr.Logger) (*Proxy, error) {
+	if opts.Clusters == nil {
+		return nil, errors.New("proxy: Options.Clusters is required")
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 30 * time.Second
+	}
+	p := &Proxy{opts: opts, log: log, ready: make(chan struct{}), listeners: map[string]*boundListener{}}
+	p.client = xdsclient.New(conn, xdsclient.HandlerFunc(p.handle), xdsclient.Options{
+		Node: opts.Node, Delta: opts.Delta, MinBackoff: opts.MinBackoff, MaxBackoff: opts.MaxBackoff,
+		OnResponse: func(typeURL string, err error) {
+			result := "applied"
+			if err != nil {
+				result = "nacked"
+			}
+			xdsUpdates.WithLabelValues(shortType(typeURL), result).Inc()
+		},
+	}, log.WithName("xds"))
+	return p, nil
+}
+
+// Run serves until ctx ends, then closes every listener.
+func (p *Proxy) Run(ctx context.Context) error {
+	registerProxy(p)
+	defer unregisterProxy(p)
+	err := p.client.Run(ctx)
+	p.mu.Lock()
+	for name, bl := range p.listeners {
+		p.retire(bl)
+		delete(p.listeners, name)
+	}
+	p.mu.Unlock()
+	p.drains.Wait()
+	return err
+}
+
+// Ready is closed once the first listeners and clusters have been applied.
+func (p *Proxy) Ready() <-chan struct{} { return p.ready }
+
+// AckedVersions is the last ACKed version per type URL.
+func (p *Proxy) AckedVersions() map[string]string { return p.client.AckedVersions() }
+
+// LastNACK is the most recent rejected response, or nil.
+func (p *Proxy) LastNACK() *xdsclient.NACK { return p.client.LastNACK() }
+
+// ListenerAddr is the bound address of a listener (useful with port 0), or nil.
+func (p *Proxy) ListenerAddr(name string) net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if bl, ok := p.listeners[name]; ok {
+		return bl.addr()
+	}
+	return nil
+}
+
+// ActiveConnections is the number of open connections (TCP, HTTP) or sessions (UDP)
+// per listener name.
+func (p *Proxy) ActiveConnections() map[string]int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]int64, len(p.listeners))
+	for name, bl := range p.listeners {
+		out[name] = bl.active()
+	}
+	return out
+}
+
+func (p *Proxy) handle(typeURL string, res map[string]proto.Message) error {
+	names := slices.Sorted(maps.Keys(res))
+	var err error
+	switch typeURL {
+	case xdsclient.ClusterType:
+		err = p.applyClusters(names, res)
+		p.gotCDS = p.gotCDS || err == nil
+	case xdsclient.EndpointType:
+		err = p.applyEndpoints(names, res)
+	case xdsclient.ListenerType:
+		err = p.applyListeners(names, res)
+		p.gotLDS = p.gotLDS || err == nil
+	case xdsclient.RouteType:
+		err = p.applyRoutes(names, res)
+	case xdsclient.SecretType:
+		err = p.applySecrets(names, res)
+	default:
+		err = fmt.Errorf("resource type %s is not supported", typeURL)
+	}
+	if p.gotCDS && p.gotLDS {
+		p.readyOnce.Do(func() {
+			p.log.Info("first configuration applied")
+			close(p.ready)
+		})
+	}
+	return err
+}
+
+func (p *Proxy) applyClusters(names []string, res map[string]proto.Message) error {
+	cs := make([]*clusterv3.Cluster, 0, len(names))
+	var eds []string
+	for _, n := range names {
+		c, ok := res[n].(*clusterv3.Cluster)
+		if !ok {
+			return fmt.Errorf("resource %q is not a Cluster", n)
+		}
+		if p.opts.ValidateCluster != nil {
+			if err := p.opts.ValidateCluster(c); err != nil {
+				return err
+			}
+		}
+		cs = append(cs, c)
+		if c.GetType() == clusterv3.Cluster_EDS {
+			name := c.GetEdsClusterConfig().GetServiceName()
+			if name == "" {
+				name = c.GetName()
+			}
+			eds = append(eds, name)
+		}
+	}
+	p.opts.Clusters.SetClusters(cs)
+	p.client.Watch(xdsclient.EndpointType, eds)
+	return nil
+}
+
+func (p *Proxy) applyEndpoints(names []string, res map[string]proto.Message) error {
+	clas := make([]*endpointv3.ClusterLoadAssignment, 0, len(names))
+	for _, n := range names {
+		cla, ok := res[n].(*endpointv3.ClusterLoadAssignment)
+		if !ok {
+			return fmt.Errorf("resource %q is not a ClusterLoadAssignment", n)
+		}
+		if p.opts.ValidateLoadAssignment != nil {
+			if err := p.opts.ValidateLoadAssignment(cla); err != nil {
+				return err
+			}
+		}
+		clas = append(clas, cla)
+	}
+	p.opts.Clusters.SetLoadAssignments(clas)
+	return nil
+}
+
+func (p *Proxy) applyRoutes(names []string, res map[string]proto.Message) error {
+	if p.opts.HTTP == nil {
+		if len(names) > 0 {
+			return errors.New("route configurations are not supported: this proxy serves no HTTP")
+		}
+		return nil
+	}
+	rcs := make([]*routev3.RouteConfiguration, 0, len(names))
+	for _, n := range names {
+		rc, ok := res[n].(*routev3.RouteConfiguration)
+		if !ok {
+			return fmt.Errorf("resource %q is not a RouteConfiguration", n)
+		}
+		rcs = append(rcs, rc)
+	}
+	return p.opts.HTTP.SetRouteConfigs(rcs)
+}
+
+func (p *Proxy) applySecrets(names []string, res map[string]proto.Message) error {
+	if p.opts.HTTP == nil {
+		if len(names) > 0 {
+			return errors.New("secrets are not supported: this proxy serves no HTTP")
+		}
+		return nil
+	}
+	ss := make([]*tlsv3.Secret, 0, len(names))
+	for _, n := range names {
+		s, ok := res[n].(*tlsv3.Secret)
+		if !ok {
+			return fmt.Errorf("resource %q is not a Secret", n)
+		}
+		ss = append(ss, s)
+	}
+	return p.opts.HTTP.SetSecrets(ss)
+}
+
+// listenerConfig is the Listener resource currently served under name (for tests and debugging).
+func (p *Proxy) listenerConfig(name string) *listenerv3.Listener {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if bl, ok := p.listeners[name]; ok {
+		bl.mu.Lock()
+		defer bl.mu.Unlock()
+		return bl.config
+	}
+	return nil
+}

@@ -1,0 +1,254 @@
+package xdsclient
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/go-logr/logr/testr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+)
+
+const nodeID = "proxy-1"
+
+// xdsServer is go-control-plane's snapshot cache and server over real gRPC.
+type xdsServer struct {
+	cache cache.SnapshotCache
+	addr  string
+	grpc  *grpc.Server
+
+	mu        sync.Mutex
+	nackSeen  []string // error_detail messages received
+	deltaSent map[string]int
+}
+
+func startServer(t *testing.T, snapCache cache.SnapshotCache, addr string) *xdsServer {
+	t.Helper()
+	s := &xdsServer{cache: snapCache, deltaSent: map[string]int{}}
+	cb := server.CallbackFuncs{
+		StreamRequestFunc: func(_ int64, r *discoveryv3.DiscoveryRequest) error {
+			if r.GetErrorDetail() != nil {
+				s.mu.Lock()
+				s.nackSeen = append(s.nackSeen, r.GetErrorDetail().GetMessage())
+				s.mu.Unlock()
+			}
+			return nil
+		},
+		StreamDeltaRequestFunc: func(_ int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+			if r.GetErrorDetail() != nil {
+				s.mu.Lock()
+				s.nackSeen = append(s.nackSeen, r.GetErrorDetail().GetMessage())
+				s.mu.Unlock()
+			}
+			return nil
+		},
+		StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
+			s.mu.Lock()
+			s.deltaSent[r.GetTypeUrl()] += len(r.GetResources())
+			s.mu.Unlock()
+		},
+	}
+	srv := server.NewServer(context.Background(), snapCache, cb)
+	s.grpc = grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, srv)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	go s.grpc.Serve(ln)
+	t.Cleanup(s.grpc.Stop)
+	return s
+}
+
+func (s *xdsServer) nacks() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.nackSeen)
+}
+
+func (s *xdsServer) sent(typeURL string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.deltaSent[typeURL]
+}
+
+func snapshot(t *testing.T, version string, clusters ...string) *cache.Snapshot {
+	t.Helper()
+	var cs, es []types.Resource
+	for _, c := range clusters {
+		cs = append(cs, &clusterv3.Cluster{Name: c, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+			EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}})
+		es = append(es, &endpointv3.ClusterLoadAssignment{ClusterName: c})
+	}
+	snap, err := cache.NewSnapshot(version, map[resource.Type][]types.Resource{
+		resource.ClusterType:  cs,
+		resource.EndpointType: es,
+		resource.ListenerType: {&listenerv3.Listener{Name: "l-" + version}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+// recorder is a Handler like the proxy's: CDS drives the EDS watch, a cluster named
+// "bad" is rejected.
+type recorder struct {
+	client *Client
+	mu     sync.Mutex
+	state  map[string][]string
+	notify chan struct{}
+}
+
+func (r *recorder) Handle(typeURL string, res map[string]proto.Message) error {
+	names := slices.Sorted(func(yield func(string) bool) {
+		for n := range res {
+			if !yield(n) {
+				return
+			}
+		}
+	})
+	if typeURL == ClusterType {
+		if slices.Contains(names, "bad") {
+			return fmt.Errorf(`cluster "bad": lb_policy MAGLEV is not supported`)
+		}
+		r.client.Watch(EndpointType, names)
+	}
+	r.mu.Lock()
+	r.state[typeURL] = names
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (r *recorder) get(typeURL string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state[typeURL]
+}
+
+// eventually waits (bounded) until cond holds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func startClient(t *testing.T, addr string, delta bool) (*Client, *recorder) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	rec := &recorder{state: map[string][]string{}, notify: make(chan struct{}, 1)}
+	c := New(conn, rec, Options{Node: &corev3.Node{Id: nodeID, Cluster: "fleet"}, Delta: delta, MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, testr.New(t))
+	rec.client = c
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c, rec
+}
+
+func TestSubscribeAckNackReconnect(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delta=%v", delta), func(t *testing.T) {
+			snapCache := cache.NewSnapshotCache(true, cache.IDHash{}, nil)
+			if err := snapCache.SetSnapshot(context.Background(), nodeID, snapshot(t, "v1", "a", "b")); err != nil {
+				t.Fatal(err)
+			}
+			srv := startServer(t, snapCache, "127.0.0.1:0")
+			c, rec := startClient(t, srv.addr, delta)
+
+			eventually(t, "CDS and EDS of v1", func() bool {
+				return slices.Equal(rec.get(ClusterType), []string{"a", "b"}) &&
+					slices.Equal(rec.get(EndpointType), []string{"a", "b"}) &&
+					slices.Equal(rec.get(ListenerType), []string{"l-v1"})
+			})
+			if !delta {
+				eventually(t, "ACK of v1", func() bool { return c.AckedVersions()[ClusterType] == "v1" })
+			}
+
+			// A rejected cluster set: NACK with the validator's text, old set kept.
+			if err := snapCache.SetSnapshot(context.Background(), nodeID, snapshot(t, "v2", "a", "bad")); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "NACK at the server", func() bool { return len(srv.nacks()) > 0 })
+			if got := srv.nacks()[0]; got != `cluster "bad": lb_policy MAGLEV is not supported` {
+				t.Errorf("error_detail = %q", got)
+			}
+			if n := c.LastNACK(); n == nil || n.TypeURL != ClusterType {
+				t.Errorf("LastNACK = %+v", n)
+			}
+			if got := rec.get(ClusterType); !slices.Equal(got, []string{"a", "b"}) {
+				t.Errorf("after NACK clusters = %v, want the previous [a b]", got)
+			}
+			if !delta && c.AckedVersions()[ClusterType] != "v1" {
+				t.Errorf("acked version after NACK = %q, want v1", c.AckedVersions()[ClusterType])
+			}
+
+			// The server goes away; on its return with a new snapshot the client
+			// reconnects and gets the current one.
+			addr := srv.addr
+			srv.grpc.Stop()
+			if err := snapCache.SetSnapshot(context.Background(), nodeID, snapshot(t, "v3", "c")); err != nil {
+				t.Fatal(err)
+			}
+			startServer(t, snapCache, addr)
+			eventually(t, "v3 after reconnect", func() bool {
+				return slices.Equal(rec.get(ClusterType), []string{"c"}) &&
+					slices.Equal(rec.get(EndpointType), []string{"c"}) &&
+					slices.Equal(rec.get(ListenerType), []string{"l-v3"})
+			})
+		})
+	}
+}
+
+// Delta pushes only what changed: one new cluster in a snapshot of many is one
+// resource on the wire.
+func TestDeltaSendsOnlyChanges(t *testing.T) {
+	snapCache := cache.NewSnapshotCache(true, cache.IDHash{}, nil)
+	clusters := []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"}
+	if err := snapCache.SetSnapshot(context.Background(), nodeID, snapshot(t, "v1", clusters...)); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, snapCache, "127.0.0.1:0")
+	_, rec := startClient(t, srv.addr, true)
+	eventually(t, "10 clusters", func() bool { return len(rec.get(EndpointType)) == 10 })
+	before := srv.sent(ClusterType)
+	if before != 10 {
+		t.Fatalf("initial CDS resources sent = %d, want 10", before)
+	}
+	if err := snapCache.SetSnapshot(context.Background(), nodeID, snapshot(t, "v2", append(clusters, "c10")...)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "11 clusters", func() bool { return len(rec.get(EndpointType)) == 11 })
+	if got := srv.sent(ClusterType) - before; got != 1 {
+		t.Errorf("CDS resources sent for one added cluster = %d, want 1", got)
+	}
+}
