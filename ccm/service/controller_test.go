@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,9 +105,21 @@ func eventually(t *testing.T, what string, f func() error) {
 	t.Fatalf("%s: %v", what, err)
 }
 
-func lbService(name string, mutate func(*corev1.Service)) *corev1.Service {
+var seq atomic.Int32
+
+// testNamespace gives each test (and each -count repetition) its own tenant namespace.
+func testNamespace(t *testing.T) string {
+	t.Helper()
+	ns := fmt.Sprintf("t%d", seq.Add(1))
+	if err := tenantEnv.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+func lbService(ns, name string, mutate func(*corev1.Service)) *corev1.Service {
 	s := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: corev1.ServiceSpec{
 			Type:              corev1.ServiceTypeLoadBalancer,
 			LoadBalancerClass: ptr.To(DefaultClass),
@@ -120,15 +133,16 @@ func lbService(name string, mutate func(*corev1.Service)) *corev1.Service {
 	return s
 }
 
-func getLB(name string) (*v1.LoadBalancer, error) {
+func getLB(ns, name string) (*v1.LoadBalancer, error) {
 	var lb v1.LoadBalancer
-	err := mgmtEnv.Client.Get(context.Background(), client.ObjectKey{Namespace: mgmtNS, Name: LoadBalancerName("default", name)}, &lb)
+	err := mgmtEnv.Client.Get(context.Background(), client.ObjectKey{Namespace: mgmtNS, Name: LoadBalancerName(ns, name)}, &lb)
 	return &lb, err
 }
 
 func TestServiceBecomesLoadBalancerAndGetsItsAddress(t *testing.T) {
 	ctx := context.Background()
-	svc := lbService("web", func(s *corev1.Service) {
+	ns := testNamespace(t)
+	svc := lbService(ns, "web", func(s *corev1.Service) {
 		s.Annotations = map[string]string{v1.AnnotationProxyProtocol: "v2", v1.AnnotationGlobalName: "web", v1.AnnotationStrategy: "failover", v1.AnnotationPriority: "1"}
 		s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP})
 		s.Spec.LoadBalancerSourceRanges = []string{"127.0.0.0/8", "10.0.0.0/8"}
@@ -139,7 +153,7 @@ func TestServiceBecomesLoadBalancerAndGetsItsAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	var lb *v1.LoadBalancer
-	eventually(t, "management LoadBalancer", func() (err error) { lb, err = getLB("web"); return err })
+	eventually(t, "management LoadBalancer", func() (err error) { lb, err = getLB(ns, "web"); return err })
 	if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(svc), svc); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +161,7 @@ func TestServiceBecomesLoadBalancerAndGetsItsAddress(t *testing.T) {
 		t.Fatal("Service has no cleanup finalizer")
 	}
 	s := lb.Spec
-	if s.Source != (v1.ServiceSource{Cluster: "cluster-a", Namespace: "default", Name: "web", UID: string(svc.UID)}) {
+	if s.Source != (v1.ServiceSource{Cluster: "cluster-a", Namespace: ns, Name: "web", UID: string(svc.UID)}) {
 		t.Errorf("source %+v", s.Source)
 	}
 	if len(s.Ports) != 2 || s.Ports[0].NodePort != v1.PortNumber(svc.Spec.Ports[0].NodePort) || s.Ports[1].Protocol != v1.ProtocolUDP || s.Ports[1].NodePort == 0 {
@@ -189,7 +203,7 @@ func TestServiceBecomesLoadBalancerAndGetsItsAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "source ranges removed", func() error {
-		lb, err := getLB("web")
+		lb, err := getLB(ns, "web")
 		if err != nil || len(lb.Spec.SourceRanges) != 0 {
 			return fmt.Errorf("%v %v", err, lb.Spec.SourceRanges)
 		}
@@ -205,12 +219,13 @@ func TestServiceBecomesLoadBalancerAndGetsItsAddress(t *testing.T) {
 
 func TestRefusalIsAnEventOnTheService(t *testing.T) {
 	ctx := context.Background()
-	svc := lbService("taken", func(s *corev1.Service) { s.Annotations = map[string]string{v1.AnnotationLoadBalancerIP: "127.0.10.5"} })
+	ns := testNamespace(t)
+	svc := lbService(ns, "taken", func(s *corev1.Service) { s.Annotations = map[string]string{v1.AnnotationLoadBalancerIP: "127.0.10.5"} })
 	if err := tenantEnv.Client.Create(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
 	var lb *v1.LoadBalancer
-	eventually(t, "management LoadBalancer", func() (err error) { lb, err = getLB("taken"); return err })
+	eventually(t, "management LoadBalancer", func() (err error) { lb, err = getLB(ns, "taken"); return err })
 	if lb.Spec.LoadBalancerIP != "127.0.10.5" {
 		t.Fatalf("requested IP not passed on: %q", lb.Spec.LoadBalancerIP)
 	}
@@ -221,7 +236,7 @@ func TestRefusalIsAnEventOnTheService(t *testing.T) {
 	}
 	eventually(t, "warning event on the Service", func() error {
 		var evs eventsv1.EventList
-		if err := tenantEnv.Client.List(ctx, &evs, client.InNamespace("default")); err != nil {
+		if err := tenantEnv.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
 			return err
 		}
 		for _, e := range evs.Items {
@@ -235,17 +250,18 @@ func TestRefusalIsAnEventOnTheService(t *testing.T) {
 
 func TestOtherClassesAreLeftAlone(t *testing.T) {
 	ctx := context.Background()
-	other := lbService("other", func(s *corev1.Service) { s.Spec.LoadBalancerClass = ptr.To("example.com/other") })
-	unclassed := lbService("unclassed", func(s *corev1.Service) { s.Spec.LoadBalancerClass = nil })
-	marker := lbService("marker", nil) // ours: proves the controller ran after the others
+	ns := testNamespace(t)
+	other := lbService(ns, "other", func(s *corev1.Service) { s.Spec.LoadBalancerClass = ptr.To("example.com/other") })
+	unclassed := lbService(ns, "unclassed", func(s *corev1.Service) { s.Spec.LoadBalancerClass = nil })
+	marker := lbService(ns, "marker", nil) // ours: proves the controller ran after the others
 	for _, s := range []*corev1.Service{other, unclassed, marker} {
 		if err := tenantEnv.Client.Create(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "marker", func() error { _, err := getLB("marker"); return err })
+	eventually(t, "marker", func() error { _, err := getLB(ns, "marker"); return err })
 	for _, s := range []*corev1.Service{other, unclassed} {
-		if _, err := getLB(s.Name); !apierrors.IsNotFound(err) {
+		if _, err := getLB(ns, s.Name); !apierrors.IsNotFound(err) {
 			t.Errorf("%s: management object exists or error %v", s.Name, err)
 		}
 		if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(s), s); err != nil || servicehelper.HasLBFinalizer(s) {
@@ -256,12 +272,13 @@ func TestOtherClassesAreLeftAlone(t *testing.T) {
 
 func TestDeletionWaitsForTheManagementObject(t *testing.T) {
 	ctx := context.Background()
-	svc := lbService("gone", nil)
+	ns := testNamespace(t)
+	svc := lbService(ns, "gone", nil)
 	if err := tenantEnv.Client.Create(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
 	var lb *v1.LoadBalancer
-	eventually(t, "management LoadBalancer", func() (err error) { lb, err = getLB("gone"); return err })
+	eventually(t, "management LoadBalancer", func() (err error) { lb, err = getLB(ns, "gone"); return err })
 	// The manager holds the object until it released the address.
 	lb.Finalizers = []string{"fleetlb.io/test-release"}
 	if err := mgmtEnv.Client.Update(ctx, lb); err != nil {
@@ -271,7 +288,7 @@ func TestDeletionWaitsForTheManagementObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "management deletion requested", func() error {
-		lb, err := getLB("gone")
+		lb, err := getLB(ns, "gone")
 		if err != nil {
 			return err
 		}
@@ -283,7 +300,7 @@ func TestDeletionWaitsForTheManagementObject(t *testing.T) {
 	if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(svc), svc); err != nil || !servicehelper.HasLBFinalizer(svc) {
 		t.Fatalf("Service released before the load balancer was gone: %v", err)
 	}
-	lb, _ = getLB("gone")
+	lb, _ = getLB(ns, "gone")
 	lb.Finalizers = nil
 	if err := mgmtEnv.Client.Update(ctx, lb); err != nil {
 		t.Fatal(err)
@@ -299,11 +316,12 @@ func TestDeletionWaitsForTheManagementObject(t *testing.T) {
 
 func TestTypeChangeCleansUp(t *testing.T) {
 	ctx := context.Background()
-	svc := lbService("retyped", nil)
+	ns := testNamespace(t)
+	svc := lbService(ns, "retyped", nil)
 	if err := tenantEnv.Client.Create(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "management LoadBalancer", func() error { _, err := getLB("retyped"); return err })
+	eventually(t, "management LoadBalancer", func() error { _, err := getLB(ns, "retyped"); return err })
 	eventually(t, "retype", func() error {
 		if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(svc), svc); err != nil {
 			return err
@@ -316,7 +334,7 @@ func TestTypeChangeCleansUp(t *testing.T) {
 		return tenantEnv.Client.Update(ctx, svc)
 	})
 	eventually(t, "cleanup after type change", func() error {
-		if _, err := getLB("retyped"); !apierrors.IsNotFound(err) {
+		if _, err := getLB(ns, "retyped"); !apierrors.IsNotFound(err) {
 			return fmt.Errorf("management object still there: %v", err)
 		}
 		if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(svc), svc); err != nil {
@@ -331,13 +349,14 @@ func TestTypeChangeCleansUp(t *testing.T) {
 
 func TestBadAnnotationIsReported(t *testing.T) {
 	ctx := context.Background()
-	svc := lbService("badpp", func(s *corev1.Service) { s.Annotations = map[string]string{v1.AnnotationProxyProtocol: "v3"} })
+	ns := testNamespace(t)
+	svc := lbService(ns, "badpp", func(s *corev1.Service) { s.Annotations = map[string]string{v1.AnnotationProxyProtocol: "v3"} })
 	if err := tenantEnv.Client.Create(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "InvalidService event", func() error {
 		var evs eventsv1.EventList
-		if err := tenantEnv.Client.List(ctx, &evs, client.InNamespace("default")); err != nil {
+		if err := tenantEnv.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
 			return err
 		}
 		for _, e := range evs.Items {
@@ -347,7 +366,7 @@ func TestBadAnnotationIsReported(t *testing.T) {
 		}
 		return errors.New("no InvalidService event")
 	})
-	if _, err := getLB("badpp"); !apierrors.IsNotFound(err) {
+	if _, err := getLB(ns, "badpp"); !apierrors.IsNotFound(err) {
 		t.Fatalf("a Service with a bad annotation got a load balancer: %v", err)
 	}
 }
