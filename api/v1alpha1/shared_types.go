@@ -54,6 +54,7 @@ const (
 	ReasonPortConflict        = "PortConflict"
 	ReasonFleetNotFound       = "FleetNotFound"
 	ReasonNoProxies           = "NoProxiesConnected"
+	ReasonTenantNotFound      = "TenantNotFound"
 )
 
 // Hostname is a DNS name, or a wildcard of the form *.example.com that

@@ -1,0 +1,241 @@
+package admission
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/internal/testenv"
+	"github.com/fleetlb/fleetlb/manager/tenant"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	var err error
+	if env, err = testenv.New(testenv.Options{}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// startAdmission runs a fresh controller (a "manager process"); the returned
+// func stops it.
+func startAdmission(t *testing.T) func() {
+	t.Helper()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("admission")}
+	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = mgr.Start(ctx); close(done) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+var seq atomic.Int32
+
+// setup creates a pool and a tenant using it, with its namespace; returns the namespace.
+func setup(t *testing.T, addrs []v1.AddressRange, limits v1.TenantLimits) (string, string) {
+	t.Helper()
+	ctx := context.Background()
+	n := seq.Add(1)
+	poolName, name := fmt.Sprintf("pool-%d", n), fmt.Sprintf("adm-%d", n)
+	if err := env.Client.Create(ctx, &v1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: poolName}, Spec: v1.AddressPoolSpec{Addresses: addrs}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{AddressPool: poolName, Limits: limits}}); err != nil {
+		t.Fatal(err)
+	}
+	ns := tenant.Namespace(name)
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	return ns, poolName
+}
+
+func createLB(t *testing.T, ns, name, requested string) {
+	t.Helper()
+	lb := &v1.LoadBalancer{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1.LoadBalancerSpec{
+			Source:         v1.ServiceSource{Cluster: "c", Namespace: "default", Name: name, UID: "u-" + name},
+			Ports:          []v1.LoadBalancerPort{{Port: 80, Protocol: v1.ProtocolTCP, NodePort: 30080}},
+			LoadBalancerIP: v1.IPAddress(requested),
+		},
+	}
+	if err := env.Client.Create(context.Background(), lb); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// admitted waits until the LoadBalancer is Accepted with want (or, when want
+// starts with "reason:", refused with that reason) and returns its condition message.
+func admitted(t *testing.T, ns, name, want string) string {
+	t.Helper()
+	var lb v1.LoadBalancer
+	var got string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &lb); err != nil {
+			got = err.Error()
+			continue
+		}
+		c := meta.FindStatusCondition(lb.Status.Conditions, v1.ConditionAccepted)
+		if c == nil || c.ObservedGeneration != lb.Generation {
+			got = "no current Accepted condition"
+			continue
+		}
+		if reason, ok := strings.CutPrefix(want, "reason:"); ok {
+			if c.Status == metav1.ConditionFalse && c.Reason == reason {
+				return c.Message
+			}
+		} else if c.Status == metav1.ConditionTrue && len(lb.Status.Addresses) == 1 && string(lb.Status.Addresses[0].IP) == want &&
+			lb.Status.Addresses[0].IPMode == v1.IPModeProxy {
+			return c.Message
+		}
+		got = fmt.Sprintf("%s %s %q addresses %v", c.Status, c.Reason, c.Message, lb.Status.Addresses)
+	}
+	t.Fatalf("%s/%s: want %s, have %s", ns, name, want, got)
+	return ""
+}
+
+func TestAllocationRequestsAndRefusals(t *testing.T) {
+	startAdmission(t)
+	ns, _ := setup(t, []v1.AddressRange{"127.0.30.1-127.0.30.3"}, v1.TenantLimits{})
+	createLB(t, ns, "a", "")
+	admitted(t, ns, "a", "127.0.30.1")
+	createLB(t, ns, "b", "127.0.30.3")
+	admitted(t, ns, "b", "127.0.30.3")
+	createLB(t, ns, "c", "127.0.30.3")
+	if msg := admitted(t, ns, "c", "reason:"+v1.ReasonAddressInUse); !strings.Contains(msg, ns+"/b") {
+		t.Errorf("AddressInUse message does not name the owner: %q", msg)
+	}
+	createLB(t, ns, "d", "127.0.99.1")
+	admitted(t, ns, "d", "reason:"+v1.ReasonAddressNotAvailable)
+	// The refusal of c did not cost a's and b's addresses, and it is an event.
+	admitted(t, ns, "a", "127.0.30.1")
+	var evs eventsv1.EventList
+	if err := env.Client.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range evs.Items {
+		found = found || e.Regarding.Name == "c" && e.Type == corev1.EventTypeWarning && e.Reason == v1.ReasonAddressInUse
+	}
+	if !found {
+		t.Errorf("no AddressInUse warning event on c among %d events", len(evs.Items))
+	}
+}
+
+func TestExhaustionReportedAndRecovered(t *testing.T) {
+	startAdmission(t)
+	ns, _ := setup(t, []v1.AddressRange{"127.0.31.1-127.0.31.2"}, v1.TenantLimits{})
+	createLB(t, ns, "a", "")
+	admitted(t, ns, "a", "127.0.31.1")
+	createLB(t, ns, "b", "")
+	admitted(t, ns, "b", "127.0.31.2")
+	createLB(t, ns, "c", "")
+	admitted(t, ns, "c", "reason:"+v1.ReasonPoolExhausted)
+	if err := env.Client.Delete(context.Background(), &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	// The freed address goes to the waiting LoadBalancer without any change to it.
+	admitted(t, ns, "c", "127.0.31.1")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "a"}, &v1.LoadBalancer{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deleted LoadBalancer still held by its finalizer: %v", err)
+		}
+	}
+}
+
+func TestAddressesStableAcrossRestart(t *testing.T) {
+	stop := startAdmission(t)
+	ns, _ := setup(t, []v1.AddressRange{"127.0.32.0/29"}, v1.TenantLimits{})
+	createLB(t, ns, "a", "")
+	admitted(t, ns, "a", "127.0.32.0")
+	createLB(t, ns, "b", "127.0.32.5")
+	admitted(t, ns, "b", "127.0.32.5")
+	createLB(t, ns, "c", "")
+	admitted(t, ns, "c", "127.0.32.1")
+	stop()
+
+	startAdmission(t) // a new process: its allocator is rebuilt from status
+	createLB(t, ns, "d", "")
+	admitted(t, ns, "d", "127.0.32.2")
+	admitted(t, ns, "a", "127.0.32.0")
+	admitted(t, ns, "b", "127.0.32.5")
+	admitted(t, ns, "c", "127.0.32.1")
+}
+
+func TestTenantLimit(t *testing.T) {
+	startAdmission(t)
+	ns, _ := setup(t, []v1.AddressRange{"127.0.33.0/29"}, v1.TenantLimits{MaxLoadBalancers: ptr.To(int32(1))})
+	createLB(t, ns, "first", "")
+	// Creation timestamps have second resolution: keep "oldest first" well defined.
+	time.Sleep(1100 * time.Millisecond)
+	createLB(t, ns, "second", "")
+	admitted(t, ns, "first", "127.0.33.0")
+	admitted(t, ns, "second", "reason:"+v1.ReasonLimitExceeded)
+}
+
+func TestMissingPoolAndTenant(t *testing.T) {
+	startAdmission(t)
+	ctx := context.Background()
+	ns := "tenant-nobody"
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("orphan-%d", seq.Add(1))
+	createLB(t, ns, name, "")
+	admitted(t, ns, name, "reason:"+v1.ReasonTenantNotFound)
+
+	n := seq.Add(1)
+	tn := fmt.Sprintf("nopool-%d", n)
+	if err := env.Client.Create(ctx, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: tn}, Spec: v1.TenantSpec{AddressPool: "does-not-exist"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tenant.Namespace(tn)}}); err != nil {
+		t.Fatal(err)
+	}
+	createLB(t, tenant.Namespace(tn), "x", "")
+	admitted(t, tenant.Namespace(tn), "x", "reason:"+v1.ReasonPoolNotFound)
+}
