@@ -17,14 +17,12 @@ import (
 	"testing"
 	"time"
 
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	fleetv1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	fleetscheme "github.com/fleetlb/fleetlb/internal/scheme"
 )
 
 // Env is one running control plane.
@@ -50,17 +48,6 @@ type Options struct {
 	NoCRDs bool
 	// ExtraCRDDirs are installed too (cert-manager, Gateway API, ...).
 	ExtraCRDDirs []string
-}
-
-// Scheme returns a scheme with the core types, apiextensions and fleetlb.io.
-func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, fleetv1.AddToScheme} {
-		if err := add(s); err != nil {
-			panic(err)
-		}
-	}
-	return s
 }
 
 // ModuleRoot is the directory of the fleetlb go.mod, found from the working directory up.
@@ -114,7 +101,7 @@ func New(opts Options) (*Env, error) {
 		crdDirs = append(crdDirs, filepath.Join(root, "deploy", "crds"))
 	}
 	crdDirs = append(crdDirs, opts.ExtraCRDDirs...)
-	scheme := Scheme()
+	scheme := fleetscheme.New()
 	te := &envtest.Environment{
 		BinaryAssetsDirectory:    assets,
 		CRDDirectoryPaths:        crdDirs,

@@ -290,7 +290,9 @@ func (r *LoadBalancerReconciler) held(poolName, who string) netip.Addr {
 	return netip.Addr{}
 }
 
-// release frees an owner's address and wakes LoadBalancers waiting for one.
+// release frees an owner's address and wakes the LoadBalancers waiting for
+// one: those refused for an exhausted pool, and those that asked for an
+// address someone held (it may be this one).
 func (r *LoadBalancerReconciler) release(ctx context.Context, poolName, who string) {
 	r.mu.Lock()
 	p := r.pools[poolName]
@@ -308,7 +310,8 @@ func (r *LoadBalancerReconciler) release(ctx context.Context, poolName, who stri
 		return
 	}
 	for i := range list.Items {
-		if c := meta.FindStatusCondition(list.Items[i].Status.Conditions, v1.ConditionAccepted); c != nil && c.Reason == v1.ReasonPoolExhausted {
+		if c := meta.FindStatusCondition(list.Items[i].Status.Conditions, v1.ConditionAccepted); c != nil &&
+			(c.Reason == v1.ReasonPoolExhausted || c.Reason == v1.ReasonAddressInUse) {
 			select {
 			case r.retry <- event.TypedGenericEvent[*v1.LoadBalancer]{Object: &list.Items[i]}:
 			default: // full: those waiting are retried on their next change

@@ -149,6 +149,13 @@ func TestAllocationRequestsAndRefusals(t *testing.T) {
 	admitted(t, ns, "d", "reason:"+v1.ReasonAddressNotAvailable)
 	// The refusal of c did not cost a's and b's addresses, and it is an event.
 	admitted(t, ns, "a", "127.0.30.1")
+	defer func() {
+		// When b lets its address go, c, which asked for it, gets it.
+		if err := env.Client.Delete(context.Background(), &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "b"}}); err != nil {
+			t.Fatal(err)
+		}
+		admitted(t, ns, "c", "127.0.30.3")
+	}()
 	var evs eventsv1.EventList
 	if err := env.Client.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)

@@ -21,8 +21,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -46,6 +48,10 @@ type Builder struct {
 	Client client.Client
 	XDS    XDS
 	Log    logr.Logger
+	// WriteStatus reports whether this replica writes Programmed conditions.
+	// Every replica builds and serves snapshots (they are a pure function of
+	// API state); only the leader writes status. Nil means always.
+	WriteStatus func() bool
 
 	mu    sync.Mutex
 	last  map[string]*model.Fleet                             // fleet → model last handed to the server
@@ -71,6 +77,7 @@ func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("snapshot").
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
 		Watches(&v1.LoadBalancer{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
 		Watches(&v1.TenantNodes{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
 		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
@@ -196,6 +203,9 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 }
 
 func (b *Builder) setProgrammed(ctx context.Context, lb *v1.LoadBalancer, c metav1.Condition) error {
+	if b.WriteStatus != nil && !b.WriteStatus() {
+		return nil
+	}
 	status := lb.Status.DeepCopy()
 	meta.SetStatusCondition(&status.Conditions, c)
 	if equality.Semantic.DeepEqual(&lb.Status, status) {

@@ -1,0 +1,110 @@
+// Command fleetlb-ccm runs in a tenant cluster: it reports the cluster's
+// LoadBalancer Services and Nodes to the tenant's namespace in the management
+// cluster and copies the addresses back.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cluster"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/fleetlb/fleetlb/ccm/nodes"
+	"github.com/fleetlb/fleetlb/ccm/service"
+	"github.com/fleetlb/fleetlb/internal/scheme"
+)
+
+type options struct {
+	mgmtKubeconfig, clusterName, class, addressType string
+	serveUnclassed, leaderElect                     bool
+	leaderNS, metricsAddr, probeAddr                string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.mgmtKubeconfig, "management-kubeconfig", "", "Kubeconfig for the tenant's namespace in the management cluster (the Secret fleetlb-ccm-kubeconfig made by the manager); required. Its context's namespace is used.")
+	flag.StringVar(&o.clusterName, "cluster-name", "", "This tenant cluster's name, recorded on every object (required).")
+	flag.StringVar(&o.class, "load-balancer-class", service.DefaultClass, "spec.loadBalancerClass of the Services to serve.")
+	flag.BoolVar(&o.serveUnclassed, "default-class", false, "Also serve Services without a loadBalancerClass (be the cluster's default load balancer).")
+	flag.StringVar(&o.addressType, "node-address-type", string(corev1.NodeInternalIP), "Node address type the fleet sends traffic to (InternalIP or ExternalIP).")
+	flag.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader among replicas.")
+	flag.StringVar(&o.leaderNS, "leader-election-namespace", "", "Namespace of the leader-election Lease in the tenant cluster.")
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint (\"0\" disables it).")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: fleetlb-ccm [flags]\n\nRuns in a tenant cluster (uses --kubeconfig or the in-cluster config for it).\n\nFlags:\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if err := run(o); err != nil {
+		ctrl.Log.Error(err, "exiting")
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	if o.mgmtKubeconfig == "" || o.clusterName == "" {
+		return fmt.Errorf("--management-kubeconfig and --cluster-name are required")
+	}
+	at := corev1.NodeAddressType(o.addressType)
+	if at != corev1.NodeInternalIP && at != corev1.NodeExternalIP {
+		return fmt.Errorf("--node-address-type %q: use InternalIP or ExternalIP", o.addressType)
+	}
+	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: o.mgmtKubeconfig}, &clientcmd.ConfigOverrides{})
+	mgmtCfg, err := loader.ClientConfig()
+	if err != nil {
+		return fmt.Errorf("--management-kubeconfig: %w", err)
+	}
+	ns, _, err := loader.Namespace()
+	if err != nil || ns == "" || ns == "default" {
+		return fmt.Errorf("--management-kubeconfig must name the tenant namespace in its context (got %q, %v)", ns, err)
+	}
+	s := scheme.New()
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme: s, Metrics: metricsserver.Options{BindAddress: o.metricsAddr}, HealthProbeBindAddress: o.probeAddr,
+		LeaderElection: o.leaderElect, LeaderElectionID: "fleetlb-ccm.fleetlb.io", LeaderElectionNamespace: o.leaderNS,
+	})
+	if err != nil {
+		return err
+	}
+	// The ccm may read only its own namespace of the management cluster.
+	mgmt, err := cluster.New(mgmtCfg, func(co *cluster.Options) {
+		co.Scheme = s
+		co.Cache.DefaultNamespaces = map[string]cache.Config{ns: {}}
+	})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(mgmt); err != nil {
+		return err
+	}
+	if err := (&service.Reconciler{
+		Tenant: mgr.GetClient(), Mgmt: mgmt.GetClient(), Namespace: ns, ClusterName: o.clusterName,
+		Class: o.class, ServeUnclassed: o.serveUnclassed, Recorder: mgr.GetEventRecorder("fleetlb-ccm"),
+	}).SetupWithManager(mgr, mgmt); err != nil {
+		return err
+	}
+	if err := (&nodes.Reconciler{Tenant: mgr.GetClient(), Mgmt: mgmt.GetClient(), Namespace: ns, ClusterName: o.clusterName, AddressType: at}).
+		SetupWithManager(mgr, mgmt); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

@@ -1,0 +1,149 @@
+// Command fleetlb-manager runs in the management cluster: tenant onboarding,
+// LoadBalancer admission and IPAM, and the xDS server of the proxy fleets.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/fleetlb/fleetlb/envoy/server"
+	"github.com/fleetlb/fleetlb/internal/scheme"
+	"github.com/fleetlb/fleetlb/manager/admission"
+	"github.com/fleetlb/fleetlb/manager/snapshot"
+	"github.com/fleetlb/fleetlb/manager/tenant"
+)
+
+// options are the command line.
+type options struct {
+	xdsAddr, metricsAddr, probeAddr string
+	leaderElect                     bool
+	leaderNS                        string
+	tenantServer, tenantCA          string
+	tokenTTL, debounce, maxDelay    time.Duration
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.xdsAddr, "xds-address", ":18000", "Address the xDS (ADS) gRPC server listens on; every replica serves it.")
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint (\"0\" disables it).")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	flag.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader among replicas; only the leader runs controllers and writes status.")
+	flag.StringVar(&o.leaderNS, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the in-cluster namespace).")
+	flag.StringVar(&o.tenantServer, "tenant-api-server", "", "Management API server URL written into tenant kubeconfigs (required).")
+	flag.StringVar(&o.tenantCA, "tenant-api-ca-file", "", "PEM CA bundle that verifies --tenant-api-server, written into tenant kubeconfigs.")
+	flag.DurationVar(&o.tokenTTL, "tenant-token-ttl", time.Hour, "Lifetime of ccm tokens; renewed after two thirds of it (minimum 10m).")
+	flag.DurationVar(&o.debounce, "xds-debounce", 100*time.Millisecond, "Coalesce configuration changes arriving within this window.")
+	flag.DurationVar(&o.maxDelay, "xds-max-delay", time.Second, "Never delay a configuration change longer than this.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: fleetlb-manager [flags]\n\nRuns in the management cluster (uses --kubeconfig or the in-cluster config).\n\nFlags:\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if err := run(o); err != nil {
+		ctrl.Log.Error(err, "exiting")
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	log := ctrl.Log.WithName("fleetlb-manager")
+	if o.tenantServer == "" {
+		return fmt.Errorf("--tenant-api-server is required: the URL tenant ccms use to reach this management cluster")
+	}
+	var ca []byte
+	if o.tenantCA != "" {
+		var err error
+		if ca, err = os.ReadFile(o.tenantCA); err != nil {
+			return fmt.Errorf("--tenant-api-ca-file: %w", err)
+		}
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("management cluster config: %w", err)
+	}
+	if ca == nil {
+		ca = cfg.CAData
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme.New(),
+		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:  o.probeAddr,
+		LeaderElection:          o.leaderElect,
+		LeaderElectionID:        "fleetlb-manager.fleetlb.io",
+		LeaderElectionNamespace: o.leaderNS,
+	})
+	if err != nil {
+		return err
+	}
+	xds := server.New(server.Options{Log: ctrl.Log.WithName("xds"), Registerer: metrics.Registry, Debounce: o.debounce, MaxDelay: o.maxDelay})
+	if err := (&tenant.Reconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-tenant"),
+		Options: tenant.Options{ServerURL: o.tenantServer, CAData: ca, TokenTTL: o.tokenTTL},
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&admission.LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-admission")}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	elected := mgr.Elected()
+	if err := (&snapshot.Builder{Client: mgr.GetClient(), XDS: xds, Log: ctrl.Log.WithName("snapshot"),
+		WriteStatus: func() bool {
+			select {
+			case <-elected:
+				return true
+			default:
+				return false
+			}
+		}}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	// The xDS server runs on every replica, leader or not.
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return xds.Run(ctx) })); err != nil {
+		return err
+	}
+	if err := mgr.Add(nonLeader(func(ctx context.Context) error {
+		ln, err := net.Listen("tcp", o.xdsAddr)
+		if err != nil {
+			return fmt.Errorf("xds listener: %w", err)
+		}
+		g := grpc.NewServer(
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		)
+		xds.Register(g)
+		log.Info("serving xDS", "address", ln.Addr().String())
+		go func() { <-ctx.Done(); g.GracefulStop() }()
+		return g.Serve(ln)
+	})); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// nonLeader runs on every replica.
+type nonLeader func(context.Context) error
+
+func (f nonLeader) Start(ctx context.Context) error { return f(ctx) }
+func (nonLeader) NeedLeaderElection() bool          { return false }
