@@ -3,15 +3,20 @@
 package main
 
 import (
-	"errors"
-
 	"github.com/go-logr/logr"
 
 	"github.com/fleetlb/fleetlb/internal/proxy"
+	"github.com/fleetlb/fleetlb/internal/proxy/upstream"
 )
 
-// dataPlane is replaced by wire.go once internal/proxy/upstream and internal/proxy/l7
-// exist (build with -tags fleetlb_dataplane, then delete this file and the tags).
-func dataPlane(logr.Logger) (proxy.Options, func(), error) {
-	return proxy.Options{}, func() {}, errors.New("built without the data plane: internal/proxy/upstream and internal/proxy/l7 are not wired in (build tag fleetlb_dataplane)")
+// dataPlane serves L4 (TCP and UDP) through the cluster manager. HTTP
+// listeners are NACKed until internal/proxy/l7 exists: then wire.go (build tag
+// fleetlb_dataplane) takes over and this file goes.
+func dataPlane(log logr.Logger) (proxy.Options, func(), error) {
+	m := upstream.NewManager(log.WithName("upstream"))
+	return proxy.Options{
+		Clusters:               m,
+		ValidateCluster:        upstream.ValidateCluster,
+		ValidateLoadAssignment: upstream.ValidateLoadAssignment,
+	}, m.Close, nil
 }

@@ -1,0 +1,199 @@
+// Package upstream is fleetlb-proxy's cluster manager: clusters from CDS,
+// endpoints from EDS, and host selection with Envoy's semantics for
+// priorities (overprovisioning factor, spill-over as health drops, panic
+// mode), locality weights, weighted round robin and hashing; active TCP/HTTP
+// health checks; passive outlier detection; and upstream connections with
+// connect timeout, TCP keepalive and the PROXY protocol.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"sync"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/proto"
+)
+
+// Errors callers turn into 503s or closed connections.
+var (
+	ErrNoCluster     = errors.New("no such cluster")
+	ErrNoHealthyHost = errors.New("no healthy upstream")
+)
+
+const (
+	defaultOverprovisioning = 140 // percent, Envoy's default
+	panicThreshold          = 50  // percent, Envoy's default healthy_panic_threshold
+)
+
+// Manager holds every cluster and its hosts.
+type Manager struct {
+	log  logr.Logger
+	mu   sync.RWMutex
+	cls  map[string]*cluster
+	clas map[string]*endpointv3.ClusterLoadAssignment
+}
+
+// NewManager returns an empty cluster manager.
+func NewManager(log logr.Logger) *Manager {
+	return &Manager{log: log, cls: map[string]*cluster{}, clas: map[string]*endpointv3.ClusterLoadAssignment{}}
+}
+
+// SetClusters replaces the set of clusters. Unchanged clusters keep their
+// hosts and health state; removed ones stop their health checks.
+func (m *Manager) SetClusters(cs []*clusterv3.Cluster) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	keep := map[string]bool{}
+	for _, c := range cs {
+		keep[c.Name] = true
+		old := m.cls[c.Name]
+		if old != nil && proto.Equal(old.proto, c) {
+			continue
+		}
+		nc := newCluster(c, m.log.WithValues("cluster", c.Name))
+		if old != nil {
+			old.stop()
+		}
+		m.cls[c.Name] = nc
+		if cla := m.clas[c.Name]; cla != nil {
+			nc.setHosts(cla)
+		}
+	}
+	for name, c := range m.cls {
+		if !keep[name] {
+			c.stop()
+			delete(m.cls, name)
+		}
+	}
+}
+
+// SetLoadAssignments replaces the endpoints of the clusters.
+func (m *Manager) SetLoadAssignments(clas []*endpointv3.ClusterLoadAssignment) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seen := map[string]bool{}
+	for _, cla := range clas {
+		seen[cla.ClusterName] = true
+		m.clas[cla.ClusterName] = cla
+		if c := m.cls[cla.ClusterName]; c != nil {
+			c.setHosts(cla)
+		}
+	}
+	for name := range m.clas {
+		if !seen[name] {
+			delete(m.clas, name)
+			if c := m.cls[name]; c != nil {
+				c.setHosts(&endpointv3.ClusterLoadAssignment{ClusterName: name})
+			}
+		}
+	}
+}
+
+// Close stops every health checker.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, c := range m.cls {
+		c.stop()
+		delete(m.cls, name)
+	}
+}
+
+func (m *Manager) get(name string) (*cluster, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c := m.cls[name]
+	if c == nil {
+		return nil, fmt.Errorf("%w %q", ErrNoCluster, name)
+	}
+	return c, nil
+}
+
+// Pick chooses a host ("ip:port") of the cluster.
+func (m *Manager) Pick(cluster string, hashKey []byte) (string, error) {
+	c, err := m.get(cluster)
+	if err != nil {
+		return "", err
+	}
+	h, err := c.pick(hashKey)
+	if err != nil {
+		return "", err
+	}
+	return h.addr, nil
+}
+
+// Report feeds passive outlier detection: a connect failure or 5xx is false.
+func (m *Manager) Report(cluster, addr string, success bool) {
+	if c, err := m.get(cluster); err == nil {
+		c.report(addr, success)
+	}
+}
+
+// HTTP2 reports whether the cluster speaks HTTP/2 upstream.
+func (m *Manager) HTTP2(cluster string) bool {
+	c, err := m.get(cluster)
+	return err == nil && c.http2
+}
+
+// DialTCP connects to a host of the cluster, with the cluster's connect
+// timeout and TCP keepalive, and writes the PROXY protocol header first when
+// the cluster asks for it. Like Envoy's tcp_proxy by default, it makes one
+// attempt; a failed connect counts against the host for outlier detection.
+func (m *Manager) DialTCP(ctx context.Context, cluster string, src, dst net.Addr, hashKey []byte) (net.Conn, error) {
+	c, err := m.get(cluster)
+	if err != nil {
+		return nil, err
+	}
+	h, err := c.pick(hashKey)
+	if err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Timeout: c.connectTimeout, KeepAliveConfig: c.keepalive}
+	conn, err := d.DialContext(ctx, "tcp", h.addr)
+	if err != nil {
+		c.report(h.addr, false)
+		return nil, fmt.Errorf("connecting to %s of cluster %s: %w", h.addr, cluster, err)
+	}
+	if c.proxyProtocol != 0 {
+		if _, err := conn.Write(proxyHeader(c.proxyProtocol, src, dst)); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("writing the PROXY header to %s: %w", h.addr, err)
+		}
+	}
+	c.report(h.addr, true)
+	return conn, nil
+}
+
+// HealthyHosts lists a cluster's hosts that pass health checks and are not ejected (for tests and status).
+func (m *Manager) HealthyHosts(cluster string) []string {
+	c, err := m.get(cluster)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	now := time.Now()
+	for _, h := range c.hosts {
+		if h.available(now) {
+			out = append(out, h.addr)
+		}
+	}
+	return out
+}
+
+func hash64(parts ...[]byte) uint64 {
+	h := fnv.New64a()
+	for _, p := range parts {
+		h.Write(p)
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
+}
