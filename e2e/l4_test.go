@@ -27,44 +27,29 @@ func loadBalancerService(name string, ports ...corev1.ServicePort) *corev1.Servi
 	}
 }
 
-// waitAddress waits for the tenant Service to show its VIP and returns it.
-func waitAddress(t *testing.T, tc *tenantCluster, name string) netip.Addr {
-	t.Helper()
-	var addr netip.Addr
-	eventually(t, tc.name+"/"+name+" address", 60*time.Second, func() error {
-		var svc corev1.Service
-		if err := tc.env.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: name}, &svc); err != nil {
-			return err
-		}
-		ing := svc.Status.LoadBalancer.Ingress
-		if len(ing) != 1 || ing[0].IPMode == nil || *ing[0].IPMode != corev1.LoadBalancerIPModeProxy {
-			return fmt.Errorf("ingress %+v", ing)
-		}
-		a, err := netip.ParseAddr(ing[0].IP)
-		addr = a
-		return err
-	})
-	return addr
-}
-
 // TestL4ServicesGetAddressesThroughTheRealBinaries drives two tenants through
 // the real manager and ccm processes: onboarding, node reporting, admission
 // and IPAM, and the address back on each tenant's own Service.
 func TestL4ServicesGetAddressesThroughTheRealBinaries(t *testing.T) {
-	f := startFleet(t, "127.0.50.1-127.0.50.9")
-	a := f.addTenant(t, "a")
-	b := f.addTenant(t, "b")
-	a.addNode(t, "a-1", "127.0.1.1", "z1")
-	b.addNode(t, "b-1", "127.0.2.1", "z1")
+	h := newHarness(t)
+	f := check(h.StartFleet("127.0.50.1-127.0.50.9"))(t)
+	a := check(f.AddTenant("a"))(t)
+	b := check(f.AddTenant("b"))(t)
+	if err := a.AddNode("a-1", "127.0.1.1", "z1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddNode("b-1", "127.0.2.1", "z1"); err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 
 	web := loadBalancerService("web",
 		corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromInt(8080), Protocol: corev1.ProtocolTCP},
 		corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP})
-	if err := a.env.Client.Create(ctx, web); err != nil {
+	if err := a.Env.Client.Create(ctx, web); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.env.Client.Create(ctx, loadBalancerService("web", corev1.ServicePort{Port: 80, Protocol: corev1.ProtocolTCP})); err != nil {
+	if err := b.Env.Client.Create(ctx, loadBalancerService("web", corev1.ServicePort{Port: 80, Protocol: corev1.ProtocolTCP})); err != nil {
 		t.Fatal(err)
 	}
 	va, vb := waitAddress(t, a, "web"), waitAddress(t, b, "web")
@@ -75,7 +60,7 @@ func TestL4ServicesGetAddressesThroughTheRealBinaries(t *testing.T) {
 
 	// The management objects are admitted, and the tenant's node set arrived.
 	var lb v1.LoadBalancer
-	if err := f.mgmt.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace("a"), Name: service.LoadBalancerName("default", "web")}, &lb); err != nil {
+	if err := f.Mgmt.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace("a"), Name: service.LoadBalancerName("default", "web")}, &lb); err != nil {
 		t.Fatal(err)
 	}
 	if !meta.IsStatusConditionTrue(lb.Status.Conditions, v1.ConditionAccepted) || len(lb.Spec.Ports) != 2 {
@@ -83,7 +68,7 @@ func TestL4ServicesGetAddressesThroughTheRealBinaries(t *testing.T) {
 	}
 	eventually(t, "TenantNodes of a", 30*time.Second, func() error {
 		var tn v1.TenantNodes
-		if err := f.mgmt.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace("a"), Name: v1.TenantNodesName}, &tn); err != nil {
+		if err := f.Mgmt.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace("a"), Name: v1.TenantNodesName}, &tn); err != nil {
 			return err
 		}
 		if len(tn.Spec.Nodes) != 1 || tn.Spec.Nodes[0].Addresses[0] != "127.0.1.1" {
@@ -95,12 +80,12 @@ func TestL4ServicesGetAddressesThroughTheRealBinaries(t *testing.T) {
 	// A requested address that tenant b already holds is refused on a's own Service.
 	taken := loadBalancerService("taken", corev1.ServicePort{Port: 81, Protocol: corev1.ProtocolTCP})
 	taken.Annotations = map[string]string{v1.AnnotationLoadBalancerIP: vb.String()}
-	if err := a.env.Client.Create(ctx, taken); err != nil {
+	if err := a.Env.Client.Create(ctx, taken); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "AddressInUse event on the tenant Service", 60*time.Second, func() error {
 		var evs corev1.EventList
-		if err := a.env.Client.List(ctx, &evs, client.InNamespace("default")); err != nil {
+		if err := a.Env.Client.List(ctx, &evs, client.InNamespace("default")); err != nil {
 			return err
 		}
 		for _, e := range evs.Items {
@@ -112,11 +97,11 @@ func TestL4ServicesGetAddressesThroughTheRealBinaries(t *testing.T) {
 	})
 
 	// Deleting the Service releases the address, and a new Service can take it.
-	if err := b.env.Client.Delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"}}); err != nil {
+	if err := b.Env.Client.Delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"}}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "tenant b's Service gone", 60*time.Second, func() error {
-		err := b.env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "web"}, &corev1.Service{})
+		err := b.Env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "web"}, &corev1.Service{})
 		if client.IgnoreNotFound(err) == nil && err != nil {
 			return nil
 		}

@@ -19,32 +19,6 @@ import (
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
-// startProxy runs fleetlb-proxy against the manager's xDS server.
-func (f *fleet) startProxy(t *testing.T, delta bool) {
-	t.Helper()
-	start(t, "fleetlb-proxy", "--xds-address", f.xdsAddr, "--fleet", v1.DefaultFleetName, "--node-id", "proxy-1",
-		fmt.Sprintf("--delta=%v", delta), "--admin-address", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
-}
-
-// serveNodePorts plays kube-proxy: an echo backend on every node address and
-// NodePort of the Service, answering as that node.
-func serveNodePorts(t *testing.T, tc *tenantCluster, backends *echo.Fleet, svcName string, nodes map[string]string) {
-	t.Helper()
-	var svc corev1.Service
-	if err := tc.env.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: svcName}, &svc); err != nil {
-		t.Fatal(err)
-	}
-	for node, ip := range nodes {
-		for _, p := range svc.Spec.Ports {
-			id := echo.Identity{Cluster: tc.name, Node: node, Service: "default/" + svcName}
-			addr := fmt.Sprintf("%s:%d", ip, p.NodePort)
-			if err := backends.Start(tc.name+"/"+node+"/"+addr, id, strings.ToLower(string(p.Protocol)), addr); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-}
-
 // dialIdentity connects to addr over TCP and reads who answered.
 func dialIdentity(addr string) (echo.Identity, error) {
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
@@ -85,35 +59,42 @@ func udpIdentity(addr string) (echo.Identity, error) {
 // TestL4TrafficFlowsThroughTheFleet: tenant Services get a VIP and real TCP
 // and UDP traffic through fleetlb-proxy reaches the right tenant's nodes.
 func TestL4TrafficFlowsThroughTheFleet(t *testing.T) {
-	f := startFleet(t, "127.0.60.1-127.0.60.9")
-	f.startProxy(t, true)
-	a := f.addTenant(t, "a")
-	b := f.addTenant(t, "b")
+	h := newHarness(t)
+	f := check(h.StartFleet("127.0.60.1-127.0.60.9"))(t)
+	check(f.StartProxy(true))(t)
+	a := check(f.AddTenant("a"))(t)
+	b := check(f.AddTenant("b"))(t)
 	aNodes := map[string]string{"a-1": "127.0.3.1", "a-2": "127.0.3.2"}
 	for n, ip := range aNodes {
-		a.addNode(t, n, ip, "z1")
+		if err := a.AddNode(n, ip, "z1"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	b.addNode(t, "b-1", "127.0.4.1", "z1")
-	backends := echo.NewFleet()
-	t.Cleanup(func() { _ = backends.Close() })
+	if err := b.AddNode("b-1", "127.0.4.1", "z1"); err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 
-	if err := a.env.Client.Create(ctx, loadBalancerService("web",
+	if err := a.Env.Client.Create(ctx, loadBalancerService("web",
 		corev1.ServicePort{Name: "tcp", Port: 8080, Protocol: corev1.ProtocolTCP},
 		corev1.ServicePort{Name: "udp", Port: 5353, Protocol: corev1.ProtocolUDP})); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.env.Client.Create(ctx, loadBalancerService("web", corev1.ServicePort{Port: 8080, Protocol: corev1.ProtocolTCP})); err != nil {
+	if err := b.Env.Client.Create(ctx, loadBalancerService("web", corev1.ServicePort{Port: 8080, Protocol: corev1.ProtocolTCP})); err != nil {
 		t.Fatal(err)
 	}
 	va, vb := waitAddress(t, a, "web"), waitAddress(t, b, "web")
-	serveNodePorts(t, a, backends, "web", aNodes)
-	serveNodePorts(t, b, backends, "web", map[string]string{"b-1": "127.0.4.1"})
+	if err := a.ServeNodePorts("default", "web", aNodes); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ServeNodePorts("default", "web", map[string]string{"b-1": "127.0.4.1"}); err != nil {
+		t.Fatal(err)
+	}
 
 	// Programmed once the proxy acknowledged the configuration.
 	eventually(t, "a/web Programmed", 60*time.Second, func() error {
 		var lb v1.LoadBalancer
-		if err := f.mgmt.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace("a"), Name: service.LoadBalancerName("default", "web")}, &lb); err != nil {
+		if err := f.Mgmt.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace("a"), Name: service.LoadBalancerName("default", "web")}, &lb); err != nil {
 			return err
 		}
 		if !meta.IsStatusConditionTrue(lb.Status.Conditions, v1.ConditionProgrammed) {

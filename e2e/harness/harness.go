@@ -1,0 +1,327 @@
+// Package harness runs a whole fleetlb installation on one machine: real
+// control planes (kube-apiserver + etcd) for the management cluster and each
+// tenant, the real fleetlb-manager, fleetlb-ccm and fleetlb-proxy binaries as
+// separate processes, and echo backends on 127.0.0.0/8 playing the tenant
+// nodes' NodePorts (kube-proxy). The e2e tests and `make demo` both use it.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/internal/echo"
+	"github.com/fleetlb/fleetlb/internal/testenv"
+	"github.com/fleetlb/fleetlb/manager/tenant"
+)
+
+// Binaries are the commands the harness runs.
+var Binaries = []string{"fleetlb-manager", "fleetlb-ccm", "fleetlb-proxy"}
+
+// Build compiles the binaries into dir.
+func Build(dir string) error {
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	args := []string{"build", "-o", dir + "/"}
+	for _, b := range Binaries {
+		args = append(args, "./cmd/"+b)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building the binaries: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// Harness owns everything it started; Close stops it all, newest first.
+type Harness struct {
+	BinDir string
+	// Dir holds kubeconfigs and other files for the user.
+	Dir      string
+	Backends *echo.Fleet
+
+	mu      sync.Mutex
+	closers []func()
+	procs   []*Process
+	closed  bool
+}
+
+// New returns a harness that runs binaries from binDir and keeps files in dir.
+func New(binDir, dir string) (*Harness, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	h := &Harness{BinDir: binDir, Dir: dir, Backends: echo.NewFleet()}
+	h.onClose(func() { _ = h.Backends.Close() })
+	return h, nil
+}
+
+func (h *Harness) onClose(f func()) {
+	h.mu.Lock()
+	h.closers = append(h.closers, f)
+	h.mu.Unlock()
+}
+
+// Close stops every process, control plane and backend.
+func (h *Harness) Close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	cs := h.closers
+	h.mu.Unlock()
+	for i := len(cs) - 1; i >= 0; i-- {
+		cs[i]()
+	}
+}
+
+// Output is every process's output, for failure reports.
+func (h *Harness) Output() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var b strings.Builder
+	for _, p := range h.procs {
+		fmt.Fprintf(&b, "--- %s ---\n%s\n", p.Name, p.out.String())
+	}
+	return b.String()
+}
+
+// Process is a running binary.
+type Process struct {
+	Name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Start runs a binary until Stop or Close.
+func (h *Harness) Start(name string, args ...string) (*Process, error) {
+	p := &Process{Name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(filepath.Join(h.BinDir, name), args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	h.mu.Lock()
+	h.procs = append(h.procs, p)
+	h.mu.Unlock()
+	h.onClose(p.Stop)
+	return p, nil
+}
+
+// Stop ends the process: SIGINT, then SIGKILL after 10 s.
+func (p *Process) Stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Eventually retries f every 100 ms until it succeeds or timeout passes.
+func Eventually(timeout time.Duration, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Fleet is the management cluster with the manager running.
+type Fleet struct {
+	h       *Harness
+	Mgmt    *testenv.Env
+	XDSAddr string
+}
+
+// StartFleet starts the management control plane and the manager, with an
+// AddressPool "vips" holding pool.
+func (h *Harness) StartFleet(pool ...v1.AddressRange) (*Fleet, error) {
+	mgmt, err := testenv.New(testenv.Options{})
+	if err != nil {
+		return nil, err
+	}
+	h.onClose(func() { _ = mgmt.Stop() })
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	f := &Fleet{h: h, Mgmt: mgmt, XDSAddr: fmt.Sprintf("127.0.0.1:%d", port)}
+	if _, err := h.Start("fleetlb-manager",
+		"--kubeconfig", mgmt.Kubeconfig, "--tenant-api-server", mgmt.Config.Host,
+		"--xds-address", f.XDSAddr, "--leader-elect=false",
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--xds-debounce", "20ms"); err != nil {
+		return nil, err
+	}
+	if err := mgmt.Client.Create(context.Background(), &v1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: "vips"}, Spec: v1.AddressPoolSpec{Addresses: pool}}); err != nil {
+		return nil, err
+	}
+	if err := copyFile(mgmt.Kubeconfig, filepath.Join(h.Dir, "management.kubeconfig")); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// StartProxy runs fleetlb-proxy for the default fleet.
+func (f *Fleet) StartProxy(delta bool) (*Process, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	return f.h.Start("fleetlb-proxy", "--xds-address", f.XDSAddr, "--fleet", v1.DefaultFleetName, "--node-id", "proxy-1",
+		fmt.Sprintf("--delta=%v", delta), "--admin-address", fmt.Sprintf("127.0.0.1:%d", port))
+}
+
+// Tenant is a tenant control plane with its ccm running.
+type Tenant struct {
+	Name string
+	Env  *testenv.Env
+	h    *Harness
+}
+
+// AddTenant onboards a tenant through the manager (a Tenant object) and
+// starts its ccm with the kubeconfig the manager issued, as an admin would.
+func (f *Fleet) AddTenant(name string) (*Tenant, error) {
+	ctx := context.Background()
+	if err := f.Mgmt.Client.Create(ctx, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{AddressPool: "vips"}}); err != nil {
+		return nil, err
+	}
+	var sec corev1.Secret
+	if err := Eventually(60*time.Second, func() error {
+		return f.Mgmt.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace(name), Name: tenant.KubeconfigSecretName}, &sec)
+	}); err != nil {
+		return nil, fmt.Errorf("kubeconfig of tenant %s: %w", name, err)
+	}
+	kc := filepath.Join(f.h.Dir, name+"-to-management.kubeconfig")
+	if err := os.WriteFile(kc, sec.Data[tenant.KubeconfigKey], 0o600); err != nil {
+		return nil, err
+	}
+	env, err := testenv.New(testenv.Options{NoCRDs: true})
+	if err != nil {
+		return nil, err
+	}
+	f.h.onClose(func() { _ = env.Stop() })
+	if err := copyFile(env.Kubeconfig, filepath.Join(f.h.Dir, "tenant-"+name+".kubeconfig")); err != nil {
+		return nil, err
+	}
+	if _, err := f.h.Start("fleetlb-ccm",
+		"--kubeconfig", env.Kubeconfig, "--management-kubeconfig", kc, "--cluster-name", name,
+		"--leader-elect=false", "--metrics-bind-address", "0", "--health-probe-bind-address", "0"); err != nil {
+		return nil, err
+	}
+	return &Tenant{Name: name, Env: env, h: f.h}, nil
+}
+
+// AddNode creates a Node whose InternalIP is on loopback.
+func (tc *Tenant) AddNode(name, ip, zone string) error {
+	ctx := context.Background()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelTopologyZone: zone}}}
+	if err := tc.Env.Client.Create(ctx, n); err != nil {
+		return err
+	}
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+	return tc.Env.Client.Status().Update(ctx, n)
+}
+
+// ServeNodePorts plays kube-proxy for a Service: an echo backend on every
+// given node address and NodePort, answering as that node.
+func (tc *Tenant) ServeNodePorts(namespace, svcName string, nodes map[string]string) error {
+	var svc corev1.Service
+	if err := tc.Env.Client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: svcName}, &svc); err != nil {
+		return err
+	}
+	for node, ip := range nodes {
+		for _, p := range svc.Spec.Ports {
+			id := echo.Identity{Cluster: tc.Name, Node: node, Service: namespace + "/" + svcName}
+			addr := fmt.Sprintf("%s:%d", ip, p.NodePort)
+			if err := tc.h.Backends.Start(tc.Name+"/"+node+"/"+addr, id, strings.ToLower(string(p.Protocol)), addr); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Address waits for a tenant Service's load-balancer address.
+func (tc *Tenant) Address(namespace, name string, timeout time.Duration) (string, error) {
+	var ip string
+	err := Eventually(timeout, func() error {
+		var svc corev1.Service
+		if err := tc.Env.Client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, &svc); err != nil {
+			return err
+		}
+		ing := svc.Status.LoadBalancer.Ingress
+		if len(ing) != 1 || ing[0].IPMode == nil || *ing[0].IPMode != corev1.LoadBalancerIPModeProxy {
+			return fmt.Errorf("%s/%s has no address yet (ingress %+v)", namespace, name, ing)
+		}
+		ip = ing[0].IP
+		return nil
+	})
+	return ip, err
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o600)
+}
