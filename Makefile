@@ -27,6 +27,11 @@ tools: ## Build (or reuse from ~/.cache/fleetlb) kube-apiserver, etcd and kubect
 test: tools ## Run every test (unit, envtest, xDS feature tests, e2e) against real control planes.
 	go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: demo
+demo: tools ## Run a management cluster, two tenant clusters, manager, ccms, proxy and example Services locally (Ctrl-C stops).
+	go build -o bin/demo ./e2e/demo
+	bin/demo
+
 .PHONY: generate
 generate: ## Regenerate deepcopy code and the CRDs in deploy/crds/.
 	go run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION) \

@@ -112,6 +112,9 @@ func New(opts Options) (*Env, error) {
 	}
 	cfg, err := te.Start()
 	if err != nil {
+		// Start may fail after the processes are up (a CRD that does not
+		// install): stop them rather than leak a kube-apiserver and etcd.
+		_ = te.Stop()
 		return nil, fmt.Errorf("testenv: starting the control plane from %s: %w", assets, err)
 	}
 	e := &Env{Config: cfg, Scheme: scheme, Assets: assets, env: te}
