@@ -8,13 +8,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/internal/testenv"
@@ -29,11 +25,7 @@ func TestTenantNodesFollowNodes(t *testing.T) {
 	if err := mgmtEnv.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: mgmtNS}}); err != nil {
 		t.Fatal(err)
 	}
-	mgr, err := ctrl.NewManager(tenant.Config, ctrl.Options{Scheme: tenant.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mgr := tenant.NewManager(t)
 	mgmt, err := cluster.New(mgmtEnv.Config, func(o *cluster.Options) {
 		o.Scheme = mgmtEnv.Scheme
 		o.Cache.DefaultNamespaces = map[string]cache.Config{mgmtNS: {}}
@@ -48,10 +40,7 @@ func TestTenantNodesFollowNodes(t *testing.T) {
 	if err := r.SetupWithManager(mgr, mgmt); err != nil {
 		t.Fatal(err)
 	}
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = mgr.Start(mctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	testenv.Run(t, mgr)
 
 	node := func(name, ip, zone string, labels map[string]string) *corev1.Node {
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}

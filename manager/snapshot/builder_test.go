@@ -21,11 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/envoy/server"
@@ -124,19 +120,12 @@ func TestLoadBalancersAreServedAndProgrammedAfterAck(t *testing.T) {
 	t.Cleanup(xcancel)
 	go func() { _ = xds.Run(xctx) }()
 
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mgr := env.NewManager(t)
 	b := &Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t)}
 	if err := b.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
-	mctx, mcancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = mgr.Start(mctx); close(done) }()
-	t.Cleanup(func() { mcancel(); <-done })
+	testenv.Run(t, mgr)
 
 	// Tenant a with two nodes in two zones, and two admitted LoadBalancers.
 	if err := env.Client.Create(ctx, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: v1.TenantSpec{AddressPool: "p"}}); err != nil {
