@@ -32,6 +32,10 @@ demo: tools ## Run a management cluster, two tenant clusters, manager, ccms, pro
 	go build -o bin/demo ./e2e/demo
 	bin/demo
 
+.PHONY: bench-propagation
+bench-propagation: tools ## Measure apply → address and apply → traffic for N Services (N=100; make bench-propagation N=200).
+	go run ./e2e/bench-propagation -n $(or $(N),100)
+
 .PHONY: generate
 generate: ## Regenerate deepcopy code and the CRDs in deploy/crds/.
 	go run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION) \

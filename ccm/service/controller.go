@@ -127,7 +127,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	switch err := r.Mgmt.Get(ctx, client.ObjectKeyFromObject(lb), &existing); {
 	case apierrors.IsNotFound(err):
 		lb.Spec = *spec
-		if err := r.Mgmt.Create(ctx, lb); err != nil {
+		if err := r.Mgmt.Create(ctx, lb); apierrors.IsAlreadyExists(err) {
+			return ctrl.Result{}, nil // our cache lags; its create event brings this Service back
+		} else if err != nil {
 			r.Recorder.Eventf(&svc, nil, corev1.EventTypeWarning, "SyncLoadBalancerFailed", "SyncLoadBalancer", "creating the load balancer: %v", err)
 			return ctrl.Result{}, err
 		}

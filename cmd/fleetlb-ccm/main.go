@@ -23,6 +23,8 @@ import (
 )
 
 type options struct {
+	qps                                             float64
+	burst                                           int
 	mgmtKubeconfig, clusterName, class, addressType string
 	serveUnclassed, leaderElect                     bool
 	leaderNS, metricsAddr, probeAddr                string
@@ -39,6 +41,8 @@ func main() {
 	flag.StringVar(&o.leaderNS, "leader-election-namespace", "", "Namespace of the leader-election Lease in the tenant cluster.")
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint (\"0\" disables it).")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	flag.Float64Var(&o.qps, "kube-api-qps", 100, "Requests per second to the Kubernetes API (client-side limit).")
+	flag.IntVar(&o.burst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Usage = func() {
@@ -71,8 +75,14 @@ func run(o options) error {
 	if err != nil || ns == "" || ns == "default" {
 		return fmt.Errorf("--management-kubeconfig must name the tenant namespace in its context (got %q, %v)", ns, err)
 	}
+	mgmtCfg.QPS, mgmtCfg.Burst = float32(o.qps), o.burst
+	tenantCfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("tenant cluster config: %w", err)
+	}
+	tenantCfg.QPS, tenantCfg.Burst = float32(o.qps), o.burst
 	s := scheme.New()
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	mgr, err := ctrl.NewManager(tenantCfg, ctrl.Options{
 		Scheme: s, Metrics: metricsserver.Options{BindAddress: o.metricsAddr}, HealthProbeBindAddress: o.probeAddr,
 		LeaderElection: o.leaderElect, LeaderElectionID: "fleetlb-ccm.fleetlb.io", LeaderElectionNamespace: o.leaderNS,
 	})

@@ -325,8 +325,10 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message) err
 			bl.udpSrv = c.udp
 			go c.udp.Serve(bl.pc)
 		} else {
-			go bl.acceptLoop()
+			// The server must be in place before the first Accept: a client
+			// that connects at once would otherwise find no handoff.
 			bl.start(c.srv)
+			go bl.acceptLoop()
 		}
 		p.mu.Lock()
 		p.listeners[n] = bl

@@ -1,0 +1,160 @@
+// Command bench-propagation measures how fast a tenant's Service becomes
+// usable: it runs a whole fleet on this machine (e2e/harness), creates N
+// LoadBalancer Services across two tenants, and reports p50/p99/max of
+// apply → address on the tenant Service and apply → first connection through
+// the VIP that reaches the Service's node.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/fleetlb/fleetlb/ccm/service"
+	"github.com/fleetlb/fleetlb/e2e/harness"
+	"github.com/fleetlb/fleetlb/internal/echo"
+	"github.com/fleetlb/fleetlb/internal/testenv"
+)
+
+func main() {
+	n := flag.Int("n", 100, "number of Services (split over two tenants, at most 250)")
+	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
+	flag.Parse()
+	if *n < 1 || *n > 250 {
+		fmt.Fprintln(os.Stderr, "bench-propagation: -n must be 1-250 (the VIP pool is 127.0.110.1-250)")
+		os.Exit(2)
+	}
+	if err := run(*n, *timeout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-propagation:", err)
+		os.Exit(1)
+	}
+}
+
+type sample struct{ address, traffic time.Duration }
+
+func run(n int, timeout time.Duration) error {
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	binDir := filepath.Join(root, "bin")
+	if err := harness.Build(binDir); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "fleetlb-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	h, err := harness.New(binDir, dir)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	f, err := h.StartFleet("127.0.110.1-127.0.110.250")
+	if err != nil {
+		return err
+	}
+	if _, err := f.StartProxy(true); err != nil {
+		return err
+	}
+	var tenants []*harness.Tenant
+	for i, name := range []string{"a", "b"} {
+		tc, err := f.AddTenant(name)
+		if err != nil {
+			return err
+		}
+		if err := tc.AddNode(name+"-1", fmt.Sprintf("127.0.11%d.1", i+1), "z1"); err != nil {
+			return err
+		}
+		tenants = append(tenants, tc)
+	}
+	time.Sleep(time.Second) // let TenantNodes settle so every Service starts from the same state
+
+	ctx := context.Background()
+	samples := make([]sample, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	deadline := time.Now().Add(timeout)
+	for i := range n {
+		tc := tenants[i%2]
+		name := fmt.Sprintf("svc-%03d", i)
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: ptr.To(service.DefaultClass),
+				Selector: map[string]string{"app": name}, Ports: []corev1.ServicePort{{Port: 8080, Protocol: corev1.ProtocolTCP}}},
+		}
+		applied := time.Now()
+		if err := tc.Env.Client.Create(ctx, svc); err != nil {
+			return err
+		}
+		// Play kube-proxy at once, so only fleetlb's own propagation is measured.
+		node := fmt.Sprintf("127.0.11%d.1:%d", i%2+1, svc.Spec.Ports[0].NodePort)
+		if err := h.Backends.Start(name, echo.Identity{Cluster: tc.Name, Node: tc.Name + "-1", Service: "default/" + name}, "tcp", node); err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ip, err := tc.Address("default", name, time.Until(deadline))
+			if err != nil {
+				errs <- err
+				return
+			}
+			samples[i].address = time.Since(applied)
+			for time.Now().Before(deadline) {
+				if id, err := connect(net.JoinHostPort(ip, "8080")); err == nil && id.Service == "default/"+name {
+					samples[i].traffic = time.Since(applied)
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			errs <- fmt.Errorf("%s: no traffic through %s before the deadline", name, ip)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		out := filepath.Join(os.TempDir(), "fleetlb-bench-processes.log")
+		_ = os.WriteFile(out, []byte(h.Output()), 0o644)
+		return fmt.Errorf("%w (process output in %s)", err, out)
+	}
+	report := func(what string, get func(sample) time.Duration) {
+		ds := make([]time.Duration, n)
+		for i, s := range samples {
+			ds[i] = get(s)
+		}
+		slices.Sort(ds)
+		q := func(p float64) time.Duration { return ds[min(n-1, int(p*float64(n)))] }
+		fmt.Printf("%-34s p50 %8s  p99 %8s  max %8s\n", what, q(0.50).Round(time.Millisecond), q(0.99).Round(time.Millisecond), ds[n-1].Round(time.Millisecond))
+	}
+	fmt.Printf("%d LoadBalancer Services over 2 tenants (created back to back):\n", n)
+	report("apply → address on the Service", func(s sample) time.Duration { return s.address })
+	report("apply → first connection via VIP", func(s sample) time.Duration { return s.traffic })
+	return nil
+}
+
+func connect(addr string) (echo.Identity, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return echo.Identity{}, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return echo.Identity{}, err
+	}
+	return echo.ParseLine(line)
+}
