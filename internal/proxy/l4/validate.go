@@ -6,7 +6,6 @@ package l4
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -16,7 +15,8 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	udpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/udp/udp_proxy/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/fleetlb/fleetlb/internal/proxy/pbcheck"
 )
 
 // Filter names as Envoy registers them.
@@ -34,15 +34,7 @@ const (
 
 // unsupported returns an error naming the first populated field of m outside allowed.
 func unsupported(where string, m proto.Message, allowed ...string) error {
-	var err error
-	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
-		if !slices.Contains(allowed, string(fd.Name())) {
-			err = fmt.Errorf("%s: field %s is not supported", where, fd.Name())
-			return false
-		}
-		return true
-	})
-	return err
+	return pbcheck.Unsupported(where, m, allowed...)
 }
 
 // IsUDPListener reports whether l is a UDP listener (socket address protocol UDP).

@@ -1,0 +1,365 @@
+package l7
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	stdlog "log"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/go-logr/logr"
+)
+
+// Upstreams is the cluster manager as the HTTP router uses it; *upstream.Manager
+// satisfies it.
+type Upstreams interface {
+	// Pick chooses a host ("ip:port") of the cluster by its load-balancing policy.
+	Pick(cluster string, hashKey []byte) (string, error)
+	// Report feeds outlier detection: a connect failure or a 5xx is false.
+	Report(cluster, addr string, success bool)
+	// HTTP2 reports whether the cluster speaks HTTP/2 (h2c) upstream.
+	HTTP2(cluster string) bool
+}
+
+// Deps are what a listener looks up per request and per handshake, so RDS and SDS
+// updates apply to new requests and handshakes without touching the listener.
+type Deps struct {
+	Routes    func(name string) *RouteTable
+	Secrets   func(name string) *tls.Certificate
+	Upstreams Upstreams
+}
+
+// Listener serves one HTTP or HTTPS listener.
+type Listener struct {
+	cfg    *listenerConfig
+	deps   Deps
+	log    logr.Logger
+	srv    *http.Server
+	active atomic.Int64
+}
+
+// Limits Envoy applies by default that net/http needs told.
+const (
+	maxHeaderBytes    = 60 << 10
+	readHeaderTimeout = time.Minute // slow-loris bound; Envoy's request_headers_timeout is off by default
+	connectTimeout    = 5 * time.Second
+)
+
+// NewListener validates l and returns a listener ready to Serve.
+func NewListener(l *listenerv3.Listener, deps Deps, log logr.Logger) (*Listener, error) {
+	cfg, err := parseListener(l)
+	if err != nil {
+		return nil, err
+	}
+	if deps.Routes == nil || deps.Secrets == nil || deps.Upstreams == nil {
+		return nil, errors.New("l7: Deps.Routes, Deps.Secrets and Deps.Upstreams are required")
+	}
+	ln := &Listener{cfg: cfg, deps: deps, log: log.WithValues("listener", cfg.name)}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	if cfg.tls {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge, as Envoy's AUTO codec
+	}
+	ln.srv = &http.Server{
+		Handler:           ln,
+		Protocols:         &protocols,
+		IdleTimeout:       cfg.idle,
+		ReadHeaderTimeout: readHeaderTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          stdlog.New(logWriter{ln.log}, "", 0),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				ln.active.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				ln.active.Add(-1)
+			}
+		},
+	}
+	if cfg.tls {
+		ln.srv.TLSConfig = &tls.Config{GetConfigForClient: ln.tlsConfig}
+	}
+	return ln, nil
+}
+
+// logWriter sends net/http's own messages (TLS handshake errors…) to the debug log.
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.V(1).Info(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// ActiveConnections is the number of open downstream connections.
+func (l *Listener) ActiveConnections() int64 { return l.active.Load() }
+
+// Serve accepts on ln until Close or Shutdown; it returns nil after them.
+func (l *Listener) Serve(ln net.Listener) error {
+	if l.cfg.tls {
+		ln = tls.NewListener(ln, l.srv.TLSConfig)
+	}
+	err := l.srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets requests in flight finish (HTTP/2 clients get
+// GOAWAY, idle keep-alive connections are closed) and closes what is left when ctx ends.
+func (l *Listener) Shutdown(ctx context.Context) error {
+	if err := l.srv.Shutdown(ctx); err != nil {
+		return l.srv.Close()
+	}
+	return nil
+}
+
+// Close closes the listener and every connection at once.
+func (l *Listener) Close() error { return l.srv.Close() }
+
+// chain picks the filter chain for a TLS server name as Envoy does: the exact name,
+// then wildcards from the most specific ("*.b.example.com" before "*.example.com"),
+// then the chain without server names.
+func (l *Listener) chain(serverName string) *filterChain {
+	if !l.cfg.tls {
+		return l.cfg.chains[0]
+	}
+	name := strings.ToLower(strings.TrimSuffix(serverName, "."))
+	candidates := []string{name}
+	for rest := name; ; {
+		i := strings.IndexByte(rest, '.')
+		if i < 0 || i == len(rest)-1 {
+			break
+		}
+		rest = rest[i+1:]
+		candidates = append(candidates, "*."+rest)
+	}
+	if name == "" {
+		candidates = nil
+	}
+	for _, c := range candidates {
+		for _, fc := range l.cfg.chains {
+			for _, n := range fc.serverNames {
+				if n == c {
+					return fc
+				}
+			}
+		}
+	}
+	for _, fc := range l.cfg.chains {
+		if len(fc.serverNames) == 0 {
+			return fc
+		}
+	}
+	return nil
+}
+
+func (l *Listener) tlsConfig(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	fc := l.chain(hello.ServerName)
+	if fc == nil {
+		return nil, fmt.Errorf("no filter chain matches server name %q", hello.ServerName)
+	}
+	var certs []tls.Certificate
+	for _, s := range fc.secrets {
+		if c := l.deps.Secrets(s); c != nil {
+			certs = append(certs, *c)
+		}
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("filter chain %q: no certificate (secrets %v) has arrived yet", fc.name, fc.secrets)
+	}
+	alpn := fc.alpn
+	if len(alpn) == 0 {
+		alpn = []string{"http/1.1"}
+	}
+	return &tls.Config{Certificates: certs, NextProtos: alpn, MinVersion: tls.VersionTLS12}, nil
+}
+
+// ServeHTTP routes one request: virtual host by Host, first matching route, then a
+// redirect or a forward to a host of the chosen cluster.
+func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	fc := l.cfg.chains[0]
+	if r.TLS != nil {
+		fc = l.chain(r.TLS.ServerName)
+	}
+	rt := l.deps.Routes(fc.routeConfig)
+	if rt == nil || fc == nil {
+		http.Error(w, "route configuration "+fc.routeConfig+" has not arrived", http.StatusNotFound)
+		return
+	}
+	host := strings.ToLower(r.Host)
+	if fc.stripPort {
+		host, _ = splitHostPort(host)
+	}
+	vh := rt.virtualHost(host)
+	if vh == nil {
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	path := r.URL.EscapedPath()
+	if fc.normalizePath {
+		path = normalizePath(path)
+	}
+	route := vh.pick(r, path)
+	if route == nil {
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	if route.redirect != nil {
+		w.Header().Set("Location", route.redirect.location(r, &route.match, path))
+		code := route.redirect.code
+		if code == 0 {
+			code = http.StatusMovedPermanently
+		}
+		w.WriteHeader(code)
+		return
+	}
+	l.forward(w, r, fc, rt, vh, route, path)
+}
+
+var errTimeout = errors.New("upstream request timeout")
+
+func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterChain, rt *RouteTable, vh *virtualHost, route *route, path string) {
+	fa := route.forward
+	cluster := fa.clusters[0].name
+	if len(fa.clusters) > 1 {
+		n := rand.Uint32N(fa.totalWeight)
+		for _, c := range fa.clusters {
+			if n < c.weight {
+				cluster = c.name
+				break
+			}
+			n -= c.weight
+		}
+	}
+	client := clientAddr(r)
+	var hashKey []byte
+	if fa.hashSourceIP {
+		hashKey = client.AsSlice()
+	}
+	addr, err := l.deps.Upstreams.Pick(cluster, hashKey)
+	if err != nil {
+		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+		return
+	}
+	timeout := fa.timeout
+	if fa.perTryTimeout > 0 && (timeout == 0 || fa.perTryTimeout < timeout) {
+		timeout = fa.perTryTimeout
+	}
+	if timeout > 0 {
+		ctx, cancel := context.WithTimeoutCause(r.Context(), timeout, errTimeout)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
+	newPath := fa.rewritePath(&route.match, path)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	h1, h2 := transports()
+	transport := h1
+	if l.deps.Upstreams.HTTP2(cluster) {
+		transport = h2
+	}
+	up := l.deps.Upstreams
+	rp := &httputil.ReverseProxy{
+		Transport:     transport,
+		FlushInterval: -1, // stream as Envoy does (gRPC, server-sent events)
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", addr
+			pr.Out.URL.RawPath = newPath
+			pr.Out.URL.Path, _ = url.PathUnescape(newPath)
+			pr.Out.Host = pr.In.Host
+			if fa.hostRewrite != "" {
+				pr.Out.Host = fa.hostRewrite
+			}
+			h := pr.Out.Header
+			if xff := pr.In.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+				h["X-Forwarded-For"] = xff
+			}
+			if fc.useRemoteAddress && client.IsValid() {
+				prior := strings.Join(h.Values("X-Forwarded-For"), ", ")
+				if prior != "" {
+					prior += ", "
+				}
+				h.Set("X-Forwarded-For", prior+client.String())
+				h.Set("X-Forwarded-Proto", scheme)
+			}
+			if h.Get("X-Request-Id") == "" {
+				h.Set("X-Request-Id", requestID())
+			}
+			// Envoy's default order: route, then virtual host, then route configuration.
+			applyHeaders(h, route.headers.add, route.headers.remove)
+			applyHeaders(h, vh.headers.add, vh.headers.remove)
+			applyHeaders(h, rt.headers.add, rt.headers.remove)
+		},
+		ModifyResponse: func(res *http.Response) error {
+			up.Report(cluster, addr, res.StatusCode < 500)
+			applyHeaders(res.Header, route.headers.respAdd, route.headers.respRemove)
+			applyHeaders(res.Header, vh.headers.respAdd, vh.headers.respRemove)
+			applyHeaders(res.Header, rt.headers.respAdd, rt.headers.respRemove)
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+			if errors.Is(context.Cause(req.Context()), errTimeout) {
+				http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
+				return
+			}
+			if r.Context().Err() != nil && req.Context().Err() != nil {
+				return // the client went away
+			}
+			up.Report(cluster, addr, false)
+			l.log.V(1).Info("upstream request failed", "cluster", cluster, "host", addr, "error", err.Error())
+			http.Error(w, "upstream connect error or disconnect/reset before headers", http.StatusServiceUnavailable)
+		},
+	}
+	rp.ServeHTTP(w, r)
+}
+
+// clientAddr is the downstream peer's address.
+func clientAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+func requestID() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// transports are shared by every listener, so upstream connections are pooled per
+// host across listener updates.
+var transports = sync.OnceValues(func() (h1, h2 *http.Transport) {
+	mk := func(p func(*http.Protocols)) *http.Transport {
+		var protocols http.Protocols
+		p(&protocols)
+		return &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			Protocols:           &protocols,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     time.Hour, // Envoy's upstream idle_timeout default
+			DisableCompression:  true,      // pass Accept-Encoding and bodies through untouched
+			Proxy:               nil,
+		}
+	}
+	return mk(func(p *http.Protocols) { p.SetHTTP1(true) }), mk(func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) })
+})

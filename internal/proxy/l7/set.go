@@ -1,0 +1,83 @@
+package l7
+
+import (
+	"crypto/tls"
+	"sync"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/go-logr/logr"
+
+	"github.com/fleetlb/fleetlb/internal/proxy"
+)
+
+// Set is the proxy's HTTP side (proxy.HTTPListeners): it holds the compiled RDS
+// and SDS sets that its listeners look up per request and per handshake.
+type Set struct {
+	up      Upstreams
+	mu      sync.RWMutex
+	routes  map[string]*RouteTable
+	secrets map[string]*tls.Certificate
+}
+
+var _ proxy.HTTPListeners = (*Set)(nil)
+
+// NewSet returns an empty set forwarding to up.
+func NewSet(up Upstreams) *Set {
+	return &Set{up: up, routes: map[string]*RouteTable{}, secrets: map[string]*tls.Certificate{}}
+}
+
+func (s *Set) IsHTTPListener(l *listenerv3.Listener) bool       { return IsHTTPListener(l) }
+func (s *Set) RouteConfigNames(l *listenerv3.Listener) []string { return RouteConfigNames(l) }
+func (s *Set) SecretNames(l *listenerv3.Listener) []string      { return SecretNames(l) }
+
+// SetRouteConfigs compiles the complete RDS set; on any error nothing changes.
+func (s *Set) SetRouteConfigs(rcs []*routev3.RouteConfiguration) error {
+	next := make(map[string]*RouteTable, len(rcs))
+	for _, rc := range rcs {
+		rt, err := CompileRouteConfig(rc)
+		if err != nil {
+			return err
+		}
+		next[rc.GetName()] = rt
+	}
+	s.mu.Lock()
+	s.routes = next
+	s.mu.Unlock()
+	return nil
+}
+
+// SetSecrets parses the complete SDS set; on any error nothing changes. New
+// handshakes use the new certificates; established connections keep theirs.
+func (s *Set) SetSecrets(ss []*tlsv3.Secret) error {
+	next := make(map[string]*tls.Certificate, len(ss))
+	for _, sec := range ss {
+		c, err := ParseSecret(sec)
+		if err != nil {
+			return err
+		}
+		next[sec.GetName()] = c
+	}
+	s.mu.Lock()
+	s.secrets = next
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Set) route(name string) *RouteTable {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.routes[name]
+}
+
+func (s *Set) secret(name string) *tls.Certificate {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.secrets[name]
+}
+
+// NewListener validates l and returns its server.
+func (s *Set) NewListener(l *listenerv3.Listener, log logr.Logger) (proxy.Server, error) {
+	return NewListener(l, Deps{Routes: s.route, Secrets: s.secret, Upstreams: s.up}, log)
+}
