@@ -46,6 +46,14 @@ func newStream(delta bool) *stream {
 
 // current reports whether the proxy runs the served snapshot for every type it subscribes to.
 func (st *stream) current(cur *served) bool {
+	// A proxy that has not yet subscribed to a type the snapshot has resources of
+	// (a reconnecting one asks for routes only after its listeners) is not current,
+	// even when every type it did ask for is.
+	for typ := range cur.versions {
+		if !st.types[typ] && len(cur.snap.GetResources(typ)) > 0 {
+			return false
+		}
+	}
 	for typ := range st.types {
 		if !st.delta {
 			if st.ackedVersion[typ] != cur.versions[typ] {

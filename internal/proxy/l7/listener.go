@@ -92,7 +92,9 @@ func NewListener(l *listenerv3.Listener, deps Deps, log logr.Logger) (*Listener,
 		},
 	}
 	if cfg.tls {
-		ln.srv.TLSConfig = &tls.Config{GetConfigForClient: ln.tlsConfig}
+		// NextProtos here only tells net/http to set up HTTP/2; each handshake
+		// gets its filter chain's own ALPN list from tlsConfig.
+		ln.srv.TLSConfig = &tls.Config{GetConfigForClient: ln.tlsConfig, NextProtos: []string{"h2", "http/1.1"}}
 	}
 	return ln, nil
 }
@@ -278,8 +280,10 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 	}
 	up := l.deps.Upstreams
 	rp := &httputil.ReverseProxy{
-		Transport:     transport,
-		FlushInterval: -1, // stream as Envoy does (gRPC, server-sent events)
+		// FlushInterval stays 0: ReverseProxy already streams responses of unknown
+		// length (gRPC, server-sent events) at once, and a response that ended with
+		// its headers (a gRPC trailers-only status) must leave as one HEADERS frame.
+		Transport: transport,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", addr
 			pr.Out.URL.RawPath = newPath
@@ -328,6 +332,9 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 			http.Error(w, "upstream connect error or disconnect/reset before headers", http.StatusServiceUnavailable)
 		},
 	}
+	// No Content-Type sniffing: a response goes out with the headers the upstream
+	// (and the route's header changes) gave it, as through Envoy.
+	w.Header()["Content-Type"] = nil
 	rp.ServeHTTP(w, r)
 }
 
