@@ -35,6 +35,7 @@ type options struct {
 	leaderNS                        string
 	tenantServer, tenantCA          string
 	tokenTTL, debounce, maxDelay    time.Duration
+	fleet                           fleetOptions
 }
 
 func main() {
@@ -51,6 +52,7 @@ func main() {
 	flag.DurationVar(&o.maxDelay, "xds-max-delay", time.Second, "Never delay a configuration change longer than this.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 100, "Requests per second to the Kubernetes API (client-side limit).")
 	flag.IntVar(&o.burst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API.")
+	o.fleet.bind(flag.CommandLine)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Usage = func() {
@@ -116,6 +118,9 @@ func run(o options) error {
 				return false
 			}
 		}}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := o.fleet.setup(mgr, xds, o.xdsAddr); err != nil {
 		return err
 	}
 	// The xDS server runs on every replica, leader or not.

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/envoy/server"
+	"github.com/fleetlb/fleetlb/manager/fleet"
+	"github.com/fleetlb/fleetlb/manager/pool"
+)
+
+// fleetOptions are the flags of the ProxyFleet and AddressPool controllers.
+type fleetOptions struct {
+	namespace, xdsAddress, defaultExposure string
+	delta, createDefault                   bool
+}
+
+func (o *fleetOptions) bind(fs *flag.FlagSet) {
+	fs.StringVar(&o.namespace, "fleet-namespace", "", "Namespace of every ProxyFleet's Envoy Deployment, Service, ConfigMap and ServiceAccount (default: $POD_NAMESPACE, the in-cluster namespace, else fleetlb-system).")
+	fs.StringVar(&o.xdsAddress, "fleet-xds-address", "", "host:port Envoy pods use to reach this manager's xDS server, written into their bootstrap (default: fleetlb-manager.<fleet-namespace>.svc and the port of --xds-address).")
+	fs.BoolVar(&o.delta, "fleet-xds-delta", true, "Envoy pods use incremental (delta) xDS; false selects state of the world.")
+	fs.BoolVar(&o.createDefault, "create-default-fleet", true, "Create the ProxyFleet \"default\" at start when no ProxyFleet exists.")
+	fs.StringVar(&o.defaultExposure, "default-fleet-exposure", "", "Exposure of the created default fleet: LoadBalancerService, HostNetwork or None (default: the API default, LoadBalancerService).")
+}
+
+// setup registers the fleet and pool controllers (and the default fleet) with mgr.
+func (o *fleetOptions) setup(mgr ctrl.Manager, xds *server.Server, xdsListen string) error {
+	ns := o.namespace
+	if ns == "" {
+		ns = os.Getenv("POD_NAMESPACE")
+	}
+	if ns == "" {
+		if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+			ns = strings.TrimSpace(string(b))
+		}
+	}
+	if ns == "" {
+		ns = "fleetlb-system"
+	}
+	addr := o.xdsAddress
+	if addr == "" {
+		_, port, err := net.SplitHostPort(xdsListen)
+		if err != nil {
+			return fmt.Errorf("--xds-address %q: %w", xdsListen, err)
+		}
+		addr = net.JoinHostPort("fleetlb-manager."+ns+".svc", port)
+	}
+	switch e := v1.Exposure(o.defaultExposure); e {
+	case "", v1.ExposureLoadBalancerService, v1.ExposureHostNetwork, v1.ExposureNone:
+	default:
+		return fmt.Errorf("--default-fleet-exposure %q: want LoadBalancerService, HostNetwork or None", e)
+	}
+	if err := (&fleet.Reconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-fleet"), XDS: xds,
+		Options: fleet.Options{Namespace: ns, XDSAddress: addr, Delta: o.delta},
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&pool.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-pool")}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if o.createDefault {
+		return mgr.Add(&fleet.DefaultFleet{Client: mgr.GetClient(), Log: ctrl.Log.WithName("fleet"), Exposure: v1.Exposure(o.defaultExposure)})
+	}
+	return nil
+}
