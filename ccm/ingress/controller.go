@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -283,7 +284,8 @@ func (r *Reconciler) resolve(ctx context.Context, ing *networkingv1.Ingress, b *
 	if port.Protocol != "" && port.Protocol != corev1.ProtocolTCP {
 		return nil, fmt.Errorf("Service %q port %s is %s, not TCP", svc.Name, portString(b.Service.Port), port.Protocol)
 	}
-	rb := &v1.RouteBackend{ServiceName: svc.Name, ServicePort: ptrPort(port.Port), Protocol: protocolOf(port.AppProtocol)}
+	// Weight and protocol as the API defaults them, so an unchanged Route compares equal.
+	rb := &v1.RouteBackend{ServiceName: svc.Name, ServicePort: ptrPort(port.Port), Weight: ptr.To[int32](1), Protocol: protocolOf(port.AppProtocol)}
 	if port.NodePort != 0 {
 		rb.NodePort = v1.PortNumber(port.NodePort)
 		return rb, nil
