@@ -17,7 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/fleetlb/fleetlb/ccm/ingress"
 	"github.com/fleetlb/fleetlb/ccm/nodes"
+	"github.com/fleetlb/fleetlb/ccm/secrets"
 	"github.com/fleetlb/fleetlb/ccm/service"
 	"github.com/fleetlb/fleetlb/internal/scheme"
 )
@@ -26,6 +28,7 @@ type options struct {
 	qps                                             float64
 	burst                                           int
 	mgmtKubeconfig, clusterName, class, addressType string
+	ingressClass                                    string
 	serveUnclassed, leaderElect                     bool
 	leaderNS, metricsAddr, probeAddr                string
 }
@@ -35,6 +38,7 @@ func main() {
 	flag.StringVar(&o.mgmtKubeconfig, "management-kubeconfig", "", "Kubeconfig for the tenant's namespace in the management cluster (the Secret fleetlb-ccm-kubeconfig made by the manager); required. Its context's namespace is used.")
 	flag.StringVar(&o.clusterName, "cluster-name", "", "This tenant cluster's name, recorded on every object (required).")
 	flag.StringVar(&o.class, "load-balancer-class", service.DefaultClass, "spec.loadBalancerClass of the Services to serve.")
+	flag.StringVar(&o.ingressClass, "ingress-class", ingress.DefaultClass, "IngressClass served (created with controller "+ingress.ControllerName+" when missing).")
 	flag.BoolVar(&o.serveUnclassed, "default-class", false, "Also serve Services without a loadBalancerClass (be the cluster's default load balancer).")
 	flag.StringVar(&o.addressType, "node-address-type", string(corev1.NodeInternalIP), "Node address type the fleet sends traffic to (InternalIP or ExternalIP).")
 	flag.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader among replicas.")
@@ -110,11 +114,28 @@ func run(o options) error {
 		SetupWithManager(mgr, mgmt); err != nil {
 		return err
 	}
+	ctx := ctrl.SetupSignalHandler()
+	rec := mgr.GetEventRecorder("fleetlb-ccm")
+	if err := (&ingress.Reconciler{Tenant: mgr.GetClient(), Mgmt: mgmt.GetClient(), Namespace: ns, ClusterName: o.clusterName, Class: o.ingressClass, Recorder: rec}).
+		SetupWithManager(ctx, mgr, mgmt); err != nil {
+		return err
+	}
+	if err := (&ingress.CompanionReconciler{Tenant: mgr.GetClient(), Class: o.ingressClass, Recorder: rec}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	// Tenant Secrets are read directly, never cached: only referenced ones are copied.
+	if err := (&secrets.Reconciler{Tenant: mgr.GetAPIReader(), Mgmt: mgmt.GetClient(), Namespace: ns, Recorder: rec}).
+		SetupWithManager(ctx, mgr, mgmt, ingress.SecretReferrer(o.ingressClass)); err != nil {
+		return err
+	}
+	if err := mgr.Add(ingress.EnsureClass(mgr.GetClient(), o.ingressClass)); err != nil {
+		return err
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	return mgr.Start(ctrl.SetupSignalHandler())
+	return mgr.Start(ctx)
 }
