@@ -1,0 +1,187 @@
+package route
+
+import (
+	"cmp"
+	"crypto/tls"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+)
+
+// Allowed reports whether a Tenant whose spec.hostnames are patterns may
+// claim hostname h. A pattern is an exact name, or "*.suffix", which allows
+// every name under suffix at any depth (a.suffix, b.a.suffix) and wildcards
+// under it (*.suffix itself, *.a.suffix), but not suffix alone.
+func Allowed(patterns []v1.Hostname, h v1.Hostname) bool {
+	for _, p := range patterns {
+		if p == h {
+			return true
+		}
+		if suffix, ok := strings.CutPrefix(string(p), "*."); ok {
+			name := strings.TrimPrefix(string(h), "*.")
+			if name != string(h) && name == suffix {
+				return true // *.suffix itself
+			}
+			if strings.HasSuffix(name, "."+suffix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Covers reports whether a TLS hostname (exact or "*.suffix", one label)
+// serves hostname h.
+func Covers(tlsHost, h v1.Hostname) bool {
+	if tlsHost == h {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(string(tlsHost), "*.")
+	if !ok || strings.HasPrefix(string(h), "*.") {
+		return false
+	}
+	first, rest, found := strings.Cut(string(h), ".")
+	return found && first != "" && rest == suffix
+}
+
+// CoveredBy reports whether any of the TLS hostnames serves h.
+func CoveredBy(tlsHosts []v1.Hostname, h v1.Hostname) bool {
+	return slices.ContainsFunc(tlsHosts, func(th v1.Hostname) bool { return Covers(th, h) })
+}
+
+// SameGroup reports whether two tenants may serve the same hostname: the
+// same tenant, or two tenants of one non-empty group.
+func SameGroup(a, b *v1.Tenant) bool {
+	return a.Name == b.Name || (a.Spec.Group != "" && a.Spec.Group == b.Spec.Group)
+}
+
+// CheckSecret says why a Secret cannot serve TLS ("" when it can).
+func CheckSecret(s *corev1.Secret) (reason, msg string) {
+	if s.Type != corev1.SecretTypeTLS {
+		return v1.ReasonSecretNotTLS, fmt.Sprintf("secret %s is of type %q, not %s", s.Name, s.Type, corev1.SecretTypeTLS)
+	}
+	if _, err := tls.X509KeyPair(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]); err != nil {
+		return v1.ReasonSecretNotTLS, fmt.Sprintf("secret %s has no usable certificate and key: %v", s.Name, err)
+	}
+	return "", ""
+}
+
+// RuleName names rule i of a Route in messages.
+func RuleName(rule *v1.RouteRule, i int) string {
+	if rule.Name != "" {
+		return fmt.Sprintf("rule %d (%s)", i, rule.Name)
+	}
+	return fmt.Sprintf("rule %d", i)
+}
+
+// CheckRule says why a rule cannot be served ("" when it can): a backend
+// problem is InvalidBackend, anything else InvalidSpec. The fleet serves the
+// Route's other rules.
+func CheckRule(rule *v1.RouteRule) (reason, msg string) {
+	var redirect, rewrite *v1.RouteFilter
+	for i := range rule.Filters {
+		f := &rule.Filters[i]
+		switch f.Type {
+		case v1.FilterRequestRedirect:
+			if redirect != nil || f.RequestRedirect == nil {
+				return v1.ReasonInvalidSpec, "at most one RequestRedirect filter, with its requestRedirect field"
+			}
+			redirect = f
+		case v1.FilterURLRewrite:
+			if rewrite != nil || f.URLRewrite == nil {
+				return v1.ReasonInvalidSpec, "at most one URLRewrite filter, with its urlRewrite field"
+			}
+			rewrite = f
+		case v1.FilterRequestHeaderModifier:
+			if f.RequestHeaderModifier == nil {
+				return v1.ReasonInvalidSpec, "RequestHeaderModifier filter without requestHeaderModifier"
+			}
+		case v1.FilterResponseHeaderModifier:
+			if f.ResponseHeaderModifier == nil {
+				return v1.ReasonInvalidSpec, "ResponseHeaderModifier filter without responseHeaderModifier"
+			}
+		default:
+			return v1.ReasonInvalidSpec, fmt.Sprintf("unknown filter type %q", f.Type)
+		}
+	}
+	if redirect != nil && rewrite != nil {
+		return v1.ReasonInvalidSpec, "RequestRedirect and URLRewrite cannot be used together"
+	}
+	prefixOnly := func(what string, pm *v1.PathModifier) (string, string) {
+		if pm == nil || pm.Type != v1.ReplacePrefixMatch {
+			return "", ""
+		}
+		for _, m := range rule.Matches {
+			if m.Path != nil && m.Path.Type != v1.PathPrefix {
+				return v1.ReasonInvalidSpec, what + " ReplacePrefixMatch needs PathPrefix matches"
+			}
+		}
+		return "", ""
+	}
+	if redirect != nil {
+		if reason, msg := prefixOnly("RequestRedirect", redirect.RequestRedirect.Path); reason != "" {
+			return reason, msg
+		}
+	}
+	if rewrite != nil {
+		if reason, msg := prefixOnly("URLRewrite", rewrite.URLRewrite.Path); reason != "" {
+			return reason, msg
+		}
+	}
+	for _, m := range rule.Matches {
+		if m.Path != nil && m.Path.Type == v1.PathRegularExpression {
+			if _, err := regexp.Compile(m.Path.Value); err != nil {
+				return v1.ReasonInvalidSpec, fmt.Sprintf("path %q is not a regular expression: %v", m.Path.Value, err)
+			}
+		}
+		for _, h := range append(append([]v1.HeaderMatch{}, m.Headers...), m.QueryParams...) {
+			if h.Type == v1.MatchRegularExpression {
+				if _, err := regexp.Compile(h.Value); err != nil {
+					return v1.ReasonInvalidSpec, fmt.Sprintf("%s value %q is not a regular expression: %v", h.Name, h.Value, err)
+				}
+			}
+		}
+	}
+	if redirect != nil {
+		return "", "" // answered here: backends, if any, are not used
+	}
+	if len(rule.Backends) == 0 {
+		return v1.ReasonInvalidBackend, "no backends"
+	}
+	total := int64(0)
+	for _, b := range rule.Backends {
+		if b.NodePort < 1 || b.NodePort > 65535 {
+			return v1.ReasonInvalidBackend, fmt.Sprintf("backend %s has no node port", cmp.Or(b.ServiceName, "(unnamed)"))
+		}
+		total += int64(Weight(b))
+	}
+	if total == 0 {
+		return v1.ReasonInvalidBackend, "every backend has weight 0"
+	}
+	return "", ""
+}
+
+// Weight is a backend's weight, 1 when unset.
+func Weight(b v1.RouteBackend) int32 {
+	if b.Weight == nil {
+		return 1
+	}
+	return *b.Weight
+}
+
+// FleetAddresses are the addresses of a fleet's shared HTTP/HTTPS listeners:
+// its status, or its requested VIP until status reports one.
+func FleetAddresses(f *v1.ProxyFleet) []v1.Address {
+	if len(f.Status.Addresses) > 0 {
+		return f.Status.Addresses
+	}
+	if f.Spec.VIP != "" {
+		return []v1.Address{{IP: f.Spec.VIP, IPMode: v1.IPModeProxy}}
+	}
+	return nil
+}

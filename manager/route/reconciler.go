@@ -1,0 +1,464 @@
+// Package route admits tenant Routes (L7): which of a Route's hostnames the
+// tenant may serve (its Tenant's hostname patterns, and ownership across
+// tenants: tenants of one group share a hostname, between unrelated tenants
+// the oldest claim wins), whether its TLS Secrets and backends are usable,
+// and on which addresses the fleet serves it. The outcome is the Route's
+// status: acceptedHostnames, addresses and the Accepted and ResolvedRefs
+// conditions. One bad hostname, Secret or rule is reported and left out; the
+// rest of the Route is served, and no Route ever blocks another.
+//
+// Conditions:
+//   - Accepted=False: nothing of the Route is served (TenantNotFound,
+//     FleetNotFound, LimitExceeded, or every hostname refused with
+//     HostnameNotAllowed / HostnameConflict).
+//   - Accepted=True with reason HostnameNotAllowed or HostnameConflict: some
+//     hostnames are served (status.acceptedHostnames), the others are refused
+//     as the message says. Reason InvalidSpec: some rules cannot be served.
+//   - ResolvedRefs=False, reason SecretNotFound / SecretNotTLS /
+//     InvalidBackend: a TLS Secret is missing or unusable (its hostnames are
+//     served over plain HTTP only until it is fixed), or a rule's backends are
+//     unusable (that rule is left out; the other rules are served).
+package route
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/manager/tenant"
+)
+
+// Field indexes on Routes.
+const (
+	// IndexHostname indexes Routes by each of spec.hostnames.
+	IndexHostname = "fleetlb.io/route-hostname"
+	// IndexSecret indexes Routes by each spec.tls[].secretName.
+	IndexSecret = "fleetlb.io/route-secret"
+)
+
+// maxMessage keeps condition messages under the API's limit.
+const maxMessage = 4096
+
+// Reconciler admits Routes.
+type Reconciler struct {
+	Client   client.Client
+	Recorder recorder.EventRecorder
+	Log      logr.Logger
+}
+
+// SetupWithManager registers the indexes and the controller.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	ctx := context.Background()
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &v1.Route{}, IndexHostname, func(o client.Object) []string {
+		var out []string
+		for _, h := range o.(*v1.Route).Spec.Hostnames {
+			out = append(out, string(h))
+		}
+		return out
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &v1.Route{}, IndexSecret, func(o client.Object) []string {
+		var out []string
+		for _, t := range o.(*v1.Route).Spec.TLS {
+			out = append(out, t.SecretName)
+		}
+		return out
+	}); err != nil {
+		return err
+	}
+	// A change of who claims a hostname (a Route created, deleted, its
+	// hostnames changed) may change the outcome for every other claimant.
+	claimChanged := predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() ||
+				e.ObjectOld.GetDeletionTimestamp().IsZero() != e.ObjectNew.GetDeletionTimestamp().IsZero()
+		},
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.Route{}).
+		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(r.sharingHostnames), builder.WithPredicates(claimChanged)).
+		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.allRoutes)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.usingSecret)).
+		Watches(&v1.ProxyFleet{}, handler.EnqueueRequestsFromMapFunc(r.ofFleet)).
+		Named("route-admission").
+		Complete(r)
+}
+
+func tenantOf(ns string) (string, bool) {
+	name, ok := strings.CutPrefix(ns, tenant.NamespacePrefix)
+	return name, ok && name != ""
+}
+
+// FleetName is the ProxyFleet that serves a tenant.
+func FleetName(t *v1.Tenant) string { return cmp.Or(t.Spec.Fleet, v1.DefaultFleetName) }
+
+// Older orders claims: the oldest Route first, then by namespace and name.
+func Older(a, b *v1.Route) int {
+	return cmp.Or(a.CreationTimestamp.Compare(b.CreationTimestamp.Time), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}
+
+// refusal is one hostname not served, or one unusable reference.
+type refusal struct{ reason, msg string }
+
+// admission is the outcome for one Route.
+type admission struct {
+	// refused: the whole Route (reason set) — nothing is served.
+	refused refusal
+	// hostnames served, and those refused.
+	accepted   []v1.Hostname
+	hostIssues []refusal
+	// specIssues: rules left out for InvalidSpec.
+	specIssues []refusal
+	// refIssues: Secrets and backends that cannot be used.
+	refIssues []refusal
+	addresses []v1.Address
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var rt v1.Route
+	if err := r.Client.Get(ctx, req.NamespacedName, &rt); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !rt.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	a, err := r.admit(ctx, &rt)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, r.writeStatus(ctx, &rt, a)
+}
+
+// claims knows which Routes hold a valid claim on their hostnames.
+type claims struct {
+	c       client.Client
+	tenants map[string]*v1.Tenant
+	// admitted: namespace → names of the Routes within the tenant's limit (nil: no limit).
+	admitted map[string]map[string]bool
+}
+
+func (r *Reconciler) newClaims(ctx context.Context) (*claims, error) {
+	var list v1.TenantList
+	if err := r.Client.List(ctx, &list); err != nil {
+		return nil, err
+	}
+	c := &claims{c: r.Client, tenants: map[string]*v1.Tenant{}, admitted: map[string]map[string]bool{}}
+	for i := range list.Items {
+		if list.Items[i].DeletionTimestamp.IsZero() {
+			c.tenants[list.Items[i].Name] = &list.Items[i]
+		}
+	}
+	return c, nil
+}
+
+func (c *claims) tenantOf(rt *v1.Route) *v1.Tenant {
+	name, ok := tenantOf(rt.Namespace)
+	if !ok {
+		return nil
+	}
+	return c.tenants[name]
+}
+
+// withinLimit reports whether the Route is among the oldest MaxRoutes of its tenant.
+func (c *claims) withinLimit(ctx context.Context, t *v1.Tenant, rt *v1.Route) (bool, int, error) {
+	if t.Spec.Limits.MaxRoutes == nil {
+		return true, 0, nil
+	}
+	set, ok := c.admitted[rt.Namespace]
+	if !ok {
+		var list v1.RouteList
+		if err := c.c.List(ctx, &list, client.InNamespace(rt.Namespace)); err != nil {
+			return false, 0, err
+		}
+		items := make([]*v1.Route, 0, len(list.Items))
+		for i := range list.Items {
+			if list.Items[i].DeletionTimestamp.IsZero() {
+				items = append(items, &list.Items[i])
+			}
+		}
+		slices.SortFunc(items, Older)
+		set = map[string]bool{}
+		for i := 0; i < len(items) && i < int(*t.Spec.Limits.MaxRoutes); i++ {
+			set[items[i].Name] = true
+		}
+		c.admitted[rt.Namespace] = set
+	}
+	return set[rt.Name], int(*t.Spec.Limits.MaxRoutes), nil
+}
+
+// owner is the oldest valid claim on hostname h: a live Route of a live
+// Tenant that allows h, within that Tenant's route limit.
+func (c *claims) owner(ctx context.Context, h v1.Hostname) (*v1.Route, *v1.Tenant, error) {
+	var list v1.RouteList
+	if err := c.c.List(ctx, &list, client.MatchingFields{IndexHostname: string(h)}); err != nil {
+		return nil, nil, err
+	}
+	slices.SortFunc(list.Items, func(a, b v1.Route) int { return Older(&a, &b) })
+	for i := range list.Items {
+		o := &list.Items[i]
+		if !o.DeletionTimestamp.IsZero() {
+			continue
+		}
+		t := c.tenantOf(o)
+		if t == nil || !Allowed(t.Spec.Hostnames, h) {
+			continue
+		}
+		if ok, _, err := c.withinLimit(ctx, t, o); err != nil {
+			return nil, nil, err
+		} else if !ok {
+			continue
+		}
+		return o, t, nil
+	}
+	return nil, nil, nil
+}
+
+func (r *Reconciler) admit(ctx context.Context, rt *v1.Route) (*admission, error) {
+	a := &admission{}
+	c, err := r.newClaims(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t := c.tenantOf(rt)
+	if t == nil {
+		a.refused = refusal{v1.ReasonTenantNotFound, fmt.Sprintf("namespace %s belongs to no Tenant", rt.Namespace)}
+		return a, nil
+	}
+	if ok, limit, err := c.withinLimit(ctx, t, rt); err != nil {
+		return nil, err
+	} else if !ok {
+		a.refused = refusal{v1.ReasonLimitExceeded, fmt.Sprintf("tenant %s may have %d routes; this one is newer than those", t.Name, limit)}
+		return a, nil
+	}
+	var fleet v1.ProxyFleet
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: FleetName(t)}, &fleet); apierrors.IsNotFound(err) {
+		a.refused = refusal{v1.ReasonFleetNotFound, fmt.Sprintf("proxy fleet %q of tenant %s does not exist", FleetName(t), t.Name)}
+		return a, nil
+	} else if err != nil {
+		return nil, err
+	}
+	a.addresses = FleetAddresses(&fleet)
+
+	for _, h := range rt.Spec.Hostnames {
+		if !Allowed(t.Spec.Hostnames, h) {
+			a.hostIssues = append(a.hostIssues, refusal{v1.ReasonHostnameNotAllowed,
+				fmt.Sprintf("hostname %s is not allowed for tenant %s (allowed: %s)", h, t.Name, joinHosts(t.Spec.Hostnames))})
+			continue
+		}
+		o, ot, err := c.owner(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		if o != nil && !SameGroup(ot, t) {
+			a.hostIssues = append(a.hostIssues, refusal{v1.ReasonHostnameConflict,
+				fmt.Sprintf("hostname %s belongs to tenant %s (Route %s/%s claimed it first)", h, ot.Name, o.Namespace, o.Name)})
+			continue
+		}
+		a.accepted = append(a.accepted, h)
+	}
+
+	for _, tl := range rt.Spec.TLS {
+		if !slices.ContainsFunc(a.accepted, func(h v1.Hostname) bool { return CoveredBy(tl.Hostnames, h) }) {
+			continue // serves no accepted hostname: nothing to resolve
+		}
+		var s corev1.Secret
+		if err := r.Client.Get(ctx, types.NamespacedName{Namespace: rt.Namespace, Name: tl.SecretName}, &s); apierrors.IsNotFound(err) {
+			a.refIssues = append(a.refIssues, refusal{v1.ReasonSecretNotFound,
+				fmt.Sprintf("secret %s not found in %s; %s served over HTTP only", tl.SecretName, rt.Namespace, joinHosts(tl.Hostnames))})
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		if reason, msg := CheckSecret(&s); reason != "" {
+			a.refIssues = append(a.refIssues, refusal{reason, fmt.Sprintf("%s; %s served over HTTP only", msg, joinHosts(tl.Hostnames))})
+		}
+	}
+	for i := range rt.Spec.Rules {
+		rule := &rt.Spec.Rules[i]
+		reason, msg := CheckRule(rule)
+		switch reason {
+		case "":
+		case v1.ReasonInvalidBackend:
+			a.refIssues = append(a.refIssues, refusal{reason, fmt.Sprintf("%s: %s; the rule is not served", RuleName(rule, i), msg)})
+		default:
+			a.specIssues = append(a.specIssues, refusal{reason, fmt.Sprintf("%s: %s; the rule is not served", RuleName(rule, i), msg)})
+		}
+	}
+	return a, nil
+}
+
+func joinHosts(hs []v1.Hostname) string {
+	if len(hs) == 0 {
+		return "none"
+	}
+	s := make([]string, len(hs))
+	for i, h := range hs {
+		s[i] = string(h)
+	}
+	return strings.Join(s, ", ")
+}
+
+func joinMessages(rs []refusal) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = r.msg
+	}
+	m := strings.Join(s, "; ")
+	if len(m) > maxMessage {
+		m = m[:maxMessage-3] + "..."
+	}
+	return m
+}
+
+// conditions are the Accepted and ResolvedRefs conditions of an admission.
+func (a *admission) conditions(gen int64) (accepted, resolved metav1.Condition) {
+	accepted = metav1.Condition{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted, ObservedGeneration: gen}
+	resolved = metav1.Condition{Type: v1.ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: v1.ReasonResolvedRefs,
+		Message: "every Secret and backend is usable", ObservedGeneration: gen}
+	issues := append(slices.Clone(a.hostIssues), a.specIssues...)
+	switch {
+	case a.refused.reason != "":
+		accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, a.refused.reason, a.refused.msg
+	case len(a.accepted) == 0:
+		accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, a.hostIssues[0].reason, joinMessages(a.hostIssues)
+	case len(issues) > 0:
+		accepted.Reason = issues[0].reason
+		accepted.Message = "served for " + joinHosts(a.accepted) + "; " + joinMessages(issues)
+	default:
+		accepted.Message = "served for " + joinHosts(a.accepted)
+	}
+	if a.refused.reason == "" && len(a.refIssues) > 0 {
+		resolved.Status, resolved.Reason, resolved.Message = metav1.ConditionFalse, a.refIssues[0].reason, joinMessages(a.refIssues)
+	}
+	return accepted, resolved
+}
+
+// writeStatus patches status only when it changed, with an event for every
+// new problem.
+func (r *Reconciler) writeStatus(ctx context.Context, rt *v1.Route, a *admission) error {
+	status := rt.Status.DeepCopy()
+	status.ObservedGeneration = rt.Generation
+	status.AcceptedHostnames = nil
+	status.Addresses = nil
+	if a.refused.reason == "" {
+		status.AcceptedHostnames = a.accepted
+		if len(a.accepted) > 0 {
+			status.Addresses = a.addresses
+		}
+	}
+	accepted, resolved := a.conditions(rt.Generation)
+	for _, c := range []metav1.Condition{accepted, resolved} {
+		prev := meta.FindStatusCondition(status.Conditions, c.Type)
+		if c.Reason != v1.ReasonAccepted && c.Reason != v1.ReasonResolvedRefs && (prev == nil || prev.Reason != c.Reason || prev.Message != c.Message) {
+			r.Recorder.Eventf(rt, nil, corev1.EventTypeWarning, c.Reason, "Admit", "%s", c.Message)
+		}
+		meta.SetStatusCondition(&status.Conditions, c)
+	}
+	if a.refused.reason != "" {
+		meta.RemoveStatusCondition(&status.Conditions, v1.ConditionResolvedRefs)
+	}
+	if equality.Semantic.DeepEqual(&rt.Status, status) {
+		return nil
+	}
+	r.Log.V(1).Info("route admitted", "route", client.ObjectKeyFromObject(rt), "accepted", a.accepted, "reason", accepted.Reason)
+	patch := client.MergeFromWithOptions(rt.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	rt.Status = *status
+	return r.Client.Status().Patch(ctx, rt, patch)
+}
+
+func (r *Reconciler) sharingHostnames(ctx context.Context, o client.Object) []reconcile.Request {
+	rt, ok := o.(*v1.Route)
+	if !ok {
+		return nil
+	}
+	seen := map[types.NamespacedName]bool{}
+	var reqs []reconcile.Request
+	// The Route's own namespace too: a Route created or deleted moves the
+	// tenant's route limit for the others.
+	opts := [][]client.ListOption{{client.InNamespace(rt.Namespace)}}
+	for _, h := range rt.Spec.Hostnames {
+		opts = append(opts, []client.ListOption{client.MatchingFields{IndexHostname: string(h)}})
+	}
+	for _, o := range opts {
+		var list v1.RouteList
+		if err := r.Client.List(ctx, &list, o...); err != nil {
+			continue
+		}
+		for i := range list.Items {
+			k := client.ObjectKeyFromObject(&list.Items[i])
+			if !seen[k] {
+				seen[k] = true
+				reqs = append(reqs, reconcile.Request{NamespacedName: k})
+			}
+		}
+	}
+	return reqs
+}
+
+func (r *Reconciler) allRoutes(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list v1.RouteList
+	if err := r.Client.List(ctx, &list); err != nil {
+		return nil
+	}
+	return requests(list.Items)
+}
+
+func (r *Reconciler) usingSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	if _, ok := tenantOf(o.GetNamespace()); !ok {
+		return nil
+	}
+	var list v1.RouteList
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexSecret: o.GetName()}); err != nil {
+		return nil
+	}
+	return requests(list.Items)
+}
+
+func (r *Reconciler) ofFleet(ctx context.Context, o client.Object) []reconcile.Request {
+	var tenants v1.TenantList
+	if err := r.Client.List(ctx, &tenants); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range tenants.Items {
+		if FleetName(&tenants.Items[i]) != o.GetName() {
+			continue
+		}
+		var list v1.RouteList
+		if err := r.Client.List(ctx, &list, client.InNamespace(tenant.Namespace(tenants.Items[i].Name))); err != nil {
+			continue
+		}
+		reqs = append(reqs, requests(list.Items)...)
+	}
+	return reqs
+}
+
+func requests(items []v1.Route) []reconcile.Request {
+	reqs := make([]reconcile.Request, len(items))
+	for i := range items {
+		reqs[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&items[i])}
+	}
+	return reqs
+}
