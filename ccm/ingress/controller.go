@@ -132,8 +132,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 	}
 
+	// Companions made in this pass are remembered: the cache does not have them yet.
+	companions := map[string]*corev1.Service{}
 	routes, problems := desiredRoutes(&ing, r.ClusterName, func(b *networkingv1.IngressBackend) (*v1.RouteBackend, error) {
-		return r.resolve(ctx, &ing, b)
+		return r.resolve(ctx, &ing, b, companions)
 	})
 	for _, p := range problems {
 		r.Recorder.Eventf(&ing, nil, corev1.EventTypeWarning, "InvalidIngress", "SyncRoute", "%s", p)
@@ -256,7 +258,7 @@ func (r *Reconciler) cleanup(ctx context.Context, ing *networkingv1.Ingress) err
 
 // resolve finds the node port that serves an Ingress backend, making a
 // companion NodePort Service for a ClusterIP one.
-func (r *Reconciler) resolve(ctx context.Context, ing *networkingv1.Ingress, b *networkingv1.IngressBackend) (*v1.RouteBackend, error) {
+func (r *Reconciler) resolve(ctx context.Context, ing *networkingv1.Ingress, b *networkingv1.IngressBackend, companions map[string]*corev1.Service) (*v1.RouteBackend, error) {
 	if b.Service == nil {
 		return nil, fmt.Errorf("only Service backends are supported")
 	}
@@ -290,9 +292,13 @@ func (r *Reconciler) resolve(ctx context.Context, ing *networkingv1.Ingress, b *
 		rb.NodePort = v1.PortNumber(port.NodePort)
 		return rb, nil
 	}
-	companion, err := r.ensureCompanion(ctx, &svc)
-	if err != nil || companion == nil {
-		return nil, err
+	companion := companions[svc.Name]
+	if companion == nil {
+		var err error
+		if companion, err = r.ensureCompanion(ctx, &svc); err != nil || companion == nil {
+			return nil, err
+		}
+		companions[svc.Name] = companion
 	}
 	for _, p := range companion.Spec.Ports {
 		if p.Port == port.Port && p.Protocol == port.Protocol && p.NodePort != 0 {

@@ -265,7 +265,12 @@ func TestIngressWithTLSAndClusterIPBackend(t *testing.T) {
 	create(t, web, api, tlsSecret(ns, "shop-cert", "cert-1"), tlsSecret(ns, "unrelated", "x"), ing)
 
 	var rt *v1.Route
-	eventually(t, "management Route", func() (err error) { rt, err = getRoute(RouteName(ns, "shop")); return err })
+	eventually(t, "management Route with every path", func() (err error) {
+		if rt, err = getRoute(RouteName(ns, "shop")); err == nil && len(rt.Spec.Rules) != 3 {
+			err = fmt.Errorf("%d rules", len(rt.Spec.Rules))
+		}
+		return err
+	})
 	if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(ing), ing); err != nil {
 		t.Fatal(err)
 	}
@@ -369,6 +374,14 @@ func TestIngressWithTLSAndClusterIPBackend(t *testing.T) {
 		}
 		return nil
 	})
+	// That reconcile found nothing to change: neither the Route nor the companion was rewritten.
+	if now, err := getRoute(RouteName(ns, "shop")); err != nil || now.ResourceVersion != rt.ResourceVersion {
+		t.Errorf("route rewritten without a change: %v %s → %s", err, rt.ResourceVersion, now.ResourceVersion)
+	}
+	var companionNow corev1.Service
+	if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(&companion), &companionNow); err != nil || companionNow.ResourceVersion != companion.ResourceVersion {
+		t.Errorf("companion rewritten without a change: %v", err)
+	}
 
 	// TLS removed: the Route loses it and the copy goes.
 	ing.Spec.TLS = nil
