@@ -466,15 +466,37 @@ func TestFleetNoRewriteWhenUnchanged(t *testing.T) {
 func TestFleetExposure(t *testing.T) {
 	ctx := context.Background()
 	_, ns := start(t, Options{})
-	f := createFleet(t, &v1.ProxyFleet{ObjectMeta: metav1.ObjectMeta{Name: uniq("host")}, Spec: v1.ProxyFleetSpec{Exposure: v1.ExposureHostNetwork}})
+	f := createFleet(t, &v1.ProxyFleet{ObjectMeta: metav1.ObjectMeta{Name: uniq("host")}})
 	name := ObjectName(f.Name)
-	dep := get(t, ns, name, &appsv1.Deployment{})
-	if !dep.Spec.Template.Spec.HostNetwork || dep.Spec.Template.Spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
-		t.Error("HostNetwork exposure does not run Envoy in the host network")
+	if svc := get(t, ns, name, &corev1.Service{}); svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		t.Errorf("default exposure service type %s, want LoadBalancer", svc.Spec.Type)
 	}
-	if svc := get(t, ns, name, &corev1.Service{}); svc.Spec.Type != corev1.ServiceTypeClusterIP {
-		t.Errorf("HostNetwork exposure service type %s, want ClusterIP", svc.Spec.Type)
+
+	// HostNetwork: Envoy in the host network, a ClusterIP Service for in-cluster clients.
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(f), f); err != nil {
+		t.Fatal(err)
 	}
+	f.Spec.Exposure = v1.ExposureHostNetwork
+	if err := env.Client.Update(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "host network", func() error {
+		var dep appsv1.Deployment
+		var svc corev1.Service
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &dep); err != nil {
+			return err
+		}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &svc); err != nil {
+			return err
+		}
+		if !dep.Spec.Template.Spec.HostNetwork || dep.Spec.Template.Spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+			return errors.New("HostNetwork exposure does not run Envoy in the host network")
+		}
+		if svc.Spec.Type != corev1.ServiceTypeClusterIP {
+			return fmt.Errorf("HostNetwork exposure service type %s, want ClusterIP", svc.Spec.Type)
+		}
+		return nil
+	})
 
 	// None: proxies run elsewhere; only the bootstrap stays.
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(f), f); err != nil {
