@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,6 +107,8 @@ func (h *Harness) Output() string {
 // Process is a running binary.
 type Process struct {
 	Name string
+	args []string
+	h    *Harness
 	cmd  *exec.Cmd
 	out  *syncBuffer
 	done chan struct{}
@@ -130,7 +133,7 @@ func (s *syncBuffer) String() string {
 
 // Start runs a binary until Stop or Close.
 func (h *Harness) Start(name string, args ...string) (*Process, error) {
-	p := &Process{Name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{Name: name, args: args, h: h, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(h.BinDir, name), args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -158,6 +161,24 @@ func (p *Process) Stop() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
+}
+
+// Kill ends the process at once (SIGKILL), as a crash would.
+func (p *Process) Kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Restart starts the same binary with the same arguments again (after Stop or
+// Kill); the new process replaces p.
+func (p *Process) Restart() (*Process, error) {
+	p.Stop()
+	return p.h.Start(p.Name, p.args...)
 }
 
 // FreePort returns a loopback port that was free a moment ago.
@@ -190,6 +211,11 @@ type Fleet struct {
 	h       *Harness
 	Mgmt    *testenv.Env
 	XDSAddr string
+	// Manager is the running fleetlb-manager.
+	Manager *Process
+	// Gate stands between the management apiserver and every fleetlb process
+	// (manager and ccms), so a test can make the management cluster unreachable.
+	Gate *Gate
 }
 
 // StartFleet starts the management control plane and the manager, with an
@@ -205,8 +231,26 @@ func (h *Harness) StartFleet(pool ...v1.AddressRange) (*Fleet, error) {
 		return nil, err
 	}
 	f := &Fleet{h: h, Mgmt: mgmt, XDSAddr: fmt.Sprintf("127.0.0.1:%d", port)}
-	if _, err := h.Start("fleetlb-manager",
-		"--kubeconfig", mgmt.Kubeconfig, "--tenant-api-server", mgmt.Config.Host,
+	u, err := url.Parse(mgmt.Config.Host)
+	if err != nil {
+		return nil, err
+	}
+	apiserver := u.Host
+	if f.Gate, err = NewGate(apiserver); err != nil {
+		return nil, err
+	}
+	h.onClose(f.Gate.Block)
+	kc, err := os.ReadFile(mgmt.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	gated := "https://" + f.Gate.Addr()
+	managerKubeconfig := filepath.Join(h.Dir, "manager.kubeconfig")
+	if err := os.WriteFile(managerKubeconfig, bytes.ReplaceAll(kc, []byte(apiserver), []byte(f.Gate.Addr())), 0o600); err != nil {
+		return nil, err
+	}
+	if f.Manager, err = h.Start("fleetlb-manager",
+		"--kubeconfig", managerKubeconfig, "--tenant-api-server", gated,
 		"--xds-address", f.XDSAddr, "--leader-elect=false",
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--xds-debounce", "20ms"); err != nil {
 		return nil, err
@@ -234,7 +278,9 @@ func (f *Fleet) StartProxy(delta bool) (*Process, error) {
 type Tenant struct {
 	Name string
 	Env  *testenv.Env
-	h    *Harness
+	// CCM is the tenant's running fleetlb-ccm.
+	CCM *Process
+	h   *Harness
 }
 
 // AddTenant onboards a tenant through the manager (a Tenant object) and
@@ -262,12 +308,13 @@ func (f *Fleet) AddTenant(name string) (*Tenant, error) {
 	if err := copyFile(env.Kubeconfig, filepath.Join(f.h.Dir, "tenant-"+name+".kubeconfig")); err != nil {
 		return nil, err
 	}
-	if _, err := f.h.Start("fleetlb-ccm",
+	ccm, err := f.h.Start("fleetlb-ccm",
 		"--kubeconfig", env.Kubeconfig, "--management-kubeconfig", kc, "--cluster-name", name,
-		"--leader-elect=false", "--metrics-bind-address", "0", "--health-probe-bind-address", "0"); err != nil {
+		"--leader-elect=false", "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+	if err != nil {
 		return nil, err
 	}
-	return &Tenant{Name: name, Env: env, h: f.h}, nil
+	return &Tenant{Name: name, Env: env, CCM: ccm, h: f.h}, nil
 }
 
 // AddNode creates a Node whose InternalIP is on loopback.
@@ -324,4 +371,17 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return os.WriteFile(to, b, 0o600)
+}
+
+// StopNodePorts stops every echo backend of one node, as if the node went dark.
+func (tc *Tenant) StopNodePorts(node string) error {
+	prefix := tc.Name + "/" + node + "/"
+	for _, k := range tc.h.Backends.Keys() {
+		if strings.HasPrefix(k, prefix) {
+			if err := tc.h.Backends.Stop(k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
