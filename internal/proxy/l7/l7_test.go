@@ -19,7 +19,6 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-
 func hcm(t *testing.T, mut func(*hcmv3.HttpConnectionManager)) *listenerv3.Filter {
 	t.Helper()
 	m := &hcmv3.HttpConnectionManager{
@@ -104,8 +103,8 @@ func TestListenerValidationNamesTheField(t *testing.T) {
 type nopUpstreams struct{}
 
 func (nopUpstreams) Pick(string, []byte) (string, error) { return "", nil }
-func (nopUpstreams) Report(string, string, bool)        {}
-func (nopUpstreams) HTTP2(string) bool                  { return false }
+func (nopUpstreams) Report(string, string, bool)         {}
+func (nopUpstreams) HTTP2(string) bool                   { return false }
 
 func TestFilterChainBySNI(t *testing.T) {
 	l, err := NewListener(&listenerv3.Listener{Name: "https", FilterChains: []*listenerv3.FilterChain{
@@ -224,7 +223,7 @@ func TestRewriteAndNormalize(t *testing.T) {
 	rt := compile(t, &routev3.VirtualHost{Name: "a", Domains: []string{"a.com"}, Routes: []*routev3.Route{{Name: "r",
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"},
-			Timeout: durationpb.New(0),
+			Timeout:      durationpb.New(0),
 			RegexRewrite: &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: "^/v([0-9])/(.*)$"}, Substitution: `/api/\2?v=\1&cost=$5`}}}}}})
 	fa := rt.exact["a.com"].routes[0].forward
 	if fa.timeout != 0 {
