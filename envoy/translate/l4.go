@@ -1,7 +1,12 @@
 package translate
 
 import (
+	"net/netip"
+
 	"fmt"
+	xdscorev3 "github.com/cncf/xds/go/xds/core/v3"
+	xdsmatcherv3 "github.com/cncf/xds/go/xds/type/matcher/v3"
+	networkinputsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/matching/common_inputs/network/v3"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -18,9 +23,13 @@ import (
 
 // Envoy extension names the translator emits (fleetlb-proxy must support exactly these).
 const (
-	FilterTCPProxy     = "envoy.filters.network.tcp_proxy"
-	FilterRBAC         = "envoy.filters.network.rbac"
-	FilterUDPProxy     = "envoy.filters.udp_listener.udp_proxy"
+	FilterTCPProxy = "envoy.filters.network.tcp_proxy"
+	FilterRBAC     = "envoy.filters.network.rbac"
+	FilterUDPProxy = "envoy.filters.udp_listener.udp_proxy"
+	// Names in the udp_proxy source-range matcher.
+	InputSourceIP      = "envoy.matching.inputs.source_ip"
+	MatcherIPRange     = "envoy.matching.custom_matchers.ip_range_matcher"
+	ActionUDPRoute     = "route"
 	FilterHCM          = "envoy.filters.network.http_connection_manager"
 	FilterRouter       = "envoy.filters.http.router"
 	FilterTLSInspector = "envoy.filters.listener.tls_inspector"
@@ -39,15 +48,16 @@ func l4Listener(s *model.L4Service, b *model.Backend) (*listenerv3.Listener, err
 	name := L4ListenerName(s.Protocol, s.VIP.String(), s.Port)
 	stat := fmt.Sprintf("%s_%s_%s_%d", s.Ref.Tenant, s.Ref.Namespace, s.Ref.Name, s.Port)
 	if s.Protocol == model.UDP {
-		if len(s.SourceRanges) > 0 {
-			// Envoy's network RBAC filter does not run on UDP listeners; a
-			// source-IP matcher on udp_proxy would, but is not built yet.
-			return nil, fmt.Errorf("%s: sourceRanges are not supported for UDP services yet", name)
-		}
 		cfg := &udpproxyv3.UdpProxyConfig{
 			StatPrefix:     stat,
 			RouteSpecifier: &udpproxyv3.UdpProxyConfig_Cluster{Cluster: s.Backend},
 			IdleTimeout:    duration(s.IdleTimeout, defaultUDPIdle),
+		}
+		if len(s.SourceRanges) > 0 {
+			// The network RBAC filter does not run on UDP listeners: a source-IP
+			// matcher routes allowed clients to the cluster and, having no
+			// on_no_match, drops everyone else's datagrams.
+			cfg.RouteSpecifier = &udpproxyv3.UdpProxyConfig_Matcher{Matcher: sourceIPMatcher(s.SourceRanges, s.Backend)}
 		}
 		if b.SessionAffinity {
 			cfg.HashPolicies = []*udpproxyv3.UdpProxyConfig_HashPolicy{{
@@ -98,4 +108,24 @@ func l4Listener(s *model.L4Service, b *model.Backend) (*listenerv3.Listener, err
 		Address:      socketAddress(s.VIP, s.Port, false),
 		FilterChains: []*listenerv3.FilterChain{{Filters: filters}},
 	}, nil
+}
+
+// sourceIPMatcher is a udp_proxy matcher that routes the given source ranges to cluster.
+func sourceIPMatcher(ranges []netip.Prefix, cluster string) *xdsmatcherv3.Matcher {
+	var cidrs []*xdscorev3.CidrRange
+	for _, r := range ranges {
+		cidrs = append(cidrs, &xdscorev3.CidrRange{AddressPrefix: r.Masked().Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(r.Bits()))})
+	}
+	return &xdsmatcherv3.Matcher{MatcherType: &xdsmatcherv3.Matcher_MatcherTree_{MatcherTree: &xdsmatcherv3.Matcher_MatcherTree{
+		Input: &xdscorev3.TypedExtensionConfig{Name: InputSourceIP, TypedConfig: typed(&networkinputsv3.SourceIPInput{})},
+		TreeType: &xdsmatcherv3.Matcher_MatcherTree_CustomMatch{CustomMatch: &xdscorev3.TypedExtensionConfig{
+			Name: MatcherIPRange,
+			TypedConfig: typed(&xdsmatcherv3.IPMatcher{RangeMatchers: []*xdsmatcherv3.IPMatcher_IPRangeMatcher{{
+				Ranges: cidrs,
+				OnMatch: &xdsmatcherv3.Matcher_OnMatch{OnMatch: &xdsmatcherv3.Matcher_OnMatch_Action{Action: &xdscorev3.TypedExtensionConfig{
+					Name: ActionUDPRoute, TypedConfig: typed(&udpproxyv3.Route{Cluster: cluster}),
+				}}},
+			}}}),
+		}},
+	}}}
 }

@@ -81,6 +81,9 @@ func (u *UDPListener) Serve(pc net.PacketConn) error {
 		if err != nil {
 			continue
 		}
+		if u.cfg.allow != nil && !u.cfg.allow.Allowed(src.Addr().Unmap()) {
+			continue // outside the matcher's source ranges: dropped, as by Envoy
+		}
 		s := u.session(pc, src, addr)
 		if s == nil {
 			continue

@@ -5,6 +5,8 @@ package l4
 
 import (
 	"fmt"
+	xdsmatcherv3 "github.com/cncf/xds/go/xds/type/matcher/v3"
+	networkinputsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/matching/common_inputs/network/v3"
 	"net/netip"
 	"time"
 
@@ -69,6 +71,8 @@ type tcpConfig struct {
 type udpConfig struct {
 	cluster string
 	idle    time.Duration
+	// allow, when set, is the source-IP matcher's ranges; other sources are dropped.
+	allow *rbacPolicy
 }
 
 var listenerFields = []string{"name", "address", "filter_chains", "listener_filters", "udp_listener_config",
@@ -182,18 +186,25 @@ func parseUDP(l *listenerv3.Listener) (*udpConfig, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: listener filter type %s is not supported", where, msg.ProtoReflect().Descriptor().FullName())
 	}
-	if err := unsupported(where, c, "stat_prefix", "cluster", "idle_timeout", "hash_policies"); err != nil {
+	if err := unsupported(where, c, "stat_prefix", "cluster", "matcher", "idle_timeout", "hash_policies"); err != nil {
 		return nil, err
+	}
+	cfg := &udpConfig{cluster: c.GetCluster(), idle: defaultUDPIdle}
+	if m := c.GetMatcher(); m != nil {
+		cluster, allow, err := parseSourceIPMatcher(where+": matcher", m)
+		if err != nil {
+			return nil, err
+		}
+		cfg.cluster, cfg.allow = cluster, allow
 	}
 	for i, h := range c.GetHashPolicies() {
 		if !h.GetSourceIp() {
 			return nil, fmt.Errorf("%s: hash_policies[%d]: only source_ip is supported", where, i)
 		}
 	}
-	if c.GetCluster() == "" {
-		return nil, fmt.Errorf("%s: cluster is required", where)
+	if cfg.cluster == "" {
+		return nil, fmt.Errorf("%s: cluster or matcher is required", where)
 	}
-	cfg := &udpConfig{cluster: c.GetCluster(), idle: defaultUDPIdle}
 	if c.IdleTimeout != nil {
 		cfg.idle = c.GetIdleTimeout().AsDuration()
 	}
@@ -324,4 +335,65 @@ func cidr(where string, c *corev3.CidrRange) ([]netip.Prefix, error) {
 		return nil, fmt.Errorf("%s: prefix_len: %v", where, err)
 	}
 	return []netip.Prefix{p}, nil
+}
+
+// parseSourceIPMatcher accepts the one matcher shape Envoy's udp_proxy needs for
+// source ranges: a tree on envoy.matching.inputs.source_ip with an IP range
+// custom matcher whose range matchers all route to the same cluster, and no
+// on_no_match (everyone else is dropped).
+func parseSourceIPMatcher(where string, m *xdsmatcherv3.Matcher) (string, *rbacPolicy, error) {
+	if err := unsupported(where, m, "matcher_tree"); err != nil {
+		return "", nil, err
+	}
+	tree := m.GetMatcherTree()
+	if err := unsupported(where+".matcher_tree", tree, "input", "custom_match"); err != nil {
+		return "", nil, err
+	}
+	if in, err := tree.GetInput().GetTypedConfig().UnmarshalNew(); err != nil {
+		return "", nil, fmt.Errorf("%s.matcher_tree.input: %v", where, err)
+	} else if _, ok := in.(*networkinputsv3.SourceIPInput); !ok {
+		return "", nil, fmt.Errorf("%s.matcher_tree.input: %s is not supported (only SourceIPInput)", where, in.ProtoReflect().Descriptor().FullName())
+	}
+	cm, err := tree.GetCustomMatch().GetTypedConfig().UnmarshalNew()
+	if err != nil {
+		return "", nil, fmt.Errorf("%s.matcher_tree.custom_match: %v", where, err)
+	}
+	ipm, ok := cm.(*xdsmatcherv3.IPMatcher)
+	if !ok {
+		return "", nil, fmt.Errorf("%s.matcher_tree.custom_match: %s is not supported (only IPMatcher)", where, cm.ProtoReflect().Descriptor().FullName())
+	}
+	cluster := ""
+	var prefixes []netip.Prefix
+	for i, rm := range ipm.GetRangeMatchers() {
+		rw := fmt.Sprintf("%s.matcher_tree.custom_match.range_matchers[%d]", where, i)
+		if err := unsupported(rw, rm, "ranges", "on_match"); err != nil {
+			return "", nil, err
+		}
+		if err := unsupported(rw+".on_match", rm.GetOnMatch(), "action"); err != nil {
+			return "", nil, err
+		}
+		act, err := rm.GetOnMatch().GetAction().GetTypedConfig().UnmarshalNew()
+		if err != nil {
+			return "", nil, fmt.Errorf("%s.on_match.action: %v", rw, err)
+		}
+		route, ok := act.(*udpproxyv3.Route)
+		if !ok || route.GetCluster() == "" {
+			return "", nil, fmt.Errorf("%s.on_match.action: only a udp_proxy Route with a cluster is supported", rw)
+		}
+		if cluster != "" && route.GetCluster() != cluster {
+			return "", nil, fmt.Errorf("%s: routing source ranges to different clusters is not supported", rw)
+		}
+		cluster = route.GetCluster()
+		for j, r := range rm.GetRanges() {
+			p, err := netip.ParsePrefix(fmt.Sprintf("%s/%d", r.GetAddressPrefix(), r.GetPrefixLen().GetValue()))
+			if err != nil {
+				return "", nil, fmt.Errorf("%s.ranges[%d]: %v", rw, j, err)
+			}
+			prefixes = append(prefixes, p.Masked())
+		}
+	}
+	if cluster == "" {
+		return "", nil, fmt.Errorf("%s: no range matcher routes anywhere", where)
+	}
+	return cluster, &rbacPolicy{allow: true, policies: [][]netip.Prefix{prefixes}}, nil
 }
