@@ -40,7 +40,7 @@ const fleetName = "default"
 
 // env is one xDS server and one fleetlb-proxy connected to it over real gRPC.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	xds     *server.Server
 	xdsAddr string
 	grpcSrv *grpc.Server
@@ -87,11 +87,11 @@ func (s countingStream) SendMsg(m any) error {
 	return s.ServerStream.SendMsg(m)
 }
 
-func newEnv(t *testing.T, delta bool) *env {
+func newEnv(t testing.TB, delta bool) *env {
 	t.Helper()
 	e := &env{t: t, wire: &wireCounter{}, acked: make(chan uint64, 1024)}
 	e.wire.reset()
-	e.xds = server.New(server.Options{Log: testr.New(t).WithName("xds"), Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
+	e.xds = server.New(server.Options{Log: testr.NewWithInterface(t, testr.Options{}).WithName("xds"), Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
 	e.xds.OnAcked(func(fleet string, gen uint64) {
 		if fleet == fleetName {
 			select {
@@ -148,7 +148,7 @@ func (e *env) startProxy(delta bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := testr.NewWithOptions(t, testr.Options{Verbosity: 0}).WithName("proxy")
+	log := testr.NewWithInterface(t, testr.Options{}).WithName("proxy")
 	up := upstream.NewManager(log.WithName("upstream"))
 	p, err := proxy.New(conn, proxy.Options{
 		Node: &corev3.Node{Id: "proxy-0", Cluster: fleetName}, Delta: delta,
@@ -214,7 +214,7 @@ type backend struct {
 	addr netip.AddrPort
 }
 
-func startHTTPEcho(t *testing.T, cluster, node, service string) *backend {
+func startHTTPEcho(t testing.TB, cluster, node, service string) *backend {
 	t.Helper()
 	s := echo.New(echo.Identity{Cluster: cluster, Node: node, Service: service})
 	a, err := s.ServeHTTP("127.0.0.1:0", false)

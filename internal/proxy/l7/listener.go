@@ -283,7 +283,8 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 		// FlushInterval stays 0: ReverseProxy already streams responses of unknown
 		// length (gRPC, server-sent events) at once, and a response that ended with
 		// its headers (a gRPC trailers-only status) must leave as one HEADERS frame.
-		Transport: transport,
+		Transport:  transport,
+		BufferPool: copyBuffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", addr
 			pr.Out.URL.RawPath = newPath
@@ -352,6 +353,14 @@ func requestID() string {
 	_, _ = crand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// copyBuffers recycles ReverseProxy's 32 KiB body-copy buffers across requests.
+var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
 
 // transports are shared by every listener, so upstream connections are pooled per
 // host across listener updates.
