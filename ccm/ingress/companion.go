@@ -10,6 +10,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -88,17 +89,48 @@ type CompanionReconciler struct {
 	Tenant   client.Client
 	Class    string
 	Recorder recorder.EventRecorder
-	// Referenced adds other referrers of Services (Gateway API routes).
-	Referenced []func(ctx context.Context, svc types.NamespacedName) (bool, error)
+	// Referrers are other kinds that use companions (Gateway API routes).
+	Referrers []ServiceReferrer
 }
+
+// ServiceReferrer is a kind of tenant object whose backends may need companions.
+type ServiceReferrer struct {
+	Object client.Object
+	List   client.ObjectList
+	// Refs are the Services obj uses while it is served; it must depend on obj alone.
+	Refs func(obj client.Object) []types.NamespacedName
+}
+
+// indexCompanionRefs indexes the Services of the extra referrers.
+const indexCompanionRefs = "fleetlb.io/companion-refs"
 
 // SetupWithManager registers the controller. The backend index on Ingresses
 // must exist: Reconciler.SetupWithManager creates it.
-func (r *CompanionReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *CompanionReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	if r.Class == "" {
 		r.Class = DefaultClass
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	for _, ref := range r.Referrers {
+		refs := ref.Refs
+		if err := mgr.GetFieldIndexer().IndexField(ctx, ref.Object, indexCompanionRefs, func(o client.Object) []string {
+			var keys []string
+			for _, k := range refs(o) {
+				keys = append(keys, k.String())
+			}
+			return keys
+		}); err != nil {
+			return err
+		}
+		b = b.Watches(ref.Object, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			var reqs []reconcile.Request
+			for _, k := range refs(o) {
+				reqs = append(reqs, reconcile.Request{NamespacedName: k})
+			}
+			return reqs
+		}))
+	}
+	return b.
 		Named("ingress-companions").
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			name := o.GetName()
@@ -125,9 +157,13 @@ func (r *CompanionReconciler) referenced(ctx context.Context, key types.Namespac
 	if len(list.Items) > 0 {
 		return true, nil
 	}
-	for _, f := range r.Referenced {
-		if ok, err := f(ctx, key); err != nil || ok {
-			return ok, err
+	for _, ref := range r.Referrers {
+		l := ref.List.DeepCopyObject().(client.ObjectList)
+		if err := r.Tenant.List(ctx, l, client.MatchingFields{indexCompanionRefs: key.String()}); err != nil {
+			return false, err
+		}
+		if meta.LenList(l) > 0 {
+			return true, nil
 		}
 	}
 	return false, nil

@@ -295,7 +295,7 @@ func (r *Reconciler) resolve(ctx context.Context, ing *networkingv1.Ingress, b *
 	companion := companions[svc.Name]
 	if companion == nil {
 		var err error
-		if companion, err = r.ensureCompanion(ctx, &svc); err != nil || companion == nil {
+		if companion, err = EnsureCompanion(ctx, r.Tenant, &svc); err != nil || companion == nil {
 			return nil, err
 		}
 		companions[svc.Name] = companion
@@ -309,10 +309,11 @@ func (r *Reconciler) resolve(ctx context.Context, ing *networkingv1.Ingress, b *
 	return nil, nil // the companion controller is adding the port; its event brings us back
 }
 
-// ensureCompanion returns the companion of svc, creating it when missing.
-func (r *Reconciler) ensureCompanion(ctx context.Context, svc *corev1.Service) (*corev1.Service, error) {
+// EnsureCompanion returns the companion NodePort Service of svc, creating it
+// when missing; nil, nil when it is not usable yet (an event follows).
+func EnsureCompanion(ctx context.Context, tenant client.Client, svc *corev1.Service) (*corev1.Service, error) {
 	var c corev1.Service
-	switch err := r.Tenant.Get(ctx, types.NamespacedName{Namespace: svc.Namespace, Name: CompanionName(svc.Name)}, &c); {
+	switch err := tenant.Get(ctx, types.NamespacedName{Namespace: svc.Namespace, Name: CompanionName(svc.Name)}, &c); {
 	case err == nil:
 		if !isCompanionOf(&c, svc.Name) {
 			return nil, fmt.Errorf("Service %q is ClusterIP and its node-port companion's name %q is taken by another Service", svc.Name, c.Name)
@@ -326,7 +327,7 @@ func (r *Reconciler) ensureCompanion(ctx context.Context, svc *corev1.Service) (
 		return nil, nil
 	}
 	want := desiredCompanion(svc)
-	switch err := r.Tenant.Create(ctx, want); {
+	switch err := tenant.Create(ctx, want); {
 	case apierrors.IsAlreadyExists(err):
 		return nil, nil // our cache lags; its create event brings us back
 	case err != nil:

@@ -94,7 +94,7 @@ func startCCM() (func(), error) {
 		cancel()
 		return nil, err
 	}
-	if err := (&CompanionReconciler{Tenant: mgr.GetClient(), Recorder: rec}).SetupWithManager(mgr); err != nil {
+	if err := (&CompanionReconciler{Tenant: mgr.GetClient(), Recorder: rec}).SetupWithManager(ctx, mgr); err != nil {
 		cancel()
 		return nil, err
 	}

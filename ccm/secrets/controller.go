@@ -51,6 +51,13 @@ type Referrer struct {
 	// Refs are the Secrets obj references while it is served; none when it is not ours.
 	// It must depend on obj alone: it feeds a cache index.
 	Refs func(obj client.Object) []types.NamespacedName
+	// Permitted, when set, says whether a reference from obj to a Secret in
+	// another namespace is allowed (a ReferenceGrant); unset allows none.
+	Permitted func(ctx context.Context, obj client.Object, secret types.NamespacedName) (bool, error)
+	// Also, when set, is another kind whose changes may change what is
+	// referenced (ReferenceGrants); AlsoRefs names the Secrets to re-check.
+	Also     client.Object
+	AlsoRefs func(ctx context.Context, obj client.Object) []types.NamespacedName
 }
 
 // Reconciler keeps the management copies equal to the referenced tenant Secrets.
@@ -97,6 +104,16 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, mgm
 		}); err != nil {
 			return err
 		}
+		if ref.Also != nil {
+			alsoRefs := ref.AlsoRefs
+			b = b.Watches(ref.Also, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+				var reqs []reconcile.Request
+				for _, k := range alsoRefs(ctx, o) {
+					reqs = append(reqs, reconcile.Request{NamespacedName: k})
+				}
+				return reqs
+			}))
+		}
 		// Old and new objects are both mapped, so a dropped reference is seen too.
 		b = b.Watches(ref.Object, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			var reqs []reconcile.Request
@@ -113,11 +130,24 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, mgm
 func (r *Reconciler) referenced(ctx context.Context, key types.NamespacedName) (bool, error) {
 	for _, ref := range r.referrers {
 		list := ref.List.DeepCopyObject().(client.ObjectList)
-		if err := r.cache.List(ctx, list, client.InNamespace(key.Namespace), client.MatchingFields{indexRefs: key.String()}, client.Limit(1)); err != nil {
+		if err := r.cache.List(ctx, list, client.MatchingFields{indexRefs: key.String()}); err != nil {
 			return false, err
 		}
-		if meta.LenList(list) > 0 {
-			return true, nil
+		items, err := meta.ExtractList(list)
+		if err != nil {
+			return false, err
+		}
+		for _, item := range items {
+			o := item.(client.Object)
+			if o.GetNamespace() == key.Namespace {
+				return true, nil
+			}
+			if ref.Permitted == nil {
+				continue
+			}
+			if ok, err := ref.Permitted(ctx, o, key); err != nil || ok {
+				return ok, err
+			}
 		}
 	}
 	return false, nil
