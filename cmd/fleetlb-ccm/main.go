@@ -16,7 +16,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/fleetlb/fleetlb/ccm/gateway"
 	"github.com/fleetlb/fleetlb/ccm/ingress"
 	"github.com/fleetlb/fleetlb/ccm/nodes"
 	"github.com/fleetlb/fleetlb/ccm/secrets"
@@ -28,7 +30,7 @@ type options struct {
 	qps                                             float64
 	burst                                           int
 	mgmtKubeconfig, clusterName, class, addressType string
-	ingressClass                                    string
+	ingressClass, gatewayClass                      string
 	serveUnclassed, leaderElect                     bool
 	leaderNS, metricsAddr, probeAddr                string
 }
@@ -39,6 +41,7 @@ func main() {
 	flag.StringVar(&o.clusterName, "cluster-name", "", "This tenant cluster's name, recorded on every object (required).")
 	flag.StringVar(&o.class, "load-balancer-class", service.DefaultClass, "spec.loadBalancerClass of the Services to serve.")
 	flag.StringVar(&o.ingressClass, "ingress-class", ingress.DefaultClass, "IngressClass served (created with controller "+ingress.ControllerName+" when missing).")
+	flag.StringVar(&o.gatewayClass, "gateway-class", gateway.DefaultClass, "GatewayClass served (created with controllerName "+string(gateway.ControllerName)+" when missing); the Gateway API controllers run when its CRDs are installed.")
 	flag.BoolVar(&o.serveUnclassed, "default-class", false, "Also serve Services without a loadBalancerClass (be the cluster's default load balancer).")
 	flag.StringVar(&o.addressType, "node-address-type", string(corev1.NodeInternalIP), "Node address type the fleet sends traffic to (InternalIP or ExternalIP).")
 	flag.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader among replicas.")
@@ -86,6 +89,9 @@ func run(o options) error {
 	}
 	tenantCfg.QPS, tenantCfg.Burst = float32(o.qps), o.burst
 	s := scheme.New()
+	if err := gwv1.Install(s); err != nil {
+		return err
+	}
 	mgr, err := ctrl.NewManager(tenantCfg, ctrl.Options{
 		Scheme: s, Metrics: metricsserver.Options{BindAddress: o.metricsAddr}, HealthProbeBindAddress: o.probeAddr,
 		LeaderElection: o.leaderElect, LeaderElectionID: "fleetlb-ccm.fleetlb.io", LeaderElectionNamespace: o.leaderNS,
@@ -120,12 +126,28 @@ func run(o options) error {
 		SetupWithManager(ctx, mgr, mgmt); err != nil {
 		return err
 	}
-	if err := (&ingress.CompanionReconciler{Tenant: mgr.GetClient(), Class: o.ingressClass, Recorder: rec}).SetupWithManager(mgr); err != nil {
+	companions := &ingress.CompanionReconciler{Tenant: mgr.GetClient(), Class: o.ingressClass, Recorder: rec}
+	secretReferrers := []secrets.Referrer{ingress.SecretReferrer(o.ingressClass)}
+	gatewayAPI, err := gateway.Installed(mgr)
+	if err != nil {
+		return fmt.Errorf("discovering the Gateway API: %w", err)
+	}
+	if gatewayAPI {
+		gw := &gateway.Controllers{Tenant: mgr.GetClient(), Mgmt: mgmt.GetClient(), Namespace: ns, ClusterName: o.clusterName, Class: o.gatewayClass, Recorder: rec}
+		if err := gw.SetupWithManager(ctx, mgr, mgmt); err != nil {
+			return err
+		}
+		companions.Referrers = gateway.ServiceReferrers()
+		secretReferrers = append(secretReferrers, gw.SecretReferrer(mgr.GetClient()))
+	} else {
+		ctrl.Log.Info("the Gateway API is not installed in this cluster: Gateway controllers are off")
+	}
+	if err := companions.SetupWithManager(ctx, mgr); err != nil {
 		return err
 	}
 	// Tenant Secrets are read directly, never cached: only referenced ones are copied.
 	if err := (&secrets.Reconciler{Tenant: mgr.GetAPIReader(), Mgmt: mgmt.GetClient(), Namespace: ns, Recorder: rec}).
-		SetupWithManager(ctx, mgr, mgmt, ingress.SecretReferrer(o.ingressClass)); err != nil {
+		SetupWithManager(ctx, mgr, mgmt, secretReferrers...); err != nil {
 		return err
 	}
 	if err := mgr.Add(ingress.EnsureClass(mgr.GetClient(), o.ingressClass)); err != nil {
