@@ -2,6 +2,15 @@
 // objects, translates it, and hands it to the xDS server. It marks an object
 // Programmed only after every connected proxy of its fleet acknowledged a
 // configuration that contains the object's current generation.
+//
+// Admitted LoadBalancers become L4 services. Admitted Routes (their accepted
+// hostnames) become virtual hosts on the fleet's shared HTTP/HTTPS listeners,
+// on the ProxyFleet's VIP: one virtual host per hostname, merged across the
+// Routes of one tenant group (oldest Route first on equal precedence), with
+// the certificate of a usable TLS Secret (served by SDS, chosen by SNI); a
+// hostname whose Secret is missing or unusable is served over plain HTTP only.
+// Route backends are the tenant's nodes × node port, one Envoy cluster per
+// tenant Service node port.
 package snapshot
 
 import (
@@ -17,6 +26,7 @@ import (
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,6 +43,7 @@ import (
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/envoy/translate"
 	"github.com/fleetlb/fleetlb/internal/model"
+	"github.com/fleetlb/fleetlb/manager/route"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
@@ -54,9 +65,9 @@ type Builder struct {
 	WriteStatus func() bool
 
 	mu    sync.Mutex
-	last  map[string]*model.Fleet                             // fleet → model last handed to the server
-	gen   map[string]uint64                                   // fleet → its generation
-	since map[string]map[types.NamespacedName]programmedSince // fleet → object → generation that first served its current spec
+	last  map[string]*model.Fleet               // fleet → model last handed to the server
+	gen   map[string]uint64                     // fleet → its generation
+	since map[string]map[string]programmedSince // fleet → "Kind/ns/name" → generation that first served its current spec
 	acks  chan event.GenericEvent
 }
 
@@ -67,7 +78,7 @@ type programmedSince struct {
 
 // SetupWithManager registers the builder.
 func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
-	b.last, b.gen, b.since = map[string]*model.Fleet{}, map[string]uint64{}, map[string]map[types.NamespacedName]programmedSince{}
+	b.last, b.gen, b.since = map[string]*model.Fleet{}, map[string]uint64{}, map[string]map[string]programmedSince{}
 	b.acks = make(chan event.GenericEvent, 256)
 	b.XDS.OnAcked(func(fleet string, _ uint64) {
 		select {
@@ -80,6 +91,9 @@ func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
 		Watches(&v1.LoadBalancer{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
 		Watches(&v1.TenantNodes{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
+		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
+		Watches(&v1.ProxyFleet{}, &handler.EnqueueRequestForObject{}).
 		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fleetName(o.(*v1.Tenant))}}}
 		})).
@@ -108,6 +122,22 @@ type admittedLB struct {
 	backends []model.Backend
 }
 
+// served is an object the Programmed condition is reported on.
+type served struct {
+	obj client.Object
+	gen int64
+	// reason and msg say why the object is not served ("" when it is).
+	reason, msg string
+}
+
+func servedKey(o client.Object) string {
+	kind := "LoadBalancer"
+	if _, ok := o.(*v1.Route); ok {
+		kind = "Route"
+	}
+	return kind + "/" + o.GetNamespace() + "/" + o.GetName()
+}
+
 // Reconcile implements reconcile.Reconciler.
 func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	fleet := req.Name
@@ -115,43 +145,120 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	if err := b.Client.List(ctx, &tenants); err != nil {
 		return ctrl.Result{}, err
 	}
+	var pf *v1.ProxyFleet
+	if p := (&v1.ProxyFleet{}); b.Client.Get(ctx, types.NamespacedName{Name: fleet}, p) == nil {
+		pf = p
+	}
+	httpL, httpsL, noL7 := sharedListeners(pf)
+
 	f := &model.Fleet{Name: fleet}
-	var included, excluded []admittedLB
-	var reasons []string
+	var lbs []admittedLB
+	var lbErrs []error
+	var routes []*admittedRoute
+	var objects []served // Programmed is reported on these
+	var unserved []*v1.Route
 	for i := range tenants.Items {
 		t := &tenants.Items[i]
 		if fleetName(t) != fleet || !t.DeletionTimestamp.IsZero() {
 			continue
 		}
 		ns := tenant.Namespace(t.Name)
-		var nodes v1.TenantNodes
-		_ = b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1.TenantNodesName}, &nodes) // none yet: no endpoints
-		var lbs v1.LoadBalancerList
-		if err := b.Client.List(ctx, &lbs, client.InNamespace(ns)); err != nil {
+		nodes := &v1.TenantNodes{}
+		_ = b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1.TenantNodesName}, nodes) // none yet: no endpoints
+		var lbList v1.LoadBalancerList
+		if err := b.Client.List(ctx, &lbList, client.InNamespace(ns)); err != nil {
 			return ctrl.Result{}, err
 		}
-		for j := range lbs.Items {
-			lb := &lbs.Items[j]
+		for j := range lbList.Items {
+			lb := &lbList.Items[j]
 			if !lb.DeletionTimestamp.IsZero() || !meta.IsStatusConditionTrue(lb.Status.Conditions, v1.ConditionAccepted) || len(lb.Status.Addresses) == 0 {
 				continue
 			}
-			a, err := fromLoadBalancer(t.Name, lb, &nodes)
-			if err == nil {
-				// Each object must translate on its own, so one bad object never stalls the fleet.
-				_, err = translate.Translate(&model.Fleet{Name: fleet, L4: a.services, Backends: a.backends})
-			}
-			if err != nil {
-				excluded = append(excluded, a)
-				reasons = append(reasons, err.Error())
+			a, err := fromLoadBalancer(t.Name, lb, nodes)
+			lbs, lbErrs = append(lbs, a), append(lbErrs, err)
+		}
+		var rtList v1.RouteList
+		if err := b.Client.List(ctx, &rtList, client.InNamespace(ns)); err != nil {
+			return ctrl.Result{}, err
+		}
+		for j := range rtList.Items {
+			rt := &rtList.Items[j]
+			if len(servedHostnames(rt)) == 0 {
+				unserved = append(unserved, rt)
 				continue
 			}
-			included = append(included, a)
+			a := fromRoute(t, rt, nodes, func(name string) *corev1.Secret {
+				var s corev1.Secret
+				if b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &s) != nil {
+					return nil
+				}
+				return &s
+			})
+			routes = append(routes, &a)
+		}
+	}
+
+	// Each Route must translate on its own, so one bad Route never stalls the fleet.
+	slices.SortFunc(routes, func(x, y *admittedRoute) int { return route.Older(x.rt, y.rt) })
+	var okRoutes []*admittedRoute
+	for _, a := range routes {
+		o := served{obj: a.rt, gen: a.rt.Generation}
+		mini := &model.Fleet{Name: fleet, HTTP: httpL, HTTPS: httpsL, Certificates: a.certs, Backends: a.backends}
+		switch {
+		case noL7 != "":
+			o.reason, o.msg = v1.ReasonPending, noL7
+		case len(a.hosts) == 0:
+			o.reason, o.msg = v1.ReasonInvalidSpec, "no rule of the route can be served"
+		default:
+			mini.VirtualHosts = virtualHosts([]*admittedRoute{a}, httpL, httpsL)
+			if len(mini.VirtualHosts) == 0 {
+				o.reason, o.msg = v1.ReasonInvalidSpec, "no hostname of the route can be served on the fleet's listeners"
+			} else if _, err := translate.Translate(mini); err != nil {
+				o.reason, o.msg = v1.ReasonInvalidSpec, err.Error()
+			} else {
+				okRoutes = append(okRoutes, a)
+			}
+		}
+		objects = append(objects, o)
+	}
+	if f.VirtualHosts = virtualHosts(okRoutes, httpL, httpsL); len(f.VirtualHosts) > 0 {
+		f.HTTP, f.HTTPS = httpL, httpsL
+		certs, backends := map[string]bool{}, map[string]bool{}
+		for _, a := range okRoutes {
+			for _, c := range a.certs {
+				if !certs[c.Name] {
+					certs[c.Name] = true
+					f.Certificates = append(f.Certificates, c)
+				}
+			}
+			for _, be := range a.backends {
+				if !backends[be.Name] {
+					backends[be.Name] = true
+					f.Backends = append(f.Backends, be)
+				}
+			}
+		}
+	}
+
+	for i, a := range lbs {
+		o := served{obj: a.lb, gen: a.lb.Generation}
+		err := lbErrs[i]
+		if err == nil {
+			// Each object must translate on its own (next to the shared
+			// listeners), so one bad object never stalls the fleet.
+			_, err = translate.Translate(&model.Fleet{Name: fleet, L4: a.services, Backends: a.backends, HTTP: f.HTTP, HTTPS: f.HTTPS})
+		}
+		if err != nil {
+			o.reason, o.msg = v1.ReasonInvalidSpec, err.Error()
+		} else {
 			f.L4 = append(f.L4, a.services...)
 			f.Backends = append(f.Backends, a.backends...)
 		}
+		objects = append(objects, o)
 	}
 	slices.SortFunc(f.L4, func(x, y model.L4Service) int { return cmp.Compare(x.Backend, y.Backend) })
 	slices.SortFunc(f.Backends, func(x, y model.Backend) int { return cmp.Compare(x.Name, y.Name) })
+	slices.SortFunc(f.Certificates, func(x, y model.Certificate) int { return cmp.Compare(x.Name, y.Name) })
 
 	b.mu.Lock()
 	gen, same := b.gen[fleet], reflect.DeepEqual(b.last[fleet], f)
@@ -170,50 +277,72 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 
 	acked := b.XDS.AckedGeneration(fleet)
 	b.mu.Lock()
-	prev, next := b.since[fleet], map[types.NamespacedName]programmedSince{}
-	for _, a := range included {
-		key := client.ObjectKeyFromObject(a.lb)
+	prev, next := b.since[fleet], map[string]programmedSince{}
+	for _, o := range objects {
+		if o.reason != "" {
+			continue
+		}
+		key := servedKey(o.obj)
 		s, ok := prev[key]
-		if !ok || s.objectGeneration != a.lb.Generation {
-			s = programmedSince{objectGeneration: a.lb.Generation, xdsGeneration: gen}
+		if !ok || s.objectGeneration != o.gen {
+			s = programmedSince{objectGeneration: o.gen, xdsGeneration: gen}
 		}
 		next[key] = s
 	}
 	b.since[fleet] = next // objects no longer served are forgotten
 	b.mu.Unlock()
-	for _, a := range included {
-		s := next[client.ObjectKeyFromObject(a.lb)]
-		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending,
-			Message: "waiting for every proxy of fleet " + fleet + " to acknowledge the configuration", ObservedGeneration: a.lb.Generation}
-		if acked >= s.xdsGeneration {
-			cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, v1.ReasonProgrammed, "served by fleet "+fleet
+	for _, o := range objects {
+		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: o.reason, Message: o.msg, ObservedGeneration: o.gen}
+		if o.reason == "" {
+			cond.Reason, cond.Message = v1.ReasonPending, "waiting for every proxy of fleet "+fleet+" to acknowledge the configuration"
+			if acked >= next[servedKey(o.obj)].xdsGeneration {
+				cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, v1.ReasonProgrammed, "served by fleet "+fleet
+			}
 		}
-		if err := b.setProgrammed(ctx, a.lb, cond); err != nil {
+		if err := b.setProgrammed(ctx, o.obj, cond); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	for i, a := range excluded {
-		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonInvalidSpec,
-			Message: reasons[i], ObservedGeneration: a.lb.Generation}
-		if err := b.setProgrammed(ctx, a.lb, cond); err != nil {
+	// A Route no longer accepted is no longer programmed either.
+	for _, rt := range unserved {
+		if meta.FindStatusCondition(rt.Status.Conditions, v1.ConditionProgrammed) == nil {
+			continue
+		}
+		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending,
+			Message: "no hostname of the route is accepted", ObservedGeneration: rt.Generation}
+		if err := b.setProgrammed(ctx, rt, cond); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
 	return ctrl.Result{}, nil
 }
 
-func (b *Builder) setProgrammed(ctx context.Context, lb *v1.LoadBalancer, c metav1.Condition) error {
+func (b *Builder) setProgrammed(ctx context.Context, obj client.Object, c metav1.Condition) error {
 	if b.WriteStatus != nil && !b.WriteStatus() {
 		return nil
 	}
-	status := lb.Status.DeepCopy()
-	meta.SetStatusCondition(&status.Conditions, c)
-	if equality.Semantic.DeepEqual(&lb.Status, status) {
-		return nil
+	switch o := obj.(type) {
+	case *v1.LoadBalancer:
+		status := o.Status.DeepCopy()
+		meta.SetStatusCondition(&status.Conditions, c)
+		if equality.Semantic.DeepEqual(&o.Status, status) {
+			return nil
+		}
+		patch := client.MergeFrom(o.DeepCopy())
+		o.Status = *status
+		return client.IgnoreNotFound(b.Client.Status().Patch(ctx, o, patch))
+	case *v1.Route:
+		status := o.Status.DeepCopy()
+		meta.SetStatusCondition(&status.Conditions, c)
+		if equality.Semantic.DeepEqual(&o.Status, status) {
+			return nil
+		}
+		// Admission writes the other conditions of a Route: never overwrite them with a stale list.
+		patch := client.MergeFromWithOptions(o.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		o.Status = *status
+		return client.IgnoreNotFound(b.Client.Status().Patch(ctx, o, patch))
 	}
-	patch := client.MergeFrom(lb.DeepCopy())
-	lb.Status = *status
-	return client.IgnoreNotFound(b.Client.Status().Patch(ctx, lb, patch))
+	return fmt.Errorf("programmed: unexpected %T", obj)
 }
 
 // BackendName is the stable, readable Envoy cluster name of one LoadBalancer port.
@@ -243,18 +372,8 @@ func fromLoadBalancer(tenantName string, lb *v1.LoadBalancer, nodes *v1.TenantNo
 		if p.Protocol == v1.ProtocolUDP {
 			proto, bproto = model.UDP, model.BackendUDP
 		}
-		byZone := map[string][]model.Endpoint{}
-		for _, n := range nodes.Spec.Nodes {
-			for _, addr := range n.Addresses {
-				if ip, err := netip.ParseAddr(string(addr)); err == nil {
-					byZone[n.Zone] = append(byZone[n.Zone], model.Endpoint{Address: ip, Port: uint16(p.NodePort)})
-				}
-			}
-		}
-		be := model.Backend{Name: name, Protocol: bproto, SessionAffinity: lb.Spec.SessionAffinity == v1.SessionAffinityClientIP}
-		for _, zone := range slices.Sorted(mapKeys(byZone)) {
-			be.Groups = append(be.Groups, model.EndpointGroup{Cluster: cluster, Zone: zone, Endpoints: byZone[zone]})
-		}
+		be := model.Backend{Name: name, Protocol: bproto, SessionAffinity: lb.Spec.SessionAffinity == v1.SessionAffinityClientIP,
+			Groups: endpointGroups(cluster, nodes, uint16(p.NodePort))}
 		switch lb.Spec.ProxyProtocol {
 		case v1.ProxyProtocolV1:
 			be.ProxyProtocol = 1

@@ -160,10 +160,10 @@ func TestLoadBalancersAreServedAndProgrammedAfterAck(t *testing.T) {
 		}
 	}
 	admit("web", "127.0.40.1", nil)
-	// Not something the data plane can do yet: it must not hold back "web".
+	// Not something the data plane can do (a PROXY header on UDP): it must not hold back "web".
 	admit("dns", "127.0.40.2", func(lb *v1.LoadBalancer) {
 		lb.Spec.Ports = []v1.LoadBalancerPort{{Port: 53, Protocol: v1.ProtocolUDP, NodePort: 30053}}
-		lb.Spec.SourceRanges = []v1.CIDR{"127.0.0.0/8"}
+		lb.Spec.ProxyProtocol = v1.ProxyProtocolV1
 	})
 
 	programmed := func(name string) *metav1.Condition {

@@ -1,0 +1,349 @@
+package snapshot
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/internal/model"
+	"github.com/fleetlb/fleetlb/manager/route"
+)
+
+// admittedRoute is one Route and the model parts made from it.
+type admittedRoute struct {
+	rt     *v1.Route
+	tenant *v1.Tenant
+	hosts  []hostPart
+	// backends and certs are those the hosts use, each once.
+	backends []model.Backend
+	certs    []model.Certificate
+}
+
+// hostPart is what one Route serves for one of its accepted hostnames.
+type hostPart struct {
+	hostname string
+	cert     string // name of a model.Certificate, "" for HTTP only
+	routes   []model.Route
+}
+
+// servedHostnames are the Route's accepted hostnames that are still in its spec
+// (status may lag behind a spec change; a new hostname waits for admission).
+func servedHostnames(rt *v1.Route) []v1.Hostname {
+	if !rt.DeletionTimestamp.IsZero() || !meta.IsStatusConditionTrue(rt.Status.Conditions, v1.ConditionAccepted) {
+		return nil
+	}
+	var out []v1.Hostname
+	for _, h := range rt.Status.AcceptedHostnames {
+		if slices.Contains(rt.Spec.Hostnames, h) && !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// RouteBackendName is the stable, readable Envoy cluster name of one Route
+// backend: tenant, source namespace, Service, protocol and node port (a node
+// port is unique in its cluster, so Routes that share it share the cluster).
+func RouteBackendName(tenantName, sourceNamespace string, b v1.RouteBackend) string {
+	return fmt.Sprintf("%s/%s/%s/%s/%d", tenantName, sourceNamespace, cmp.Or(b.ServiceName, "nodeport"),
+		strings.ToLower(string(cmp.Or(b.Protocol, v1.BackendHTTP))), b.NodePort)
+}
+
+// CertificateName is the model name of a tenant's TLS Secret.
+func CertificateName(tenantName, namespace, secret string) string {
+	return fmt.Sprintf("%s/%s/%s", tenantName, namespace, secret)
+}
+
+// fromRoute maps an admitted Route onto model virtual-host parts, backends
+// and certificates. Rules admission reported as unusable are left out;
+// hostnames whose TLS Secret is unusable are served over plain HTTP.
+// secret returns a Secret of the Route's namespace, or nil.
+func fromRoute(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes, secret func(name string) *corev1.Secret) admittedRoute {
+	a := admittedRoute{rt: rt, tenant: t}
+	hostnames := servedHostnames(rt)
+	if len(hostnames) == 0 {
+		return a
+	}
+	cluster := cmp.Or(nodes.Spec.Cluster, rt.Spec.Source.Cluster)
+	seenBackend := map[string]bool{}
+	var routes []model.Route
+	for i := range rt.Spec.Rules {
+		rule := &rt.Spec.Rules[i]
+		if reason, _ := route.CheckRule(rule); reason != "" {
+			continue
+		}
+		redirect, fw := ruleAction(rule)
+		if fw != nil {
+			for _, rb := range rule.Backends {
+				if route.Weight(rb) == 0 {
+					continue
+				}
+				name := RouteBackendName(t.Name, rt.Spec.Source.Namespace, rb)
+				fw.Backends = append(fw.Backends, model.WeightedBackend{Backend: name, Weight: uint32(route.Weight(rb))})
+				if !seenBackend[name] {
+					seenBackend[name] = true
+					a.backends = append(a.backends, routeBackend(name, cluster, rb, nodes))
+				}
+			}
+		}
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []v1.RouteMatch{{}}
+		}
+		for j := range matches {
+			mr := model.Route{Name: fmt.Sprintf("%s/%s/%d/%d", t.Name, rt.Name, i, j), Match: modelMatch(&matches[j])}
+			if redirect != nil {
+				rd := *redirect
+				mr.Redirect = &rd
+			} else {
+				f := *fw
+				mr.Forward = &f
+			}
+			routes = append(routes, mr)
+		}
+	}
+	if len(routes) == 0 {
+		return a
+	}
+	seenCert := map[string]bool{}
+	for _, h := range hostnames {
+		hp := hostPart{hostname: string(h), routes: routes}
+		for _, tl := range rt.Spec.TLS {
+			if !route.CoveredBy(tl.Hostnames, h) {
+				continue
+			}
+			s := secret(tl.SecretName)
+			if s == nil {
+				continue
+			}
+			if reason, _ := route.CheckSecret(s); reason != "" {
+				continue
+			}
+			hp.cert = CertificateName(t.Name, rt.Namespace, tl.SecretName)
+			if !seenCert[hp.cert] {
+				seenCert[hp.cert] = true
+				a.certs = append(a.certs, model.Certificate{Name: hp.cert,
+					CertPEM: string(s.Data[corev1.TLSCertKey]), KeyPEM: string(s.Data[corev1.TLSPrivateKeyKey])})
+			}
+			break
+		}
+		a.hosts = append(a.hosts, hp)
+	}
+	return a
+}
+
+// ruleAction is a rule's redirect, or its forward without backends.
+func ruleAction(rule *v1.RouteRule) (*model.Redirect, *model.Forward) {
+	fw := &model.Forward{}
+	for _, f := range rule.Filters {
+		switch f.Type {
+		case v1.FilterRequestRedirect:
+			rr := f.RequestRedirect
+			rd := &model.Redirect{Scheme: rr.Scheme, Host: string(rr.Hostname), StatusCode: int(rr.StatusCode)}
+			if rr.Port != nil {
+				rd.Port = uint16(*rr.Port)
+			}
+			if p := rr.Path; p != nil {
+				if p.Type == v1.ReplaceFullPath {
+					rd.FullPath = p.Value
+				} else {
+					rd.PrefixPath = p.Value
+				}
+			}
+			return rd, nil
+		case v1.FilterURLRewrite:
+			fw.RewriteHost = string(f.URLRewrite.Hostname)
+			if p := f.URLRewrite.Path; p != nil {
+				if p.Type == v1.ReplaceFullPath {
+					fw.RewriteFullPath = p.Value
+				} else {
+					fw.RewritePrefixPath = p.Value
+				}
+			}
+		case v1.FilterRequestHeaderModifier:
+			fw.RequestHeaders = headerChanges(f.RequestHeaderModifier)
+		case v1.FilterResponseHeaderModifier:
+			fw.ResponseHeaders = headerChanges(f.ResponseHeaderModifier)
+		}
+	}
+	if to := rule.Timeouts; to != nil {
+		if to.Request != nil {
+			fw.Timeout = model.Duration(to.Request.Duration)
+		}
+		if to.BackendRequest != nil {
+			fw.BackendTimeout = model.Duration(to.BackendRequest.Duration)
+		}
+	}
+	return nil, fw
+}
+
+func headerChanges(m *v1.HeaderModifier) model.HeaderChanges {
+	var hc model.HeaderChanges
+	for _, h := range m.Set {
+		hc.Set = append(hc.Set, model.Header{Name: h.Name, Value: h.Value})
+	}
+	for _, h := range m.Add {
+		hc.Add = append(hc.Add, model.Header{Name: h.Name, Value: h.Value})
+	}
+	hc.Remove = slices.Clone(m.Remove)
+	return hc
+}
+
+func modelMatch(m *v1.RouteMatch) model.Match {
+	out := model.Match{PathType: model.PathPrefix, Path: "/", Method: m.Method}
+	if p := m.Path; p != nil {
+		out.Path = p.Value
+		switch p.Type {
+		case v1.PathExact:
+			out.PathType = model.PathExact
+		case v1.PathRegularExpression:
+			out.PathType = model.PathRegex
+		}
+	}
+	conv := func(in []v1.HeaderMatch) []model.StringMatch {
+		var sm []model.StringMatch
+		for _, h := range in {
+			typ := model.StringExact
+			if h.Type == v1.MatchRegularExpression {
+				typ = model.StringRegex
+			}
+			sm = append(sm, model.StringMatch{Name: h.Name, Type: typ, Value: h.Value})
+		}
+		return sm
+	}
+	out.Headers, out.Query = conv(m.Headers), conv(m.QueryParams)
+	return out
+}
+
+// precedence orders the routes of one virtual host as Gateway API does:
+// an exact path before a regular expression before a prefix, a longer path
+// first, then a method, more headers, more query parameters; ties keep their
+// order (older Route first, then rule and match order).
+func precedence(a, b model.Route) int {
+	rank := func(m model.Match) int {
+		switch m.PathType {
+		case model.PathExact:
+			return 0
+		case model.PathRegex:
+			return 1
+		}
+		return 2
+	}
+	ma, mb := a.Match, b.Match
+	hasMethod := func(m model.Match) int {
+		if m.Method != "" {
+			return 0
+		}
+		return 1
+	}
+	return cmp.Or(
+		cmp.Compare(rank(ma), rank(mb)),
+		cmp.Compare(len(mb.Path), len(ma.Path)),
+		cmp.Compare(hasMethod(ma), hasMethod(mb)),
+		cmp.Compare(len(mb.Headers), len(ma.Headers)),
+		cmp.Compare(len(mb.Query), len(ma.Query)),
+	)
+}
+
+func routeBackend(name, cluster string, rb v1.RouteBackend, nodes *v1.TenantNodes) model.Backend {
+	proto := model.BackendHTTP1
+	switch rb.Protocol {
+	case v1.BackendHTTP2:
+		proto = model.BackendHTTP2
+	case v1.BackendGRPC:
+		proto = model.BackendGRPC
+	}
+	return model.Backend{Name: name, Protocol: proto, Groups: endpointGroups(cluster, nodes, uint16(rb.NodePort)),
+		HealthCheck: &model.HealthCheck{Type: model.HealthTCP}}
+}
+
+// endpointGroups are the tenant's node addresses × port, one group per zone.
+func endpointGroups(cluster string, nodes *v1.TenantNodes, port uint16) []model.EndpointGroup {
+	byZone := map[string][]model.Endpoint{}
+	for _, n := range nodes.Spec.Nodes {
+		for _, addr := range n.Addresses {
+			if ip, err := netip.ParseAddr(string(addr)); err == nil {
+				byZone[n.Zone] = append(byZone[n.Zone], model.Endpoint{Address: ip, Port: port})
+			}
+		}
+	}
+	var groups []model.EndpointGroup
+	for _, zone := range slices.Sorted(mapKeys(byZone)) {
+		groups = append(groups, model.EndpointGroup{Cluster: cluster, Zone: zone, Endpoints: byZone[zone]})
+	}
+	return groups
+}
+
+// sharedListeners are the fleet's HTTP and HTTPS listeners on its VIP, or an
+// explanation why it has none.
+func sharedListeners(pf *v1.ProxyFleet) (httpL, httpsL *model.SharedListener, why string) {
+	if pf == nil {
+		return nil, nil, "the fleet's ProxyFleet does not exist"
+	}
+	addrs := route.FleetAddresses(pf)
+	if len(addrs) == 0 {
+		return nil, nil, "fleet " + pf.Name + " has no address for its HTTP/HTTPS listeners yet"
+	}
+	vip, err := netip.ParseAddr(string(addrs[0].IP))
+	if err != nil {
+		return nil, nil, fmt.Sprintf("fleet %s address %q: %v", pf.Name, addrs[0].IP, err)
+	}
+	if pf.Spec.HTTP != nil {
+		httpL = &model.SharedListener{VIP: vip, Port: uint16(pf.Spec.HTTP.Port)}
+	}
+	if pf.Spec.HTTPS != nil {
+		httpsL = &model.SharedListener{VIP: vip, Port: uint16(pf.Spec.HTTPS.Port)}
+	}
+	if httpL == nil && httpsL == nil {
+		return nil, nil, "fleet " + pf.Name + " has neither an HTTP nor an HTTPS listener"
+	}
+	return httpL, httpsL, ""
+}
+
+// virtualHosts merges host parts (of Routes in oldest-first order) into one
+// virtual host per hostname. A hostname already served for a tenant outside
+// the group of the tenant that claimed it first is skipped (admission refuses
+// such claims; this keeps the fleet consistent while status catches up).
+// Parts that cannot be served on the fleet's listeners are dropped.
+func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) []model.VirtualHost {
+	type acc struct {
+		owner *v1.Tenant
+		vh    model.VirtualHost
+	}
+	byHost := map[string]*acc{}
+	for _, a := range parts {
+		for _, hp := range a.hosts {
+			cert := hp.cert
+			if httpsL == nil {
+				cert = ""
+			}
+			if cert == "" && httpL == nil {
+				continue
+			}
+			x := byHost[hp.hostname]
+			if x == nil {
+				x = &acc{owner: a.tenant, vh: model.VirtualHost{Name: hp.hostname, Hostnames: []string{hp.hostname}}}
+				byHost[hp.hostname] = x
+			} else if !route.SameGroup(x.owner, a.tenant) {
+				continue
+			}
+			if x.vh.Certificate == "" {
+				x.vh.Certificate = cert
+			}
+			x.vh.Routes = append(x.vh.Routes, hp.routes...)
+		}
+	}
+	out := make([]model.VirtualHost, 0, len(byHost))
+	for _, h := range slices.Sorted(mapKeys(byHost)) {
+		vh := byHost[h].vh
+		slices.SortStableFunc(vh.Routes, precedence)
+		out = append(out, vh)
+	}
+	return out
+}
