@@ -22,6 +22,7 @@ import (
 	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/internal/scheme"
 	"github.com/fleetlb/fleetlb/manager/admission"
+	"github.com/fleetlb/fleetlb/manager/route"
 	"github.com/fleetlb/fleetlb/manager/snapshot"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
@@ -106,6 +107,9 @@ func run(o options) error {
 		return err
 	}
 	if err := (&admission.LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-admission")}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&route.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-route"), Log: ctrl.Log.WithName("route")}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	elected := mgr.Elected()
