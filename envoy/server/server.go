@@ -57,14 +57,15 @@ type Server struct {
 
 	kick chan struct{}
 
-	mu       sync.Mutex
-	pending  map[string]*pendingSet // fleet → latest unapplied Set
-	nextGen  map[string]uint64      // fleet → last generation handed out
-	serving  map[string]*served     // fleet → snapshot being served
-	acked    map[string]uint64      // fleet → newest generation every proxy acknowledged
-	streams  map[int64]*stream
-	onAcked  []func(fleet string, generation uint64)
-	lastErrs map[string]error // fleet → why the newest Set was refused
+	mu        sync.Mutex
+	pending   map[string]*pendingSet // fleet → latest unapplied Set
+	nextGen   map[string]uint64      // fleet → last generation handed out
+	serving   map[string]*served     // fleet → snapshot being served
+	acked     map[string]uint64      // fleet → newest generation every proxy acknowledged
+	streams   map[int64]*stream
+	onAcked   []func(fleet string, generation uint64)
+	onProxies []func(fleet string)
+	lastErrs  map[string]error // fleet → why the newest Set was refused
 }
 
 type pendingSet struct {
@@ -124,6 +125,23 @@ func (s *Server) OnAcked(f func(fleet string, generation uint64)) {
 	s.mu.Lock()
 	s.onAcked = append(s.onAcked, f)
 	s.mu.Unlock()
+}
+
+// OnProxiesChanged registers f to be called (outside the server's lock) when a
+// proxy of a fleet connects (its first request names its node) or disconnects.
+func (s *Server) OnProxiesChanged(f func(fleet string)) {
+	s.mu.Lock()
+	s.onProxies = append(s.onProxies, f)
+	s.mu.Unlock()
+}
+
+func (s *Server) proxiesChanged(fleet string) {
+	s.mu.Lock()
+	subs := slices.Clone(s.onProxies)
+	s.mu.Unlock()
+	for _, f := range subs {
+		f(fleet)
+	}
 }
 
 // Set hands the server a fleet's complete resources and returns the

@@ -338,3 +338,26 @@ func TestDeltaSendsOnlyChangedResources(t *testing.T) {
 	}
 	waitAcked(t, h.srv, gen2)
 }
+
+func TestProxiesChangedOnConnectAndDisconnect(t *testing.T) {
+	h := start(t)
+	events := make(chan string, 4)
+	h.srv.OnProxiesChanged(func(f string) { events <- f })
+	expect := func(what string, want int) {
+		t.Helper()
+		select {
+		case f := <-events:
+			if f != fleet || h.srv.ConnectedProxies(fleet) != want {
+				t.Fatalf("%s: event for %q with %d proxies, want %q with %d", what, f, h.srv.ConnectedProxies(fleet), fleet, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no event", what)
+		}
+	}
+	c := sotw(t, h, "p1")
+	expect("connect", 1)
+	if err := c.stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	expect("disconnect", 0)
+}

@@ -77,11 +77,15 @@ func (st *stream) current(cur *served) bool {
 	return true
 }
 
-func (s *Server) setNode(st *stream, node *corev3.Node) {
+// setNode records the stream's proxy on its first request; it reports whether
+// the proxy just joined its fleet.
+func (s *Server) setNode(st *stream, node *corev3.Node) bool {
 	if st.node == "" && node != nil {
 		st.node, st.fleet = node.GetId(), node.GetCluster()
 		s.metrics.proxies.WithLabelValues(st.fleet).Inc()
+		return true
 	}
+	return false
 }
 
 // --- go-control-plane callbacks ---
@@ -109,6 +113,7 @@ func (s *Server) closed(id int64) {
 	s.mu.Unlock()
 	if st != nil && st.fleet != "" {
 		s.metrics.proxies.WithLabelValues(st.fleet).Dec()
+		s.proxiesChanged(st.fleet)
 		// The remaining proxies may now all be current.
 		s.checkAcked(st.fleet)
 	}
@@ -124,7 +129,7 @@ func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 		s.mu.Unlock()
 		return nil
 	}
-	s.setNode(st, req.GetNode())
+	joined := s.setNode(st, req.GetNode())
 	typ, fleet := req.GetTypeUrl(), st.fleet
 	st.types[typ] = true
 	var nack *NACK
@@ -137,7 +142,7 @@ func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 		}
 	}
 	s.mu.Unlock()
-	s.afterRequest(fleet, nack)
+	s.afterRequest(fleet, nack, joined)
 	return nil
 }
 
@@ -148,7 +153,7 @@ func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryR
 		s.mu.Unlock()
 		return nil
 	}
-	s.setNode(st, req.GetNode())
+	joined := s.setNode(st, req.GetNode())
 	typ, fleet := req.GetTypeUrl(), st.fleet
 	if !st.types[typ] {
 		st.types[typ] = true
@@ -197,11 +202,14 @@ func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryR
 		}
 	}
 	s.mu.Unlock()
-	s.afterRequest(fleet, nack)
+	s.afterRequest(fleet, nack, joined)
 	return nil
 }
 
-func (s *Server) afterRequest(fleet string, nack *NACK) {
+func (s *Server) afterRequest(fleet string, nack *NACK, joined bool) {
+	if joined {
+		s.proxiesChanged(fleet)
+	}
 	if nack != nil {
 		s.metrics.nacks.WithLabelValues(fleet, nack.TypeURL).Inc()
 		s.log.Info("proxy refused configuration (NACK); it keeps its last good one",
