@@ -586,3 +586,30 @@ func TestOtherClassesAreIgnoredAndLegacyAnnotationServed(t *testing.T) {
 		return nil
 	})
 }
+
+// A referenced Secret without a certificate is not copied (an event says
+// why); a copy goes when its source is deleted.
+func TestSecretNotTLSAndSourceDeleted(t *testing.T) {
+	ctx := context.Background()
+	ns := testNamespace(t)
+	opaque := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "opaque"}, Data: map[string][]byte{"password": []byte("x")}}
+	good := tlsSecret(ns, "good", "c")
+	ing := &networkingv1.Ingress{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "certs"},
+		Spec: networkingv1.IngressSpec{
+			IngressClassName: ptr.To(DefaultClass),
+			TLS:              []networkingv1.IngressTLS{{Hosts: []string{"a.example.com"}, SecretName: "opaque"}, {Hosts: []string{"b.example.com"}, SecretName: "good"}},
+			Rules:            []networkingv1.IngressRule{rule("a.example.com", path("/", networkingv1.PathTypePrefix, backend("api", 8080))), rule("b.example.com", path("/", networkingv1.PathTypePrefix, backend("api", 8080)))},
+		},
+	}
+	create(t, nodePortService(ns, "api"), opaque, good, ing)
+	eventually(t, "SecretNotTLS event", findEvent(ns, "opaque", corev1.EventTypeWarning, "SecretNotTLS", "not copied"))
+	eventually(t, "good copy", func() error { _, err := getCopy(ns, "good"); return err })
+	if _, err := getCopy(ns, "opaque"); !apierrors.IsNotFound(err) {
+		t.Errorf("a Secret without a certificate was copied (%v)", err)
+	}
+	if err := tenantEnv.Client.Delete(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "copy of a deleted Secret removed", gone(func() error { _, err := getCopy(ns, "good"); return err }))
+}
