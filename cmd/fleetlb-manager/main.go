@@ -22,6 +22,7 @@ import (
 	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/internal/scheme"
 	"github.com/fleetlb/fleetlb/manager/admission"
+	"github.com/fleetlb/fleetlb/manager/dns"
 	"github.com/fleetlb/fleetlb/manager/route"
 	"github.com/fleetlb/fleetlb/manager/snapshot"
 	"github.com/fleetlb/fleetlb/manager/tenant"
@@ -110,6 +111,9 @@ func run(o options) error {
 		return err
 	}
 	if err := (&route.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-route"), Log: ctrl.Log.WithName("route")}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if _, err := (&dns.Reconciler{Client: mgr.GetClient(), Log: ctrl.Log.WithName("dns")}).Setup(mgr); err != nil {
 		return err
 	}
 	elected := mgr.Elected()
