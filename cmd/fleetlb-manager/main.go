@@ -107,7 +107,11 @@ func run(o options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := (&admission.LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-admission")}).SetupWithManager(mgr); err != nil {
+	lbAdmission := &admission.LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-admission")}
+	if err := lbAdmission.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&admission.FleetAddressReconciler{LB: lbAdmission}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := (&route.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-route"), Log: ctrl.Log.WithName("route")}).SetupWithManager(mgr); err != nil {

@@ -249,6 +249,18 @@ func (r *LoadBalancerReconciler) poolLocked(ctx context.Context, ap *v1.AddressP
 		r.pools[ap.Name] = p
 		return p, nil
 	}
+	// Fleet VIPs first: they are infrastructure every tenant's routes depend on.
+	var fleets v1.ProxyFleetList
+	if err := r.Client.List(ctx, &fleets); err != nil {
+		return nil, err
+	}
+	for _, f := range fleets.Items {
+		for _, a := range f.Status.Addresses {
+			if addr, err := netip.ParseAddr(string(a.IP)); err == nil && p.alloc.Contains(addr) {
+				_ = p.alloc.Reserve(fleetOwner(f.Name), addr)
+			}
+		}
+	}
 	var tenants v1.TenantList
 	if err := r.Client.List(ctx, &tenants); err != nil {
 		return nil, err

@@ -159,10 +159,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	status := f.Status.DeepCopy()
 	status.ObservedGeneration = f.Generation
-	status.Addresses = nil
-	if f.Spec.VIP != "" {
-		status.Addresses = []v1.Address{{IP: f.Spec.VIP, IPMode: v1.IPModeProxy}}
-	}
+	// status.addresses belongs to manager/admission (FleetAddressReconciler),
+	// which allocates the VIP from the same pools as LoadBalancers.
 
 	dep, err := r.ensure(ctx, &f)
 	var bad *invalidSpec
