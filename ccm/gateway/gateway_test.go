@@ -437,6 +437,25 @@ func TestGRPCRoute(t *testing.T) {
 		}
 		return wantCondition(parentCondition(gr.Status.RouteStatus, "gw", gwv1.RouteConditionAccepted), metav1.ConditionTrue, "Accepted", gr.Generation)
 	})
+	// Detached (its parent is now a Gateway we do not serve): Route, our
+	// parent status and the finalizer go.
+	eventually(t, "detach", func() error {
+		if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(gr), gr); err != nil {
+			return err
+		}
+		gr.Spec.ParentRefs = []gwv1.ParentReference{{Name: "not-ours"}}
+		return tenantEnv.Client.Update(ctx, gr)
+	})
+	eventually(t, "route removed", gone(func() error { _, err := getRoute(RouteName("grpcroute", ns, "echo")); return err }))
+	eventually(t, "parent status and finalizer removed", func() error {
+		if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(gr), gr); err != nil {
+			return err
+		}
+		if len(gr.Status.Parents) != 0 || controllerutil.ContainsFinalizer(gr, Finalizer) {
+			return fmt.Errorf("parents %+v finalizers %v", gr.Status.Parents, gr.Finalizers)
+		}
+		return nil
+	})
 }
 
 // Cross-namespace backends need a ReferenceGrant; listeners admit routes
