@@ -206,6 +206,14 @@ func Eventually(timeout time.Duration, f func() error) error {
 	}
 }
 
+// Ports of the default fleet's shared HTTP and HTTPS listeners.
+const (
+	HTTPPort  = 8080
+	HTTPSPort = 8443
+	// FleetNamespace holds the fleets' bootstrap ConfigMaps.
+	FleetNamespace = "fleetlb-system"
+)
+
 // Fleet is the management cluster with the manager running.
 type Fleet struct {
 	h       *Harness
@@ -231,6 +239,22 @@ func (h *Harness) StartFleet(pool ...v1.AddressRange) (*Fleet, error) {
 		return nil, err
 	}
 	f := &Fleet{h: h, Mgmt: mgmt, XDSAddr: fmt.Sprintf("127.0.0.1:%d", port)}
+	// The pool and the default fleet exist before the manager starts: the fleet's
+	// proxies run here (fleetlb-proxy, exposure None), its shared HTTP/HTTPS VIP
+	// comes from the pool, on ports a non-root user may bind.
+	ctx := context.Background()
+	if err := mgmt.Client.Create(ctx, &v1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: "vips"}, Spec: v1.AddressPoolSpec{Addresses: pool}}); err != nil {
+		return nil, err
+	}
+	if err := mgmt.Client.Create(ctx, &v1.ProxyFleet{ObjectMeta: metav1.ObjectMeta{Name: v1.DefaultFleetName}, Spec: v1.ProxyFleetSpec{
+		Exposure: v1.ExposureNone, AddressPool: "vips",
+		HTTP: &v1.FleetListener{Port: HTTPPort}, HTTPS: &v1.FleetListener{Port: HTTPSPort},
+	}}); err != nil {
+		return nil, err
+	}
+	if err := mgmt.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: FleetNamespace}}); err != nil {
+		return nil, err
+	}
 	u, err := url.Parse(mgmt.Config.Host)
 	if err != nil {
 		return nil, err
@@ -251,11 +275,8 @@ func (h *Harness) StartFleet(pool ...v1.AddressRange) (*Fleet, error) {
 	}
 	if f.Manager, err = h.Start("fleetlb-manager",
 		"--kubeconfig", managerKubeconfig, "--tenant-api-server", gated,
-		"--xds-address", f.XDSAddr, "--leader-elect=false",
+		"--xds-address", f.XDSAddr, "--leader-elect=false", "--fleet-namespace", FleetNamespace,
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--xds-debounce", "20ms"); err != nil {
-		return nil, err
-	}
-	if err := mgmt.Client.Create(context.Background(), &v1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: "vips"}, Spec: v1.AddressPoolSpec{Addresses: pool}}); err != nil {
 		return nil, err
 	}
 	if err := copyFile(mgmt.Kubeconfig, filepath.Join(h.Dir, "management.kubeconfig")); err != nil {
