@@ -69,7 +69,7 @@ func (c *Controllers) SetupWithManager(ctx context.Context, mgr ctrl.Manager, mg
 			return err
 		}
 	}
-	if err := (&gatewayReconciler{Controllers: c}).setup(mgr, mgmt); err != nil {
+	if err := (&gatewayReconciler{Controllers: c}).setup(ctx, mgr, mgmt); err != nil {
 		return err
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("gatewayclass").
@@ -116,8 +116,9 @@ func (c *Controllers) ensureClass() manager.Runnable {
 				last = c.Tenant.Create(ctx, want.DeepCopy())
 				return last == nil || apierrors.IsAlreadyExists(last), nil
 			})
-		if err != nil {
-			return fmt.Errorf("ensuring GatewayClass %s: %w (last error: %v)", c.Class, err, last)
+		if err != nil && ctx.Err() == nil {
+			// Not fatal: an administrator may create the class; everything else keeps working.
+			log.FromContext(ctx).Error(fmt.Errorf("%w (last error: %v)", err, last), "could not create the GatewayClass", "gatewayClass", c.Class)
 		}
 		return nil
 	})
@@ -197,7 +198,32 @@ type gatewayReconciler struct {
 	*Controllers
 }
 
-func (r *gatewayReconciler) setup(mgr ctrl.Manager, mgmt cluster.Cluster) error {
+// indexCerts indexes our Gateways by the Secrets their listeners name.
+const indexCerts = "fleetlb.io/listener-certificates"
+
+func (r *gatewayReconciler) setup(ctx context.Context, mgr ctrl.Manager, mgmt cluster.Cluster) error {
+	certRefs := SecretReferrer(r.Class).Refs
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &gwv1.Gateway{}, indexCerts, func(o client.Object) []string {
+		var keys []string
+		for _, k := range certRefs(o) {
+			keys = append(keys, k.String())
+		}
+		return keys
+	}); err != nil {
+		return err
+	}
+	// A Secret appearing or going changes the listeners that name it.
+	bySecret := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		var gws gwv1.GatewayList
+		if err := mgr.GetCache().List(ctx, &gws, client.MatchingFields{indexCerts: client.ObjectKeyFromObject(o).String()}); err != nil {
+			return nil
+		}
+		var reqs []reconcile.Request
+		for _, gw := range gws.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&gw)})
+		}
+		return reqs
+	})
 	toParents := func(ops kindOps) handler.EventHandler {
 		return handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			var reqs []reconcile.Request
@@ -229,7 +255,7 @@ func (r *gatewayReconciler) setup(mgr ctrl.Manager, mgmt cluster.Cluster) error 
 		Watches(&gwv1.HTTPRoute{}, toParents(httpOps)).
 		Watches(&gwv1.GRPCRoute{}, toParents(grpcOps)).
 		Watches(&gwv1.ReferenceGrant{}, all).
-		WatchesMetadata(&corev1.Secret{}, all).
+		WatchesMetadata(&corev1.Secret{}, bySecret).
 		WatchesRawSource(source.Kind(mgmt.GetCache(), &v1.Route{}, handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, rt *v1.Route) []reconcile.Request {
 			var reqs []reconcile.Request
 			for _, k := range strings.Split(rt.Annotations[AnnotationGateways], ",") {

@@ -532,3 +532,34 @@ func TestReferenceGrantsAndAllowedRoutes(t *testing.T) {
 		t.Errorf("a route of another class's Gateway got a Route (%v)", err)
 	}
 }
+
+// A listener whose certificate is missing is not programmed until the Secret appears.
+func TestListenerCertificateRef(t *testing.T) {
+	ctx := context.Background()
+	ns := testNamespace(t)
+	gw := gatewayOf(ns, "gw", DefaultClass,
+		gwv1.Listener{Name: "https", Protocol: gwv1.HTTPSProtocolType, Port: 443,
+			TLS: &gwv1.ListenerTLSConfig{CertificateRefs: []gwv1.SecretObjectReference{{Name: "later"}}}},
+		gwv1.Listener{Name: "tcp", Protocol: gwv1.TCPProtocolType, Port: 5432})
+	create(t, gw)
+	listener := func(name, cond string, status metav1.ConditionStatus, reason string) func() error {
+		return func() error {
+			if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(gw), gw); err != nil {
+				return err
+			}
+			for _, l := range gw.Status.Listeners {
+				if string(l.Name) == name {
+					return wantCondition(meta.FindStatusCondition(l.Conditions, cond), status, reason, gw.Generation)
+				}
+			}
+			return fmt.Errorf("no status for listener %s", name)
+		}
+	}
+	eventually(t, "missing certificate", listener("https", "ResolvedRefs", metav1.ConditionFalse, "InvalidCertificateRef"))
+	eventually(t, "https not programmed", listener("https", "Programmed", metav1.ConditionFalse, "Invalid"))
+	eventually(t, "tcp unsupported", listener("tcp", "Accepted", metav1.ConditionFalse, "UnsupportedProtocol"))
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "later"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: []byte("crt"), corev1.TLSPrivateKeyKey: []byte("key")}})
+	eventually(t, "certificate resolved", listener("https", "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs"))
+	eventually(t, "https programmed", listener("https", "Programmed", metav1.ConditionTrue, "Programmed"))
+}

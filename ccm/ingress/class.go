@@ -127,8 +127,9 @@ func EnsureClass(c client.Client, class string) manager.Runnable {
 			}
 			return false, nil
 		})
-		if err != nil {
-			return fmt.Errorf("ensuring IngressClass %s: %w (last error: %v)", class, err, last)
+		if err != nil && ctx.Err() == nil {
+			// Not fatal: Ingresses naming the class are served whether it exists or not.
+			logger.Error(fmt.Errorf("%w (last error: %v)", err, last), "could not create the IngressClass")
 		}
 		return nil
 	})
