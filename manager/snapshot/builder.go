@@ -210,7 +210,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		case len(a.hosts) == 0:
 			o.reason, o.msg = v1.ReasonInvalidSpec, "no rule of the route can be served"
 		default:
-			mini.VirtualHosts = virtualHosts([]*admittedRoute{a}, httpL, httpsL)
+			mini.VirtualHosts, _ = virtualHosts([]*admittedRoute{a}, httpL, httpsL)
 			if len(mini.VirtualHosts) == 0 {
 				o.reason, o.msg = v1.ReasonInvalidSpec, "no hostname of the route can be served on the fleet's listeners"
 			} else if _, err := translate.Translate(mini); err != nil {
@@ -221,19 +221,31 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		}
 		objects = append(objects, o)
 	}
-	if f.VirtualHosts = virtualHosts(okRoutes, httpL, httpsL); len(f.VirtualHosts) > 0 {
+	vhosts, global := virtualHosts(okRoutes, httpL, httpsL)
+	if f.VirtualHosts = vhosts; len(vhosts) > 0 {
 		f.HTTP, f.HTTPS = httpL, httpsL
+		// Only the certificates and backends the virtual hosts use.
 		certs, backends := map[string]bool{}, map[string]bool{}
+		for _, v := range vhosts {
+			certs[v.Certificate] = true
+			for _, r := range v.Routes {
+				if r.Forward != nil {
+					for _, wb := range r.Forward.Backends {
+						backends[wb.Backend] = true
+					}
+				}
+			}
+		}
 		for _, a := range okRoutes {
 			for _, c := range a.certs {
-				if !certs[c.Name] {
-					certs[c.Name] = true
+				if certs[c.Name] {
+					delete(certs, c.Name)
 					f.Certificates = append(f.Certificates, c)
 				}
 			}
-			for _, be := range a.backends {
-				if !backends[be.Name] {
-					backends[be.Name] = true
+			for _, be := range append(slices.Clone(a.backends), global...) {
+				if backends[be.Name] {
+					delete(backends, be.Name)
 					f.Backends = append(f.Backends, be)
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -311,13 +312,23 @@ func sharedListeners(pf *v1.ProxyFleet) (httpL, httpsL *model.SharedListener, wh
 // the group of the tenant that claimed it first is skipped (admission refuses
 // such claims; this keeps the fleet consistent while status catches up).
 // Parts that cannot be served on the fleet's listeners are dropped.
-func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) []model.VirtualHost {
+//
+// Tenants of one group that serve the same hostname with the same match are
+// one global load balancer: their routes become one route, forwarding to a
+// global backend whose endpoint groups are every cluster's (see mergeGlobal).
+// The global backends are returned with the virtual hosts.
+func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) ([]model.VirtualHost, []model.Backend) {
 	type acc struct {
-		owner *v1.Tenant
-		vh    model.VirtualHost
+		owner   *v1.Tenant
+		vh      model.VirtualHost
+		origins []*admittedRoute // of each route in vh.Routes
 	}
 	byHost := map[string]*acc{}
+	backends := map[string]*model.Backend{}
 	for _, a := range parts {
+		for i := range a.backends {
+			backends[a.backends[i].Name] = &a.backends[i]
+		}
 		for _, hp := range a.hosts {
 			cert := hp.cert
 			if httpsL == nil {
@@ -337,13 +348,134 @@ func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) [
 				x.vh.Certificate = cert
 			}
 			x.vh.Routes = append(x.vh.Routes, hp.routes...)
+			for range hp.routes {
+				x.origins = append(x.origins, a)
+			}
 		}
 	}
 	out := make([]model.VirtualHost, 0, len(byHost))
+	var global []model.Backend
 	for _, h := range slices.Sorted(mapKeys(byHost)) {
-		vh := byHost[h].vh
-		slices.SortStableFunc(vh.Routes, precedence)
-		out = append(out, vh)
+		x := byHost[h]
+		routes, extra := mergeGlobal(h, x.vh.Routes, x.origins, backends)
+		x.vh.Routes = routes
+		global = append(global, extra...)
+		slices.SortStableFunc(x.vh.Routes, precedence)
+		out = append(out, x.vh)
 	}
-	return out
+	return out, global
+}
+
+// mergeGlobal joins routes of different tenants with the same match into
+// the oldest one. When each forwards to one backend of the same protocol, the
+// joined route forwards to a new backend "global/<hostname>/<route>" that
+// holds every cluster's endpoint groups, spread by the strategy of the oldest
+// Route's global options: roundRobin (an equal share per cluster), weighted
+// (each Route's global weight per cluster; 0 takes no traffic) or failover
+// (each Route's global priority, lower first, as Envoy priorities). Otherwise
+// the joined route forwards to all their backends, each cluster's share set
+// by the strategy's weights (failover is then approximated by round robin).
+func mergeGlobal(host string, routes []model.Route, origins []*admittedRoute, backends map[string]*model.Backend) ([]model.Route, []model.Backend) {
+	used := make([]bool, len(routes))
+	var out []model.Route
+	var extra []model.Backend
+	for i := range routes {
+		if used[i] {
+			continue
+		}
+		used[i] = true
+		same := []int{i}
+		if routes[i].Forward != nil {
+			tenants := map[string]bool{origins[i].tenant.Name: true}
+			for j := i + 1; j < len(routes); j++ {
+				if !used[j] && routes[j].Forward != nil && !tenants[origins[j].tenant.Name] && reflect.DeepEqual(routes[i].Match, routes[j].Match) {
+					used[j] = true
+					tenants[origins[j].tenant.Name] = true
+					same = append(same, j)
+				}
+			}
+		}
+		if len(same) == 1 {
+			out = append(out, routes[i])
+			continue
+		}
+		strategy := v1.StrategyRoundRobin
+		if g := origins[i].rt.Spec.Global; g != nil && g.Strategy != "" {
+			strategy = g.Strategy
+		}
+		weight := func(a *admittedRoute) uint32 {
+			if g := a.rt.Spec.Global; strategy == v1.StrategyWeighted && g != nil && g.Weight != nil {
+				return uint32(max(*g.Weight, 0))
+			}
+			return 1
+		}
+		priority := func(a *admittedRoute) int32 {
+			if g := a.rt.Spec.Global; strategy == v1.StrategyFailover && g != nil && g.Priority != nil {
+				return *g.Priority
+			}
+			return 0
+		}
+		fw := *routes[i].Forward
+		joined := routes[i]
+		joined.Forward = &fw
+
+		single := true
+		var proto model.BackendProtocol
+		for n, k := range same {
+			wbs := routes[k].Forward.Backends
+			if len(wbs) != 1 || backends[wbs[0].Backend] == nil || (n > 0 && backends[wbs[0].Backend].Protocol != proto) {
+				single = false
+				break
+			}
+			proto = backends[wbs[0].Backend].Protocol
+		}
+		if single {
+			// Envoy priorities are contiguous from 0.
+			var prios []int32
+			for _, k := range same {
+				prios = append(prios, priority(origins[k]))
+			}
+			slices.Sort(prios)
+			prios = slices.Compact(prios)
+			gb := model.Backend{Name: "global/" + host + "/" + routes[i].Name, Protocol: proto,
+				HealthCheck: &model.HealthCheck{Type: model.HealthTCP}, LocalityWeighted: strategy != v1.StrategyFailover}
+			for _, k := range same {
+				src := backends[routes[k].Forward.Backends[0].Backend]
+				w := weight(origins[k])
+				if w == 0 || len(src.Groups) == 0 {
+					continue
+				}
+				for _, g := range src.Groups {
+					g.Priority = uint32(slices.Index(prios, priority(origins[k])))
+					if gb.LocalityWeighted {
+						// The cluster's share is split over its zones.
+						g.Weight = max(1, w*120/uint32(len(src.Groups)))
+					}
+					gb.Groups = append(gb.Groups, g)
+				}
+			}
+			joined.Forward.Backends = []model.WeightedBackend{{Backend: gb.Name, Weight: 1}}
+			extra = append(extra, gb)
+			out = append(out, joined)
+			continue
+		}
+		joined.Forward.Backends = nil
+		for _, k := range same {
+			total := uint64(0)
+			for _, wb := range routes[k].Forward.Backends {
+				total += uint64(wb.Weight)
+			}
+			w := uint64(weight(origins[k]))
+			for _, wb := range routes[k].Forward.Backends {
+				if share := uint64(wb.Weight) * w * 1000 / max(total, 1); share > 0 {
+					joined.Forward.Backends = append(joined.Forward.Backends, model.WeightedBackend{Backend: wb.Backend, Weight: uint32(share)})
+				}
+			}
+		}
+		if len(joined.Forward.Backends) == 0 {
+			joined.Forward.Backends = routes[i].Forward.Backends
+		}
+		out = append(out, joined)
+	}
+	return out, extra
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -158,7 +159,10 @@ func TestRouteModel(t *testing.T) {
 
 	httpL := &model.SharedListener{VIP: netip.MustParseAddr("127.0.60.1"), Port: 80}
 	httpsL := &model.SharedListener{VIP: netip.MustParseAddr("127.0.60.1"), Port: 443}
-	vhosts := virtualHosts([]*admittedRoute{&a, &b, &c}, httpL, httpsL)
+	vhosts, global := virtualHosts([]*admittedRoute{&a, &b, &c}, httpL, httpsL)
+	if len(global) != 0 {
+		t.Errorf("global backends %+v for distinct matches", global)
+	}
 	api := &model.Forward{Backends: []model.WeightedBackend{{Backend: "a/web/api/http2/30001", Weight: 3}},
 		RewriteHost: "internal", RewritePrefixPath: "/",
 		RequestHeaders:  model.HeaderChanges{Set: []model.Header{{Name: "x-a", Value: "1"}}, Remove: []string{"x-b"}},
@@ -177,9 +181,10 @@ func TestRouteModel(t *testing.T) {
 			{Name: "b/rb/0/0", Match: model.Match{PathType: model.PathPrefix, Path: "/api/v2"}, // the longer prefix, from the other cluster
 				Forward: &model.Forward{Backends: []model.WeightedBackend{{Backend: "b/web/api/http/31001", Weight: 1}}}},
 			{Name: "a/ra/0/0", Match: apiMatch, Forward: api},
-			web, // "/" of the older Route before "/" of the newer one
-			{Name: "b/rb/1/0", Match: model.Match{PathType: model.PathPrefix, Path: "/"},
-				Forward: &model.Forward{Backends: []model.WeightedBackend{{Backend: "b/web/web/http/31002", Weight: 1}}}},
+			// "/" of both clusters is one route (a's, the older); their backends
+			// speak different protocols, so they are shared by weight, equally.
+			{Name: "a/ra/3/0", Match: model.Match{PathType: model.PathPrefix, Path: "/"},
+				Forward: &model.Forward{Backends: []model.WeightedBackend{{Backend: "a/web/web/grpc/30002", Weight: 1000}, {Backend: "b/web/web/http/31002", Weight: 1000}}}},
 		}},
 		{Name: "plain.example.com", Hostnames: []string{"plain.example.com"}, Routes: []model.Route{login, {Name: "a/ra/0/0", Match: apiMatch, Forward: api}, web}},
 	}
@@ -200,10 +205,10 @@ func TestRouteModel(t *testing.T) {
 	}
 
 	// Without an HTTPS listener the certificate is dropped; without HTTP, plain hosts are.
-	if v := virtualHosts([]*admittedRoute{&a}, httpL, nil); v[0].Certificate != "" {
+	if v, _ := virtualHosts([]*admittedRoute{&a}, httpL, nil); v[0].Certificate != "" {
 		t.Errorf("certificate kept without HTTPS: %+v", v[0])
 	}
-	if v := virtualHosts([]*admittedRoute{&a}, nil, httpsL); len(v) != 1 || v[0].Name != "app.example.com" {
+	if v, _ := virtualHosts([]*admittedRoute{&a}, nil, httpsL); len(v) != 1 || v[0].Name != "app.example.com" {
 		t.Errorf("without HTTP: %+v", v)
 	}
 }
@@ -258,6 +263,26 @@ func (r *recorder) listener(t *testing.T, name string) *listenerv3.Listener {
 		}
 	}
 	return nil
+}
+
+// localities lists a cluster's endpoints as region/priority/weight/address.
+func (r *recorder) localities(t *testing.T, cluster string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, x := range r.res[resource.EndpointType] {
+		cla := x.(*endpointv3.ClusterLoadAssignment)
+		if cla.ClusterName != cluster {
+			continue
+		}
+		for _, l := range cla.Endpoints {
+			for _, e := range l.LbEndpoints {
+				sa := e.GetEndpoint().Address.GetSocketAddress()
+				out = append(out, fmt.Sprintf("%s/%d/%d/%s:%d", l.Locality.Region, l.Priority, l.LoadBalancingWeight.GetValue(), sa.Address, sa.GetPortValue()))
+			}
+		}
+	}
+	return out
 }
 
 func (r *recorder) names(typ resource.Type) []string {
@@ -347,7 +372,8 @@ func TestRoutesServedAndProgrammed(t *testing.T) {
 		for _, r := range app.Routes {
 			routes = append(routes, r.Name+">"+r.Forward.Backends[0].Backend)
 		}
-		if want := []string{"ga/app/0/0>ga/default/web/http/30080", "gb/app/0/0>gb/default/web/http/31080"}; app.Name != "app.team.example.com" ||
+		// Both clusters serve "/": one route to one global backend.
+		if want := []string{"ga/app/0/0>global/app.team.example.com/ga/app/0/0"}; app.Name != "app.team.example.com" ||
 			app.Certificate != "ga/tenant-ga/app-cert" || !slices.Equal(routes, want) {
 			return fmt.Errorf("app %s cert %q routes %v, want %v", app.Name, app.Certificate, routes, want)
 		}
@@ -359,8 +385,11 @@ func TestRoutesServedAndProgrammed(t *testing.T) {
 		}
 		return nil
 	})
-	if got := xds.names(resource.ClusterType); !slices.Equal(got, []string{"ga/default/web/http/30080", "gb/default/web/http/31080", "tc/default/web/http/32080"}) {
+	if got := xds.names(resource.ClusterType); !slices.Equal(got, []string{"global/app.team.example.com/ga/app/0/0", "tc/default/web/http/32080"}) {
 		t.Errorf("clusters %v", got)
+	}
+	if got := xds.localities(t, "global/app.team.example.com/ga/app/0/0"); !slices.Equal(got, []string{"cluster-a/0/120/127.0.1.1:30080", "cluster-b/0/120/127.0.2.1:31080"}) {
+		t.Errorf("global endpoints %v", got)
 	}
 	if got := xds.names(resource.SecretType); !slices.Equal(got, []string{"ga/tenant-ga/app-cert"}) {
 		t.Errorf("secrets %v", got)
@@ -418,4 +447,62 @@ func TestRoutesServedAndProgrammed(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestGlobalStrategies: two clusters of one group serve the same hostname
+// and match; the global backend spreads by the oldest Route's strategy.
+func TestGlobalStrategies(t *testing.T) {
+	ta := &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: v1.TenantSpec{Group: "g"}}
+	tb := &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "b"}, Spec: v1.TenantSpec{Group: "g"}}
+	na := &v1.TenantNodes{Spec: v1.TenantNodesSpec{Cluster: "ca", Nodes: []v1.TenantNode{
+		{Name: "n1", Addresses: []v1.IPAddress{"127.0.1.1"}, Zone: "z1"}, {Name: "n2", Addresses: []v1.IPAddress{"127.0.1.2"}, Zone: "z2"}}}}
+	nb := &v1.TenantNodes{Spec: v1.TenantNodesSpec{Cluster: "cb", Nodes: []v1.TenantNode{{Name: "n1", Addresses: []v1.IPAddress{"127.0.2.1"}}}}}
+	mk := func(ns string, global *v1.GlobalOptions) *v1.Route {
+		return accepted(&v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "r"}, Spec: v1.RouteSpec{
+			Source:    v1.RouteSource{Kind: v1.SourceIngress, Cluster: "c", Namespace: "web", Name: "r", UID: "u"},
+			Hostnames: []v1.Hostname{"www.example.com"}, Global: global,
+			Rules: []v1.RouteRule{{Backends: []v1.RouteBackend{{ServiceName: "web", NodePort: 30080}}}},
+		}}, "www.example.com")
+	}
+	none := func(string) *corev1.Secret { return nil }
+	httpL := &model.SharedListener{VIP: netip.MustParseAddr("127.0.60.1"), Port: 80}
+	type group struct {
+		cluster, zone    string
+		priority, weight uint32
+	}
+	for _, c := range []struct {
+		name         string
+		ga, gb       *v1.GlobalOptions
+		wantWeighted bool
+		want         []group
+	}{
+		{"roundRobin", nil, nil, true, []group{{"ca", "z1", 0, 60}, {"ca", "z2", 0, 60}, {"cb", "", 0, 120}}},
+		{"weighted", &v1.GlobalOptions{Strategy: v1.StrategyWeighted, Weight: ptr.To[int32](3)}, &v1.GlobalOptions{Strategy: v1.StrategyWeighted, Weight: ptr.To[int32](1)},
+			true, []group{{"ca", "z1", 0, 180}, {"ca", "z2", 0, 180}, {"cb", "", 0, 120}}},
+		{"weighted, one drained", &v1.GlobalOptions{Strategy: v1.StrategyWeighted, Weight: ptr.To[int32](0)}, &v1.GlobalOptions{Strategy: v1.StrategyWeighted},
+			true, []group{{"cb", "", 0, 120}}},
+		{"failover", &v1.GlobalOptions{Strategy: v1.StrategyFailover, Priority: ptr.To[int32](5)}, &v1.GlobalOptions{Strategy: v1.StrategyFailover, Priority: ptr.To[int32](2)},
+			false, []group{{"ca", "z1", 1, 0}, {"ca", "z2", 1, 0}, {"cb", "", 0, 0}}},
+	} {
+		a, b := fromRoute(ta, mk("tenant-a", c.ga), na, none), fromRoute(tb, mk("tenant-b", c.gb), nb, none)
+		vhosts, global := virtualHosts([]*admittedRoute{&a, &b}, httpL, nil)
+		if len(vhosts) != 1 || len(vhosts[0].Routes) != 1 || len(global) != 1 {
+			t.Fatalf("%s: virtual hosts %+v, global %+v", c.name, vhosts, global)
+		}
+		gb := global[0]
+		if r := vhosts[0].Routes[0]; r.Name != "a/r/0/0" || len(r.Forward.Backends) != 1 || r.Forward.Backends[0].Backend != gb.Name || gb.Name != "global/www.example.com/a/r/0/0" {
+			t.Errorf("%s: route %+v → %s", c.name, r, gb.Name)
+		}
+		var got []group
+		for _, g := range gb.Groups {
+			got = append(got, group{g.Cluster, g.Zone, g.Priority, g.Weight})
+		}
+		if !slices.Equal(got, c.want) || gb.LocalityWeighted != c.wantWeighted {
+			t.Errorf("%s: groups %v (locality weighted %v), want %v (%v)", c.name, got, gb.LocalityWeighted, c.want, c.wantWeighted)
+		}
+		f := &model.Fleet{Name: "f", HTTP: httpL, VirtualHosts: vhosts, Backends: global}
+		if _, err := translate.Translate(f); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
 }
