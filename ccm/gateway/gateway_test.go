@@ -378,6 +378,14 @@ func TestHTTPRouteThroughGateway(t *testing.T) {
 		}
 		return wantCondition(parentCondition(hr.Status.RouteStatus, "gw", gwv1.RouteConditionAccepted), metav1.ConditionFalse, v1.ReasonHostnameConflict, hr.Generation)
 	})
+	// Those reconciles found nothing else to change: the Route was not rewritten.
+	if now, err := getRoute(name); err != nil || now.ResourceVersion != rt.ResourceVersion {
+		t.Errorf("route rewritten without a change: %v %s → %s", err, rt.ResourceVersion, now.ResourceVersion)
+	}
+	gwRV := gw.ResourceVersion
+	if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(gw), gw); err != nil || gw.ResourceVersion != gwRV {
+		t.Errorf("Gateway status rewritten without a change: %v", err)
+	}
 
 	// Deleted: Route, companion and finalizer go; the listener counts drop.
 	if err := tenantEnv.Client.Delete(ctx, hr); err != nil {
