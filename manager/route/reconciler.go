@@ -98,11 +98,22 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.Route{}).
 		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(r.sharingHostnames), builder.WithPredicates(claimChanged)).
-		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.allRoutes)).
+		// Tenant status (counts) changes with every Route: only its spec and deletion matter.
+		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.allRoutes), builder.WithPredicates(claimChanged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.usingSecret)).
-		Watches(&v1.ProxyFleet{}, handler.EnqueueRequestsFromMapFunc(r.ofFleet)).
+		// ProxyFleet status changes with every acknowledged configuration: only its addresses matter.
+		Watches(&v1.ProxyFleet{}, handler.EnqueueRequestsFromMapFunc(r.ofFleet), builder.WithPredicates(AddressesChanged)).
 		Named("route-admission").
 		Complete(r)
+}
+
+// AddressesChanged passes ProxyFleet events that may change the fleet's addresses.
+var AddressesChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*v1.ProxyFleet)
+		n, ok2 := e.ObjectNew.(*v1.ProxyFleet)
+		return !ok1 || !ok2 || o.Generation != n.Generation || !equality.Semantic.DeepEqual(FleetAddresses(o), FleetAddresses(n))
+	},
 }
 
 func tenantOf(ns string) (string, bool) {

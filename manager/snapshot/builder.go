@@ -33,6 +33,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -93,7 +94,7 @@ func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1.TenantNodes{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
 		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
-		Watches(&v1.ProxyFleet{}, &handler.EnqueueRequestForObject{}).
+		Watches(&v1.ProxyFleet{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(route.AddressesChanged)).
 		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fleetName(o.(*v1.Tenant))}}}
 		})).
