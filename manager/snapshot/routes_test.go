@@ -422,6 +422,33 @@ func TestRoutesServedAndProgrammed(t *testing.T) {
 		programmed(o[0], o[1], metav1.ConditionTrue, v1.ReasonProgrammed)
 	}
 
+	// A LoadBalancer on the shared HTTP listener's VIP and port (only a
+	// broken IPAM could do that) is refused on its own; the routes stay.
+	lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: nsC, Name: "clash"}, Spec: v1.LoadBalancerSpec{
+		Source: v1.ServiceSource{Cluster: "cluster-c", Namespace: "default", Name: "clash", UID: "u"},
+		Ports:  []v1.LoadBalancerPort{{Port: 8080, Protocol: v1.ProtocolTCP, NodePort: 30099}},
+	}}
+	if err := env.Client.Create(ctx, lb); err != nil {
+		t.Fatal(err)
+	}
+	lb.Status.Addresses = []v1.Address{{IP: "127.0.60.1", IPMode: v1.IPModeProxy}}
+	lb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted, LastTransitionTime: metav1.Now()}}
+	if err := env.Client.Status().Update(ctx, lb); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "clashing LoadBalancer refused", func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(lb), lb); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(lb.Status.Conditions, v1.ConditionProgrammed); c == nil || c.Reason != v1.ReasonInvalidSpec {
+			return fmt.Errorf("%+v", c)
+		}
+		return nil
+	})
+	if f := last(); len(f.L4) != 0 || len(f.VirtualHosts) != 2 {
+		t.Fatalf("fleet L4 %+v, %d virtual hosts", f.L4, len(f.VirtualHosts))
+	}
+
 	// c's Secret appears: its hostname moves to HTTPS too.
 	if err := env.Client.Create(ctx, tlsSecret(t, nsC, "shop-cert", "shop.c.example.com")); err != nil {
 		t.Fatal(err)
