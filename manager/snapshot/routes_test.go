@@ -533,3 +533,34 @@ func TestGlobalStrategies(t *testing.T) {
 		}
 	}
 }
+
+// TestWildcardHostname: a wildcard hostname is its own virtual host and its
+// certificate is chosen by a wildcard SNI name.
+func TestWildcardHostname(t *testing.T) {
+	ta := &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "a"}}
+	sec := tlsSecret(t, "tenant-a", "wild", "*.w.example.com")
+	rt := accepted(&v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: "r"}, Spec: v1.RouteSpec{
+		Source:    v1.RouteSource{Kind: v1.SourceIngress, Cluster: "c", Namespace: "web", Name: "r", UID: "u"},
+		Hostnames: []v1.Hostname{"*.w.example.com", "exact.w.example.com"},
+		TLS:       []v1.RouteTLS{{Hostnames: []v1.Hostname{"*.w.example.com"}, SecretName: "wild"}},
+		Rules:     []v1.RouteRule{{Backends: []v1.RouteBackend{{ServiceName: "web", NodePort: 30080}}}},
+	}}, "*.w.example.com", "exact.w.example.com")
+	a := fromRoute(ta, rt, &v1.TenantNodes{}, func(string) *corev1.Secret { return sec })
+	vip := netip.MustParseAddr("127.0.60.1")
+	vhosts, _ := virtualHosts([]*admittedRoute{&a}, &model.SharedListener{VIP: vip, Port: 80}, &model.SharedListener{VIP: vip, Port: 443})
+	if len(vhosts) != 2 || vhosts[0].Name != "*.w.example.com" || vhosts[0].Certificate != "a/tenant-a/wild" || vhosts[1].Certificate != "a/tenant-a/wild" {
+		t.Fatalf("virtual hosts %+v", vhosts)
+	}
+	out, err := translate.Translate(&model.Fleet{Name: "f", HTTP: &model.SharedListener{VIP: vip, Port: 80}, HTTPS: &model.SharedListener{VIP: vip, Port: 443},
+		VirtualHosts: vhosts, Certificates: a.certs, Backends: a.backends})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range out.Listeners {
+		if l := l.(*listenerv3.Listener); l.Name == translate.HTTPSListenerName {
+			if got := l.FilterChains[0].FilterChainMatch.ServerNames; !slices.Equal(got, []string{"*.w.example.com", "exact.w.example.com"}) {
+				t.Errorf("server names %v", got)
+			}
+		}
+	}
+}
