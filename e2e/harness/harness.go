@@ -306,9 +306,15 @@ type Tenant struct {
 
 // AddTenant onboards a tenant through the manager (a Tenant object) and
 // starts its ccm with the kubeconfig the manager issued, as an admin would.
+// Its hostnames are *.<name>.example.com.
 func (f *Fleet) AddTenant(name string) (*Tenant, error) {
+	return f.AddTenantWith(name, v1.TenantSpec{AddressPool: "vips", Hostnames: []v1.Hostname{v1.Hostname("*." + name + ".example.com")}})
+}
+
+// AddTenantWith is AddTenant with a given Tenant spec.
+func (f *Fleet) AddTenantWith(name string, spec v1.TenantSpec) (*Tenant, error) {
 	ctx := context.Background()
-	if err := f.Mgmt.Client.Create(ctx, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{AddressPool: "vips"}}); err != nil {
+	if err := f.Mgmt.Client.Create(ctx, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}); err != nil {
 		return nil, err
 	}
 	var sec corev1.Secret
