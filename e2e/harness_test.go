@@ -4,14 +4,20 @@
 package e2e
 
 import (
+	"github.com/go-logr/logr"
 	"net/netip"
 	"os"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fleetlb/fleetlb/e2e/harness"
 )
+
+// The test's own clients log nothing (and controller-runtime does not warn that
+// no logger was set); the binaries' output is shown on failure.
+func init() { ctrllog.SetLogger(logr.Discard()) }
 
 var (
 	buildOnce sync.Once

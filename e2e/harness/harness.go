@@ -7,6 +7,7 @@ package harness
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -229,7 +230,12 @@ type Fleet struct {
 // StartFleet starts the management control plane and the manager, with an
 // AddressPool "vips" holding pool.
 func (h *Harness) StartFleet(pool ...v1.AddressRange) (*Fleet, error) {
-	mgmt, err := testenv.New(testenv.Options{})
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	// external-dns's DNSEndpoint CRD, so the manager publishes DNS records.
+	mgmt, err := testenv.New(testenv.Options{ExtraCRDDirs: []string{filepath.Join(root, "manager", "dns", "testdata", "crds")}})
 	if err != nil {
 		return nil, err
 	}
@@ -327,7 +333,11 @@ func (f *Fleet) AddTenantWith(name string, spec v1.TenantSpec) (*Tenant, error) 
 	if err := os.WriteFile(kc, sec.Data[tenant.KubeconfigKey], 0o600); err != nil {
 		return nil, err
 	}
-	env, err := testenv.New(testenv.Options{NoCRDs: true})
+	crds, err := gatewayCRDs()
+	if err != nil {
+		return nil, err
+	}
+	env, err := testenv.New(testenv.Options{NoCRDs: true, ExtraCRDDirs: []string{crds}})
 	if err != nil {
 		return nil, err
 	}
@@ -362,11 +372,28 @@ func (tc *Tenant) ServeNodePorts(namespace, svcName string, nodes map[string]str
 	if err := tc.Env.Client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: svcName}, &svc); err != nil {
 		return err
 	}
+	return tc.serve(&svc, nodes, "")
+}
+
+// ServeHTTPNodePorts is ServeNodePorts with HTTP echo backends (HTTP/1.1 and h2c).
+func (tc *Tenant) ServeHTTPNodePorts(namespace, svcName string, nodes map[string]string) error {
+	var svc corev1.Service
+	if err := tc.Env.Client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: svcName}, &svc); err != nil {
+		return err
+	}
+	return tc.serve(&svc, nodes, "http")
+}
+
+func (tc *Tenant) serve(svc *corev1.Service, nodes map[string]string, protocol string) error {
 	for node, ip := range nodes {
 		for _, p := range svc.Spec.Ports {
-			id := echo.Identity{Cluster: tc.Name, Node: node, Service: namespace + "/" + svcName}
+			if p.NodePort == 0 {
+				return fmt.Errorf("service %s/%s port %d has no node port", svc.Namespace, svc.Name, p.Port)
+			}
+			id := echo.Identity{Cluster: tc.Name, Node: node, Service: svc.Namespace + "/" + svc.Name}
 			addr := fmt.Sprintf("%s:%d", ip, p.NodePort)
-			if err := tc.h.Backends.Start(tc.Name+"/"+node+"/"+addr, id, strings.ToLower(string(p.Protocol)), addr); err != nil {
+			proto := cmp.Or(protocol, strings.ToLower(string(p.Protocol)))
+			if err := tc.h.Backends.Start(tc.Name+"/"+node+"/"+addr, id, proto, addr); err != nil {
 				return err
 			}
 		}
@@ -412,3 +439,13 @@ func (tc *Tenant) StopNodePorts(node string) error {
 	}
 	return nil
 }
+
+// gatewayCRDs is the standard channel of the gateway-api module in go.mod,
+// installed in every tenant cluster so the ccm's Gateway controllers run.
+var gatewayCRDs = sync.OnceValues(func() (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	if err != nil {
+		return "", fmt.Errorf("locating sigs.k8s.io/gateway-api: %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard"), nil
+})

@@ -1,0 +1,481 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/e2e/harness"
+	"github.com/fleetlb/fleetlb/internal/echo"
+	"github.com/fleetlb/fleetlb/manager/tenant"
+)
+
+// testCA issues serving certificates.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+var certSerial atomic.Int64
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key := check(ecdsa.GenerateKey(elliptic.P256(), crand.Reader))(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(certSerial.Add(1)), Subject: pkix.Name{CommonName: "e2e CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(2 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der := check(x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key))(t)
+	cert := check(x509.ParseCertificate(der))(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// secret is a kubernetes.io/tls Secret for hosts; it returns the certificate's serial too.
+func (ca *testCA) secret(t *testing.T, name string, hosts ...string) (*corev1.Secret, *big.Int) {
+	t.Helper()
+	key := check(ecdsa.GenerateKey(elliptic.P256(), crand.Reader))(t)
+	sn := big.NewInt(certSerial.Add(1))
+	tmpl := &x509.Certificate{SerialNumber: sn, Subject: pkix.Name{CommonName: hosts[0]}, DNSNames: hosts,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(2 * time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der := check(x509.CreateCertificate(crand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key))(t)
+	kder := check(x509.MarshalPKCS8PrivateKey(key))(t)
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Type:       corev1.SecretTypeTLS,
+		Data: map[string][]byte{
+			corev1.TLSCertKey:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+			corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
+		},
+	}, sn
+}
+
+func clusterIPService(name string) *corev1.Service {
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}
+}
+
+func ingressOf(name, host, tlsSecret string, paths map[string]string) *networkingv1.Ingress {
+	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Spec: networkingv1.IngressSpec{IngressClassName: ptr.To("fleetlb")}}
+	rule := networkingv1.IngressRule{Host: host, IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{}}}
+	for p, svc := range paths {
+		rule.HTTP.Paths = append(rule.HTTP.Paths, networkingv1.HTTPIngressPath{Path: p, PathType: ptr.To(networkingv1.PathTypePrefix),
+			Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: svc, Port: networkingv1.ServiceBackendPort{Number: 80}}}})
+	}
+	ing.Spec.Rules = []networkingv1.IngressRule{rule}
+	if tlsSecret != "" {
+		ing.Spec.TLS = []networkingv1.IngressTLS{{Hosts: []string{host}, SecretName: tlsSecret}}
+	}
+	return ing
+}
+
+// serveCompanion waits for the companion NodePort Service of a ClusterIP Service
+// and plays kube-proxy for it with HTTP echo backends.
+func serveCompanion(t *testing.T, tc *harness.Tenant, svc string, nodes map[string]string) {
+	t.Helper()
+	eventually(t, "companion of "+svc, 60*time.Second, func() error {
+		var c corev1.Service
+		if err := tc.Env.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: svc + "-fleetlb"}, &c); err != nil {
+			return err
+		}
+		if c.Spec.Type != corev1.ServiceTypeNodePort || c.Spec.Ports[0].NodePort == 0 {
+			return fmt.Errorf("companion %+v", c.Spec)
+		}
+		return tc.ServeHTTPNodePorts("default", svc+"-fleetlb", nodes)
+	})
+}
+
+type l7Reply struct {
+	status   int
+	location string
+	reply    echo.Reply
+}
+
+// httpVia sends a request for url to addr (curl --resolve style).
+func httpVia(addr, url string, tlsConf *tls.Config, header ...string) (l7Reply, error) {
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	c := &http.Client{Timeout: 5 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Transport: &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: tlsConf != nil, DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, n, _ string) (net.Conn, error) { return d.DialContext(ctx, n, addr) }}}
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return l7Reply{}, err
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return l7Reply{}, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	r := l7Reply{status: resp.StatusCode, location: resp.Header.Get("Location")}
+	if resp.Header.Get("X-Echo-Node") != "" {
+		if err := json.Unmarshal(b, &r.reply); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// reaches waits until url through addr is answered by the given tenant cluster and Service.
+func reaches(t *testing.T, addr, url string, tlsConf *tls.Config, cluster, service string, header ...string) l7Reply {
+	t.Helper()
+	var last l7Reply
+	eventually(t, url+" → "+cluster+" "+service, 60*time.Second, func() error {
+		r, err := httpVia(addr, url, tlsConf, header...)
+		if err != nil {
+			return err
+		}
+		last = r
+		if r.status != 200 || r.reply.Cluster != cluster || r.reply.Service != service {
+			return fmt.Errorf("status %d from %s %s", r.status, r.reply.Cluster, r.reply.Service)
+		}
+		return nil
+	})
+	return last
+}
+
+func ingressEvent(t *testing.T, tc *harness.Tenant, name, reason string) {
+	t.Helper()
+	eventually(t, reason+" event on Ingress "+name, 60*time.Second, func() error {
+		var evs corev1.EventList
+		if err := tc.Env.Client.List(context.Background(), &evs, client.InNamespace("default")); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Kind == "Ingress" && e.InvolvedObject.Name == name && strings.Contains(e.Reason+" "+e.Message, reason) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event on Ingress %s", reason, name)
+	})
+}
+
+// TestL7IngressGatewayTLSAndDNS: two tenants' Ingresses and a Gateway API route on
+// the fleet's shared VIP, HTTPS by SNI from tenant Secrets, certificate rotation,
+// hostname ownership, DNS records and clean deletion, through the real binaries.
+func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
+	h := newHarness(t)
+	f := check(h.StartFleet("127.0.80.1-127.0.80.8"))(t)
+	check(f.StartProxy(true))(t)
+	a := check(f.AddTenantWith("a", v1.TenantSpec{AddressPool: "vips",
+		Hostnames: []v1.Hostname{"*.a.example.com", "*.shared.example.com"}}))(t)
+	b := check(f.AddTenantWith("b", v1.TenantSpec{AddressPool: "vips",
+		Hostnames: []v1.Hostname{"*.b.example.com", "*.shared.example.com"}}))(t)
+	if err := gwv1.Install(a.Env.Scheme); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	aNodes, bNodes := map[string]string{"a-1": "127.0.7.1"}, map[string]string{"b-1": "127.0.8.1"}
+	if err := a.AddNode("a-1", "127.0.7.1", "z1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddNode("b-1", "127.0.8.1", "z1"); err != nil {
+		t.Fatal(err)
+	}
+
+	var vip string
+	eventually(t, "the fleet's shared VIP", 60*time.Second, func() error {
+		var pf v1.ProxyFleet
+		if err := f.Mgmt.Client.Get(ctx, client.ObjectKey{Name: v1.DefaultFleetName}, &pf); err != nil {
+			return err
+		}
+		if len(pf.Status.Addresses) != 1 {
+			return fmt.Errorf("addresses %+v", pf.Status.Addresses)
+		}
+		vip = string(pf.Status.Addresses[0].IP)
+		return nil
+	})
+	httpAddr := netip.AddrPortFrom(netip.MustParseAddr(vip), harness.HTTPPort).String()
+	httpsAddr := netip.AddrPortFrom(netip.MustParseAddr(vip), harness.HTTPSPort).String()
+
+	ca := newTestCA(t)
+	aSecret, _ := ca.secret(t, "a-tls", "web.a.example.com")
+	bSecret, _ := ca.secret(t, "b-tls", "shop.b.example.com")
+	for _, o := range []client.Object{clusterIPService("web"), clusterIPService("api"), aSecret,
+		ingressOf("web", "web.a.example.com", "a-tls", map[string]string{"/": "web", "/api": "api"})} {
+		if err := a.Env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, o := range []client.Object{clusterIPService("shop"), bSecret, ingressOf("shop", "shop.b.example.com", "b-tls", map[string]string{"/": "shop"})} {
+		if err := b.Env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serveCompanion(t, a, "web", aNodes)
+	serveCompanion(t, a, "api", aNodes)
+	serveCompanion(t, b, "shop", bNodes)
+
+	t.Run("the Ingress gets the fleet's address", func(t *testing.T) {
+		eventually(t, "Ingress status", 60*time.Second, func() error {
+			var ing networkingv1.Ingress
+			if err := a.Env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "web"}, &ing); err != nil {
+				return err
+			}
+			if lb := ing.Status.LoadBalancer.Ingress; len(lb) != 1 || lb[0].IP != vip {
+				return fmt.Errorf("status %+v, want %s", lb, vip)
+			}
+			return nil
+		})
+	})
+
+	t.Run("host and path routing for two tenants on the shared VIP", func(t *testing.T) {
+		reaches(t, httpAddr, "http://web.a.example.com/", nil, "a", "default/web-fleetlb")
+		reaches(t, httpAddr, "http://web.a.example.com/api/v1", nil, "a", "default/api-fleetlb")
+		reaches(t, httpAddr, "http://shop.b.example.com/cart", nil, "b", "default/shop-fleetlb")
+		if r, err := httpVia(httpAddr, "http://unknown.example.org/", nil); err != nil || r.status != 404 {
+			t.Errorf("unknown host: %+v %v, want 404", r, err)
+		}
+	})
+
+	tlsFor := &tls.Config{RootCAs: ca.pool}
+	t.Run("HTTPS with each tenant's certificate, verified against the CA", func(t *testing.T) {
+		reaches(t, httpsAddr, "https://web.a.example.com/", tlsFor, "a", "default/web-fleetlb")
+		r := reaches(t, httpsAddr, "https://shop.b.example.com/", tlsFor, "b", "default/shop-fleetlb")
+		if r.reply.Headers["X-Forwarded-Proto"][0] != "https" {
+			t.Errorf("X-Forwarded-Proto %v", r.reply.Headers["X-Forwarded-Proto"])
+		}
+	})
+
+	t.Run("certificate rotation keeps other hostnames' connections", func(t *testing.T) {
+		conn := check(tls.Dial("tcp", httpsAddr, &tls.Config{ServerName: "shop.b.example.com", RootCAs: ca.pool, NextProtos: []string{"http/1.1"}}))(t)
+		defer conn.Close()
+		rotated, serial := ca.secret(t, "a-tls", "web.a.example.com")
+		var cur corev1.Secret
+		if err := a.Env.Client.Get(ctx, client.ObjectKeyFromObject(rotated), &cur); err != nil {
+			t.Fatal(err)
+		}
+		cur.Data = rotated.Data
+		if err := a.Env.Client.Update(ctx, &cur); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the rotated certificate is served", 60*time.Second, func() error {
+			c, err := tls.Dial("tcp", httpsAddr, &tls.Config{ServerName: "web.a.example.com", RootCAs: ca.pool})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if got := c.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(serial) != 0 {
+				return fmt.Errorf("serial %v, want %v", got, serial)
+			}
+			return nil
+		})
+		// The connection opened before the rotation still carries requests.
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := fmt.Fprintf(conn, "GET /held HTTP/1.1\r\nHost: shop.b.example.com\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		line := make([]byte, 12)
+		if _, err := io.ReadFull(conn, line); err != nil || string(line) != "HTTP/1.1 200" {
+			t.Errorf("held connection after rotation: %q %v", line, err)
+		}
+	})
+
+	t.Run("a hostname of another tenant is refused on the claimant's own Ingress", func(t *testing.T) {
+		if err := b.Env.Client.Create(ctx, ingressOf("steal", "web.a.example.com", "", map[string]string{"/": "shop"})); err != nil {
+			t.Fatal(err)
+		}
+		ingressEvent(t, b, "steal", v1.ReasonHostnameNotAllowed)
+		if err := a.Env.Client.Create(ctx, ingressOf("first", "x.shared.example.com", "", map[string]string{"/": "web"})); err != nil {
+			t.Fatal(err)
+		}
+		reaches(t, httpAddr, "http://x.shared.example.com/", nil, "a", "default/web-fleetlb")
+		if err := b.Env.Client.Create(ctx, ingressOf("second", "x.shared.example.com", "", map[string]string{"/": "shop"})); err != nil {
+			t.Fatal(err)
+		}
+		ingressEvent(t, b, "second", v1.ReasonHostnameConflict)
+		for range 10 {
+			r := reaches(t, httpAddr, "http://x.shared.example.com/", nil, "a", "default/web-fleetlb")
+			_ = r
+		}
+		reaches(t, httpAddr, "http://web.a.example.com/", nil, "a", "default/web-fleetlb")
+	})
+
+	t.Run("a DNSEndpoint follows the accepted hostname", func(t *testing.T) {
+		eventually(t, "DNSEndpoint for web.a.example.com", 60*time.Second, func() error {
+			return dnsRecord(ctx, f, "web.a.example.com", vip)
+		})
+	})
+
+	t.Run("Gateway and HTTPRoute: header match, weights, redirect, rewrite", func(t *testing.T) {
+		gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "gw"}, Spec: gwv1.GatewaySpec{
+			GatewayClassName: "fleetlb",
+			Listeners:        []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType, Hostname: ptr.To(gwv1.Hostname("*.a.example.com"))}},
+		}}
+		backend := func(name string, weight int32) gwv1.HTTPBackendRef {
+			return gwv1.HTTPBackendRef{BackendRef: gwv1.BackendRef{Weight: ptr.To(weight), BackendObjectReference: gwv1.BackendObjectReference{
+				Name: gwv1.ObjectName(name), Port: ptr.To(gwv1.PortNumber(80))}}}
+		}
+		prefix := func(p string) []gwv1.HTTPRouteMatch {
+			return []gwv1.HTTPRouteMatch{{Path: &gwv1.HTTPPathMatch{Type: ptr.To(gwv1.PathMatchPathPrefix), Value: ptr.To(p)}}}
+		}
+		hr := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "gw-routes"}, Spec: gwv1.HTTPRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "gw"}}},
+			Hostnames:       []gwv1.Hostname{"gw.a.example.com"},
+			Rules: []gwv1.HTTPRouteRule{
+				{Matches: []gwv1.HTTPRouteMatch{{Headers: []gwv1.HTTPHeaderMatch{{Name: "X-Canary", Value: "yes"}}}}, BackendRefs: []gwv1.HTTPBackendRef{backend("api", 1)}},
+				{Matches: prefix("/old"), Filters: []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gwv1.HTTPRequestRedirectFilter{
+					Hostname: ptr.To(gwv1.PreciseHostname("web.a.example.com")), StatusCode: ptr.To(301)}}}},
+				{Matches: prefix("/v1"), Filters: []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterURLRewrite, URLRewrite: &gwv1.HTTPURLRewriteFilter{
+					Path: &gwv1.HTTPPathModifier{Type: gwv1.PrefixMatchHTTPPathModifier, ReplacePrefixMatch: ptr.To("/v2")}}}},
+					BackendRefs: []gwv1.HTTPBackendRef{backend("web", 1)}},
+				{Matches: prefix("/"), BackendRefs: []gwv1.HTTPBackendRef{backend("web", 50), backend("api", 50)}},
+			},
+		}}
+		for _, o := range []client.Object{gw, hr} {
+			if err := a.Env.Client.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reaches(t, httpAddr, "http://gw.a.example.com/", nil, "a", "default/api-fleetlb", "X-Canary", "yes")
+		r := reaches(t, httpAddr, "http://gw.a.example.com/v1/items", nil, "a", "default/web-fleetlb")
+		if r.reply.Path != "/v2/items" {
+			t.Errorf("rewrite: upstream path %q, want /v2/items", r.reply.Path)
+		}
+		red, err := httpVia(httpAddr, "http://gw.a.example.com/old/page", nil)
+		if err != nil || red.status != 301 || !strings.HasPrefix(red.location, "http://web.a.example.com") || !strings.HasSuffix(red.location, "/old/page") {
+			t.Errorf("redirect: %+v %v", red, err)
+		}
+		seen := map[string]int{}
+		for range 60 {
+			r, err := httpVia(httpAddr, "http://gw.a.example.com/split", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[r.reply.Service]++
+		}
+		if seen["default/web-fleetlb"] < 10 || seen["default/api-fleetlb"] < 10 {
+			t.Errorf("50/50 weights over 60 requests gave %v", seen)
+		}
+		eventually(t, "HTTPRoute parent status Accepted", 30*time.Second, func() error {
+			var got gwv1.HTTPRoute
+			if err := a.Env.Client.Get(ctx, client.ObjectKeyFromObject(hr), &got); err != nil {
+				return err
+			}
+			for _, p := range got.Status.Parents {
+				for _, c := range p.Conditions {
+					if c.Type == string(gwv1.RouteConditionAccepted) && c.Status == metav1.ConditionTrue && c.ObservedGeneration == got.Generation {
+						return nil
+					}
+				}
+			}
+			return fmt.Errorf("parents %+v", got.Status.Parents)
+		})
+		for _, o := range []client.Object{hr, gw} {
+			if err := a.Env.Client.Delete(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
+	t.Run("deleting the Ingress removes route, Secret copy, companions and DNS record", func(t *testing.T) {
+		for _, name := range []string{"web", "first"} {
+			if err := a.Env.Client.Delete(ctx, &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, "web.a.example.com is no longer served", 60*time.Second, func() error {
+			r, err := httpVia(httpAddr, "http://web.a.example.com/", nil)
+			if err != nil {
+				return err
+			}
+			if r.status != 404 {
+				return fmt.Errorf("status %d", r.status)
+			}
+			return nil
+		})
+		eventually(t, "tenant a's Routes and Secret copies are gone", 60*time.Second, func() error {
+			var routes v1.RouteList
+			if err := f.Mgmt.Client.List(ctx, &routes, client.InNamespace(tenant.Namespace("a"))); err != nil {
+				return err
+			}
+			if len(routes.Items) != 0 {
+				return fmt.Errorf("%d Routes left", len(routes.Items))
+			}
+			var secs corev1.SecretList
+			if err := f.Mgmt.Client.List(ctx, &secs, client.InNamespace(tenant.Namespace("a"))); err != nil {
+				return err
+			}
+			for _, s := range secs.Items {
+				if s.Type == corev1.SecretTypeTLS {
+					return fmt.Errorf("TLS Secret %s left", s.Name)
+				}
+			}
+			return nil
+		})
+		eventually(t, "companions are gone", 60*time.Second, func() error {
+			for _, svc := range []string{"web-fleetlb", "api-fleetlb"} {
+				err := a.Env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: svc}, &corev1.Service{})
+				if !apierrors.IsNotFound(err) {
+					return fmt.Errorf("%s: %v", svc, err)
+				}
+			}
+			return nil
+		})
+		eventually(t, "the DNS record is gone", 60*time.Second, func() error {
+			if err := dnsRecord(ctx, f, "web.a.example.com", vip); err == nil {
+				return fmt.Errorf("still published")
+			}
+			return nil
+		})
+		// The other tenant's hostname with the now free claim is served by b.
+		reaches(t, httpAddr, "http://x.shared.example.com/", nil, "b", "default/shop-fleetlb")
+		reaches(t, httpsAddr, "https://shop.b.example.com/", tlsFor, "b", "default/shop-fleetlb")
+	})
+}
+
+// dnsRecord finds a DNSEndpoint record for host pointing at target.
+func dnsRecord(ctx context.Context, f *harness.Fleet, host, target string) error {
+	var list unstructured.UnstructuredList
+	list.SetGroupVersionKind(schema.GroupVersionKind{Group: "externaldns.k8s.io", Version: "v1alpha1", Kind: "DNSEndpointList"})
+	if err := f.Mgmt.Client.List(ctx, &list); err != nil {
+		return err
+	}
+	for _, o := range list.Items {
+		eps, _, _ := unstructured.NestedSlice(o.Object, "spec", "endpoints")
+		for _, e := range eps {
+			m, _ := e.(map[string]any)
+			targets, _, _ := unstructured.NestedStringSlice(m, "targets")
+			if m["dnsName"] == host && len(targets) == 1 && targets[0] == target {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("no DNSEndpoint record %s → %s among %d objects", host, target, len(list.Items))
+}
