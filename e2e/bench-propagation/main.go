@@ -2,7 +2,9 @@
 // usable: it runs a whole fleet on this machine (e2e/harness), creates N
 // LoadBalancer Services across two tenants, and reports p50/p99/max of
 // apply → address on the tenant Service and apply → first connection through
-// the VIP that reaches the Service's node.
+// the VIP that reaches the Service's node. With -routes it creates N Ingresses
+// with TLS instead and reports apply → address on the Ingress and apply → first
+// HTTPS 200 through the fleet's shared VIP (SNI, verified against the CA).
 package main
 
 import (
@@ -28,12 +30,17 @@ import (
 )
 
 func main() {
-	n := flag.Int("n", 100, "number of Services (split over two tenants, at most 250)")
+	n := flag.Int("n", 100, "number of Services or Ingresses (split over two tenants, at most 250)")
+	routes := flag.Bool("routes", false, "measure Ingresses with TLS (L7) instead of LoadBalancer Services")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
 	flag.Parse()
 	if *n < 1 || *n > 250 {
 		fmt.Fprintln(os.Stderr, "bench-propagation: -n must be 1-250 (the VIP pool is 127.0.110.1-250)")
 		os.Exit(2)
+	}
+	run := run
+	if *routes {
+		run = runRoutes
 	}
 	if err := run(*n, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-propagation:", err)
@@ -43,44 +50,57 @@ func main() {
 
 type sample struct{ address, traffic time.Duration }
 
-func run(n int, timeout time.Duration) error {
+// fleet starts the installation: management, two tenants with one node each, a proxy.
+func fleet() (*harness.Harness, *harness.Fleet, []*harness.Tenant, func(), error) {
 	root, err := testenv.ModuleRoot()
 	if err != nil {
-		return err
+		return nil, nil, nil, nil, err
 	}
 	binDir := filepath.Join(root, "bin")
 	if err := harness.Build(binDir); err != nil {
-		return err
+		return nil, nil, nil, nil, err
 	}
 	dir, err := os.MkdirTemp("", "fleetlb-bench-")
 	if err != nil {
-		return err
+		return nil, nil, nil, nil, err
 	}
-	defer os.RemoveAll(dir)
 	h, err := harness.New(binDir, dir)
 	if err != nil {
-		return err
+		return nil, nil, nil, nil, err
 	}
-	defer h.Close()
+	done := func() { h.Close(); os.RemoveAll(dir) }
+	fail := func(err error) (*harness.Harness, *harness.Fleet, []*harness.Tenant, func(), error) {
+		done()
+		return nil, nil, nil, nil, err
+	}
 	f, err := h.StartFleet("127.0.110.1-127.0.110.250")
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	if _, err := f.StartProxy(true); err != nil {
-		return err
+		return fail(err)
 	}
 	var tenants []*harness.Tenant
 	for i, name := range []string{"a", "b"} {
 		tc, err := f.AddTenant(name)
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		if err := tc.AddNode(name+"-1", fmt.Sprintf("127.0.11%d.1", i+1), "z1"); err != nil {
-			return err
+			return fail(err)
 		}
 		tenants = append(tenants, tc)
 	}
-	time.Sleep(time.Second) // let TenantNodes settle so every Service starts from the same state
+	time.Sleep(time.Second) // let TenantNodes settle so every object starts from the same state
+	return h, f, tenants, done, nil
+}
+
+func run(n int, timeout time.Duration) error {
+	h, _, tenants, done, err := fleet()
+	if err != nil {
+		return err
+	}
+	defer done()
 
 	ctx := context.Background()
 	samples := make([]sample, n)
@@ -125,24 +145,34 @@ func run(n int, timeout time.Duration) error {
 	}
 	wg.Wait()
 	close(errs)
+	if err := failed(h, errs); err != nil {
+		return err
+	}
+	fmt.Printf("%d LoadBalancer Services over 2 tenants (created back to back):\n", n)
+	report(samples, "apply → address on the Service", func(s sample) time.Duration { return s.address })
+	report(samples, "apply → first connection via VIP", func(s sample) time.Duration { return s.traffic })
+	return nil
+}
+
+// failed returns the first error, with the processes' output saved beside it.
+func failed(h *harness.Harness, errs chan error) error {
 	if err := <-errs; err != nil {
 		out := filepath.Join(os.TempDir(), "fleetlb-bench-processes.log")
 		_ = os.WriteFile(out, []byte(h.Output()), 0o644)
 		return fmt.Errorf("%w (process output in %s)", err, out)
 	}
-	report := func(what string, get func(sample) time.Duration) {
-		ds := make([]time.Duration, n)
-		for i, s := range samples {
-			ds[i] = get(s)
-		}
-		slices.Sort(ds)
-		q := func(p float64) time.Duration { return ds[min(n-1, int(p*float64(n)))] }
-		fmt.Printf("%-34s p50 %8s  p99 %8s  max %8s\n", what, q(0.50).Round(time.Millisecond), q(0.99).Round(time.Millisecond), ds[n-1].Round(time.Millisecond))
-	}
-	fmt.Printf("%d LoadBalancer Services over 2 tenants (created back to back):\n", n)
-	report("apply → address on the Service", func(s sample) time.Duration { return s.address })
-	report("apply → first connection via VIP", func(s sample) time.Duration { return s.traffic })
 	return nil
+}
+
+func report(samples []sample, what string, get func(sample) time.Duration) {
+	n := len(samples)
+	ds := make([]time.Duration, n)
+	for i, s := range samples {
+		ds[i] = get(s)
+	}
+	slices.Sort(ds)
+	q := func(p float64) time.Duration { return ds[min(n-1, int(p*float64(n)))] }
+	fmt.Printf("%-36s p50 %8s  p99 %8s  max %8s\n", what, q(0.50).Round(time.Millisecond), q(0.99).Round(time.Millisecond), ds[n-1].Round(time.Millisecond))
 }
 
 func connect(addr string) (echo.Identity, error) {
