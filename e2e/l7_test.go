@@ -2,14 +2,8 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	crand "crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"math/big"
@@ -17,7 +11,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,49 +28,23 @@ import (
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/e2e/harness"
 	"github.com/fleetlb/fleetlb/internal/echo"
+	"github.com/fleetlb/fleetlb/internal/testcerts"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
-// testCA issues serving certificates.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
+// testCA issues serving certificates as kubernetes.io/tls Secrets.
+type testCA struct{ *testcerts.CA }
 
-var certSerial atomic.Int64
+func newTestCA(t *testing.T) *testCA { return &testCA{check(testcerts.NewCA())(t)} }
 
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key := check(ecdsa.GenerateKey(elliptic.P256(), crand.Reader))(t)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(certSerial.Add(1)), Subject: pkix.Name{CommonName: "e2e CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(2 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	der := check(x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key))(t)
-	cert := check(x509.ParseCertificate(der))(t)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// secret is a kubernetes.io/tls Secret for hosts; it returns the certificate's serial too.
+// secret is a kubernetes.io/tls Secret in "default" for hosts, and its serial.
 func (ca *testCA) secret(t *testing.T, name string, hosts ...string) (*corev1.Secret, *big.Int) {
 	t.Helper()
-	key := check(ecdsa.GenerateKey(elliptic.P256(), crand.Reader))(t)
-	sn := big.NewInt(certSerial.Add(1))
-	tmpl := &x509.Certificate{SerialNumber: sn, Subject: pkix.Name{CommonName: hosts[0]}, DNSNames: hosts,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(2 * time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der := check(x509.CreateCertificate(crand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key))(t)
-	kder := check(x509.MarshalPKCS8PrivateKey(key))(t)
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
-		Type:       corev1.SecretTypeTLS,
-		Data: map[string][]byte{
-			corev1.TLSCertKey:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-			corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		},
-	}, sn
+	s, sn, err := ca.Secret("default", name, hosts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, sn
 }
 
 func clusterIPService(name string) *corev1.Service {
@@ -101,20 +68,11 @@ func ingressOf(name, host, tlsSecret string, paths map[string]string) *networkin
 	return ing
 }
 
-// serveCompanion waits for the companion NodePort Service of a ClusterIP Service
-// and plays kube-proxy for it with HTTP echo backends.
 func serveCompanion(t *testing.T, tc *harness.Tenant, svc string, nodes map[string]string) {
 	t.Helper()
-	eventually(t, "companion of "+svc, 60*time.Second, func() error {
-		var c corev1.Service
-		if err := tc.Env.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: svc + "-fleetlb"}, &c); err != nil {
-			return err
-		}
-		if c.Spec.Type != corev1.ServiceTypeNodePort || c.Spec.Ports[0].NodePort == 0 {
-			return fmt.Errorf("companion %+v", c.Spec)
-		}
-		return tc.ServeHTTPNodePorts("default", svc+"-fleetlb", nodes)
-	})
+	if err := tc.ServeCompanion("default", svc, nodes, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }
 
 type l7Reply struct {
@@ -264,7 +222,7 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 		}
 	})
 
-	tlsFor := &tls.Config{RootCAs: ca.pool}
+	tlsFor := &tls.Config{RootCAs: ca.Pool}
 	t.Run("HTTPS with each tenant's certificate, verified against the CA", func(t *testing.T) {
 		reaches(t, httpsAddr, "https://web.a.example.com/", tlsFor, "a", "default/web-fleetlb")
 		r := reaches(t, httpsAddr, "https://shop.b.example.com/", tlsFor, "b", "default/shop-fleetlb")
@@ -274,7 +232,7 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 	})
 
 	t.Run("certificate rotation keeps other hostnames' connections", func(t *testing.T) {
-		conn := check(tls.Dial("tcp", httpsAddr, &tls.Config{ServerName: "shop.b.example.com", RootCAs: ca.pool, NextProtos: []string{"http/1.1"}}))(t)
+		conn := check(tls.Dial("tcp", httpsAddr, &tls.Config{ServerName: "shop.b.example.com", RootCAs: ca.Pool, NextProtos: []string{"http/1.1"}}))(t)
 		defer conn.Close()
 		rotated, serial := ca.secret(t, "a-tls", "web.a.example.com")
 		var cur corev1.Secret
@@ -286,7 +244,7 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, "the rotated certificate is served", 60*time.Second, func() error {
-			c, err := tls.Dial("tcp", httpsAddr, &tls.Config{ServerName: "web.a.example.com", RootCAs: ca.pool})
+			c, err := tls.Dial("tcp", httpsAddr, &tls.Config{ServerName: "web.a.example.com", RootCAs: ca.Pool})
 			if err != nil {
 				return err
 			}

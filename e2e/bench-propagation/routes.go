@@ -2,15 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -25,57 +18,8 @@ import (
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/e2e/harness"
+	"github.com/fleetlb/fleetlb/internal/testcerts"
 )
-
-// issuer signs one certificate per hostname.
-type issuer struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newIssuer() (*issuer, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &issuer{cert: cert, key: key, pool: pool}, nil
-}
-
-func (is *issuer) secret(name, host string, serial int64) (*corev1.Secret, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, is.cert, &key.PublicKey, is.key)
-	if err != nil {
-		return nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}, Type: corev1.SecretTypeTLS,
-		Data: map[string][]byte{
-			corev1.TLSCertKey:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-			corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		}}, nil
-}
 
 // runRoutes measures Ingresses with TLS: each has its own hostname, Secret and
 // NodePort Service (created beforehand, with its echo running, so only the
@@ -87,7 +31,7 @@ func runRoutes(n int, timeout time.Duration) error {
 	}
 	defer done()
 	ctx := context.Background()
-	is, err := newIssuer()
+	is, err := testcerts.NewCA()
 	if err != nil {
 		return err
 	}
@@ -113,7 +57,7 @@ func runRoutes(n int, timeout time.Duration) error {
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
 			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": name},
 				Ports: []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}}}}
-		sec, err := is.secret(name+"-tls", hosts[i], int64(i+2))
+		sec, _, err := is.Secret("default", name+"-tls", hosts[i])
 		if err != nil {
 			return err
 		}
@@ -163,7 +107,7 @@ func runRoutes(n int, timeout time.Duration) error {
 			}
 			samples[i].address = time.Since(applied)
 			c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-				TLSClientConfig: &tls.Config{RootCAs: is.pool}, DisableKeepAlives: true,
+				TLSClientConfig: &tls.Config{RootCAs: is.Pool}, DisableKeepAlives: true,
 				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 					return (&net.Dialer{}).DialContext(ctx, network, httpsAddr)
 				}}}

@@ -114,6 +114,11 @@ func run(dir string) error {
 		addrs[ex.tenant+"/"+ex.name] = ip
 	}
 
+	vip, err := l7Examples(dir, tenants, nodeIPs)
+	if err != nil {
+		return err
+	}
+
 	kubectl := filepath.Join(root, "bin", "k8s", "kubectl")
 	fmt.Printf(`
 fleetlb is running. Try:
@@ -131,9 +136,20 @@ fleetlb is running. Try:
   nc %[4]s 8080 </dev/null        # team-b/web: answered by b-node-1
   echo hi | nc -u -w1 %[5]s 5353  # team-a/dns over UDP
 
-Services of type LoadBalancer with spec.loadBalancerClass %[6]s get an address.
+  # L7 on the fleet's shared VIP %[7]s: team-a's Ingress with TLS (the demo CA signed its Secret)
+  curl --cacert %[2]s/ca.crt --resolve web.team-a.example.com:%[8]d:%[7]s https://web.team-a.example.com:%[8]d/
+  # team-b's Gateway + HTTPRoute: a header picks v2, everything else goes to v1
+  curl --resolve shop.team-b.example.com:%[9]d:%[7]s http://shop.team-b.example.com:%[9]d/
+  curl --resolve shop.team-b.example.com:%[9]d:%[7]s -H 'X-Version: v2' http://shop.team-b.example.com:%[9]d/
+  %[1]s --kubeconfig %[2]s/tenant-team-a.kubeconfig get ingress
+  %[1]s --kubeconfig %[2]s/tenant-team-b.kubeconfig get gateway,httproute
+  %[1]s --kubeconfig %[2]s/management.kubeconfig get routes -A
+
+Services of type LoadBalancer with spec.loadBalancerClass %[6]s get an address;
+Ingresses of class fleetlb and Gateways of class fleetlb get the fleet's shared VIP.
 Press Ctrl-C to stop everything.
-`, kubectl, dir, addrs["team-a/web"], addrs["team-b/web"], addrs["team-a/dns"], service.DefaultClass)
+`, kubectl, dir, addrs["team-a/web"], addrs["team-b/web"], addrs["team-a/dns"], service.DefaultClass,
+		vip, harness.HTTPSPort, harness.HTTPPort)
 	<-sig
 	return nil
 }

@@ -449,3 +449,19 @@ var gatewayCRDs = sync.OnceValues(func() (string, error) {
 	}
 	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard"), nil
 })
+
+// ServeCompanion waits for the companion NodePort Service the ccm creates for a
+// ClusterIP Service used by an Ingress or HTTPRoute ("<svc>-fleetlb") and serves
+// HTTP echo backends on its node port.
+func (tc *Tenant) ServeCompanion(namespace, svc string, nodes map[string]string, timeout time.Duration) error {
+	return Eventually(timeout, func() error {
+		var c corev1.Service
+		if err := tc.Env.Client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: svc + "-fleetlb"}, &c); err != nil {
+			return err
+		}
+		if c.Spec.Type != corev1.ServiceTypeNodePort || len(c.Spec.Ports) == 0 || c.Spec.Ports[0].NodePort == 0 {
+			return fmt.Errorf("companion of %s/%s is not ready: %+v", namespace, svc, c.Spec)
+		}
+		return tc.serve(&c, nodes, "http")
+	})
+}

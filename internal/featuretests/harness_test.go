@@ -2,14 +2,8 @@ package featuretests
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	crand "crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"math/big"
@@ -17,7 +11,6 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +27,7 @@ import (
 	"github.com/fleetlb/fleetlb/internal/proxy"
 	"github.com/fleetlb/fleetlb/internal/proxy/l7"
 	"github.com/fleetlb/fleetlb/internal/proxy/upstream"
+	"github.com/fleetlb/fleetlb/internal/testcerts"
 )
 
 const fleetName = "default"
@@ -290,61 +284,25 @@ func get(t *testing.T, c *http.Client, url string, header ...string) result {
 }
 
 // ca issues certificates for tests.
-type ca struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-var serial atomic.Int64
+type ca struct{ *testcerts.CA }
 
 func newCA(t *testing.T) *ca {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	c, err := testcerts.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: "fleetlb test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &ca{cert: cert, key: key, pool: pool}
+	return &ca{c}
 }
 
 // issue returns a model certificate for names, with serial as its identity.
 func (c *ca) issue(t *testing.T, name string, names ...string) (model.Certificate, *big.Int) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	cert, key, sn, err := c.Issue(names...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sn := big.NewInt(serial.Add(1))
-	tmpl := &x509.Certificate{
-		SerialNumber: sn, Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(crand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return model.Certificate{
-		Name:    name,
-		CertPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		KeyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})),
-	}, sn
+	return model.Certificate{Name: name, CertPEM: string(cert), KeyPEM: string(key)}, sn
 }
 
 func must[T any](v T, err error) T {

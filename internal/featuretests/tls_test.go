@@ -17,7 +17,7 @@ import (
 func handshake(t *testing.T, addr, serverName string, roots *ca) (*tls.Conn, *big.Int, string) {
 	t.Helper()
 	conn, err := tls.DialWithDialer(&net.Dialer{}, "tcp", addr, &tls.Config{
-		ServerName: serverName, RootCAs: roots.pool, NextProtos: []string{"h2", "http/1.1"},
+		ServerName: serverName, RootCAs: roots.Pool, NextProtos: []string{"h2", "http/1.1"},
 	})
 	if err != nil {
 		t.Fatalf("TLS handshake for %s: %v", serverName, err)
@@ -67,12 +67,12 @@ func TestHTTPSBySNIWithTwoCertificatesAndRotation(t *testing.T) {
 			t.Errorf("SNI %s: certificate serial %v (want %v), ALPN %q (want h2)", tc.sni, sn, tc.serial, proto)
 		}
 	}
-	if _, err := tls.Dial("tcp", httpsAddr, &tls.Config{ServerName: "c.example.com", RootCAs: roots.pool}); err == nil {
+	if _, err := tls.Dial("tcp", httpsAddr, &tls.Config{ServerName: "c.example.com", RootCAs: roots.Pool}); err == nil {
 		t.Error("a server name without a filter chain must fail the handshake")
 	}
 
 	// Requests over HTTPS reach each tenant's backend over HTTP/2.
-	cb := client(httpsAddr, &tls.Config{RootCAs: roots.pool})
+	cb := client(httpsAddr, &tls.Config{RootCAs: roots.Pool})
 	rb := get(t, cb, "https://b.example.com:8443/x")
 	if rb.reply.Node != "b-1" || rb.reply.Headers["X-Forwarded-Proto"][0] != "https" {
 		t.Fatalf("https b: node %q headers %v", rb.reply.Node, rb.reply.Headers)
@@ -84,9 +84,9 @@ func TestHTTPSBySNIWithTwoCertificatesAndRotation(t *testing.T) {
 	}
 
 	// Hold an HTTP/2 connection to b open, then rotate a's certificate.
-	held := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots.pool}, ForceAttemptHTTP2: true,
+	held := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots.Pool}, ForceAttemptHTTP2: true,
 		DialTLSContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&tls.Dialer{Config: &tls.Config{ServerName: "b.example.com", RootCAs: roots.pool, NextProtos: []string{"h2"}}}).DialContext(ctx, network, httpsAddr)
+			return (&tls.Dialer{Config: &tls.Config{ServerName: "b.example.com", RootCAs: roots.Pool, NextProtos: []string{"h2"}}}).DialContext(ctx, network, httpsAddr)
 		}}
 	var dials int
 	heldClient := &http.Client{Transport: held}
