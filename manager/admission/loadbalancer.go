@@ -68,6 +68,47 @@ func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 func owner(lb *v1.LoadBalancer) string { return lb.Namespace + "/" + lb.Name }
 
+// holder is who holds a LoadBalancer's address in the pool: the LoadBalancer
+// itself, or, for a member of a global load balancer, the global name within
+// the tenant group (or the tenant, without a group), so every member gets the
+// same VIP.
+func holder(t *v1.Tenant, lb *v1.LoadBalancer) string {
+	if lb.Spec.Global == nil || lb.Spec.Global.Name == "" {
+		return owner(lb)
+	}
+	return "global:" + cmp.Or(t.Spec.Group, "tenant-"+t.Name) + "/" + lb.Spec.Global.Name
+}
+
+// releaseFor frees what lb holds, unless it is a global name another live
+// member still uses.
+func (r *LoadBalancerReconciler) releaseFor(ctx context.Context, t *v1.Tenant, lb *v1.LoadBalancer) error {
+	who := holder(t, lb)
+	if who != owner(lb) {
+		var tenants v1.TenantList
+		if err := r.Client.List(ctx, &tenants); err != nil {
+			return err
+		}
+		for i := range tenants.Items {
+			other := &tenants.Items[i]
+			if other.Spec.AddressPool != t.Spec.AddressPool {
+				continue
+			}
+			var list v1.LoadBalancerList
+			if err := r.Client.List(ctx, &list, client.InNamespace(tenant.Namespace(other.Name))); err != nil {
+				return err
+			}
+			for j := range list.Items {
+				m := &list.Items[j]
+				if owner(m) != owner(lb) && m.DeletionTimestamp.IsZero() && holder(other, m) == who && len(m.Status.Addresses) > 0 {
+					return nil // still in use by another member
+				}
+			}
+		}
+	}
+	r.release(ctx, t.Spec.AddressPool, who)
+	return nil
+}
+
 func tenantOf(ns string) (string, bool) {
 	name, ok := strings.CutPrefix(ns, tenant.NamespacePrefix)
 	return name, ok && name != ""
@@ -91,7 +132,9 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	if !lb.DeletionTimestamp.IsZero() {
 		if ok {
-			r.release(ctx, t.Spec.AddressPool, owner(&lb))
+			if err := r.releaseFor(ctx, &t, &lb); err != nil {
+				return ctrl.Result{}, err
+			}
 		}
 		if controllerutil.RemoveFinalizer(&lb, Finalizer) {
 			return ctrl.Result{}, r.Client.Update(ctx, &lb)
@@ -110,7 +153,9 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if reason, msg, err := r.checkLimits(ctx, &t, &lb); err != nil {
 		return ctrl.Result{}, err
 	} else if reason != "" {
-		r.release(ctx, t.Spec.AddressPool, owner(&lb))
+		if err := r.releaseFor(ctx, &t, &lb); err != nil {
+			return ctrl.Result{}, err
+		}
 		return ctrl.Result{}, r.refuse(ctx, &lb, netip.Addr{}, reason, msg)
 	}
 
@@ -119,7 +164,7 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, err
 	}
 	if reason != "" {
-		return ctrl.Result{}, r.refuse(ctx, &lb, r.held(t.Spec.AddressPool, owner(&lb)), reason, msg)
+		return ctrl.Result{}, r.refuse(ctx, &lb, r.held(t.Spec.AddressPool, holder(&t, &lb)), reason, msg)
 	}
 	status := lb.Status.DeepCopy()
 	status.ObservedGeneration = lb.Generation
@@ -212,12 +257,12 @@ func (r *LoadBalancerReconciler) allocate(ctx context.Context, t *v1.Tenant, lb 
 		return netip.Addr{}, v1.ReasonAddressNotAvailable, fmt.Sprintf("address pool %s is unusable: %v", ap.Name, p.err), nil
 	}
 	if !requested.IsValid() && ap.Spec.AutoAssign != nil && !*ap.Spec.AutoAssign {
-		if cur, ok := p.alloc.Lookup(owner(lb)); ok {
+		if cur, ok := p.alloc.Lookup(holder(t, lb)); ok {
 			return cur, "", "", nil
 		}
 		return netip.Addr{}, v1.ReasonAddressNotAvailable, fmt.Sprintf("address pool %s hands out requested addresses only", ap.Name), nil
 	}
-	addr, err := p.alloc.Allocate(owner(lb), requested)
+	addr, err := p.alloc.Allocate(holder(t, lb), requested)
 	var inUse *ipam.InUseError
 	switch {
 	case err == nil:
@@ -266,6 +311,7 @@ func (r *LoadBalancerReconciler) poolLocked(ctx context.Context, ap *v1.AddressP
 		return nil, err
 	}
 	var lbs []v1.LoadBalancer
+	holders := map[string]string{} // owner → holder
 	for _, t := range tenants.Items {
 		if t.Spec.AddressPool != ap.Name {
 			continue
@@ -273,6 +319,9 @@ func (r *LoadBalancerReconciler) poolLocked(ctx context.Context, ap *v1.AddressP
 		var list v1.LoadBalancerList
 		if err := r.Client.List(ctx, &list, client.InNamespace(tenant.Namespace(t.Name))); err != nil {
 			return nil, err
+		}
+		for i := range list.Items {
+			holders[owner(&list.Items[i])] = holder(&t, &list.Items[i])
 		}
 		lbs = append(lbs, list.Items...)
 	}
@@ -283,7 +332,7 @@ func (r *LoadBalancerReconciler) poolLocked(ctx context.Context, ap *v1.AddressP
 	for i := range lbs {
 		for _, a := range lbs[i].Status.Addresses {
 			if addr, err := netip.ParseAddr(string(a.IP)); err == nil && p.alloc.Contains(addr) {
-				_ = p.alloc.Reserve(owner(&lbs[i]), addr)
+				_ = p.alloc.Reserve(holders[owner(&lbs[i])], addr)
 			}
 		}
 	}

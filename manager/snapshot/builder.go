@@ -119,6 +119,7 @@ func (b *Builder) fleetOfNamespace(ctx context.Context, o client.Object) []recon
 // admittedLB is one LoadBalancer and the model parts made from it.
 type admittedLB struct {
 	lb       *v1.LoadBalancer
+	global   string // globalKey: LoadBalancers with the same one share a VIP and backends
 	services []model.L4Service
 	backends []model.Backend
 }
@@ -176,6 +177,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 				continue
 			}
 			a, err := fromLoadBalancer(t.Name, lb, nodes)
+			a.global = globalKey(t, lb)
 			lbs, lbErrs = append(lbs, a), append(lbErrs, err)
 		}
 		var rtList v1.RouteList
@@ -253,6 +255,8 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		}
 	}
 
+	globals := map[string][]admittedLB{}
+	var globalOrder []string
 	for i, a := range lbs {
 		o := served{obj: a.lb, gen: a.lb.Generation}
 		err := lbErrs[i]
@@ -261,13 +265,30 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 			// listeners), so one bad object never stalls the fleet.
 			_, err = translate.Translate(&model.Fleet{Name: fleet, L4: a.services, Backends: a.backends, HTTP: f.HTTP, HTTPS: f.HTTPS})
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			o.reason, o.msg = v1.ReasonInvalidSpec, err.Error()
-		} else {
+		case a.global != "" && len(a.services) > 0:
+			// Members of a global load balancer are joined below, per shared VIP.
+			key := a.global + "@" + a.services[0].VIP.String()
+			if globals[key] == nil {
+				globalOrder = append(globalOrder, key)
+			}
+			globals[key] = append(globals[key], a)
+		default:
 			f.L4 = append(f.L4, a.services...)
 			f.Backends = append(f.Backends, a.backends...)
 		}
 		objects = append(objects, o)
+	}
+	for _, key := range globalOrder {
+		members := globals[key]
+		slices.SortFunc(members, func(x, y admittedLB) int {
+			return cmp.Or(x.lb.CreationTimestamp.Compare(y.lb.CreationTimestamp.Time), cmp.Compare(x.lb.Namespace+"/"+x.lb.Name, y.lb.Namespace+"/"+y.lb.Name))
+		})
+		svcs, bes := mergeGlobalLoadBalancers(members[0].global, members)
+		f.L4 = append(f.L4, svcs...)
+		f.Backends = append(f.Backends, bes...)
 	}
 	slices.SortFunc(f.L4, func(x, y model.L4Service) int { return cmp.Compare(x.Backend, y.Backend) })
 	slices.SortFunc(f.Backends, func(x, y model.Backend) int { return cmp.Compare(x.Name, y.Name) })

@@ -403,18 +403,7 @@ func mergeGlobal(host string, routes []model.Route, origins []*admittedRoute, ba
 		if g := origins[i].rt.Spec.Global; g != nil && g.Strategy != "" {
 			strategy = g.Strategy
 		}
-		weight := func(a *admittedRoute) uint32 {
-			if g := a.rt.Spec.Global; strategy == v1.StrategyWeighted && g != nil && g.Weight != nil {
-				return uint32(max(*g.Weight, 0))
-			}
-			return 1
-		}
-		priority := func(a *admittedRoute) int32 {
-			if g := a.rt.Spec.Global; strategy == v1.StrategyFailover && g != nil && g.Priority != nil {
-				return *g.Priority
-			}
-			return 0
-		}
+		weight := func(a *admittedRoute) uint32 { return memberOf(nil, strategy, a.rt.Spec.Global).weight }
 		fw := *routes[i].Forward
 		joined := routes[i]
 		joined.Forward = &fw
@@ -430,30 +419,12 @@ func mergeGlobal(host string, routes []model.Route, origins []*admittedRoute, ba
 			proto = backends[wbs[0].Backend].Protocol
 		}
 		if single {
-			// Envoy priorities are contiguous from 0.
-			var prios []int32
+			var members []globalMember
 			for _, k := range same {
-				prios = append(prios, priority(origins[k]))
+				members = append(members, memberOf(backends[routes[k].Forward.Backends[0].Backend].Groups, strategy, origins[k].rt.Spec.Global))
 			}
-			slices.Sort(prios)
-			prios = slices.Compact(prios)
-			gb := model.Backend{Name: "global/" + host + "/" + routes[i].Name, Protocol: proto,
-				HealthCheck: &model.HealthCheck{Type: model.HealthTCP}, LocalityWeighted: strategy != v1.StrategyFailover}
-			for _, k := range same {
-				src := backends[routes[k].Forward.Backends[0].Backend]
-				w := weight(origins[k])
-				if w == 0 || len(src.Groups) == 0 {
-					continue
-				}
-				for _, g := range src.Groups {
-					g.Priority = uint32(slices.Index(prios, priority(origins[k])))
-					if gb.LocalityWeighted {
-						// The cluster's share is split over its zones.
-						g.Weight = max(1, w*120/uint32(len(src.Groups)))
-					}
-					gb.Groups = append(gb.Groups, g)
-				}
-			}
+			gb := globalBackend(model.Backend{Name: "global/" + host + "/" + routes[i].Name, Protocol: proto,
+				HealthCheck: &model.HealthCheck{Type: model.HealthTCP}}, strategy, members)
 			joined.Forward.Backends = []model.WeightedBackend{{Backend: gb.Name, Weight: 1}}
 			extra = append(extra, gb)
 			out = append(out, joined)
