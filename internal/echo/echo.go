@@ -297,6 +297,8 @@ func (f *Fleet) Start(key string, id Identity, protocol, addr string) error {
 		_, err = s.ServeUDP(addr)
 	case "http":
 		_, err = s.ServeHTTP(addr, false)
+	case "grpc":
+		_, err = s.ServeGRPC(addr)
 	default:
 		err = fmt.Errorf("echo: unknown protocol %q", protocol)
 	}

@@ -2,6 +2,7 @@ package echo
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -9,6 +10,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 var id = Identity{Cluster: "tenant-a", Node: "node-1", Service: "default/web"}
@@ -121,5 +128,28 @@ func TestFleetStartStop(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		t.Fatal("stopped backend still accepts")
+	}
+}
+
+func TestGRPCHealthNamesTheBackend(t *testing.T) {
+	s := New(Identity{Cluster: "a", Node: "n1", Service: "default/g"})
+	defer s.Close()
+	addr, err := s.ServeGRPC("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hc := healthpb.NewHealthClient(conn)
+	if r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "a/n1/default/g"}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("own name: %v %v", r, err)
+	}
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "b/n1/default/g"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("another backend's name: %v, want NotFound", err)
 	}
 }
