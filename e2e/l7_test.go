@@ -10,13 +10,21 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -360,6 +368,108 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	})
+
+	t.Run("GRPCRoute to a gRPC backend", func(t *testing.T) {
+		gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "grpc-gw"}, Spec: gwv1.GatewaySpec{
+			GatewayClassName: "fleetlb",
+			Listeners:        []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType, Hostname: ptr.To(gwv1.Hostname("grpc.a.example.com"))}},
+		}}
+		gr := &gwv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "health"}, Spec: gwv1.GRPCRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "grpc-gw"}}},
+			Rules: []gwv1.GRPCRouteRule{{
+				Matches:     []gwv1.GRPCRouteMatch{{Method: &gwv1.GRPCMethodMatch{Service: ptr.To("grpc.health.v1.Health")}}},
+				BackendRefs: []gwv1.GRPCBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "grpc", Port: ptr.To(gwv1.PortNumber(80))}}}},
+			}},
+		}}
+		for _, o := range []client.Object{clusterIPService("grpc"), gw, gr} {
+			if err := a.Env.Client.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := a.ServeCompanionAs("default", "grpc", "grpc", aNodes, 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		conn := check(grpc.NewClient("passthrough:///"+httpAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithAuthority("grpc.a.example.com")))(t)
+		defer conn.Close()
+		backend := echo.Identity{Cluster: "a", Node: "a-1", Service: "default/grpc-fleetlb"}.GRPCService()
+		eventually(t, "gRPC health check through the VIP answered by tenant a's backend", 60*time.Second, func() error {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			r, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{Service: backend})
+			if err != nil {
+				return err
+			}
+			if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				return fmt.Errorf("status %v", r.GetStatus())
+			}
+			return nil
+		})
+		// A gRPC error status comes back as the backend sent it (trailers-only).
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if _, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{Service: "someone/else"}); status.Code(err) != codes.NotFound {
+			t.Errorf("unknown health service: %v, want NotFound from the backend", err)
+		}
+		eventually(t, "GRPCRoute parent status Accepted", 30*time.Second, func() error {
+			var got gwv1.GRPCRoute
+			if err := a.Env.Client.Get(ctx, client.ObjectKeyFromObject(gr), &got); err != nil {
+				return err
+			}
+			for _, p := range got.Status.Parents {
+				if c := meta.FindStatusCondition(p.Conditions, string(gwv1.RouteConditionAccepted)); c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == got.Generation {
+					return nil
+				}
+			}
+			return fmt.Errorf("parents %+v", got.Status.Parents)
+		})
+		for _, o := range []client.Object{gr, gw} {
+			if err := a.Env.Client.Delete(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
+	t.Run("cert-manager: a Certificate for an annotated Ingress, its Secret served", func(t *testing.T) {
+		ing := ingressOf("cm", "cm.a.example.com", "cm-tls", map[string]string{"/": "web"})
+		ing.Annotations = map[string]string{"cert-manager.io/cluster-issuer": "letsencrypt"}
+		if err := a.Env.Client.Create(ctx, ing); err != nil {
+			t.Fatal(err)
+		}
+		ns, name := tenant.Namespace("a"), "default.cm-tls" // the Secret name in the management cluster
+		var cert cmv1.Certificate
+		eventually(t, "a Certificate for cm.a.example.com", 60*time.Second, func() error {
+			if err := f.Mgmt.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cert); err != nil {
+				return err
+			}
+			if !slices.Equal(cert.Spec.DNSNames, []string{"cm.a.example.com"}) || cert.Spec.IssuerRef.Name != "letsencrypt" || cert.Spec.IssuerRef.Kind != "ClusterIssuer" {
+				return fmt.Errorf("spec %+v", cert.Spec)
+			}
+			return nil
+		})
+		// Play the issuer: write the Secret the Certificate names.
+		issued, _, err := ca.Secret(ns, cert.Spec.SecretName, cert.Spec.DNSNames...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		issued.Annotations = map[string]string{cmv1.CertificateNameKey: cert.Name}
+		if err := f.Mgmt.Client.Create(ctx, issued); err != nil {
+			t.Fatal(err)
+		}
+		reaches(t, httpsAddr, "https://cm.a.example.com/", tlsFor, "a", "default/web-fleetlb")
+
+		if err := a.Env.Client.Delete(ctx, ing); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the Certificate and its Secret go with the Ingress", 60*time.Second, func() error {
+			for _, o := range []client.Object{&cmv1.Certificate{}, &corev1.Secret{}} {
+				if err := f.Mgmt.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, o); !apierrors.IsNotFound(err) {
+					return fmt.Errorf("%T still there (%v)", o, err)
+				}
+			}
+			return nil
+		})
 	})
 
 	t.Run("deleting the Ingress removes route, Secret copy, companions and DNS record", func(t *testing.T) {

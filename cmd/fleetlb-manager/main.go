@@ -22,6 +22,7 @@ import (
 	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/internal/scheme"
 	"github.com/fleetlb/fleetlb/manager/admission"
+	"github.com/fleetlb/fleetlb/manager/certs"
 	"github.com/fleetlb/fleetlb/manager/dns"
 	"github.com/fleetlb/fleetlb/manager/route"
 	"github.com/fleetlb/fleetlb/manager/snapshot"
@@ -118,6 +119,9 @@ func run(o options) error {
 		return err
 	}
 	if _, err := (&dns.Reconciler{Client: mgr.GetClient(), Log: ctrl.Log.WithName("dns")}).Setup(mgr); err != nil {
+		return err
+	}
+	if _, err := (&certs.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-certificates"), Log: ctrl.Log.WithName("certs")}).Setup(context.Background(), mgr); err != nil {
 		return err
 	}
 	elected := mgr.Elected()

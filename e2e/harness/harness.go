@@ -234,8 +234,10 @@ func (h *Harness) StartFleet(pool ...v1.AddressRange) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	// external-dns's DNSEndpoint CRD, so the manager publishes DNS records.
-	mgmt, err := testenv.New(testenv.Options{ExtraCRDDirs: []string{filepath.Join(root, "manager", "dns", "testdata", "crds")}})
+	// external-dns's DNSEndpoint and cert-manager's Certificate CRDs, so the
+	// manager publishes DNS records and requests certificates.
+	mgmt, err := testenv.New(testenv.Options{ExtraCRDDirs: []string{
+		filepath.Join(root, "manager", "dns", "testdata", "crds"), filepath.Join(root, "manager", "certs", "testdata", "crds")}})
 	if err != nil {
 		return nil, err
 	}
@@ -454,6 +456,12 @@ var gatewayCRDs = sync.OnceValues(func() (string, error) {
 // ClusterIP Service used by an Ingress or HTTPRoute ("<svc>-fleetlb") and serves
 // HTTP echo backends on its node port.
 func (tc *Tenant) ServeCompanion(namespace, svc string, nodes map[string]string, timeout time.Duration) error {
+	return tc.ServeCompanionAs(namespace, svc, "http", nodes, timeout)
+}
+
+// ServeCompanionAs is ServeCompanion with echo backends of protocol "http" or
+// "grpc" (for a GRPCRoute's backend).
+func (tc *Tenant) ServeCompanionAs(namespace, svc, protocol string, nodes map[string]string, timeout time.Duration) error {
 	return Eventually(timeout, func() error {
 		var c corev1.Service
 		if err := tc.Env.Client.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: svc + "-fleetlb"}, &c); err != nil {
@@ -462,6 +470,6 @@ func (tc *Tenant) ServeCompanion(namespace, svc string, nodes map[string]string,
 		if c.Spec.Type != corev1.ServiceTypeNodePort || len(c.Spec.Ports) == 0 || c.Spec.Ports[0].NodePort == 0 {
 			return fmt.Errorf("companion of %s/%s is not ready: %+v", namespace, svc, c.Spec)
 		}
-		return tc.serve(&c, nodes, "http")
+		return tc.serve(&c, nodes, protocol)
 	})
 }

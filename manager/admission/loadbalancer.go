@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -109,10 +108,6 @@ func (r *LoadBalancerReconciler) releaseFor(ctx context.Context, t *v1.Tenant, l
 	return nil
 }
 
-func tenantOf(ns string) (string, bool) {
-	name, ok := strings.CutPrefix(ns, tenant.NamespacePrefix)
-	return name, ok && name != ""
-}
 
 // Reconcile implements reconcile.Reconciler.
 func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -120,7 +115,7 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.Client.Get(ctx, req.NamespacedName, &lb); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	name, ok := tenantOf(lb.Namespace)
+	name, ok := tenant.Of(lb.Namespace)
 	var t v1.Tenant
 	if ok {
 		if err := r.Client.Get(ctx, types.NamespacedName{Name: name}, &t); err != nil && !apierrors.IsNotFound(err) {

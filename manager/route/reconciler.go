@@ -116,10 +116,6 @@ var AddressesChanged = predicate.Funcs{
 	},
 }
 
-func tenantOf(ns string) (string, bool) {
-	name, ok := strings.CutPrefix(ns, tenant.NamespacePrefix)
-	return name, ok && name != ""
-}
 
 // FleetName is the ProxyFleet that serves a tenant.
 func FleetName(t *v1.Tenant) string { return cmp.Or(t.Spec.Fleet, v1.DefaultFleetName) }
@@ -185,7 +181,7 @@ func (r *Reconciler) newClaims(ctx context.Context) (*claims, error) {
 }
 
 func (c *claims) tenantOf(rt *v1.Route) *v1.Tenant {
-	name, ok := tenantOf(rt.Namespace)
+	name, ok := tenant.Of(rt.Namespace)
 	if !ok {
 		return nil
 	}
@@ -437,7 +433,7 @@ func (r *Reconciler) allRoutes(ctx context.Context, _ client.Object) []reconcile
 }
 
 func (r *Reconciler) usingSecret(ctx context.Context, o client.Object) []reconcile.Request {
-	if _, ok := tenantOf(o.GetNamespace()); !ok {
+	if _, ok := tenant.Of(o.GetNamespace()); !ok {
 		return nil
 	}
 	var list v1.RouteList

@@ -9,6 +9,7 @@ package tenant
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -84,7 +85,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// A change to anything the tenant's namespace holds (its LoadBalancers and
 	// Routes, for the counts; its own objects, for drift) maps to the Tenant.
 	byNamespace := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		name, ok := tenantOfNamespace(o.GetNamespace())
+		name, ok := Of(o.GetNamespace())
 		if !ok {
 			return nil
 		}
@@ -103,11 +104,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-func tenantOfNamespace(ns string) (string, bool) {
-	if len(ns) <= len(NamespacePrefix) || ns[:len(NamespacePrefix)] != NamespacePrefix {
-		return "", false
-	}
-	return ns[len(NamespacePrefix):], true
+// Of names the Tenant that owns namespace ns (tenant-<name>).
+func Of(ns string) (string, bool) {
+	name, ok := strings.CutPrefix(ns, NamespacePrefix)
+	return name, ok && name != ""
 }
 
 // Reconcile implements reconcile.Reconciler.
