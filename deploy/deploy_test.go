@@ -122,13 +122,19 @@ func TestBasesApplyAndMatchTheBinaries(t *testing.T) {
 		{Verb: "create", Group: "", Resource: "namespaces"},
 		{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "fleetlb-system"},
 		{Verb: "create", Group: "events.k8s.io", Resource: "events", Namespace: "default"},
+		{Verb: "create", Group: "cert-manager.io", Resource: "certificates", Namespace: "tenant-a"},
+		{Verb: "delete", Group: "", Resource: "secrets", Namespace: "tenant-a"},
 	} {
-		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: sa, ResourceAttributes: &ra}}
-		if err := env.Client.Create(ctx, sar); err != nil {
-			t.Fatal(err)
-		}
-		if !sar.Status.Allowed {
+		if !allowed(t, env, sa, ra) {
 			t.Errorf("the manager may not %s %s/%s %s in %q", ra.Verb, ra.Group, ra.Resource, ra.Subresource, ra.Namespace)
+		}
+	}
+	// The ccm may store its renewed kubeconfig, in that one Secret only.
+	ccm := "system:serviceaccount:fleetlb-system:fleetlb-ccm"
+	for name, want := range map[string]bool{"fleetlb-management-kubeconfig": true, "another": false} {
+		ra := authorizationv1.ResourceAttributes{Verb: "patch", Resource: "secrets", Namespace: "fleetlb-system", Name: name}
+		if got := allowed(t, env, ccm, ra); got != want {
+			t.Errorf("the ccm may patch Secret %s: %v, want %v", name, got, want)
 		}
 	}
 	// And it can hand a tenant's ccm its Role (RBAC refuses to grant what the granter lacks).
@@ -154,4 +160,14 @@ func TestBasesApplyAndMatchTheBinaries(t *testing.T) {
 	if err := as.Create(ctx, rb); err != nil {
 		t.Errorf("as the manager, binding the ccm Role: %v", err)
 	}
+}
+
+// allowed asks the real authorizer whether user may do ra.
+func allowed(t *testing.T, env *testenv.Env, user string, ra authorizationv1.ResourceAttributes) bool {
+	t.Helper()
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: &ra}}
+	if err := env.Client.Create(context.Background(), sar); err != nil {
+		t.Fatal(err)
+	}
+	return sar.Status.Allowed
 }

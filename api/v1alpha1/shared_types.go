@@ -146,3 +146,14 @@ type IssuerRef struct {
 	// +kubebuilder:validation:MaxLength=253
 	Name string `json:"name"`
 }
+
+// The ccm's management kubeconfig: the manager writes it into the tenant
+// namespace and renews it; the ccm follows it (contract between the two).
+const (
+	// KubeconfigSecretName is the Secret with the ccm's kubeconfig.
+	KubeconfigSecretName = "fleetlb-ccm-kubeconfig"
+	// KubeconfigKey is the key of the kubeconfig in that Secret.
+	KubeconfigKey = "kubeconfig"
+	// AnnotationTokenExpires on that Secret says when its token expires (RFC 3339).
+	AnnotationTokenExpires = "fleetlb.io/token-expires"
+)

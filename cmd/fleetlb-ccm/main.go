@@ -7,8 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -18,6 +21,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/fleetlb/fleetlb/ccm/credentials"
 	"github.com/fleetlb/fleetlb/ccm/gateway"
 	"github.com/fleetlb/fleetlb/ccm/ingress"
 	"github.com/fleetlb/fleetlb/ccm/nodes"
@@ -33,11 +37,14 @@ type options struct {
 	ingressClass, gatewayClass                      string
 	serveUnclassed, leaderElect                     bool
 	leaderNS, metricsAddr, probeAddr                string
+	tokenFile, persistKubeconfig                    string
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.mgmtKubeconfig, "management-kubeconfig", "", "Kubeconfig for the tenant's namespace in the management cluster (the Secret fleetlb-ccm-kubeconfig made by the manager); required. Its context's namespace is used.")
+	flag.StringVar(&o.tokenFile, "management-token-file", "", "File where the ccm keeps its current management token, renewed from the manager's kubeconfig Secret before it expires (default: a file in a new temporary directory).")
+	flag.StringVar(&o.persistKubeconfig, "management-kubeconfig-secret", "", "namespace/name of the tenant-cluster Secret that --management-kubeconfig is mounted from; the ccm stores each renewed kubeconfig there (key \"kubeconfig\") so a restart starts with a valid token. Empty: not stored.")
 	flag.StringVar(&o.clusterName, "cluster-name", "", "This tenant cluster's name, recorded on every object (required).")
 	flag.StringVar(&o.class, "load-balancer-class", service.DefaultClass, "spec.loadBalancerClass of the Services to serve.")
 	flag.StringVar(&o.ingressClass, "ingress-class", ingress.DefaultClass, "IngressClass served (created with controller "+ingress.ControllerName+" when missing).")
@@ -83,6 +90,32 @@ func run(o options) error {
 		return fmt.Errorf("--management-kubeconfig must name the tenant namespace in its context (got %q, %v)", ns, err)
 	}
 	mgmtCfg.QPS, mgmtCfg.Burst = float32(o.qps), o.burst
+	var persist *types.NamespacedName
+	if o.persistKubeconfig != "" {
+		pns, pname, ok := strings.Cut(o.persistKubeconfig, "/")
+		if !ok || pns == "" || pname == "" {
+			return fmt.Errorf("--management-kubeconfig-secret %q: use namespace/name", o.persistKubeconfig)
+		}
+		persist = &types.NamespacedName{Namespace: pns, Name: pname}
+	}
+	// The management token is short-lived: the client reads it from a file
+	// that the credentials controller renews.
+	renew := mgmtCfg.BearerToken != ""
+	if renew {
+		if o.tokenFile == "" {
+			dir, err := os.MkdirTemp("", "fleetlb-ccm-")
+			if err != nil {
+				return err
+			}
+			o.tokenFile = filepath.Join(dir, "token")
+		}
+		if _, err := credentials.WriteFile(o.tokenFile, []byte(mgmtCfg.BearerToken)); err != nil {
+			return fmt.Errorf("--management-token-file: %w", err)
+		}
+		mgmtCfg.BearerTokenFile = o.tokenFile
+	} else {
+		ctrl.Log.Info("the management kubeconfig has no bearer token: it is used as is and not renewed")
+	}
 	tenantCfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("tenant cluster config: %w", err)
@@ -109,6 +142,13 @@ func run(o options) error {
 	}
 	if err := mgr.Add(mgmt); err != nil {
 		return err
+	}
+	if renew {
+		if err := (&credentials.Reconciler{Mgmt: mgmt.GetClient(), Namespace: ns, TokenFile: o.tokenFile,
+			TenantReader: mgr.GetAPIReader(), TenantWriter: mgr.GetClient(), Persist: persist, Log: ctrl.Log.WithName("credentials")}).
+			SetupWithManager(mgr, mgmt); err != nil {
+			return err
+		}
 	}
 	if err := (&service.Reconciler{
 		Tenant: mgr.GetClient(), Mgmt: mgmt.GetClient(), Namespace: ns, ClusterName: o.clusterName,

@@ -42,12 +42,10 @@ const (
 	NamespacePrefix = "tenant-"
 	// CCMName names the ServiceAccount, Role and RoleBinding of the tenant's ccm.
 	CCMName = "fleetlb-ccm"
-	// KubeconfigSecretName is the Secret with the ccm's kubeconfig (key "kubeconfig").
-	KubeconfigSecretName = "fleetlb-ccm-kubeconfig"
+	// KubeconfigSecretName is the Secret with the ccm's kubeconfig (key KubeconfigKey).
+	KubeconfigSecretName = v1.KubeconfigSecretName
 	// KubeconfigKey is the key of the kubeconfig in that Secret.
-	KubeconfigKey = "kubeconfig"
-	// annotationTokenExpires records when the token in the kubeconfig expires.
-	annotationTokenExpires = "fleetlb.io/token-expires"
+	KubeconfigKey = v1.KubeconfigKey
 )
 
 // Namespace is the management namespace of a tenant.
@@ -238,7 +236,7 @@ func (r *Reconciler) ensureKubeconfig(ctx context.Context, t *v1.Tenant, ns stri
 		return 0, err
 	}
 	if err == nil {
-		if exp, perr := time.Parse(time.RFC3339, sec.Annotations[annotationTokenExpires]); perr == nil {
+		if exp, perr := time.Parse(time.RFC3339, sec.Annotations[v1.AnnotationTokenExpires]); perr == nil {
 			renewAt := exp.Add(-r.Options.TokenTTL / 3)
 			if now.Before(renewAt) && len(sec.Data[KubeconfigKey]) > 0 && r.kubeconfigCurrent(sec.Data[KubeconfigKey]) {
 				return renewAt.Sub(now), nil
@@ -263,7 +261,7 @@ func (r *Reconciler) ensureKubeconfig(ctx context.Context, t *v1.Tenant, ns stri
 		if sec.Annotations == nil {
 			sec.Annotations = map[string]string{}
 		}
-		sec.Annotations[annotationTokenExpires] = tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339)
+		sec.Annotations[v1.AnnotationTokenExpires] = tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339)
 		sec.Type = corev1.SecretTypeOpaque
 		sec.Data = map[string][]byte{KubeconfigKey: kc}
 		return nil
