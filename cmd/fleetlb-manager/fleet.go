@@ -1,13 +1,18 @@
 package main
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"net"
 	"os"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/envoy/server"
@@ -29,8 +34,9 @@ func (o *fleetOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.defaultExposure, "default-fleet-exposure", "", "Exposure of the created default fleet: LoadBalancerService, HostNetwork or None (default: the API default, LoadBalancerService).")
 }
 
-// setup registers the fleet and pool controllers (and the default fleet) with mgr.
-func (o *fleetOptions) setup(mgr ctrl.Manager, xds *server.Server, xdsListen string) error {
+// fleetNamespace is --fleet-namespace, else $POD_NAMESPACE, else the
+// in-cluster namespace, else fleetlb-system.
+func (o *fleetOptions) fleetNamespace() string {
 	ns := o.namespace
 	if ns == "" {
 		ns = os.Getenv("POD_NAMESPACE")
@@ -40,9 +46,20 @@ func (o *fleetOptions) setup(mgr ctrl.Manager, xds *server.Server, xdsListen str
 			ns = strings.TrimSpace(string(b))
 		}
 	}
-	if ns == "" {
-		ns = "fleetlb-system"
-	}
+	return cmp.Or(ns, "fleetlb-system")
+}
+
+// cacheByObject limits the cache of what only the fleet controller reads
+// (Envoy Deployments, Services, ConfigMaps) to the fleet namespace: the
+// manager must not hold every ConfigMap of the management cluster in memory.
+func (o *fleetOptions) cacheByObject() map[client.Object]cache.ByObject {
+	only := cache.ByObject{Namespaces: map[string]cache.Config{o.fleetNamespace(): {}}}
+	return map[client.Object]cache.ByObject{&appsv1.Deployment{}: only, &corev1.Service{}: only, &corev1.ConfigMap{}: only}
+}
+
+// setup registers the fleet and pool controllers (and the default fleet) with mgr.
+func (o *fleetOptions) setup(mgr ctrl.Manager, xds *server.Server, xdsListen string) error {
+	ns := o.fleetNamespace()
 	addr := o.xdsAddress
 	if addr == "" {
 		_, port, err := net.SplitHostPort(xdsListen)
