@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -50,11 +51,12 @@ func (o *fleetOptions) fleetNamespace() string {
 }
 
 // cacheByObject limits the cache of what only the fleet controller reads
-// (Envoy Deployments, Services, ConfigMaps) to the fleet namespace: the
+// (Envoy Deployments, Services, ConfigMaps; the xDS report Leases) to the fleet namespace: the
 // manager must not hold every ConfigMap of the management cluster in memory.
 func (o *fleetOptions) cacheByObject() map[client.Object]cache.ByObject {
 	only := cache.ByObject{Namespaces: map[string]cache.Config{o.fleetNamespace(): {}}}
-	return map[client.Object]cache.ByObject{&appsv1.Deployment{}: only, &corev1.Service{}: only, &corev1.ConfigMap{}: only}
+	return map[client.Object]cache.ByObject{&appsv1.Deployment{}: only, &corev1.Service{}: only, &corev1.ConfigMap{}: only,
+		&coordinationv1.Lease{}: only}
 }
 
 // setup registers the fleet and pool controllers (and the default fleet) with mgr.

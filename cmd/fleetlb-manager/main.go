@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -16,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -28,6 +28,7 @@ import (
 	"github.com/fleetlb/fleetlb/manager/route"
 	"github.com/fleetlb/fleetlb/manager/snapshot"
 	"github.com/fleetlb/fleetlb/manager/tenant"
+	"github.com/fleetlb/fleetlb/manager/xdsreport"
 )
 
 // options are the command line.
@@ -36,6 +37,7 @@ type options struct {
 	burst                           int
 	xdsAddr, metricsAddr, probeAddr string
 	leaderElect                     bool
+	replica                         string
 	leaderNS                        string
 	tenantServer, tenantCA          string
 	tokenTTL, debounce, maxDelay    time.Duration
@@ -47,6 +49,7 @@ func main() {
 	flag.StringVar(&o.xdsAddr, "xds-address", ":18000", "Address the xDS (ADS) gRPC server listens on; every replica serves it.")
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint (\"0\" disables it).")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	flag.StringVar(&o.replica, "replica-name", "", "This replica's name in the xDS report Lease through which the leader learns what the proxies connected to other replicas acknowledged (default: $POD_NAME, else the host name).")
 	flag.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader among replicas; only the leader runs controllers and writes status.")
 	flag.StringVar(&o.leaderNS, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the in-cluster namespace).")
 	flag.StringVar(&o.tenantServer, "tenant-api-server", "", "Management API server URL written into tenant kubeconfigs (required).")
@@ -126,8 +129,23 @@ func run(o options) error {
 	if _, err := (&certs.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-certificates"), Log: ctrl.Log.WithName("certs")}).Setup(context.Background(), mgr); err != nil {
 		return err
 	}
+	// Proxies connect to any replica; the leader, which writes Programmed,
+	// reads what the others' proxies acknowledged from their report Leases.
+	replica := cmp.Or(o.replica, os.Getenv("POD_NAME"))
+	if replica == "" {
+		if replica, err = os.Hostname(); err != nil {
+			return fmt.Errorf("--replica-name is needed: %w", err)
+		}
+	}
+	fleetNS := o.fleet.fleetNamespace()
+	reporter := &xdsreport.Reporter{Client: mgr.GetClient(), Namespace: fleetNS, Replica: replica, XDS: xds, Log: ctrl.Log.WithName("xds-report")}
+	reporter.Register()
+	if err := mgr.Add(reporter); err != nil {
+		return err
+	}
 	elected := mgr.Elected()
 	if err := (&snapshot.Builder{Client: mgr.GetClient(), XDS: xds, Log: ctrl.Log.WithName("snapshot"),
+		Replicas: &xdsreport.Acks{Client: mgr.GetClient(), Namespace: fleetNS, Self: replica, XDS: xds},
 		WriteStatus: func() bool {
 			select {
 			case <-elected:
@@ -142,7 +160,7 @@ func run(o options) error {
 		return err
 	}
 	// The xDS server runs on every replica, leader or not.
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return xds.Run(ctx) })); err != nil {
+	if err := mgr.Add(nonLeader(xds.Run)); err != nil {
 		return err
 	}
 	if err := mgr.Add(nonLeader(func(ctx context.Context) error {

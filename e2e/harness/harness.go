@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -225,11 +226,26 @@ type Fleet struct {
 	// Gate stands between the management apiserver and every fleetlb process
 	// (manager and ccms), so a test can make the management cluster unreachable.
 	Gate *Gate
+
+	managerArgs []string // shared by every manager replica
 }
 
 // StartFleet starts the management control plane and the manager, with an
 // AddressPool "vips" holding pool.
 func (h *Harness) StartFleet(pool ...v1.AddressRange) (*Fleet, error) {
+	return h.StartFleetWith(FleetOptions{}, pool...)
+}
+
+// FleetOptions change how StartFleetWith runs the manager.
+type FleetOptions struct {
+	// LeaderElect runs the manager as replica "manager-1" with leader
+	// election on (StartStandby adds more replicas); otherwise it runs alone
+	// without leader election.
+	LeaderElect bool
+}
+
+// StartFleetWith is StartFleet with options.
+func (h *Harness) StartFleetWith(opts FleetOptions, pool ...v1.AddressRange) (*Fleet, error) {
 	root, err := testenv.ModuleRoot()
 	if err != nil {
 		return nil, err
@@ -281,10 +297,15 @@ func (h *Harness) StartFleet(pool ...v1.AddressRange) (*Fleet, error) {
 	if err := os.WriteFile(managerKubeconfig, bytes.ReplaceAll(kc, []byte(apiserver), []byte(f.Gate.Addr())), 0o600); err != nil {
 		return nil, err
 	}
-	if f.Manager, err = h.Start("fleetlb-manager",
-		"--kubeconfig", managerKubeconfig, "--tenant-api-server", gated,
-		"--xds-address", f.XDSAddr, "--leader-elect=false", "--fleet-namespace", FleetNamespace,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--xds-debounce", "20ms"); err != nil {
+	f.managerArgs = []string{"--kubeconfig", managerKubeconfig, "--tenant-api-server", gated, "--fleet-namespace", FleetNamespace,
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--xds-debounce", "20ms"}
+	leader := "--leader-elect=false"
+	if opts.LeaderElect {
+		leader = "--leader-elect=true"
+		f.managerArgs = append(f.managerArgs, "--leader-election-namespace", FleetNamespace)
+	}
+	if f.Manager, err = h.Start("fleetlb-manager", append(slices.Clone(f.managerArgs),
+		"--xds-address", f.XDSAddr, leader, "--replica-name", "manager-1")...); err != nil {
 		return nil, err
 	}
 	if err := copyFile(mgmt.Kubeconfig, filepath.Join(h.Dir, "management.kubeconfig")); err != nil {
@@ -295,12 +316,32 @@ func (h *Harness) StartFleet(pool ...v1.AddressRange) (*Fleet, error) {
 
 // StartProxy runs fleetlb-proxy for the default fleet.
 func (f *Fleet) StartProxy(delta bool) (*Process, error) {
+	return f.StartProxyAt(f.XDSAddr, delta)
+}
+
+// StartProxyAt runs fleetlb-proxy for the default fleet against the xDS
+// server of one manager replica.
+func (f *Fleet) StartProxyAt(xdsAddr string, delta bool) (*Process, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	return f.h.Start("fleetlb-proxy", "--xds-address", f.XDSAddr, "--fleet", v1.DefaultFleetName, "--node-id", "proxy-1",
+	return f.h.Start("fleetlb-proxy", "--xds-address", xdsAddr, "--fleet", v1.DefaultFleetName, "--node-id", "proxy-1",
 		fmt.Sprintf("--delta=%v", delta), "--admin-address", fmt.Sprintf("127.0.0.1:%d", port))
+}
+
+// StartStandby starts another manager replica (leader election on; the fleet
+// must have been started with LeaderElect) and returns it and the address of
+// its xDS server.
+func (f *Fleet) StartStandby(name string) (*Process, string, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := f.h.Start("fleetlb-manager", append(slices.Clone(f.managerArgs),
+		"--xds-address", addr, "--leader-elect=true", "--replica-name", name)...)
+	return p, addr, err
 }
 
 // Tenant is a tenant control plane with its ccm running.

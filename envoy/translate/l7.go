@@ -114,11 +114,11 @@ func hcm(stat, routeName string) *listenerv3.Filter {
 		HttpFilters: []*hcmv3.HttpFilter{{
 			Name: FilterRouter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed(&routerv3.Router{})},
 		}},
-		UseRemoteAddress:          wrapperspb.Bool(true),
-		NormalizePath:             wrapperspb.Bool(true),
+		UseRemoteAddress: wrapperspb.Bool(true),
+		NormalizePath:    wrapperspb.Bool(true),
 		// Virtual hosts list bare hostnames; without this Envoy would match
 		// "Host: a.example.com:8080" against no domain on a non-default port.
-		StripPortMode: &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
+		StripPortMode:             &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(5 * time.Minute)},
 	}
 	return &listenerv3.Filter{Name: FilterHCM, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: typed(m)}}

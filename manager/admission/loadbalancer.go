@@ -108,7 +108,6 @@ func (r *LoadBalancerReconciler) releaseFor(ctx context.Context, t *v1.Tenant, l
 	return nil
 }
 
-
 // Reconcile implements reconcile.Reconciler.
 func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var lb v1.LoadBalancer

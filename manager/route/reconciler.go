@@ -116,7 +116,6 @@ var AddressesChanged = predicate.Funcs{
 	},
 }
 
-
 // FleetName is the ProxyFleet that serves a tenant.
 func FleetName(t *v1.Tenant) string { return cmp.Or(t.Spec.Fleet, v1.DefaultFleetName) }
 

@@ -26,6 +26,7 @@ import (
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -38,6 +39,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -46,6 +48,7 @@ import (
 	"github.com/fleetlb/fleetlb/internal/model"
 	"github.com/fleetlb/fleetlb/manager/route"
 	"github.com/fleetlb/fleetlb/manager/tenant"
+	"github.com/fleetlb/fleetlb/manager/xdsreport"
 )
 
 // XDS is the part of envoy/server the builder uses.
@@ -53,6 +56,12 @@ type XDS interface {
 	Set(fleet string, resources map[resource.Type][]cachetypes.Resource) uint64
 	OnAcked(func(fleet string, generation uint64))
 	AckedGeneration(fleet string) uint64
+}
+
+// ReplicaAcks is the acknowledged generation of a fleet across replicas,
+// given what this replica's proxies acknowledged (own).
+type ReplicaAcks interface {
+	Acked(ctx context.Context, fleet string, own uint64) (uint64, error)
 }
 
 // Builder reconciles one fleet at a time (the request name is the fleet).
@@ -64,6 +73,10 @@ type Builder struct {
 	// Every replica builds and serves snapshots (they are a pure function of
 	// API state); only the leader writes status. Nil means always.
 	WriteStatus func() bool
+	// Replicas, when set, adds what the proxies connected to the other
+	// manager replicas acknowledged: Programmed waits for every proxy of the
+	// fleet, whichever replica it is connected to.
+	Replicas ReplicaAcks
 
 	mu    sync.Mutex
 	last  map[string]*model.Fleet               // fleet → model last handed to the server
@@ -87,7 +100,18 @@ func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 		default: // a reconcile of this fleet is already queued behind a full buffer
 		}
 	})
-	return ctrl.NewControllerManagedBy(mgr).
+	bld := ctrl.NewControllerManagedBy(mgr)
+	if b.Replicas != nil {
+		// Another replica's report changed: its proxies may have caught up.
+		bld = bld.Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			var out []reconcile.Request
+			for _, f := range xdsreport.Fleets(o.(*coordinationv1.Lease)) {
+				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: f}})
+			}
+			return out
+		}), builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[xdsreport.Label] != "" })))
+	}
+	return bld.
 		Named("snapshot").
 		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
 		Watches(&v1.LoadBalancer{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
@@ -310,6 +334,12 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	}
 
 	acked := b.XDS.AckedGeneration(fleet)
+	if b.Replicas != nil {
+		var err error
+		if acked, err = b.Replicas.Acked(ctx, fleet, acked); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	b.mu.Lock()
 	prev, next := b.since[fleet], map[string]programmedSince{}
 	for _, o := range objects {
