@@ -64,7 +64,12 @@ func TestFleetVIPSharesTheAllocator(t *testing.T) {
 	createLB(t, ns, "c", "")
 	admitted(t, ns, "c", "reason:"+v1.ReasonPoolExhausted)
 
-	// Deleting the pinned fleet frees its address for the LoadBalancer asking for it.
+	// Deleting the pinned fleet frees its address for the LoadBalancer asking
+	// for it. (c goes first: a waiting LoadBalancer without a request could
+	// otherwise take the freed address before b is retried.)
+	if err := env.Client.Delete(ctx, &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "c"}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := env.Client.Delete(ctx, &v1.ProxyFleet{ObjectMeta: metav1.ObjectMeta{Name: "pinned"}}); err != nil {
 		t.Fatal(err)
 	}
