@@ -40,6 +40,10 @@ bench-propagation: tools ## Measure apply → address and apply → traffic for 
 bench-propagation-routes: tools ## Measure apply → Ingress address and apply → HTTPS 200 for N Ingresses with TLS (N=100).
 	go run ./e2e/bench-propagation -routes -n $(or $(N),100)
 
+.PHONY: conformance
+conformance: tools ## Gateway API conformance, API level: the gateway-api suite against a tenant control plane with the real binaries (README).
+	go test -tags conformance -timeout 30m ./e2e/conformance/ -v -count=1
+
 .PHONY: generate
 generate: ## Regenerate deepcopy code and the CRDs in deploy/crds/.
 	go run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION) \
