@@ -72,6 +72,7 @@ const (
 	earlyNoHost        = "; without Pods it fails first on status: its routes have no hostname, are not attached (NoMatchingListenerHostname), the Gateway gets no address"
 	earlyNotProgrammed = "; without Pods it fails first on status: base Gateways not Programmed (NamespacesMustBeReady)"
 	reachesProxy       = "; status passes, the requests reach fleetlb-proxy on the VIP and get 503 (no backend)"
+	reachesProxyTLS    = "; status passes, the requests reach fleetlb-proxy's HTTPS listener on the VIP and no backend answers"
 )
 
 // skipped are the core tests that need Pods, with why.
@@ -82,7 +83,7 @@ var skipped = map[string]string{
 	"GRPCRouteWeight":                                   podsGRPC + earlyNoHost,
 	"HTTPRouteCrossNamespace":                           podsHTTP + earlyNoHost,
 	"HTTPRouteExactPathMatching":                        podsHTTP + earlyNoHost,
-	"HTTPRouteHTTPSListener":                            podsHTTP + reachesProxy,
+	"HTTPRouteHTTPSListener":                            podsHTTP + reachesProxyTLS,
 	"HTTPRouteHeaderMatching":                           podsHTTP + earlyNoHost,
 	"HTTPRouteHostnameIntersection":                     podsHTTP + earlyNotProgrammed,
 	"HTTPRouteInvalidBackendRefUnknownKind":             podsHTTP + earlyNoHost,
