@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"slices"
 	"strings"
@@ -196,12 +197,16 @@ func ServiceReferrers() []ingress.ServiceReferrer {
 // listener conditions and attached routes.
 type gatewayReconciler struct {
 	*Controllers
+	// secrets reads a listener's Secret uncached: the ccm caches no tenant
+	// Secret contents, and a certificate must be checked, not only found.
+	secrets client.Reader
 }
 
 // indexCerts indexes our Gateways by the Secrets their listeners name.
 const indexCerts = "fleetlb.io/listener-certificates"
 
 func (r *gatewayReconciler) setup(ctx context.Context, mgr ctrl.Manager, mgmt cluster.Cluster) error {
+	r.secrets = mgr.GetAPIReader()
 	certRefs := SecretReferrer(r.Class).Refs
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &gwv1.Gateway{}, indexCerts, func(o client.Object) []string {
 		var keys []string
@@ -340,7 +345,21 @@ func (r *gatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 		meta.SetStatusCondition(conds, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
 	}
-	set(&st.Conditions, string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "served by the fleet's shared listeners")
+	invalid := 0 // listeners the fleet cannot serve at all
+	for i := range gw.Spec.Listeners {
+		if ok, _, _ := listenerAccepted(&gw.Spec.Listeners[i]); !ok {
+			invalid++
+		}
+	}
+	switch {
+	case invalid == 0:
+		set(&st.Conditions, string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "served by the fleet's shared listeners")
+	case invalid < len(gw.Spec.Listeners):
+		set(&st.Conditions, string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonListenersNotValid),
+			fmt.Sprintf("%d of %d listeners are not valid (see their conditions); the others are served", invalid, len(gw.Spec.Listeners)))
+	default:
+		set(&st.Conditions, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonListenersNotValid), "no listener is valid (see their conditions)")
+	}
 	if len(ips) > 0 {
 		set(&st.Conditions, string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "served on "+strings.Join(ips, ", "))
 	} else {
@@ -361,12 +380,7 @@ func (r *gatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		for _, k := range kinds {
 			ls.SupportedKinds = append(ls.SupportedKinds, gwv1.RouteGroupKind{Group: ptr.To(gwv1.Group(gwv1.GroupName)), Kind: k})
 		}
-		accepted, acceptedReason, acceptedMsg := true, string(gwv1.ListenerReasonAccepted), "listener accepted"
-		if l.Protocol != gwv1.HTTPProtocolType && l.Protocol != gwv1.HTTPSProtocolType {
-			accepted, acceptedReason, acceptedMsg = false, string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("protocol %s is not supported (HTTP and HTTPS are)", l.Protocol)
-		} else if l.Protocol == gwv1.HTTPSProtocolType && l.TLS != nil && l.TLS.Mode != nil && *l.TLS.Mode == gwv1.TLSModePassthrough {
-			accepted, acceptedReason, acceptedMsg = false, string(gwv1.ListenerReasonUnsupportedValue), "TLS passthrough is not supported on HTTPS listeners"
-		}
+		accepted, acceptedReason, acceptedMsg := listenerAccepted(l)
 		resolved, resolvedReason, resolvedMsg := true, string(gwv1.ListenerReasonResolvedRefs), "all references resolved"
 		if !kindsOK {
 			resolved, resolvedReason, resolvedMsg = false, string(gwv1.ListenerReasonInvalidRouteKinds), "allowedRoutes names kinds other than HTTPRoute and GRPCRoute"
@@ -393,6 +407,17 @@ func (r *gatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	return ctrl.Result{}, client.IgnoreNotFound(r.Tenant.Status().Patch(ctx, &gw, client.MergeFrom(before)))
 }
 
+// listenerAccepted says whether the fleet can serve a listener's protocol and mode.
+func listenerAccepted(l *gwv1.Listener) (bool, string, string) {
+	switch {
+	case l.Protocol != gwv1.HTTPProtocolType && l.Protocol != gwv1.HTTPSProtocolType:
+		return false, string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("protocol %s is not supported (HTTP and HTTPS are)", l.Protocol)
+	case l.Protocol == gwv1.HTTPSProtocolType && l.TLS != nil && l.TLS.Mode != nil && *l.TLS.Mode == gwv1.TLSModePassthrough:
+		return false, string(gwv1.ListenerReasonUnsupportedValue), "TLS passthrough is not supported on HTTPS listeners"
+	}
+	return true, string(gwv1.ListenerReasonAccepted), "listener accepted"
+}
+
 // certificateOK checks an HTTPS listener's certificate reference.
 func (r *gatewayReconciler) certificateOK(ctx context.Context, gw *gwv1.Gateway, l *gwv1.Listener) (bool, string, string, error) {
 	if l.Protocol != gwv1.HTTPSProtocolType {
@@ -410,13 +435,26 @@ func (r *gatewayReconciler) certificateOK(ctx context.Context, gw *gwv1.Gateway,
 	} else if !ok {
 		return false, string(gwv1.ListenerReasonRefNotPermitted), fmt.Sprintf("no ReferenceGrant in namespace %s allows Secret %s", key.Namespace, key.Name), nil
 	}
-	// Only the Secret's metadata is cached (the secrets controller watches it that way).
+	// Only the Secret's metadata is cached (the secrets controller watches it
+	// that way); its existence is checked there, its content read directly.
 	s := &metav1.PartialObjectMetadata{}
 	s.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
 	if err := r.Tenant.Get(ctx, key, s); apierrors.IsNotFound(err) {
 		return false, string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("Secret %s not found", key), nil
 	} else if err != nil {
 		return false, "", "", err
+	}
+	if r.secrets == nil {
+		return true, "", "", nil
+	}
+	var sec corev1.Secret
+	if err := r.secrets.Get(ctx, key, &sec); apierrors.IsNotFound(err) {
+		return false, string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("Secret %s not found", key), nil
+	} else if err != nil {
+		return false, "", "", err
+	}
+	if _, err := tls.X509KeyPair(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]); err != nil {
+		return false, string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("Secret %s has no usable certificate and key: %v", key, err), nil
 	}
 	return true, "", "", nil
 }

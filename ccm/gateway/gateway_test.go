@@ -31,6 +31,7 @@ import (
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/ccm/ingress"
 	"github.com/fleetlb/fleetlb/ccm/secrets"
+	"github.com/fleetlb/fleetlb/internal/testcerts"
 	"github.com/fleetlb/fleetlb/internal/testenv"
 )
 
@@ -238,7 +239,7 @@ func TestHTTPRouteThroughGateway(t *testing.T) {
 	ns := testNamespace(t)
 	web, api := service(ns, "web", corev1.ServiceTypeClusterIP, 80), service(ns, "api", corev1.ServiceTypeNodePort, 8080)
 	cert := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cert"}, Type: corev1.SecretTypeTLS,
-		Data: map[string][]byte{corev1.TLSCertKey: []byte("crt"), corev1.TLSPrivateKeyKey: []byte("key")}}
+		Data: tlsData(t, "www.example.com")}
 	gw := gatewayOf(ns, "gw", DefaultClass,
 		gwv1.Listener{Name: "http", Protocol: gwv1.HTTPProtocolType, Port: 80, Hostname: ptr.To(gwv1.Hostname("*.example.com"))},
 		gwv1.Listener{Name: "https", Protocol: gwv1.HTTPSProtocolType, Port: 443, Hostname: ptr.To(gwv1.Hostname("*.example.com")),
@@ -566,8 +567,45 @@ func TestListenerCertificateRef(t *testing.T) {
 	eventually(t, "missing certificate", listener("https", "ResolvedRefs", metav1.ConditionFalse, "InvalidCertificateRef"))
 	eventually(t, "https not programmed", listener("https", "Programmed", metav1.ConditionFalse, "Invalid"))
 	eventually(t, "tcp unsupported", listener("tcp", "Accepted", metav1.ConditionFalse, "UnsupportedProtocol"))
-	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "later"}, Type: corev1.SecretTypeTLS,
-		Data: map[string][]byte{corev1.TLSCertKey: []byte("crt"), corev1.TLSPrivateKeyKey: []byte("key")}})
+	eventually(t, "Gateway accepted with invalid listeners", func() error {
+		if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(gw), gw); err != nil {
+			return err
+		}
+		return wantCondition(meta.FindStatusCondition(gw.Status.Conditions, "Accepted"), metav1.ConditionTrue, "ListenersNotValid", gw.Generation)
+	})
+	// A Secret that is there but holds no certificate is not a usable reference.
+	later := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "later"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: []byte("crt"), corev1.TLSPrivateKeyKey: []byte("key")}}
+	create(t, later)
+	eventually(t, "malformed certificate", func() error {
+		if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(gw), gw); err != nil {
+			return err
+		}
+		for _, l := range gw.Status.Listeners {
+			if c := meta.FindStatusCondition(l.Conditions, "ResolvedRefs"); l.Name == "https" && c != nil && c.Reason == "InvalidCertificateRef" && strings.Contains(c.Message, "no usable certificate") {
+				return nil
+			}
+		}
+		return fmt.Errorf("listeners %+v", gw.Status.Listeners)
+	})
+	later.Data = tlsData(t, "www.example.com")
+	if err := tenantEnv.Client.Update(ctx, later); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, "certificate resolved", listener("https", "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs"))
 	eventually(t, "https programmed", listener("https", "Programmed", metav1.ConditionTrue, "Programmed"))
+}
+
+// tlsData is the data of a kubernetes.io/tls Secret for hosts.
+func tlsData(t *testing.T, hosts ...string) map[string][]byte {
+	t.Helper()
+	ca, err := testcerts.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, key, _, err := ca.Issue(hosts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}
 }
