@@ -354,14 +354,7 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 			if err := a.Env.Client.Get(ctx, client.ObjectKeyFromObject(hr), &got); err != nil {
 				return err
 			}
-			for _, p := range got.Status.Parents {
-				for _, c := range p.Conditions {
-					if c.Type == string(gwv1.RouteConditionAccepted) && c.Status == metav1.ConditionTrue && c.ObservedGeneration == got.Generation {
-						return nil
-					}
-				}
-			}
-			return fmt.Errorf("parents %+v", got.Status.Parents)
+			return parentAccepted(got.Status.Parents, got.Generation)
 		})
 		for _, o := range []client.Object{hr, gw} {
 			if err := a.Env.Client.Delete(ctx, o); err != nil {
@@ -417,12 +410,7 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 			if err := a.Env.Client.Get(ctx, client.ObjectKeyFromObject(gr), &got); err != nil {
 				return err
 			}
-			for _, p := range got.Status.Parents {
-				if c := meta.FindStatusCondition(p.Conditions, string(gwv1.RouteConditionAccepted)); c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == got.Generation {
-					return nil
-				}
-			}
-			return fmt.Errorf("parents %+v", got.Status.Parents)
+			return parentAccepted(got.Status.Parents, got.Generation)
 		})
 		for _, o := range []client.Object{gr, gw} {
 			if err := a.Env.Client.Delete(ctx, o); err != nil {
@@ -546,4 +534,14 @@ func dnsRecord(ctx context.Context, f *harness.Fleet, host, target string) error
 		}
 	}
 	return fmt.Errorf("no DNSEndpoint record %s → %s among %d objects", host, target, len(list.Items))
+}
+
+// parentAccepted: some parent reports the route Accepted for its current generation.
+func parentAccepted(parents []gwv1.RouteParentStatus, gen int64) error {
+	for _, p := range parents {
+		if c := meta.FindStatusCondition(p.Conditions, string(gwv1.RouteConditionAccepted)); c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == gen {
+			return nil
+		}
+	}
+	return fmt.Errorf("parents %+v", parents)
 }
