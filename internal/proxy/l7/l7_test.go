@@ -104,7 +104,10 @@ type nopUpstreams struct{}
 
 func (nopUpstreams) Pick(string, []byte) (string, error) { return "", nil }
 func (nopUpstreams) Report(string, string, bool)         {}
-func (nopUpstreams) HTTP2(string) bool                   { return false }
+func (nopUpstreams) Transport(string) (http.RoundTripper, error) {
+	return http.DefaultTransport, nil
+}
+func (nopUpstreams) StartRequest(string) (func(), error) { return func() {}, nil }
 
 func TestFilterChainBySNI(t *testing.T) {
 	l, err := NewListener(&listenerv3.Listener{Name: "https", FilterChains: []*listenerv3.FilterChain{

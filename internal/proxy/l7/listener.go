@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	stdlog "log"
 	"math/rand/v2"
 	"net"
@@ -21,6 +22,8 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/go-logr/logr"
+
+	"github.com/fleetlb/fleetlb/internal/proxy/upstream"
 )
 
 // Upstreams is the cluster manager as the HTTP router uses it; *upstream.Manager
@@ -30,8 +33,12 @@ type Upstreams interface {
 	Pick(cluster string, hashKey []byte) (string, error)
 	// Report feeds outlier detection: a connect failure or a 5xx is false.
 	Report(cluster, addr string, success bool)
-	// HTTP2 reports whether the cluster speaks HTTP/2 (h2c) upstream.
-	HTTP2(cluster string) bool
+	// Transport is the cluster's connection pool (HTTP/1.1 or h2c, its circuit
+	// breaker's connection and pending limits). Requests carry upstream.WithRequest.
+	Transport(cluster string) (http.RoundTripper, error)
+	// StartRequest counts a request against the cluster's max_requests
+	// (upstream.ErrOverflow when full); done ends it.
+	StartRequest(cluster string) (done func(), err error)
 }
 
 // Deps are what a listener looks up per request and per handshake, so RDS and SDS
@@ -51,13 +58,6 @@ type Listener struct {
 	active atomic.Int64
 }
 
-// Limits Envoy applies by default that net/http needs told.
-const (
-	maxHeaderBytes    = 60 << 10
-	readHeaderTimeout = time.Minute // slow-loris bound; Envoy's request_headers_timeout is off by default
-	connectTimeout    = 5 * time.Second
-)
-
 // NewListener validates l and returns a listener ready to Serve.
 func NewListener(l *listenerv3.Listener, deps Deps, log logr.Logger) (*Listener, error) {
 	cfg, err := parseListener(l)
@@ -75,13 +75,21 @@ func NewListener(l *listenerv3.Listener, deps Deps, log logr.Logger) (*Listener,
 	} else {
 		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge, as Envoy's AUTO codec
 	}
+	lim := cfg.limits
 	ln.srv = &http.Server{
 		Handler:           ln,
 		Protocols:         &protocols,
-		IdleTimeout:       cfg.idle,
-		ReadHeaderTimeout: readHeaderTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          stdlog.New(logWriter{ln.log}, "", 0),
+		IdleTimeout:       lim.idle,
+		ReadHeaderTimeout: headerReadTimeout(lim),
+		// net/http answers 431 itself past this (plus its 4 KiB of slack);
+		// ServeHTTP applies Envoy's exact count below it.
+		MaxHeaderBytes: int(lim.maxHeadersKB) << 10,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          int(lim.h2MaxStreams),
+			MaxReceiveBufferPerStream:     int(lim.h2StreamWindow),
+			MaxReceiveBufferPerConnection: int(lim.h2ConnWindow),
+		},
+		ErrorLog: stdlog.New(logWriter{ln.log}, "", 0),
 		ConnState: func(_ net.Conn, s http.ConnState) {
 			switch s {
 			case http.StateNew:
@@ -97,6 +105,22 @@ func NewListener(l *listenerv3.Listener, deps Deps, log logr.Logger) (*Listener,
 		ln.srv.TLSConfig = &tls.Config{GetConfigForClient: ln.tlsConfig, NextProtos: []string{"h2", "http/1.1"}}
 	}
 	return ln, nil
+}
+
+// headerReadTimeout bounds reading a request's headers. In Envoy a connection
+// whose request headers are still arriving has no active stream, so its
+// idle_timeout runs as well as request_headers_timeout: the shorter one
+// applies. net/http starts the timer when it starts reading the request
+// (after the first byte on a reused connection, at accept on a new one) and
+// closes the connection when it fires, as Envoy does.
+func headerReadTimeout(l hcmLimits) time.Duration {
+	switch {
+	case l.requestHeaders == 0:
+		return l.idle
+	case l.idle == 0:
+		return l.requestHeaders
+	}
+	return min(l.requestHeaders, l.idle)
 }
 
 // logWriter sends net/http's own messages (TLS handshake errors…) to the debug log.
@@ -195,6 +219,9 @@ func (l *Listener) tlsConfig(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 // ServeHTTP routes one request: virtual host by Host, first matching route, then a
 // redirect or a forward to a host of the chosen cluster.
 func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !l.headersWithinLimits(w, r) {
+		return
+	}
 	fc := l.cfg.chains[0]
 	if r.TLS != nil {
 		fc = l.chain(r.TLS.ServerName)
@@ -234,7 +261,131 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.forward(w, r, fc, rt, vh, route, path)
 }
 
-var errTimeout = errors.New("upstream request timeout")
+var (
+	errTimeout        = errors.New("upstream request timeout")
+	errStreamIdle     = errors.New("stream timeout")
+	errRequestTimeout = errors.New("request timeout")
+)
+
+// headersWithinLimits applies max_request_headers_kb and max_headers_count as
+// Envoy counts them (names plus values, the request line's method, path and
+// authority included) and answers 431 past them; past max_headers_count an
+// HTTP/2 stream is reset instead, as Envoy does.
+func (l *Listener) headersWithinLimits(w http.ResponseWriter, r *http.Request) bool {
+	lim := l.cfg.limits
+	count, size := 0, len(r.Method)+len(r.RequestURI)+len(r.Host)
+	if r.Host != "" {
+		count++
+	}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			count++
+			size += len(k) + len(v)
+		}
+	}
+	switch {
+	case count > int(lim.maxHeadersCount):
+		if r.ProtoMajor == 2 {
+			panic(http.ErrAbortHandler)
+		}
+	case size > int(lim.maxHeadersKB)<<10:
+	default:
+		return true
+	}
+	w.Header().Set("Connection", "close")
+	http.Error(w, "Request Header Fields Too Large", http.StatusRequestHeaderFieldsTooLarge)
+	return false
+}
+
+// streamWatch implements stream_idle_timeout and request_timeout for one
+// request: activity is request body read from the client and response
+// headers or body written to it.
+type streamWatch struct {
+	last        atomic.Int64 // unix nanos
+	bodyDone    atomic.Bool  // the whole request has been received
+	respStarted atomic.Bool
+	timers      []*time.Timer
+}
+
+func (s *streamWatch) touch() { s.last.Store(time.Now().UnixNano()) }
+
+// watch starts the request's timers; cancel ends the upstream request with the
+// timer's cause. stop releases them.
+func watch(lim hcmLimits, cancel context.CancelCauseFunc) *streamWatch {
+	s := &streamWatch{}
+	s.touch()
+	if d := lim.streamIdle; d > 0 {
+		var t *time.Timer
+		t = time.AfterFunc(d, func() {
+			if since := time.Since(time.Unix(0, s.last.Load())); since < d {
+				t.Reset(d - since)
+				return
+			}
+			cancel(errStreamIdle)
+		})
+		s.timers = append(s.timers, t)
+	}
+	if d := lim.request; d > 0 {
+		s.timers = append(s.timers, time.AfterFunc(d, func() {
+			if !s.bodyDone.Load() && !s.respStarted.Load() {
+				cancel(errRequestTimeout)
+			}
+		}))
+	}
+	return s
+}
+
+func (s *streamWatch) stop() {
+	for _, t := range s.timers {
+		t.Stop()
+	}
+}
+
+// watchedBody is a request body whose reads count as activity.
+type watchedBody struct {
+	io.ReadCloser
+	s *streamWatch
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.s.touch()
+	}
+	if err == io.EOF {
+		b.s.bodyDone.Store(true)
+	}
+	return n, err
+}
+
+// watchedWriter is a response writer whose writes count as activity.
+type watchedWriter struct {
+	http.ResponseWriter
+	s *streamWatch
+}
+
+func (w *watchedWriter) WriteHeader(code int) {
+	w.s.touch()
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.s.respStarted.Store(true)
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *watchedWriter) Write(p []byte) (int, error) {
+	w.s.touch()
+	w.s.respStarted.Store(true)
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach Flush and deadlines.
+func (w *watchedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// overflow answers a request refused by a circuit breaker as Envoy does.
+func overflow(w http.ResponseWriter) {
+	w.Header().Set("X-Envoy-Overloaded", "true")
+	http.Error(w, "upstream connect error or disconnect/reset before headers. reset reason: overflow", http.StatusServiceUnavailable)
+}
 
 func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterChain, rt *RouteTable, vh *virtualHost, route *route, path string) {
 	fa := route.forward
@@ -259,6 +410,30 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
 		return
 	}
+	transport, err := l.deps.Upstreams.Transport(cluster)
+	if err != nil {
+		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+		return
+	}
+	requestDone, err := l.deps.Upstreams.StartRequest(cluster)
+	if err != nil {
+		overflow(w)
+		return
+	}
+	defer requestDone()
+
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	sw := watch(l.cfg.limits, cancel)
+	defer sw.stop()
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &watchedBody{ReadCloser: r.Body, s: sw}
+	} else {
+		sw.bodyDone.Store(true)
+	}
+	w = &watchedWriter{ResponseWriter: w, s: sw}
+	r = r.WithContext(upstream.WithRequest(ctx))
+
 	timeout := fa.timeout
 	if fa.perTryTimeout > 0 && (timeout == 0 || fa.perTryTimeout < timeout) {
 		timeout = fa.perTryTimeout
@@ -272,11 +447,6 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
-	}
-	h1, h2 := transports()
-	transport := h1
-	if l.deps.Upstreams.HTTP2(cluster) {
-		transport = h2
 	}
 	up := l.deps.Upstreams
 	rp := &httputil.ReverseProxy{
@@ -321,8 +491,17 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			if errors.Is(context.Cause(req.Context()), errTimeout) {
+			switch cause := context.Cause(req.Context()); {
+			case errors.Is(cause, errTimeout):
 				http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
+				return
+			case errors.Is(cause, errStreamIdle), errors.Is(cause, errRequestTimeout):
+				// The request body may be half read: the connection cannot be reused.
+				w.Header().Set("Connection", "close")
+				http.Error(w, cause.Error(), http.StatusRequestTimeout)
+				return
+			case errors.Is(err, upstream.ErrOverflow):
+				overflow(w)
 				return
 			}
 			if r.Context().Err() != nil && req.Context().Err() != nil {
@@ -361,21 +540,3 @@ type bufferPool struct{ pool sync.Pool }
 
 func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
 func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
-
-// transports are shared by every listener, so upstream connections are pooled per
-// host across listener updates.
-var transports = sync.OnceValues(func() (h1, h2 *http.Transport) {
-	mk := func(p func(*http.Protocols)) *http.Transport {
-		var protocols http.Protocols
-		p(&protocols)
-		return &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-			Protocols:           &protocols,
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     time.Hour, // Envoy's upstream idle_timeout default
-			DisableCompression:  true,      // pass Accept-Encoding and bodies through untouched
-			Proxy:               nil,
-		}
-	}
-	return mk(func(p *http.Protocols) { p.SetHTTP1(true) }), mk(func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) })
-})

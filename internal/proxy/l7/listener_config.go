@@ -21,6 +21,8 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/fleetlb/fleetlb/internal/proxy/pbcheck"
 )
@@ -35,9 +37,35 @@ const (
 
 // Envoy's defaults for what the HCM leaves unset.
 const (
-	defaultIdleTimeout  = time.Hour
-	defaultRouteTimeout = 15 * time.Second
+	defaultIdleTimeout       = time.Hour
+	defaultRouteTimeout      = 15 * time.Second
+	defaultStreamIdleTimeout = 5 * time.Minute
+	defaultMaxHeadersKB      = 60
+	defaultMaxHeadersCount   = 100
 )
+
+// hcmLimits are the connection manager's timeouts and limits. One http.Server
+// serves all of a listener's filter chains, so they must agree on them.
+type hcmLimits struct {
+	// idle is common_http_protocol_options.idle_timeout: a connection without
+	// active requests is closed (HTTP/2: GOAWAY first). 0 disables.
+	idle time.Duration
+	// requestHeaders is request_headers_timeout: the whole request headers must
+	// arrive within it, else the connection is closed. 0 disables.
+	requestHeaders time.Duration
+	// streamIdle is stream_idle_timeout: a request with no activity either way
+	// for this long ends with 408 (or a reset once the response has begun). 0 disables.
+	streamIdle time.Duration
+	// request is request_timeout: the whole request must be received (or the
+	// response begun) within it, else 408. 0 disables.
+	request time.Duration
+	// maxHeadersKB and maxHeadersCount are max_request_headers_kb and
+	// common_http_protocol_options.max_headers_count: 431 beyond them.
+	maxHeadersKB, maxHeadersCount uint32
+	// http2_protocol_options; 0 keeps net/http's defaults (250 streams, 1 MiB
+	// windows), which are stricter than Envoy's unset values.
+	h2MaxStreams, h2StreamWindow, h2ConnWindow uint32
+}
 
 var hcmType = "type.googleapis.com/" + string((&hcmv3.HttpConnectionManager{}).ProtoReflect().Descriptor().FullName())
 
@@ -89,7 +117,7 @@ type listenerConfig struct {
 	name   string
 	tls    bool
 	chains []*filterChain
-	idle   time.Duration
+	limits hcmLimits
 }
 
 // filterChain is one filter chain: the SNI names it serves (none: any), its TLS
@@ -113,7 +141,7 @@ func parseListener(l *listenerv3.Listener) (*listenerConfig, error) {
 	if err := pbcheck.Unsupported(where, l, "name", "address", "filter_chains", "listener_filters"); err != nil {
 		return nil, err
 	}
-	cfg := &listenerConfig{name: l.GetName(), idle: defaultIdleTimeout}
+	cfg := &listenerConfig{name: l.GetName()}
 	inspector := false
 	for i, lf := range l.GetListenerFilters() {
 		w := fmt.Sprintf("%s: listener_filters[%d]", where, i)
@@ -145,9 +173,11 @@ func parseListener(l *listenerv3.Listener) (*listenerConfig, error) {
 		}
 		if i == 0 {
 			cfg.tls = len(c.secrets) > 0
-			cfg.idle = c.idle
+			cfg.limits = c.limits
 		} else if cfg.tls != (len(c.secrets) > 0) {
 			return nil, fmt.Errorf("%s: filter_chains[%d]: mixing TLS and plaintext chains in one listener is not supported", where, i)
+		} else if c.limits != cfg.limits {
+			return nil, fmt.Errorf("%s: filter_chains[%d]: timeouts and limits of the http_connection_manager differ from filter_chains[0]; different ones per filter chain are not supported", where, i)
 		}
 		names := c.serverNames
 		if len(names) == 0 {
@@ -172,7 +202,7 @@ func parseListener(l *listenerv3.Listener) (*listenerConfig, error) {
 
 type parsedChain struct {
 	*filterChain
-	idle time.Duration
+	limits hcmLimits
 }
 
 func parseFilterChain(where string, fc *listenerv3.FilterChain) (*parsedChain, error) {
@@ -207,65 +237,135 @@ func parseFilterChain(where string, fc *listenerv3.FilterChain) (*parsedChain, e
 	if err := unmarshal(f.GetTypedConfig(), hcm); err != nil {
 		return nil, fmt.Errorf("%s: typed_config: %w", fw, err)
 	}
-	idle, err := parseHCM(fw+": typed_config", hcm, c)
+	limits, err := parseHCM(fw+": typed_config", hcm, c)
 	if err != nil {
 		return nil, err
 	}
-	return &parsedChain{filterChain: c, idle: idle}, nil
+	return &parsedChain{filterChain: c, limits: limits}, nil
 }
 
-func parseHCM(where string, m *hcmv3.HttpConnectionManager, c *filterChain) (time.Duration, error) {
+func parseHCM(where string, m *hcmv3.HttpConnectionManager, c *filterChain) (hcmLimits, error) {
 	if err := pbcheck.Unsupported(where, m, "stat_prefix", "codec_type", "rds", "http_filters",
-		"use_remote_address", "normalize_path", "common_http_protocol_options", "strip_any_host_port"); err != nil {
-		return 0, err
+		"use_remote_address", "normalize_path", "common_http_protocol_options", "strip_any_host_port",
+		"request_headers_timeout", "stream_idle_timeout", "request_timeout", "max_request_headers_kb",
+		"http2_protocol_options"); err != nil {
+		return hcmLimits{}, err
+	}
+	limits, err := parseLimits(where, m)
+	if err != nil {
+		return hcmLimits{}, err
 	}
 	if m.GetCodecType() != hcmv3.HttpConnectionManager_AUTO {
-		return 0, fmt.Errorf("%s: codec_type %s is not supported (only AUTO)", where, m.GetCodecType())
+		return hcmLimits{}, fmt.Errorf("%s: codec_type %s is not supported (only AUTO)", where, m.GetCodecType())
 	}
 	rds := m.GetRds()
 	if rds == nil {
-		return 0, fmt.Errorf("%s: rds is required (inline route_config is not supported)", where)
+		return hcmLimits{}, fmt.Errorf("%s: rds is required (inline route_config is not supported)", where)
 	}
 	if err := pbcheck.Unsupported(where+": rds", rds, "config_source", "route_config_name"); err != nil {
-		return 0, err
+		return hcmLimits{}, err
 	}
 	if err := adsOnly(where+": rds.config_source", rds.GetConfigSource()); err != nil {
-		return 0, err
+		return hcmLimits{}, err
 	}
 	if rds.GetRouteConfigName() == "" {
-		return 0, fmt.Errorf("%s: rds.route_config_name is empty", where)
+		return hcmLimits{}, fmt.Errorf("%s: rds.route_config_name is empty", where)
 	}
 	c.routeConfig = rds.GetRouteConfigName()
 	c.statPrefix = m.GetStatPrefix()
 	hf := m.GetHttpFilters()
 	if len(hf) != 1 || hf[0].GetName() != RouterFilter {
-		return 0, fmt.Errorf("%s: http_filters must be exactly [%s]", where, RouterFilter)
+		return hcmLimits{}, fmt.Errorf("%s: http_filters must be exactly [%s]", where, RouterFilter)
 	}
 	if err := pbcheck.Unsupported(where+": http_filters[0]", hf[0], "name", "typed_config"); err != nil {
-		return 0, err
+		return hcmLimits{}, err
 	}
 	if tc := hf[0].GetTypedConfig(); tc != nil {
 		r := &routerv3.Router{}
 		if err := tc.UnmarshalTo(r); err != nil {
-			return 0, fmt.Errorf("%s: http_filters[0].typed_config: %w", where, err)
+			return hcmLimits{}, fmt.Errorf("%s: http_filters[0].typed_config: %w", where, err)
 		}
 		if err := pbcheck.Unsupported(where+": http_filters[0].typed_config", r); err != nil {
-			return 0, err
+			return hcmLimits{}, err
 		}
 	}
 	c.useRemoteAddress = m.GetUseRemoteAddress().GetValue()
 	c.normalizePath = m.GetNormalizePath().GetValue()
 	c.stripPort = m.GetStripAnyHostPort()
-	idle := defaultIdleTimeout
-	if o := m.GetCommonHttpProtocolOptions(); o != nil {
-		if err := pbcheck.Unsupported(where+": common_http_protocol_options", o, "idle_timeout"); err != nil {
-			return 0, err
+	return limits, nil
+}
+
+// parseLimits reads the timeouts and limits with Envoy's defaults for unset fields.
+func parseLimits(where string, m *hcmv3.HttpConnectionManager) (hcmLimits, error) {
+	l := hcmLimits{idle: defaultIdleTimeout, streamIdle: defaultStreamIdleTimeout,
+		maxHeadersKB: defaultMaxHeadersKB, maxHeadersCount: defaultMaxHeadersCount}
+	dur := func(field string, d *durationpb.Duration, into *time.Duration) error {
+		if d == nil {
+			return nil
 		}
-		if o.GetIdleTimeout() != nil {
-			idle = o.GetIdleTimeout().AsDuration() // 0 disables, as in Envoy
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return fmt.Errorf("%s: %s: %v is not a valid duration", where, field, d)
+		}
+		*into = d.AsDuration() // 0 disables, as in Envoy
+		return nil
+	}
+	if err := dur("request_headers_timeout", m.GetRequestHeadersTimeout(), &l.requestHeaders); err != nil {
+		return l, err
+	}
+	if err := dur("stream_idle_timeout", m.GetStreamIdleTimeout(), &l.streamIdle); err != nil {
+		return l, err
+	}
+	if err := dur("request_timeout", m.GetRequestTimeout(), &l.request); err != nil {
+		return l, err
+	}
+	if v := m.GetMaxRequestHeadersKb(); v != nil {
+		if v.GetValue() == 0 || v.GetValue() > 8192 {
+			return l, fmt.Errorf("%s: max_request_headers_kb %d is out of range (1-8192)", where, v.GetValue())
+		}
+		l.maxHeadersKB = v.GetValue()
+	}
+	if o := m.GetCommonHttpProtocolOptions(); o != nil {
+		ow := where + ": common_http_protocol_options"
+		if err := pbcheck.Unsupported(ow, o, "idle_timeout", "max_headers_count"); err != nil {
+			return l, err
+		}
+		if err := dur("common_http_protocol_options.idle_timeout", o.GetIdleTimeout(), &l.idle); err != nil {
+			return l, err
+		}
+		if v := o.GetMaxHeadersCount(); v != nil {
+			if v.GetValue() == 0 {
+				return l, fmt.Errorf("%s: max_headers_count must be at least 1", ow)
+			}
+			l.maxHeadersCount = v.GetValue()
 		}
 	}
-	return idle, nil
+	if h2 := m.GetHttp2ProtocolOptions(); h2 != nil {
+		hw := where + ": http2_protocol_options"
+		if err := pbcheck.Unsupported(hw, h2, "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"); err != nil {
+			return l, err
+		}
+		const maxInt31 = 1<<31 - 1
+		if v := h2.GetMaxConcurrentStreams(); v != nil {
+			if v.GetValue() < 1 || v.GetValue() > maxInt31 {
+				return l, fmt.Errorf("%s: max_concurrent_streams %d is out of range (1-%d)", hw, v.GetValue(), maxInt31)
+			}
+			l.h2MaxStreams = v.GetValue()
+		}
+		for _, w := range []struct {
+			name string
+			v    *wrapperspb.UInt32Value
+			into *uint32
+		}{{"initial_stream_window_size", h2.GetInitialStreamWindowSize(), &l.h2StreamWindow}, {"initial_connection_window_size", h2.GetInitialConnectionWindowSize(), &l.h2ConnWindow}} {
+			if w.v == nil {
+				continue
+			}
+			if w.v.GetValue() < 65535 || w.v.GetValue() > maxInt31 {
+				return l, fmt.Errorf("%s: %s %d is out of range (65535-%d)", hw, w.name, w.v.GetValue(), maxInt31)
+			}
+			*w.into = w.v.GetValue()
+		}
+	}
+	return l, nil
 }
 
 func parseDownstreamTLS(where string, ts *corev3.TransportSocket, c *filterChain) error {

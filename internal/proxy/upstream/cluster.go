@@ -52,6 +52,8 @@ type cluster struct {
 	overprov       uint32
 	hc             *corev3.HealthCheck
 	outlier        *clusterv3.OutlierDetection
+	breaker        *breaker
+	transport      *http.Transport // HTTP clusters' connection pool
 
 	mu    sync.Mutex
 	hosts map[string]*host
@@ -67,12 +69,17 @@ func newCluster(c *clusterv3.Cluster, log logr.Logger) *cluster {
 	}
 	cl.ringHash = c.GetLbPolicy() == clusterv3.Cluster_RING_HASH
 	cl.localityLB = c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
+	idle := defaultUpstreamIdle
 	if opts := c.GetTypedExtensionProtocolOptions()[httpOptionsName]; opts != nil {
 		var o httpv3.HttpProtocolOptions
-		if err := opts.UnmarshalTo(&o); err == nil && o.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil {
-			cl.http2 = true
+		if err := opts.UnmarshalTo(&o); err == nil {
+			cl.http2 = o.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil
+			if d := o.GetCommonHttpProtocolOptions().GetIdleTimeout(); d != nil {
+				idle = d.AsDuration() // 0 disables, as in Envoy
+			}
 		}
 	}
+	cl.breaker = newBreaker(c.GetCircuitBreakers())
 	if ts := c.GetTransportSocket(); ts != nil && ts.Name == proxyProtocolName {
 		var pp proxyprotocolv3.ProxyProtocolUpstreamTransport
 		if err := ts.GetTypedConfig().UnmarshalTo(&pp); err == nil {
@@ -86,12 +93,18 @@ func newCluster(c *clusterv3.Cluster, log logr.Logger) *cluster {
 		cl.hc = c.GetHealthChecks()[0]
 	}
 	cl.outlier = c.GetOutlierDetection()
+	cl.transport = cl.newTransport(idle)
 	return cl
 }
+
+// Envoy's default upstream HTTP idle_timeout.
+const defaultUpstreamIdle = time.Hour
 
 func secs(v uint32) time.Duration { return time.Duration(v) * time.Second }
 
 func (c *cluster) stop() {
+	// Requests in flight finish on their connections; idle ones go now.
+	c.transport.CloseIdleConnections()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, h := range c.hosts {

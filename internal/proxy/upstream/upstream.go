@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -136,10 +137,26 @@ func (m *Manager) Report(cluster, addr string, success bool) {
 	}
 }
 
-// HTTP2 reports whether the cluster speaks HTTP/2 upstream.
-func (m *Manager) HTTP2(cluster string) bool {
+// Transport is the cluster's HTTP connection pool (HTTP/1.1 or h2c). Requests
+// through it must carry WithRequest(ctx) so that a wait for a connection slot
+// ends with the request.
+func (m *Manager) Transport(cluster string) (http.RoundTripper, error) {
 	c, err := m.get(cluster)
-	return err == nil && c.http2
+	if err != nil {
+		return nil, err
+	}
+	return c.transport, nil
+}
+
+// StartRequest counts an HTTP request against the cluster's max_requests; it
+// returns ErrOverflow when the breaker is full, else done, to call when the
+// request ends.
+func (m *Manager) StartRequest(cluster string) (done func(), err error) {
+	c, err := m.get(cluster)
+	if err != nil {
+		return nil, err
+	}
+	return c.breaker.startRequest()
 }
 
 // DialTCP connects to a host of the cluster, with the cluster's connect
@@ -155,12 +172,19 @@ func (m *Manager) DialTCP(ctx context.Context, cluster string, src, dst net.Addr
 	if err != nil {
 		return nil, err
 	}
+	// tcp_proxy does not queue: past max_connections the connection is refused.
+	release, ok := c.breaker.tryConn()
+	if !ok {
+		return nil, fmt.Errorf("cluster %s: %w", cluster, ErrOverflow)
+	}
 	d := net.Dialer{Timeout: c.connectTimeout, KeepAliveConfig: c.keepalive}
-	conn, err := d.DialContext(ctx, "tcp", h.addr)
+	raw, err := d.DialContext(ctx, "tcp", h.addr)
 	if err != nil {
+		release()
 		c.report(h.addr, false)
 		return nil, fmt.Errorf("connecting to %s of cluster %s: %w", h.addr, cluster, err)
 	}
+	conn := net.Conn(&releasingConn{Conn: raw, release: release})
 	if c.proxyProtocol != 0 {
 		if _, err := conn.Write(proxyHeader(c.proxyProtocol, src, dst)); err != nil {
 			conn.Close()

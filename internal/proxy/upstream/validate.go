@@ -5,9 +5,12 @@ import (
 	"math/rand/v2"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	proxyprotocolv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+
+	"github.com/fleetlb/fleetlb/internal/proxy/pbcheck"
 )
 
 const (
@@ -61,8 +64,13 @@ func ValidateCluster(c *clusterv3.Cluster) error {
 		if err := opt.UnmarshalTo(&o); err != nil {
 			return fmt.Errorf("cluster %q: typed_extension_protocol_options: %w", c.GetName(), err)
 		}
-		if o.GetExplicitHttpConfig() == nil {
-			return bad("HttpProtocolOptions other than explicit_http_config")
+		if err := validateHTTPOptions(fmt.Sprintf("cluster %q: typed_extension_protocol_options[%q]", c.GetName(), name), &o); err != nil {
+			return err
+		}
+	}
+	if cb := c.GetCircuitBreakers(); cb != nil {
+		if err := validateCircuitBreakers(fmt.Sprintf("cluster %q: circuit_breakers", c.GetName()), cb); err != nil {
+			return err
 		}
 	}
 	if ts := c.GetTransportSocket(); ts != nil {
@@ -77,8 +85,60 @@ func ValidateCluster(c *clusterv3.Cluster) error {
 			return bad("proxy protocol wrapping transport socket %q", inner.GetName())
 		}
 	}
-	if c.GetCircuitBreakers() != nil || c.GetLoadAssignment() != nil || c.GetDnsLookupFamily() != clusterv3.Cluster_AUTO {
-		return bad("circuit_breakers, inline load_assignment or dns settings")
+	if c.GetLoadAssignment() != nil || c.GetDnsLookupFamily() != clusterv3.Cluster_AUTO {
+		return bad("inline load_assignment or dns settings")
+	}
+	return nil
+}
+
+// validateHTTPOptions accepts an explicit HTTP/1.1 or HTTP/2 (h2c) upstream
+// with default settings, and the upstream idle_timeout.
+func validateHTTPOptions(where string, o *httpv3.HttpProtocolOptions) error {
+	if err := pbcheck.Unsupported(where, o, "explicit_http_config", "common_http_protocol_options"); err != nil {
+		return err
+	}
+	e := o.GetExplicitHttpConfig()
+	switch {
+	case e == nil:
+		return fmt.Errorf("%s: explicit_http_config is required (auto and use_downstream_protocol are not supported)", where)
+	case e.GetHttp2ProtocolOptions() != nil:
+		if err := pbcheck.Unsupported(where+": explicit_http_config.http2_protocol_options", e.GetHttp2ProtocolOptions()); err != nil {
+			return err
+		}
+	case e.GetHttpProtocolOptions() != nil:
+		if err := pbcheck.Unsupported(where+": explicit_http_config.http_protocol_options", e.GetHttpProtocolOptions()); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("%s: explicit_http_config: only http_protocol_options and http2_protocol_options are supported", where)
+	}
+	if co := o.GetCommonHttpProtocolOptions(); co != nil {
+		if err := pbcheck.Unsupported(where+": common_http_protocol_options", co, "idle_timeout"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateCircuitBreakers accepts one DEFAULT-priority threshold with the
+// connection, pending-request and request limits. The proxy routes every
+// request at DEFAULT priority, so HIGH thresholds would never apply; and it
+// never retries, so max_retries and retry budgets have nothing to limit.
+func validateCircuitBreakers(where string, cb *clusterv3.CircuitBreakers) error {
+	if err := pbcheck.Unsupported(where, cb, "thresholds"); err != nil {
+		return err
+	}
+	if len(cb.GetThresholds()) > 1 {
+		return fmt.Errorf("%s: thresholds: only one (priority DEFAULT) is supported, got %d", where, len(cb.GetThresholds()))
+	}
+	for i, t := range cb.GetThresholds() {
+		w := fmt.Sprintf("%s: thresholds[%d]", where, i)
+		if err := pbcheck.Unsupported(w, t, "priority", "max_connections", "max_pending_requests", "max_requests"); err != nil {
+			return err
+		}
+		if t.GetPriority() != corev3.RoutingPriority_DEFAULT {
+			return fmt.Errorf("%s: priority %s is not supported (only DEFAULT)", w, t.GetPriority())
+		}
 	}
 	return nil
 }

@@ -1,0 +1,178 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+)
+
+// ErrOverflow is a circuit breaker that is full: the HTTP router answers 503
+// with x-envoy-overloaded, tcp_proxy closes the downstream connection.
+var ErrOverflow = errors.New("upstream overflow (circuit breaker)")
+
+// Envoy's default thresholds, applied when circuit_breakers leaves one unset.
+const defaultThreshold = 1024
+
+// breaker is a cluster's DEFAULT-priority circuit breaker: max_connections open
+// upstream connections, max_pending_requests requests waiting for a connection,
+// max_requests requests in flight.
+type breaker struct {
+	maxConns, maxPending, maxRequests int64
+
+	mu      sync.Mutex
+	conns   int64
+	pending int64
+	freed   chan struct{} // closed (and replaced) whenever a connection slot frees
+
+	requests atomic.Int64
+}
+
+func newBreaker(cb *clusterv3.CircuitBreakers) *breaker {
+	b := &breaker{maxConns: defaultThreshold, maxPending: defaultThreshold, maxRequests: defaultThreshold, freed: make(chan struct{})}
+	for _, t := range cb.GetThresholds() { // validated: at most one, priority DEFAULT
+		if v := t.GetMaxConnections(); v != nil {
+			b.maxConns = int64(v.GetValue())
+		}
+		if v := t.GetMaxPendingRequests(); v != nil {
+			b.maxPending = int64(v.GetValue())
+		}
+		if v := t.GetMaxRequests(); v != nil {
+			b.maxRequests = int64(v.GetValue())
+		}
+	}
+	return b
+}
+
+// tryConn takes a connection slot without waiting (tcp_proxy: overflow closes).
+func (b *breaker) tryConn() (release func(), ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.conns >= b.maxConns {
+		return nil, false
+	}
+	b.conns++
+	return b.releaser(), true
+}
+
+// waitConn takes a connection slot for an HTTP request that has no ready
+// connection. As in Envoy, such a request is pending until its connection is
+// established: pending requests are bounded by maxPending (overflow at once),
+// and a request waits for a slot while max_connections are open.
+func (b *breaker) waitConn(ctx context.Context, requestDone <-chan struct{}, dial func() (net.Conn, error)) (net.Conn, error) {
+	b.mu.Lock()
+	if b.pending >= b.maxPending {
+		b.mu.Unlock()
+		return nil, ErrOverflow
+	}
+	b.pending++
+	defer func() {
+		b.mu.Lock()
+		b.pending--
+		b.mu.Unlock()
+	}()
+	for b.conns >= b.maxConns {
+		freed := b.freed
+		b.mu.Unlock()
+		select {
+		case <-freed:
+		case <-requestDone:
+			return nil, context.Canceled
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		b.mu.Lock()
+	}
+	b.conns++
+	b.mu.Unlock()
+	release := b.releaser()
+	c, err := dial()
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return &releasingConn{Conn: c, release: release}, nil
+}
+
+func (b *breaker) releaser() func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			b.conns--
+			close(b.freed)
+			b.freed = make(chan struct{})
+			b.mu.Unlock()
+		})
+	}
+}
+
+// startRequest counts a request against max_requests.
+func (b *breaker) startRequest() (done func(), err error) {
+	if b.requests.Add(1) > b.maxRequests {
+		b.requests.Add(-1)
+		return nil, ErrOverflow
+	}
+	var once sync.Once
+	return func() { once.Do(func() { b.requests.Add(-1) }) }, nil
+}
+
+// releasingConn gives its connection slot back when closed.
+type releasingConn struct {
+	net.Conn
+	release func()
+}
+
+func (c *releasingConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
+}
+
+// CloseWrite half-closes a TCP connection (tcp_proxy passes a client's FIN on).
+func (c *releasingConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
+// requestDoneKey carries the downstream request's Done channel into the dial
+// of its connection: net/http detaches dials from request cancellation, yet a
+// request waiting for a connection slot must stop waiting when it ends.
+type requestDoneKey struct{}
+
+// WithRequest marks ctx (an outgoing request's context) so a wait for a
+// connection slot ends with the request.
+func WithRequest(ctx context.Context) context.Context {
+	return context.WithValue(ctx, requestDoneKey{}, ctx.Done())
+}
+
+// newTransport is the cluster's HTTP connection pool: HTTP/1.1 or h2c, the
+// cluster's connect timeout, TCP keepalive, upstream idle_timeout, and the
+// circuit breaker's connection and pending limits.
+func (c *cluster) newTransport(idle time.Duration) *http.Transport {
+	var protocols http.Protocols
+	if c.http2 {
+		protocols.SetUnencryptedHTTP2(true)
+	} else {
+		protocols.SetHTTP1(true)
+	}
+	d := &net.Dialer{Timeout: c.connectTimeout, KeepAliveConfig: c.keepalive}
+	return &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			done, _ := ctx.Value(requestDoneKey{}).(<-chan struct{})
+			return c.breaker.waitConn(ctx, done, func() (net.Conn, error) { return d.DialContext(ctx, network, addr) })
+		},
+		Protocols:           &protocols,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     idle,
+		DisableCompression:  true, // pass Accept-Encoding and bodies through untouched
+		Proxy:               nil,
+	}
+}
