@@ -26,8 +26,9 @@ type boundListener struct {
 	address netip.AddrPort
 	udp     bool
 
-	sock net.Listener   // TCP
-	pc   net.PacketConn // UDP
+	sock  net.Listener   // TCP
+	pc    net.PacketConn // UDP
+	limit *connLimit     // the proxy-wide cap on downstream connections
 
 	mu      sync.Mutex
 	server  Server          // TCP/HTTP
@@ -90,6 +91,11 @@ func (bl *boundListener) acceptLoop() {
 				return
 			}
 			continue // transient (e.g. ECONNABORTED); the socket stays bound
+		}
+		c, ok := bl.limit.admit(c)
+		if !ok {
+			c.Close()
+			continue
 		}
 		// Bounded: each retry follows a swap, and swaps happen once per update.
 		for {
@@ -288,7 +294,7 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message) err
 			c.reus = old
 			continue
 		}
-		bl := &boundListener{name: n, config: pl.l, address: pl.address, udp: pl.udp, done: make(chan struct{})}
+		bl := &boundListener{name: n, config: pl.l, address: pl.address, udp: pl.udp, done: make(chan struct{}), limit: &p.downstream}
 		if old != nil && old.address == pl.address {
 			// Same address, different protocol family of socket: the old one must go first.
 			p.retire(old)

@@ -70,6 +70,10 @@ type Options struct {
 	DrainTimeout time.Duration
 	// MinBackoff/MaxBackoff bound ADS reconnects (defaults in xdsclient).
 	MinBackoff, MaxBackoff time.Duration
+	// MaxConnections caps open downstream TCP connections over all listeners, as
+	// Envoy's overload manager does with envoy.resource_monitors.global_downstream_max_connections:
+	// past it a new connection is closed at once. 0: no cap.
+	MaxConnections int64
 }
 
 // Proxy is one data-plane instance.
@@ -86,6 +90,8 @@ type Proxy struct {
 	mu        sync.Mutex
 	listeners map[string]*boundListener
 	drains    sync.WaitGroup
+
+	downstream connLimit
 }
 
 // New returns a proxy that talks ADS over conn; Run starts it.
@@ -97,6 +103,7 @@ func New(conn grpc.ClientConnInterface, opts Options, log logr.Logger) (*Proxy, 
 		opts.DrainTimeout = 30 * time.Second
 	}
 	p := &Proxy{opts: opts, log: log, ready: make(chan struct{}), listeners: map[string]*boundListener{}}
+	p.downstream.max = opts.MaxConnections
 	p.client = xdsclient.New(conn, xdsclient.HandlerFunc(p.handle), xdsclient.Options{
 		Node: opts.Node, Delta: opts.Delta, MinBackoff: opts.MinBackoff, MaxBackoff: opts.MaxBackoff,
 		OnResponse: func(typeURL string, err error) {
