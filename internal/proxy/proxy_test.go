@@ -86,6 +86,8 @@ func (m *clusterStandIn) Pick(cluster string, _ []byte) (string, error) {
 
 func (m *clusterStandIn) Report(string, string, bool) {}
 
+func (m *clusterStandIn) StartSession(string) (func(), error) { return func() {}, nil }
+
 func (m *clusterStandIn) DialTCP(ctx context.Context, cluster string, _, _ net.Addr, key []byte) (net.Conn, error) {
 	h, err := m.Pick(cluster, key)
 	if err != nil {

@@ -46,6 +46,8 @@ func (r *roundRobin) Pick(cluster string, _ []byte) (string, error) {
 
 func (r *roundRobin) Report(string, string, bool) {}
 
+func (r *roundRobin) StartSession(string) (func(), error) { return func() {}, nil }
+
 func (r *roundRobin) DialTCP(ctx context.Context, cluster string, _, _ net.Addr, key []byte) (net.Conn, error) {
 	host, err := r.Pick(cluster, key)
 	if err != nil {

@@ -20,6 +20,9 @@ type Upstreams interface {
 	Pick(cluster string, hashKey []byte) (string, error)
 	Report(cluster, addr string, success bool)
 	DialTCP(ctx context.Context, cluster string, src, dst net.Addr, hashKey []byte) (net.Conn, error)
+	// StartSession counts a UDP session against the cluster's max_connections
+	// circuit breaker, as Envoy's udp_proxy does; release ends it.
+	StartSession(cluster string) (release func(), err error)
 }
 
 // dialTimeout bounds DialTCP when the cluster manager's own connect_timeout and

@@ -53,6 +53,7 @@ type udpSession struct {
 	conn     *net.UDPConn // connected to the upstream host
 	upstream string
 	last     atomic.Int64
+	release  func() // gives the circuit breaker's slot back
 }
 
 // Serve reads datagrams from pc until Close.
@@ -110,16 +111,23 @@ func (u *UDPListener) session(pc net.PacketConn, src netip.AddrPort, addr net.Ad
 		u.log.V(1).Info("no upstream", "cluster", u.cfg.cluster, "error", err.Error())
 		return nil
 	}
+	release, err := u.up.StartSession(u.cfg.cluster)
+	if err != nil {
+		u.log.V(1).Info("no session", "cluster", u.cfg.cluster, "error", err.Error())
+		return nil // the datagram is dropped, as by Envoy on overflow
+	}
 	raddr, err := net.ResolveUDPAddr("udp", host)
 	if err != nil {
+		release()
 		return nil
 	}
 	conn, err := net.DialUDP("udp", nil, raddr)
 	if err != nil {
+		release()
 		u.up.Report(u.cfg.cluster, host, false)
 		return nil
 	}
-	s := &udpSession{conn: conn, upstream: host}
+	s := &udpSession{conn: conn, upstream: host, release: release}
 	s.last.Store(time.Now().UnixNano())
 	u.sessions[src] = s
 	u.wg.Add(1)
@@ -135,6 +143,7 @@ func (u *UDPListener) replies(pc net.PacketConn, src netip.AddrPort, addr net.Ad
 		delete(u.sessions, src)
 		u.mu.Unlock()
 		s.conn.Close()
+		s.release()
 		u.wg.Done()
 	}()
 	buf := make([]byte, 64*1024)

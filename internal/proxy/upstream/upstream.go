@@ -195,6 +195,20 @@ func (m *Manager) DialTCP(ctx context.Context, cluster string, src, dst net.Addr
 	return conn, nil
 }
 
+// StartSession counts a UDP session against the cluster's max_connections
+// (Envoy's udp_proxy limits sessions by it); ErrOverflow when full.
+func (m *Manager) StartSession(cluster string) (release func(), err error) {
+	c, err := m.get(cluster)
+	if err != nil {
+		return nil, err
+	}
+	release, ok := c.breaker.tryConn()
+	if !ok {
+		return nil, fmt.Errorf("cluster %s: %w", cluster, ErrOverflow)
+	}
+	return release, nil
+}
+
 // HealthyHosts lists a cluster's hosts that pass health checks and are not ejected (for tests and status).
 func (m *Manager) HealthyHosts(cluster string) []string {
 	c, err := m.get(cluster)
