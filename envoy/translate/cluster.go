@@ -13,12 +13,17 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/fleetlb/fleetlb/internal/model"
 )
 
-const defaultConnectTimeout = 5 * time.Second
+const (
+	defaultConnectTimeout   = 5 * time.Second
+	circuitBreakerThreshold = 1024
+	upstreamIdleTimeout     = 60 * time.Second
+)
 
 // cluster builds the EDS cluster of a backend and its load assignment.
 func cluster(b *model.Backend) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
@@ -45,11 +50,37 @@ func cluster(b *model.Backend) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssig
 			KeepaliveProbes: wrapperspb.UInt32(3), KeepaliveTime: wrapperspb.UInt32(60), KeepaliveInterval: wrapperspb.UInt32(10),
 		}}
 	}
-	if b.Protocol == model.BackendHTTP2 || b.Protocol == model.BackendGRPC {
+	// Envoy's default thresholds, written out: one tenant's backend can hold at
+	// most this many upstream connections (UDP: sessions) and requests of the
+	// fleet, whatever its clients do.
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		Priority:           corev3.RoutingPriority_DEFAULT,
+		MaxConnections:     wrapperspb.UInt32(circuitBreakerThreshold),
+		MaxPendingRequests: wrapperspb.UInt32(circuitBreakerThreshold),
+		MaxRequests:        wrapperspb.UInt32(circuitBreakerThreshold),
+	}}}
+	if b.Protocol != model.BackendUDP {
+		c.PerConnectionBufferLimitBytes = wrapperspb.UInt32(connectionBufferLimit)
+	}
+	var upstreamHTTP *httpv3.HttpProtocolOptions_ExplicitHttpConfig
+	switch b.Protocol {
+	case model.BackendHTTP2, model.BackendGRPC:
+		upstreamHTTP = &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}
+	case model.BackendHTTP1:
+		upstreamHTTP = &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
+		}
+	}
+	if upstreamHTTP != nil {
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOpts: typed(&httpv3.HttpProtocolOptions{
-			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-			}},
+			// Below nginx's 75 s keepalive_timeout (the usual ingress in a tenant
+			// cluster), so a pooled connection is rarely reused just as the backend
+			// closes it, and no idle connection holds a slot of the backend's
+			// max_connections for Envoy's default hour.
+			CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(upstreamIdleTimeout)},
+			UpstreamProtocolOptions:   &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: upstreamHTTP},
 		})}
 	}
 	if b.ProxyProtocol != 0 {

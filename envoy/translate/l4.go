@@ -104,9 +104,10 @@ func l4Listener(s *model.L4Service, b *model.Backend) (*listenerv3.Listener, err
 	}
 	filters = append(filters, &listenerv3.Filter{Name: FilterTCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: typed(tp)}})
 	return &listenerv3.Listener{
-		Name:         name,
-		Address:      socketAddress(s.VIP, s.Port, false),
-		FilterChains: []*listenerv3.FilterChain{{Filters: filters}},
+		Name:                          name,
+		Address:                       socketAddress(s.VIP, s.Port, false),
+		FilterChains:                  []*listenerv3.FilterChain{{Filters: filters}},
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
 	}, nil
 }
 

@@ -43,9 +43,10 @@ func httpResources(f *model.Fleet) (*l7Resources, error) {
 		}
 		out.routes = append(out.routes, rc)
 		out.listeners = append(out.listeners, &listenerv3.Listener{
-			Name:         HTTPListenerName,
-			Address:      socketAddress(f.HTTP.VIP, f.HTTP.Port, false),
-			FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(HTTPListenerName, HTTPRouteName)}}},
+			Name:                          HTTPListenerName,
+			Address:                       socketAddress(f.HTTP.VIP, f.HTTP.Port, false),
+			FilterChains:                  []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(HTTPListenerName, HTTPRouteName)}}},
+			PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
 		})
 	}
 
@@ -97,12 +98,28 @@ func httpResources(f *model.Fleet) (*l7Resources, error) {
 					Name:       FilterTLSInspector,
 					ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: typed(&tlsinspectorv3.TlsInspector{})},
 				}},
-				FilterChains: chains,
+				FilterChains:                  chains,
+				PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
 			})
 		}
 	}
 	return out, nil
 }
+
+// Downstream HTTP limits of the shared listeners: Envoy's edge best practices
+// (HTTP/2 limits, 32 KiB buffers), Contour's 60 s connection idle timeout, and
+// Envoy's own defaults, written out, for the rest. README.md says why each.
+const (
+	requestHeadersTimeout     = 10 * time.Second
+	streamIdleTimeout         = 5 * time.Minute
+	downstreamIdleTimeout     = 60 * time.Second
+	maxRequestHeadersKB       = 60
+	maxHeadersCount           = 100
+	http2MaxConcurrentStreams = 100
+	http2StreamWindow         = 64 << 10
+	http2ConnectionWindow     = 1 << 20
+	connectionBufferLimit     = 32 << 10
+)
 
 func hcm(stat, routeName string) *listenerv3.Filter {
 	m := &hcmv3.HttpConnectionManager{
@@ -118,8 +135,22 @@ func hcm(stat, routeName string) *listenerv3.Filter {
 		NormalizePath:    wrapperspb.Bool(true),
 		// Virtual hosts list bare hostnames; without this Envoy would match
 		// "Host: a.example.com:8080" against no domain on a non-default port.
-		StripPortMode:             &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
-		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(5 * time.Minute)},
+		StripPortMode: &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
+		// The listener is shared by every tenant: nobody may hold a connection
+		// or a stream for free. No request_timeout: it would cut gRPC streams
+		// and long downloads; stream_idle_timeout ends the ones that stall.
+		RequestHeadersTimeout: durationpb.New(requestHeadersTimeout),
+		StreamIdleTimeout:     durationpb.New(streamIdleTimeout),
+		MaxRequestHeadersKb:   wrapperspb.UInt32(maxRequestHeadersKB),
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+			IdleTimeout:     durationpb.New(downstreamIdleTimeout),
+			MaxHeadersCount: wrapperspb.UInt32(maxHeadersCount),
+		},
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
+			MaxConcurrentStreams:        wrapperspb.UInt32(http2MaxConcurrentStreams),
+			InitialStreamWindowSize:     wrapperspb.UInt32(http2StreamWindow),
+			InitialConnectionWindowSize: wrapperspb.UInt32(http2ConnectionWindow),
+		},
 	}
 	return &listenerv3.Filter{Name: FilterHCM, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: typed(m)}}
 }

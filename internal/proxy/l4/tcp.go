@@ -195,8 +195,8 @@ func (t *TCPListener) handle(s *tcpSession, src netip.AddrPort) {
 
 	s.last.Store(time.Now().UnixNano())
 	copied := make(chan struct{}, 2)
-	go func() { pipe(up, s.down, &s.last); copied <- struct{}{} }()
-	go func() { pipe(s.down, up, &s.last); copied <- struct{}{} }()
+	go func() { pipe(up, s.down, &s.last, t.cfg.buffer); copied <- struct{}{} }()
+	go func() { pipe(s.down, up, &s.last, t.cfg.buffer); copied <- struct{}{} }()
 
 	var idle <-chan time.Time
 	var timer *time.Timer
@@ -220,15 +220,18 @@ func (t *TCPListener) handle(s *tcpSession, src netip.AddrPort) {
 	}
 }
 
-// copyBuffers recycles the per-direction copy buffers across connections.
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+// copyBufferSize is the per-direction copy buffer of a TCP connection.
+const copyBufferSize = 32 << 10
 
-// pipe copies src to dst; at EOF it half-closes dst so the other direction can
-// still finish (TCP half-close, as Envoy's tcp_proxy does).
-func pipe(dst, src net.Conn, last *atomic.Int64) {
+// copyBuffers recycles the per-direction copy buffers across connections.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+// pipe copies src to dst through at most size bytes; at EOF it half-closes dst
+// so the other direction can still finish (TCP half-close, as Envoy's tcp_proxy does).
+func pipe(dst, src net.Conn, last *atomic.Int64, size int) {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
-	buf := *bp
+	buf := (*bp)[:size]
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {

@@ -65,6 +65,9 @@ type tcpConfig struct {
 	cluster string
 	idle    time.Duration // 0: no idle timeout
 	rbac    *rbacPolicy   // nil: every source allowed
+	// buffer is the copy buffer per direction: per_connection_buffer_limit_bytes
+	// when below the default 32 KiB, so no more is ever held for a connection.
+	buffer int
 }
 
 // udpConfig is a validated UDP listener.
@@ -106,7 +109,13 @@ func parseTCP(l *listenerv3.Listener) (*tcpConfig, error) {
 	if err := unsupported(fmt.Sprintf("listener %q: filter_chains[0]", name), fc, "filters", "name"); err != nil {
 		return nil, err
 	}
-	cfg := &tcpConfig{}
+	cfg := &tcpConfig{buffer: copyBufferSize}
+	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
+		if v.GetValue() == 0 {
+			return nil, fmt.Errorf("listener %q: per_connection_buffer_limit_bytes must be at least 1", name)
+		}
+		cfg.buffer = min(int(v.GetValue()), copyBufferSize)
+	}
 	filters := fc.GetFilters()
 	if len(filters) == 0 || filters[len(filters)-1].GetName() != TCPProxyFilter {
 		return nil, fmt.Errorf("listener %q: filter_chains[0].filters: the last filter must be %s", name, TCPProxyFilter)

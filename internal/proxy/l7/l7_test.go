@@ -90,7 +90,7 @@ func TestListenerValidationNamesTheField(t *testing.T) {
 		}, `server name "a.example.com" is already matched by filter_chains[0]`},
 		{"listener field", func(t *testing.T) *listenerv3.Listener {
 			return &listenerv3.Listener{Name: "http", PerConnectionBufferLimitBytes: wrapperspb.UInt32(1), FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(t, nil)}}}}
-		}, "field per_connection_buffer_limit_bytes is not supported"},
+		}, "per_connection_buffer_limit_bytes 1 is below 32768"},
 	}
 	for _, tc := range cases {
 		_, err := NewListener(tc.l(t), Deps{Routes: func(string) *RouteTable { return nil }, Secrets: func(string) *tls.Certificate { return nil }, Upstreams: nopUpstreams{}}, logr.Discard())

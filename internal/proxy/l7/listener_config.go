@@ -138,7 +138,10 @@ type filterChain struct {
 
 func parseListener(l *listenerv3.Listener) (*listenerConfig, error) {
 	where := fmt.Sprintf("listener %q", l.GetName())
-	if err := pbcheck.Unsupported(where, l, "name", "address", "filter_chains", "listener_filters"); err != nil {
+	if err := pbcheck.Unsupported(where, l, "name", "address", "filter_chains", "listener_filters", "per_connection_buffer_limit_bytes"); err != nil {
+		return nil, err
+	}
+	if err := pbcheck.BufferLimit(where, l.GetPerConnectionBufferLimitBytes()); err != nil {
 		return nil, err
 	}
 	cfg := &listenerConfig{name: l.GetName()}

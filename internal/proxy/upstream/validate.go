@@ -85,6 +85,9 @@ func ValidateCluster(c *clusterv3.Cluster) error {
 			return bad("proxy protocol wrapping transport socket %q", inner.GetName())
 		}
 	}
+	if err := pbcheck.BufferLimit(fmt.Sprintf("cluster %q", c.GetName()), c.GetPerConnectionBufferLimitBytes()); err != nil {
+		return err
+	}
 	if c.GetLoadAssignment() != nil || c.GetDnsLookupFamily() != clusterv3.Cluster_AUTO {
 		return bad("inline load_assignment or dns settings")
 	}
