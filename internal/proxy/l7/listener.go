@@ -304,19 +304,28 @@ type streamWatch struct {
 	last        atomic.Int64 // unix nanos
 	bodyDone    atomic.Bool  // the whole request has been received
 	respStarted atomic.Bool
-	timers      []*time.Timer
+
+	mu      sync.Mutex // a timer acts only before stop: never on the connection's next request
+	stopped bool
+	timers  []*time.Timer
 }
 
 func (s *streamWatch) touch() { s.last.Store(time.Now().UnixNano()) }
 
-// watch starts the request's timers; cancel ends the upstream request with the
+// start starts the request's timers; cancel ends the upstream request with the
 // timer's cause. stop releases them.
-func watch(lim hcmLimits, cancel context.CancelCauseFunc) *streamWatch {
-	s := &streamWatch{}
+func (s *streamWatch) start(lim hcmLimits, cancel context.CancelCauseFunc) {
 	s.touch()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if d := lim.streamIdle; d > 0 {
 		var t *time.Timer
 		t = time.AfterFunc(d, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.stopped {
+				return
+			}
 			if since := time.Since(time.Unix(0, s.last.Load())); since < d {
 				t.Reset(d - since)
 				return
@@ -327,15 +336,19 @@ func watch(lim hcmLimits, cancel context.CancelCauseFunc) *streamWatch {
 	}
 	if d := lim.request; d > 0 {
 		s.timers = append(s.timers, time.AfterFunc(d, func() {
-			if !s.bodyDone.Load() && !s.respStarted.Load() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if !s.stopped && !s.bodyDone.Load() && !s.respStarted.Load() {
 				cancel(errRequestTimeout)
 			}
 		}))
 	}
-	return s
 }
 
 func (s *streamWatch) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
 	for _, t := range s.timers {
 		t.Stop()
 	}
@@ -422,9 +435,18 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 	}
 	defer requestDone()
 
-	ctx, cancel := context.WithCancelCause(r.Context())
-	defer cancel(nil)
-	sw := watch(l.cfg.limits, cancel)
+	ctx, cancelCtx := context.WithCancelCause(r.Context())
+	defer cancelCtx(nil)
+	rc := http.NewResponseController(w)
+	sw := &streamWatch{}
+	sw.start(l.cfg.limits, func(cause error) {
+		cancelCtx(cause)
+		if !sw.bodyDone.Load() {
+			// A read of the stalled body holds net/http's body lock, which the
+			// 408 must take: end the read now.
+			_ = rc.SetReadDeadline(time.Now())
+		}
+	})
 	defer sw.stop()
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &watchedBody{ReadCloser: r.Body, s: sw}
@@ -496,7 +518,12 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 				http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
 				return
 			case errors.Is(cause, errStreamIdle), errors.Is(cause, errRequestTimeout):
-				// The request body may be half read: the connection cannot be reused.
+				// As Envoy: 504 when the whole request had arrived, else 408, and
+				// then an HTTP/1 connection with a half-read body cannot be reused.
+				if sw.bodyDone.Load() {
+					http.Error(w, cause.Error(), http.StatusGatewayTimeout)
+					return
+				}
 				w.Header().Set("Connection", "close")
 				http.Error(w, cause.Error(), http.StatusRequestTimeout)
 				return

@@ -54,7 +54,8 @@ type hcmLimits struct {
 	// arrive within it, else the connection is closed. 0 disables.
 	requestHeaders time.Duration
 	// streamIdle is stream_idle_timeout: a request with no activity either way
-	// for this long ends with 408 (or a reset once the response has begun). 0 disables.
+	// for this long ends with 408 (504 once the whole request had arrived), or
+	// a reset once the response has begun. 0 disables.
 	streamIdle time.Duration
 	// request is request_timeout: the whole request must be received (or the
 	// response begun) within it, else 408. 0 disables.
