@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -91,6 +92,37 @@ func TestListenerValidationNamesTheField(t *testing.T) {
 		{"listener field", func(t *testing.T) *listenerv3.Listener {
 			return &listenerv3.Listener{Name: "http", PerConnectionBufferLimitBytes: wrapperspb.UInt32(1), FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(t, nil)}}}}
 		}, "per_connection_buffer_limit_bytes 1 is below 32768"},
+		{"unsupported hcm timeout", func(t *testing.T) *listenerv3.Listener {
+			return &listenerv3.Listener{Name: "http", FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(t, func(m *hcmv3.HttpConnectionManager) {
+				m.DrainTimeout = durationpb.New(time.Second)
+			})}}}}
+		}, "field drain_timeout is not supported"},
+		{"unsupported http2 option", func(t *testing.T) *listenerv3.Listener {
+			return &listenerv3.Listener{Name: "http", FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(t, func(m *hcmv3.HttpConnectionManager) {
+				m.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{AllowConnect: true}
+			})}}}}
+		}, "http2_protocol_options: field allow_connect is not supported"},
+		{"headers kb out of range", func(t *testing.T) *listenerv3.Listener {
+			return &listenerv3.Listener{Name: "http", FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(t, func(m *hcmv3.HttpConnectionManager) {
+				m.MaxRequestHeadersKb = wrapperspb.UInt32(9000)
+			})}}}}
+		}, "max_request_headers_kb 9000 is out of range"},
+		{"headers_with_underscores_action", func(t *testing.T) *listenerv3.Listener {
+			return &listenerv3.Listener{Name: "http", FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(t, func(m *hcmv3.HttpConnectionManager) {
+				m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST}
+			})}}}}
+		}, "field headers_with_underscores_action is not supported"},
+		{"negative timeout", func(t *testing.T) *listenerv3.Listener {
+			return &listenerv3.Listener{Name: "http", FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(t, func(m *hcmv3.HttpConnectionManager) {
+				m.StreamIdleTimeout = &durationpb.Duration{Seconds: -1}
+			})}}}}
+		}, "stream_idle_timeout"},
+		{"chains with different limits", func(t *testing.T) *listenerv3.Listener {
+			b := sdsChain(t, []string{"b.example.com"}, "b")
+			b.Filters = []*listenerv3.Filter{hcm(t, func(m *hcmv3.HttpConnectionManager) { m.StreamIdleTimeout = durationpb.New(time.Second) })}
+			return &listenerv3.Listener{Name: "https", ListenerFilters: []*listenerv3.ListenerFilter{{Name: TLSInspectorFilter}},
+				FilterChains: []*listenerv3.FilterChain{sdsChain(t, []string{"a.example.com"}, "a"), b}}
+		}, "timeouts and limits of the http_connection_manager differ from filter_chains[0]"},
 	}
 	for _, tc := range cases {
 		_, err := NewListener(tc.l(t), Deps{Routes: func(string) *RouteTable { return nil }, Secrets: func(string) *tls.Certificate { return nil }, Upstreams: nopUpstreams{}}, logr.Discard())
