@@ -416,3 +416,109 @@ func TestUnsupportedLimitIsNACKed(t *testing.T) {
 		})
 	}
 }
+
+// TestRequestTimeout: with request_timeout set, a client that keeps sending
+// its body, but too slowly to finish in time, gets 408 although the stream is
+// never idle.
+func TestRequestTimeout(t *testing.T) {
+	vip := netip.MustParseAddr("127.0.32.9")
+	sink := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusOK)
+	}))
+	e := newEnv(t, true)
+	e.applyResources(translated(t, httpFleet(vip, sink), func(m *hcmv3.HttpConnectionManager) {
+		m.RequestTimeout = durationpb.New(300 * time.Millisecond)
+	}, nil))
+	c := dialRaw(t, netip.AddrPortFrom(vip, 8080).String())
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		// 100 bytes 50 ms apart: the whole would take 5 s.
+		if _, err := io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 100\r\n\r\n"); err != nil {
+			return
+		}
+		for range 100 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if _, err := io.WriteString(c, "x"); err != nil {
+				return
+			}
+		}
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("slow body: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("slow body past request_timeout: %d, want 408", resp.StatusCode)
+	}
+}
+
+// TestHTTP2LimitsReachTheWire: the translator's HTTP/2 limits are what the
+// proxy announces in its SETTINGS, and a request over max_headers_count on
+// HTTP/2 is reset rather than answered.
+func TestHTTP2LimitsReachTheWire(t *testing.T) {
+	vip := netip.MustParseAddr("127.0.32.10")
+	app := startHTTPEcho(t, "a", "app-1", "app")
+	e := newEnv(t, true)
+	e.apply(httpFleet(vip, app))
+	to := netip.AddrPortFrom(vip, 8080).String()
+
+	c := dialRaw(t, to)
+	// Client preface and an empty SETTINGS frame (h2c with prior knowledge).
+	if _, err := io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"); err != nil {
+		t.Fatal(err)
+	}
+	settings := map[uint16]uint32{}
+	var connWindowIncrement uint32
+	br := bufio.NewReader(c)
+	for range 10 { // SETTINGS, WINDOW_UPDATE and the ACK of ours come first
+		var h [9]byte
+		if _, err := io.ReadFull(br, h[:]); err != nil {
+			t.Fatalf("reading frames: %v", err)
+		}
+		n, typ, flags := int(h[0])<<16|int(h[1])<<8|int(h[2]), h[3], h[4]
+		p := make([]byte, n)
+		if _, err := io.ReadFull(br, p); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case typ == 0x4 && flags&0x1 == 0: // SETTINGS
+			for i := 0; i+6 <= n; i += 6 {
+				settings[uint16(p[i])<<8|uint16(p[i+1])] = uint32(p[i+2])<<24 | uint32(p[i+3])<<16 | uint32(p[i+4])<<8 | uint32(p[i+5])
+			}
+		case typ == 0x8 && h[5]|h[6]|h[7]|h[8] == 0: // WINDOW_UPDATE on the connection
+			connWindowIncrement = uint32(p[0]&0x7f)<<24 | uint32(p[1])<<16 | uint32(p[2])<<8 | uint32(p[3])
+		}
+		if len(settings) > 0 && connWindowIncrement > 0 {
+			break
+		}
+	}
+	if settings[0x3] != 100 || settings[0x4] != 64<<10 {
+		t.Errorf("SETTINGS %v: want MAX_CONCURRENT_STREAMS (3) 100 and INITIAL_WINDOW_SIZE (4) 65536", settings)
+	}
+	if got := 65535 + connWindowIncrement; got != 1<<20 {
+		t.Errorf("connection window %d, want 1 MiB", got)
+	}
+
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	hc := client(to, nil)
+	hc.Transport.(*http.Transport).Protocols = &p
+	req, _ := http.NewRequest(http.MethodGet, "http://app.example.com/", nil)
+	for i := range 100 {
+		req.Header.Set(fmt.Sprintf("X-H-%d", i), "1")
+	}
+	if resp, err := hc.Do(req); err == nil {
+		resp.Body.Close()
+		t.Errorf("101 headers over HTTP/2: answered %d, want the stream reset", resp.StatusCode)
+	}
+	if r := get(t, hc, "http://app.example.com/"); r.status != http.StatusOK {
+		t.Errorf("after the reset, a normal HTTP/2 request: %d", r.status)
+	}
+}
