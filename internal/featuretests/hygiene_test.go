@@ -522,3 +522,43 @@ func TestHTTP2LimitsReachTheWire(t *testing.T) {
 		t.Errorf("after the reset, a normal HTTP/2 request: %d", r.status)
 	}
 }
+
+// TestStreamIdleTimeoutResetsAStalledReader: a client that stops reading a
+// response mid-body is reset after stream_idle_timeout, so it holds neither a
+// proxy connection nor the backend's request.
+func TestStreamIdleTimeoutResetsAStalledReader(t *testing.T) {
+	vip := netip.MustParseAddr("127.0.32.11")
+	backendDone := make(chan struct{})
+	big := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(backendDone)
+		chunk := make([]byte, 64<<10)
+		for range 1024 { // 64 MiB, far more than the sockets between buffer
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	e := newEnv(t, true)
+	e.applyResources(translated(t, httpFleet(vip, big), func(m *hcmv3.HttpConnectionManager) {
+		m.StreamIdleTimeout = durationpb.New(300 * time.Millisecond)
+	}, nil))
+	c := dialRaw(t, netip.AddrPortFrom(vip, 8080).String())
+	if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: app.example.com\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	// The client reads no further.
+	select {
+	case <-backendDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend's request was never ended")
+	}
+	eventually(t, "the stalled client's connection is closed", func() error {
+		if n := e.proxy.ActiveConnections()[translate.HTTPListenerName]; n != 0 {
+			return fmt.Errorf("%d open connections on the http listener", n)
+		}
+		return nil
+	})
+}

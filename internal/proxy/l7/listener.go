@@ -446,6 +446,11 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 			// 408 must take: end the read now.
 			_ = rc.SetReadDeadline(time.Now())
 		}
+		if sw.respStarted.Load() {
+			// The stream is reset; a write to a client that stopped reading
+			// must not hold the request forever.
+			_ = rc.SetWriteDeadline(time.Now())
+		}
 	})
 	defer sw.stop()
 	if r.Body != nil && r.Body != http.NoBody {
@@ -506,6 +511,11 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 			applyHeaders(h, rt.headers.add, rt.headers.remove)
 		},
 		ModifyResponse: func(res *http.Response) error {
+			if res.StatusCode == http.StatusSwitchingProtocols {
+				// The upgraded connection is copied past this writer, which
+				// cannot see its activity: it ends when either side closes.
+				sw.stop()
+			}
 			up.Report(cluster, addr, res.StatusCode < 500)
 			applyHeaders(res.Header, route.headers.respAdd, route.headers.respRemove)
 			applyHeaders(res.Header, vh.headers.respAdd, vh.headers.respRemove)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +65,11 @@ func (b *breaker) tryConn() (release func(), ok bool) {
 // connection. As in Envoy, such a request is pending until its connection is
 // established: pending requests are bounded by maxPending (overflow at once),
 // and a request waits for a slot while max_connections are open.
-func (b *breaker) waitConn(ctx context.Context, requestDone <-chan struct{}, dial func() (net.Conn, error)) (net.Conn, error) {
+func (b *breaker) waitConn(ctx context.Context, req *requestState, dial func() (net.Conn, error)) (net.Conn, error) {
+	var requestDone, gotConn <-chan struct{} // nil without a request: never ready
+	if req != nil {
+		requestDone, gotConn = req.done, req.gotConn
+	}
 	b.mu.Lock()
 	if b.pending >= b.maxPending {
 		b.mu.Unlock()
@@ -83,6 +88,10 @@ func (b *breaker) waitConn(ctx context.Context, requestDone <-chan struct{}, dia
 		case <-freed:
 		case <-requestDone:
 			return nil, context.Canceled
+		case <-gotConn:
+			// Another connection freed up for the request first: it is no
+			// longer pending, and this dial has no one to serve.
+			return nil, errNotNeeded
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -142,15 +151,28 @@ func (c *releasingConn) CloseWrite() error {
 	return c.Close()
 }
 
-// requestDoneKey carries the downstream request's Done channel into the dial
-// of its connection: net/http detaches dials from request cancellation, yet a
-// request waiting for a connection slot must stop waiting when it ends.
-type requestDoneKey struct{}
+var errNotNeeded = errors.New("the request got another connection")
 
-// WithRequest marks ctx (an outgoing request's context) so a wait for a
-// connection slot ends with the request.
+// requestState follows a request into the dial of its connection: net/http
+// detaches dials from the request, yet a request waiting for a connection
+// slot stops being pending when it ends or when a pooled connection frees up
+// for it first.
+type requestState struct {
+	done    <-chan struct{}
+	gotConn chan struct{}
+	once    sync.Once
+}
+
+type requestKey struct{}
+
+// WithRequest prepares ctx (an outgoing request's context) for the cluster's
+// Transport, so the request counts as pending exactly while it waits.
 func WithRequest(ctx context.Context) context.Context {
-	return context.WithValue(ctx, requestDoneKey{}, ctx.Done())
+	st := &requestState{done: ctx.Done(), gotConn: make(chan struct{})}
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { st.once.Do(func() { close(st.gotConn) }) },
+	})
+	return context.WithValue(ctx, requestKey{}, st)
 }
 
 // newTransport is the cluster's HTTP connection pool: HTTP/1.1 or h2c, the
@@ -166,8 +188,8 @@ func (c *cluster) newTransport(idle time.Duration) *http.Transport {
 	d := &net.Dialer{Timeout: c.connectTimeout, KeepAliveConfig: c.keepalive}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			done, _ := ctx.Value(requestDoneKey{}).(<-chan struct{})
-			return c.breaker.waitConn(ctx, done, func() (net.Conn, error) { return d.DialContext(ctx, network, addr) })
+			req, _ := ctx.Value(requestKey{}).(*requestState)
+			return c.breaker.waitConn(ctx, req, func() (net.Conn, error) { return d.DialContext(ctx, network, addr) })
 		},
 		Protocols:           &protocols,
 		MaxIdleConnsPerHost: 64,
