@@ -11,6 +11,8 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // ErrOverflow is a circuit breaker that is full: the HTTP router answers 503
@@ -19,6 +21,21 @@ var ErrOverflow = errors.New("upstream overflow (circuit breaker)")
 
 // Envoy's default thresholds, applied when circuit_breakers leaves one unset.
 const defaultThreshold = 1024
+
+// overflows counts refusals by the breaker that refused (Envoy's
+// upstream_cx_overflow, upstream_rq_pending_overflow; max_requests counts
+// there too in Envoy, here as "requests").
+var overflows = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "fleetlb_proxy_upstream_overflow_total",
+	Help: "Upstream connections, sessions and requests refused by a cluster's circuit breaker, by limit (connections, pending, requests).",
+}, []string{"limit"})
+
+func init() {
+	metrics.Registry.MustRegister(overflows)
+	for _, l := range []string{"connections", "pending", "requests"} {
+		overflows.WithLabelValues(l)
+	}
+}
 
 // breaker is a cluster's DEFAULT-priority circuit breaker: max_connections open
 // upstream connections, max_pending_requests requests waiting for a connection,
@@ -55,6 +72,7 @@ func (b *breaker) tryConn() (release func(), ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.conns >= b.maxConns {
+		overflows.WithLabelValues("connections").Inc()
 		return nil, false
 	}
 	b.conns++
@@ -73,6 +91,7 @@ func (b *breaker) waitConn(ctx context.Context, req *requestState, dial func() (
 	b.mu.Lock()
 	if b.pending >= b.maxPending {
 		b.mu.Unlock()
+		overflows.WithLabelValues("pending").Inc()
 		return nil, ErrOverflow
 	}
 	b.pending++
@@ -125,6 +144,7 @@ func (b *breaker) releaser() func() {
 func (b *breaker) startRequest() (done func(), err error) {
 	if b.requests.Add(1) > b.maxRequests {
 		b.requests.Add(-1)
+		overflows.WithLabelValues("requests").Inc()
 		return nil, ErrOverflow
 	}
 	var once sync.Once

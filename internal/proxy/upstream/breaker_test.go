@@ -15,6 +15,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -116,8 +117,12 @@ func TestMaxRequestsOverflow(t *testing.T) {
 	if err1 != nil || err2 != nil {
 		t.Fatal(err1, err2)
 	}
+	before := testutil.ToFloat64(overflows.WithLabelValues("requests"))
 	if _, err := m.StartRequest("c"); !errors.Is(err, ErrOverflow) {
 		t.Fatalf("third request over max_requests 2: %v", err)
+	}
+	if got := testutil.ToFloat64(overflows.WithLabelValues("requests")) - before; got != 1 {
+		t.Errorf("fleetlb_proxy_upstream_overflow_total{limit=requests} rose by %v, want 1", got)
 	}
 	d1()
 	d3, err := m.StartRequest("c")
