@@ -13,6 +13,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestMaxConnectionsCapsAllListeners: the proxy-wide cap counts connections of
@@ -44,6 +45,7 @@ func TestMaxConnectionsCapsAllListeners(t *testing.T) {
 	runProxy(t, p)
 	waitFor(t, "endpoints", func() bool { return cm.has("svc-a") && cm.has("svc-b") })
 
+	rejectedBefore := testutil.ToFloat64(downstreamRejected)
 	first := dialThrough(t, p, "vip-a")
 	dialThrough(t, p, "vip-b")
 	third, err := net.Dial("tcp", p.ListenerAddr("vip-b").String())
@@ -56,6 +58,10 @@ func TestMaxConnectionsCapsAllListeners(t *testing.T) {
 	var ne net.Error
 	if line != "" || err == nil || (errors.As(err, &ne) && ne.Timeout()) {
 		t.Fatalf("third connection over a cap of 2: got %q, %v; want it closed", line, err)
+	}
+
+	if got := testutil.ToFloat64(downstreamRejected) - rejectedBefore; got != 1 {
+		t.Errorf("fleetlb_proxy_downstream_connections_rejected_total rose by %v, want 1", got)
 	}
 
 	first.c.Close()
