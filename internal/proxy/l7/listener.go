@@ -292,7 +292,9 @@ func (l *Listener) headersWithinLimits(w http.ResponseWriter, r *http.Request) b
 	default:
 		return true
 	}
-	w.Header().Set("Connection", "close")
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close") // as Envoy's HTTP/1 codec after a 431
+	}
 	http.Error(w, "Request Header Fields Too Large", http.StatusRequestHeaderFieldsTooLarge)
 	return false
 }
@@ -534,7 +536,9 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 					http.Error(w, cause.Error(), http.StatusGatewayTimeout)
 					return
 				}
-				w.Header().Set("Connection", "close")
+				if req.ProtoMajor == 1 {
+					w.Header().Set("Connection", "close")
+				}
 				http.Error(w, cause.Error(), http.StatusRequestTimeout)
 				return
 			case errors.Is(err, upstream.ErrOverflow):
