@@ -57,6 +57,9 @@ func ParsePrefixes(list ...string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// FormatPrefixes is the flag form of prefixes (ParsePrefixes reads it back).
+func FormatPrefixes(ps []netip.Prefix) string { return joinPrefixes(ps, ",") }
+
 // MustParsePrefixes is ParsePrefixes for constants.
 func MustParsePrefixes(list ...string) []netip.Prefix {
 	p, err := ParsePrefixes(list...)
@@ -207,7 +210,7 @@ func check(s string, cidrs []netip.Prefix, deny DenyList) (netip.Addr, string, s
 	if len(cidrs) == 0 {
 		return ip, v1.RefusedOutsideNodeCIDRs, fmt.Sprintf("%s: the tenant has no nodeCIDRs, so no node address is allowed", s)
 	}
-	return ip, v1.RefusedOutsideNodeCIDRs, fmt.Sprintf("%s is outside the tenant's nodeCIDRs (%s)", s, joinPrefixes(cidrs))
+	return ip, v1.RefusedOutsideNodeCIDRs, fmt.Sprintf("%s is outside the tenant's nodeCIDRs (%s)", s, joinPrefixes(cidrs, ", "))
 }
 
 func kind(ip netip.Addr) string {
@@ -224,12 +227,12 @@ func kind(ip netip.Addr) string {
 	return "an"
 }
 
-func joinPrefixes(ps []netip.Prefix) string {
+func joinPrefixes(ps []netip.Prefix, sep string) string {
 	s := make([]string, len(ps))
 	for i, p := range ps {
 		s[i] = p.String()
 	}
-	return strings.Join(s, ", ")
+	return strings.Join(s, sep)
 }
 
 // NodePortRange is the Tenant's node port range (Kubernetes' default when unset).

@@ -93,9 +93,14 @@ func TestRefusedAddressesAreReported(t *testing.T) {
 			return err
 		}
 		events = slices.DeleteFunc(evs.Items, func(e eventsv1.Event) bool { return e.Regarding.Name != v1.TenantNodesName })
-		if len(events) != 1 || events[0].Type != corev1.EventTypeWarning || events[0].Reason != v1.ReasonNodesRefused ||
-			!strings.Contains(events[0].Note, "127.0.0.1") {
-			return fmt.Errorf("events %+v", events)
+		// Usually one; a reconcile from a stale cache may repeat it.
+		if len(events) == 0 {
+			return fmt.Errorf("no event")
+		}
+		for _, e := range events {
+			if e.Type != corev1.EventTypeWarning || e.Reason != v1.ReasonNodesRefused || !strings.Contains(e.Note, "127.0.0.1") {
+				return fmt.Errorf("event %+v", e)
+			}
 		}
 		return nil
 	})
