@@ -258,7 +258,7 @@ func TestTenantNodesStatusIsASubresource(t *testing.T) {
 		t.Fatal(err)
 	}
 	tn.Status = v1.TenantNodesStatus{ObservedGeneration: tn.Generation, RefusedCount: 1,
-		Refused: []v1.RefusedAddress{{Node: "n1", Address: "127.0.0.1", Reason: v1.RefusedDenied, Message: "loopback"}},
+		Refused:    []v1.RefusedAddress{{Node: "n1", Address: "127.0.0.1", Reason: v1.RefusedDenied, Message: "loopback"}},
 		Conditions: []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: v1.ReasonNodesRefused, Message: "m", LastTransitionTime: metav1.Now()}}}
 	if err := env.Client.Status().Update(ctx, tn); err != nil {
 		t.Fatal(err)
