@@ -147,6 +147,9 @@ func (r *Reconciler) report(ctx context.Context, tn *v1.TenantNodes, nodes []cor
 			continue
 		}
 		msg := "the load balancer fleet does not send traffic to " + strings.Join(msgs, "; ")
+		if len(msg) > 1024 { // an event's note holds at most 1024 bytes
+			msg = msg[:1021] + "..."
+		}
 		if r.reported[n.Name] == msg {
 			continue
 		}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -210,7 +211,11 @@ func check(s string, cidrs []netip.Prefix, deny DenyList) (netip.Addr, string, s
 	if len(cidrs) == 0 {
 		return ip, v1.RefusedOutsideNodeCIDRs, fmt.Sprintf("%s: the tenant has no nodeCIDRs, so no node address is allowed", s)
 	}
-	return ip, v1.RefusedOutsideNodeCIDRs, fmt.Sprintf("%s is outside the tenant's nodeCIDRs (%s)", s, joinPrefixes(cidrs, ", "))
+	shown := joinPrefixes(cidrs[:min(len(cidrs), 4)], ", ")
+	if len(cidrs) > 4 {
+		shown += fmt.Sprintf(" and %d more", len(cidrs)-4)
+	}
+	return ip, v1.RefusedOutsideNodeCIDRs, fmt.Sprintf("%s is outside the tenant's nodeCIDRs (%s)", s, shown)
 }
 
 func kind(ip netip.Addr) string {
@@ -249,6 +254,18 @@ func CheckNodePort(t *v1.Tenant, port int32) string {
 		return fmt.Sprintf("node port %d is outside the tenant's node port range %d-%d", port, lo, hi)
 	}
 	return ""
+}
+
+// Truncate cuts s to at most n bytes (an event's note may hold 1024), marking the cut.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("...")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // Summary is a one-line account of refused addresses for a condition or an

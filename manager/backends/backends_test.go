@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -199,5 +200,26 @@ func TestNodePortRange(t *testing.T) {
 	tn.Spec.NodePortRange = &v1.PortRange{Min: 8000, Max: 8001}
 	if CheckNodePort(tn, 8001) != "" || !strings.Contains(CheckNodePort(tn, 15000), "8000-8001") {
 		t.Fatal("custom range not applied")
+	}
+}
+
+func TestMessagesStayShort(t *testing.T) {
+	var cidrs []v1.CIDR
+	for i := range 64 {
+		cidrs = append(cidrs, v1.CIDR(fmt.Sprintf("10.%d.0.0/16", i)))
+	}
+	var addrs []string
+	for i := range 40 {
+		addrs = append(addrs, fmt.Sprintf("192.0.2.%d", i))
+	}
+	_, refused := Confine(tenantWith(cidrs...), nodesWith(addrs...), NewDenyList(nil, nil, nil))
+	if len(refused) != 40 || !strings.Contains(refused[0].Message, "and 60 more") || len(refused[0].Message) > 200 {
+		t.Fatalf("message %q", refused[0].Message)
+	}
+	if s := Summary(refused, 0); len(s) > 1024 || !strings.Contains(s, "and 35 more") {
+		t.Fatalf("summary (%d bytes) %q", len(s), s)
+	}
+	if got := Truncate(strings.Repeat("é", 600), 1024); len(got) > 1024 || !strings.HasSuffix(got, "...") || !utf8.ValidString(got) {
+		t.Fatalf("truncated to %d bytes, valid %v", len(got), utf8.ValidString(got))
 	}
 }

@@ -27,6 +27,9 @@ import (
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
+// maxNote is the longest note an event may carry (events.k8s.io/v1).
+const maxNote = 1024
+
 // Reconciler writes the status of TenantNodes objects.
 type Reconciler struct {
 	Client   client.Client
@@ -103,9 +106,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	changed := prev == nil || tn.Status.RefusedCount != status.RefusedCount || !equality.Semantic.DeepEqual(tn.Status.Refused, status.Refused)
 	switch {
 	case len(refused) > 0 && changed:
-		r.Recorder.Eventf(&tn, nil, corev1.EventTypeWarning, v1.ReasonNodesRefused, "ConfineBackends", "%s", cond.Message)
+		r.Recorder.Eventf(&tn, nil, corev1.EventTypeWarning, v1.ReasonNodesRefused, "ConfineBackends", "%s", backends.Truncate(cond.Message, maxNote))
 	case len(refused) == 0 && prev != nil && prev.Status == metav1.ConditionFalse:
-		r.Recorder.Eventf(&tn, nil, corev1.EventTypeNormal, v1.ReasonAccepted, "ConfineBackends", "%s", cond.Message)
+		r.Recorder.Eventf(&tn, nil, corev1.EventTypeNormal, v1.ReasonAccepted, "ConfineBackends", "%s", backends.Truncate(cond.Message, maxNote))
 	}
 	patch := client.MergeFrom(tn.DeepCopy())
 	tn.Status = *status
