@@ -64,7 +64,7 @@ func main() {
 	flag.Float64Var(&o.qps, "kube-api-qps", 100, "Requests per second to the Kubernetes API (client-side limit).")
 	flag.IntVar(&o.burst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API.")
 	flag.StringVar(&o.backendDeny, "backend-deny-cidrs", backends.FormatPrefixes(backends.DefaultDeny),
-		"Comma-separated CIDRs no tenant node address may be in (every AddressPool range and every fleet address are always added; \"\" adds nothing more).")
+		"Comma-separated CIDRs no tenant node address may be in; add the management cluster's pod, Service and node networks. Every AddressPool range and every fleet address are always added (\"\" adds nothing more).")
 	o.fleet.bind(flag.CommandLine)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
