@@ -34,7 +34,44 @@ type TenantSpec struct {
 	// no Secret and name no issuer themselves.
 	// +optional
 	DefaultIssuer *IssuerRef `json:"defaultIssuer,omitempty"`
+	// NodeCIDRs are where the tenant's nodes may be: a node address outside
+	// every one of them is never sent traffic (and is reported on TenantNodes).
+	// An empty list allows no node, so a tenant has no backends until an
+	// admin says where its nodes are. The manager's deny-list (loopback,
+	// link-local, address pools, the fleets' own addresses, ...) applies on top.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	NodeCIDRs []CIDR `json:"nodeCIDRs,omitempty"`
+	// NodePortRange holds every node port the tenant's LoadBalancers and
+	// Routes may send traffic to (the tenant cluster's service-node-port-range).
+	// +optional
+	// +kubebuilder:default={min: 30000, max: 32767}
+	NodePortRange *PortRange `json:"nodePortRange,omitempty"`
 }
+
+// PortRange is an inclusive range of ports.
+// +kubebuilder:validation:XValidation:rule="self.min <= self.max",message="min must not be greater than max"
+type PortRange struct {
+	// Min is the first port of the range.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Min int32 `json:"min"`
+	// Max is the last port of the range.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Max int32 `json:"max"`
+}
+
+// The node port range of a Tenant that sets none (Kubernetes' default service-node-port-range).
+const (
+	DefaultNodePortMin = 30000
+	DefaultNodePortMax = 32767
+)
+
+// ReasonNodePortNotAllowed: a LoadBalancer or Route backend uses a node port
+// outside its Tenant's nodePortRange.
+const ReasonNodePortNotAllowed = "NodePortNotAllowed"
 
 // TenantLimits cap a tenant's use of shared resources. Unset means no limit.
 type TenantLimits struct {

@@ -37,18 +37,82 @@ type TenantNodesSpec struct {
 	Nodes []TenantNode `json:"nodes,omitempty"`
 }
 
+// Why a node address is not served (RefusedAddress.Reason).
+const (
+	// RefusedOutsideNodeCIDRs: the address is in none of the Tenant's nodeCIDRs.
+	RefusedOutsideNodeCIDRs = "OutsideNodeCIDRs"
+	// RefusedDenied: the address is in the manager's deny-list (loopback,
+	// link-local, unspecified, multicast, or what the admin added).
+	RefusedDenied = "Denied"
+	// RefusedAddressPool: the address belongs to an AddressPool; VIPs are never backends.
+	RefusedAddressPool = "AddressPool"
+	// RefusedFleetAddress: the address is one of a proxy fleet's own addresses.
+	RefusedFleetAddress = "FleetAddress"
+	// RefusedInvalid: the address cannot be used at all (for example it has an IPv6 zone).
+	RefusedInvalid = "Invalid"
+)
+
+// ReasonNodesRefused: some node addresses of a TenantNodes are not served
+// (condition Accepted=False; status.refused says which and why).
+const ReasonNodesRefused = "NodesRefused"
+
+// MaxRefusedListed caps status.refused; RefusedCount holds the full number.
+const MaxRefusedListed = 100
+
+// RefusedAddress is a node address the fleet does not send traffic to.
+type RefusedAddress struct {
+	// Node the address belongs to.
+	Node string `json:"node"`
+	// Address as the TenantNodes spec lists it.
+	Address string `json:"address"`
+	// Reason: OutsideNodeCIDRs, Denied, AddressPool, FleetAddress or Invalid.
+	Reason string `json:"reason"`
+	// Message explains the reason in words.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// TenantNodesStatus says which node addresses the fleet serves.
+type TenantNodesStatus struct {
+	// ObservedGeneration is the spec generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Served is the number of node addresses traffic may be sent to.
+	// +optional
+	Served int32 `json:"served"`
+	// RefusedCount is the number of node addresses that are not served.
+	// +optional
+	RefusedCount int32 `json:"refusedCount,omitempty"`
+	// Refused lists (up to 100 of) the node addresses that are not served, and why.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	Refused []RefusedAddress `json:"refused,omitempty"`
+	// Conditions: Accepted (False with reason NodesRefused while any address is refused).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
 // TenantNodes is the node set of one tenant cluster, written by its ccm. All
 // LoadBalancers and Routes of the tenant refer to it, so a node change rewrites one object.
+// The manager reports in status which addresses it refuses to send traffic to.
 // +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=tnodes
 // +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.cluster`
+// +kubebuilder:printcolumn:name="Served",type=integer,JSONPath=`.status.served`
+// +kubebuilder:printcolumn:name="Refused",type=integer,JSONPath=`.status.refusedCount`
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default'",message="there is one TenantNodes per tenant and it must be named default"
 type TenantNodes struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec TenantNodesSpec `json:"spec,omitempty"`
+	Spec   TenantNodesSpec   `json:"spec,omitempty"`
+	Status TenantNodesStatus `json:"status,omitempty"`
 }
 
 // TenantNodesList is a list of TenantNodes.

@@ -181,6 +181,14 @@ func TestCreateValidation(t *testing.T) {
 		{"tenant bad group", tenant("tenant-badgroup", func(o *v1.Tenant) { o.Spec.Group = "Team A" }), "group must be a DNS label"},
 		{"tenant without pool", tenant("tenant-nopool", func(o *v1.Tenant) { o.Spec.AddressPool = "" }), "spec.addressPool"},
 		{"tenant negative limit", tenant("tenant-limit", func(o *v1.Tenant) { o.Spec.Limits.MaxRoutes = ptr.To(int32(-1)) }), "should be greater than or equal to 0"},
+		{"tenant node cidrs and port range", tenant("tenant-nodes", func(o *v1.Tenant) {
+			o.Spec.NodeCIDRs = []v1.CIDR{"10.0.0.0/8", "fd00::/64"}
+			o.Spec.NodePortRange = &v1.PortRange{Min: 8000, Max: 8000}
+		}), ""},
+		{"tenant bad node cidr", tenant("tenant-badnodecidr", func(o *v1.Tenant) { o.Spec.NodeCIDRs = []v1.CIDR{"10.0.0.1/40"} }), "must be a CIDR"},
+		{"tenant node port range reversed", tenant("tenant-reversed", func(o *v1.Tenant) { o.Spec.NodePortRange = &v1.PortRange{Min: 32767, Max: 30000} }), "min must not be greater than max"},
+		{"tenant node port range from 0", tenant("tenant-port0", func(o *v1.Tenant) { o.Spec.NodePortRange = &v1.PortRange{Min: 0, Max: 30000} }), "should be greater than or equal to 1"},
+		{"tenant node port range past 65535", tenant("tenant-portbig", func(o *v1.Tenant) { o.Spec.NodePortRange = &v1.PortRange{Min: 30000, Max: 70000} }), "should be less than or equal to 65535"},
 		// AddressPool
 		{"pool valid cidr, address, range, v6", pool("pool-valid", "127.0.10.0/24", "127.0.11.7", "127.0.12.10-127.0.12.20", "fd00::/120"), ""},
 		{"pool bad cidr", pool("pool-badcidr", "127.0.10.0/33"), "must be a CIDR (192.0.2.0/24), an address, or a range"},
@@ -226,12 +234,43 @@ func TestDefaults(t *testing.T) {
 	if tn.Spec.Fleet != v1.DefaultFleetName {
 		t.Fatalf("Tenant fleet defaulted to %q", tn.Spec.Fleet)
 	}
+	if r := tn.Spec.NodePortRange; r == nil || r.Min != v1.DefaultNodePortMin || r.Max != v1.DefaultNodePortMax || len(tn.Spec.NodeCIDRs) != 0 {
+		t.Fatalf("Tenant node defaults: range %+v, cidrs %v", r, tn.Spec.NodeCIDRs)
+	}
 	r := route("rt-defaulted", nil).(*v1.Route)
 	if err := env.Client.Create(ctx, r); err != nil {
 		t.Fatal(err)
 	}
 	if b := r.Spec.Rules[0].Backends[0]; ptr.Deref(b.Weight, 0) != 1 || b.Protocol != v1.BackendHTTP {
 		t.Fatalf("backend defaults not applied: %+v", b)
+	}
+}
+
+// The ccm writes TenantNodes' spec; only the manager (status subresource) writes what it refused.
+func TestTenantNodesStatusIsASubresource(t *testing.T) {
+	ctx := context.Background()
+	tn := &v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Name: v1.TenantNodesName, Namespace: "tenant-status"},
+		Spec: v1.TenantNodesSpec{Nodes: []v1.TenantNode{{Name: "n1", Addresses: []v1.IPAddress{"127.0.0.1"}}}}}
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tn.Namespace}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, tn); err != nil {
+		t.Fatal(err)
+	}
+	tn.Status = v1.TenantNodesStatus{ObservedGeneration: tn.Generation, RefusedCount: 1,
+		Refused:    []v1.RefusedAddress{{Node: "n1", Address: "127.0.0.1", Reason: v1.RefusedDenied, Message: "loopback"}},
+		Conditions: []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: v1.ReasonNodesRefused, Message: "m", LastTransitionTime: metav1.Now()}}}
+	if err := env.Client.Status().Update(ctx, tn); err != nil {
+		t.Fatal(err)
+	}
+	// A write of the main resource (what the ccm does) cannot clear it.
+	tn.Status = v1.TenantNodesStatus{}
+	tn.Spec.Cluster = "c"
+	if err := env.Client.Update(ctx, tn); err != nil {
+		t.Fatal(err)
+	}
+	if tn.Status.RefusedCount != 1 || len(tn.Status.Refused) != 1 {
+		t.Fatalf("status changed through the main resource: %+v", tn.Status)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -18,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
@@ -34,7 +37,17 @@ type Reconciler struct {
 	ClusterName string
 	// AddressType of the node addresses traffic is sent to (InternalIP by default).
 	AddressType corev1.NodeAddressType
+	// Recorder, when set, puts a warning event on each Node whose address the
+	// fleet refuses (TenantNodes status); the refusal is logged either way.
+	Recorder recorder.EventRecorder
+
+	mu       sync.Mutex
+	reported map[string]string // Node → refusal last reported
 }
+
+// ReasonNodeAddressRefused is the reason of the event on a tenant Node whose
+// address the fleet does not send traffic to.
+const ReasonNodeAddressRefused = "NodeAddressRefused"
 
 // every event maps to the one object this controller writes.
 var only = []reconcile.Request{{NamespacedName: types.NamespacedName{Name: v1.TenantNodesName}}}
@@ -97,10 +110,53 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	r.report(ctx, &cur, nodes.Items)
 	if equality.Semantic.DeepEqual(cur.Spec, want) {
 		return ctrl.Result{}, nil // nothing changed: nothing written
 	}
 	patch := client.MergeFrom(cur.DeepCopy())
 	cur.Spec = want
 	return ctrl.Result{}, r.Mgmt.Patch(ctx, &cur, patch)
+}
+
+// report shows the tenant what the manager refused (status of the current
+// generation only): once per change, per Node.
+func (r *Reconciler) report(ctx context.Context, tn *v1.TenantNodes, nodes []corev1.Node) {
+	if tn.Status.ObservedGeneration != tn.Generation {
+		return // not yet checked by the manager
+	}
+	byNode := map[string][]string{}
+	for _, ra := range tn.Status.Refused {
+		byNode[ra.Node] = append(byNode[ra.Node], ra.Message)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reported == nil {
+		r.reported = map[string]string{}
+	}
+	for name := range r.reported {
+		if _, ok := byNode[name]; !ok {
+			delete(r.reported, name)
+		}
+	}
+	log := ctrl.LoggerFrom(ctx)
+	for i := range nodes {
+		n := &nodes[i]
+		msgs, ok := byNode[n.Name]
+		if !ok {
+			continue
+		}
+		msg := "the load balancer fleet does not send traffic to " + strings.Join(msgs, "; ")
+		if len(msg) > 1024 { // an event's note holds at most 1024 bytes
+			msg = msg[:1021] + "..."
+		}
+		if r.reported[n.Name] == msg {
+			continue
+		}
+		r.reported[n.Name] = msg
+		log.Info("node address refused by the management cluster", "node", n.Name, "reason", msg)
+		if r.Recorder != nil {
+			r.Recorder.Eventf(n, nil, corev1.EventTypeWarning, ReasonNodeAddressRefused, "LoadBalance", "%s", msg)
+		}
+	}
 }

@@ -2,10 +2,13 @@ package nodes
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -36,7 +39,7 @@ func TestTenantNodesFollowNodes(t *testing.T) {
 	if err := mgr.Add(mgmt); err != nil {
 		t.Fatal(err)
 	}
-	r := &Reconciler{Tenant: mgr.GetClient(), Mgmt: mgmt.GetClient(), Namespace: mgmtNS, ClusterName: "cluster-a"}
+	r := &Reconciler{Tenant: mgr.GetClient(), Mgmt: mgmt.GetClient(), Namespace: mgmtNS, ClusterName: "cluster-a", Recorder: mgr.GetEventRecorder("ccm")}
 	if err := r.SetupWithManager(mgr, mgmt); err != nil {
 		t.Fatal(err)
 	}
@@ -111,5 +114,25 @@ func TestTenantNodesFollowNodes(t *testing.T) {
 	if err := mgmtEnv.Client.Update(ctx, tn); err != nil {
 		t.Fatal(err)
 	}
-	expect([]v1.TenantNode{{Name: "n4", Addresses: []v1.IPAddress{"127.0.1.4"}}})
+	tn = expect([]v1.TenantNode{{Name: "n4", Addresses: []v1.IPAddress{"127.0.1.4"}}})
+
+	// The manager refuses n4's address: the tenant sees it on its Node.
+	tn.Status = v1.TenantNodesStatus{ObservedGeneration: tn.Generation, RefusedCount: 1, Refused: []v1.RefusedAddress{
+		{Node: "n4", Address: "127.0.1.4", Reason: v1.RefusedOutsideNodeCIDRs, Message: "127.0.1.4 is outside the tenant's nodeCIDRs (10.0.0.0/8)"}}}
+	if err := mgmtEnv.Client.Status().Update(ctx, tn); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "event on node n4", func() error {
+		var evs eventsv1.EventList
+		if err := tenant.Client.List(ctx, &evs); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Regarding.Kind == "Node" && e.Regarding.Name == "n4" && e.Reason == ReasonNodeAddressRefused &&
+				e.Type == corev1.EventTypeWarning && strings.Contains(e.Note, "outside the tenant's nodeCIDRs") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event on n4 among %d events", ReasonNodeAddressRefused, len(evs.Items))
+	})
 }

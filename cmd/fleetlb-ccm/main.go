@@ -156,7 +156,8 @@ func run(o options) error {
 	}).SetupWithManager(mgr, mgmt); err != nil {
 		return err
 	}
-	if err := (&nodes.Reconciler{Tenant: mgr.GetClient(), Mgmt: mgmt.GetClient(), Namespace: ns, ClusterName: o.clusterName, AddressType: at}).
+	if err := (&nodes.Reconciler{Tenant: mgr.GetClient(), Mgmt: mgmt.GetClient(), Namespace: ns, ClusterName: o.clusterName, AddressType: at,
+		Recorder: mgr.GetEventRecorder("fleetlb-ccm")}).
 		SetupWithManager(mgr, mgmt); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -23,8 +24,10 @@ import (
 	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/internal/scheme"
 	"github.com/fleetlb/fleetlb/manager/admission"
+	"github.com/fleetlb/fleetlb/manager/backends"
 	"github.com/fleetlb/fleetlb/manager/certs"
 	"github.com/fleetlb/fleetlb/manager/dns"
+	"github.com/fleetlb/fleetlb/manager/nodes"
 	"github.com/fleetlb/fleetlb/manager/route"
 	"github.com/fleetlb/fleetlb/manager/snapshot"
 	"github.com/fleetlb/fleetlb/manager/tenant"
@@ -41,6 +44,7 @@ type options struct {
 	leaderNS                        string
 	tenantServer, tenantCA          string
 	tokenTTL, debounce, maxDelay    time.Duration
+	backendDeny                     string
 	fleet                           fleetOptions
 }
 
@@ -59,6 +63,8 @@ func main() {
 	flag.DurationVar(&o.maxDelay, "xds-max-delay", time.Second, "Never delay a configuration change longer than this.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 100, "Requests per second to the Kubernetes API (client-side limit).")
 	flag.IntVar(&o.burst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API.")
+	flag.StringVar(&o.backendDeny, "backend-deny-cidrs", backends.FormatPrefixes(backends.DefaultDeny),
+		"Comma-separated CIDRs no tenant node address may be in; add the management cluster's pod, Service and node networks. Every AddressPool range and every fleet address are always added (\"\" adds nothing more).")
 	o.fleet.bind(flag.CommandLine)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -86,6 +92,11 @@ func run(o options) error {
 			return fmt.Errorf("--tenant-api-ca-file: %w", err)
 		}
 	}
+	deny, err := backends.ParsePrefixes(o.backendDeny)
+	if err != nil {
+		return fmt.Errorf("--backend-deny-cidrs: %w", err)
+	}
+	deny = append([]netip.Prefix{}, deny...) // empty, not nil: nil would mean the default
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("management cluster config: %w", err)
@@ -120,6 +131,9 @@ func run(o options) error {
 	if err := (&admission.FleetAddressReconciler{LB: lbAdmission}).SetupWithManager(mgr); err != nil {
 		return err
 	}
+	if err := (&nodes.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-nodes"), Deny: deny}).SetupWithManager(mgr); err != nil {
+		return err
+	}
 	if err := (&route.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-route"), Log: ctrl.Log.WithName("route")}).SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -145,7 +159,8 @@ func run(o options) error {
 	}
 	elected := mgr.Elected()
 	if err := (&snapshot.Builder{Client: mgr.GetClient(), XDS: xds, Log: ctrl.Log.WithName("snapshot"),
-		Replicas: &xdsreport.Acks{Client: mgr.GetClient(), Namespace: fleetNS, Self: replica, XDS: xds},
+		Replicas:    &xdsreport.Acks{Client: mgr.GetClient(), Namespace: fleetNS, Self: replica, XDS: xds},
+		BackendDeny: deny,
 		WriteStatus: func() bool {
 			select {
 			case <-elected:

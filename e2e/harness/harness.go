@@ -216,6 +216,17 @@ const (
 	FleetNamespace = "fleetlb-system"
 )
 
+// Backend confinement here: tenant nodes live on 127.0.1.0-127.0.127.255
+// (NodeCIDRs, for every tenant whose spec names none); the manager denies the
+// rest of loopback, including 127.0.0.0/24 where the control planes, the
+// manager and the proxy's admin listen, besides the usual link-local,
+// unspecified and multicast ranges (pools and fleet VIPs are always denied).
+var (
+	NodeCIDRs        = []v1.CIDR{"127.0.0.0/17"}
+	BackendDenyCIDRs = "127.0.0.0/24,127.0.128.0/17,127.1.0.0/16,127.2.0.0/15,127.4.0.0/14,127.8.0.0/13,127.16.0.0/12,127.32.0.0/11,127.64.0.0/10,127.128.0.0/9," +
+		"::1/128,169.254.0.0/16,fe80::/10,0.0.0.0/8,::/128,224.0.0.0/4,ff00::/8,255.255.255.255/32"
+)
+
 // Fleet is the management cluster with the manager running.
 type Fleet struct {
 	h       *Harness
@@ -298,7 +309,7 @@ func (h *Harness) StartFleetWith(opts FleetOptions, pool ...v1.AddressRange) (*F
 		return nil, err
 	}
 	f.managerArgs = []string{"--kubeconfig", managerKubeconfig, "--tenant-api-server", gated, "--fleet-namespace", FleetNamespace,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--xds-debounce", "20ms"}
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--xds-debounce", "20ms", "--backend-deny-cidrs", BackendDenyCIDRs}
 	leader := "--leader-elect=false"
 	if opts.LeaderElect {
 		leader = "--leader-elect=true"
@@ -360,9 +371,12 @@ func (f *Fleet) AddTenant(name string) (*Tenant, error) {
 	return f.AddTenantWith(name, v1.TenantSpec{AddressPool: "vips", Hostnames: []v1.Hostname{v1.Hostname("*." + name + ".example.com")}})
 }
 
-// AddTenantWith is AddTenant with a given Tenant spec.
+// AddTenantWith is AddTenant with a given Tenant spec (NodeCIDRs when it names none).
 func (f *Fleet) AddTenantWith(name string, spec v1.TenantSpec) (*Tenant, error) {
 	ctx := context.Background()
+	if len(spec.NodeCIDRs) == 0 {
+		spec.NodeCIDRs = NodeCIDRs
+	}
 	if err := f.Mgmt.Client.Create(ctx, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}); err != nil {
 		return nil, err
 	}

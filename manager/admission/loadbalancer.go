@@ -153,6 +153,14 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, r.refuse(ctx, &lb, netip.Addr{}, reason, msg)
 	}
 
+	if reason, msg := checkNodePorts(&t, &lb); reason != "" {
+		// Not served, so it holds no address (as over the limits).
+		if err := r.releaseFor(ctx, &t, &lb); err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{}, r.refuse(ctx, &lb, netip.Addr{}, reason, msg)
+	}
+
 	addr, reason, msg, err := r.allocate(ctx, &t, &lb)
 	if err != nil {
 		return ctrl.Result{}, err

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/manager/backends"
 )
 
 // Allowed reports whether a Tenant whose spec.hostnames are patterns may
@@ -164,6 +165,28 @@ func CheckRule(rule *v1.RouteRule) (reason, msg string) {
 		return v1.ReasonInvalidBackend, "every backend has weight 0"
 	}
 	return "", ""
+}
+
+// CheckRuleFor is CheckRule for a rule of Tenant t's Route: also every
+// backend's node port must lie in the Tenant's nodePortRange (a tenant may
+// send the fleet only to its nodes' NodePorts).
+func CheckRuleFor(t *v1.Tenant, rule *v1.RouteRule) (reason, msg string) {
+	if reason, msg := CheckRule(rule); reason != "" || len(rule.Backends) == 0 {
+		return reason, msg
+	}
+	if redirectOnly(rule) {
+		return "", "" // backends are not used
+	}
+	for _, b := range rule.Backends {
+		if why := backends.CheckNodePort(t, int32(b.NodePort)); why != "" {
+			return v1.ReasonInvalidBackend, fmt.Sprintf("backend %s: %s", cmp.Or(b.ServiceName, "(unnamed)"), why)
+		}
+	}
+	return "", ""
+}
+
+func redirectOnly(rule *v1.RouteRule) bool {
+	return slices.ContainsFunc(rule.Filters, func(f v1.RouteFilter) bool { return f.Type == v1.FilterRequestRedirect })
 }
 
 // Weight is a backend's weight, 1 when unset.

@@ -303,7 +303,7 @@ func (r *Reconciler) admit(ctx context.Context, rt *v1.Route) (*admission, error
 	}
 	for i := range rt.Spec.Rules {
 		rule := &rt.Spec.Rules[i]
-		reason, msg := CheckRule(rule)
+		reason, msg := CheckRuleFor(t, rule)
 		switch reason {
 		case "":
 		case v1.ReasonInvalidBackend:

@@ -46,6 +46,7 @@ import (
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/envoy/translate"
 	"github.com/fleetlb/fleetlb/internal/model"
+	"github.com/fleetlb/fleetlb/manager/backends"
 	"github.com/fleetlb/fleetlb/manager/route"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 	"github.com/fleetlb/fleetlb/manager/xdsreport"
@@ -77,6 +78,9 @@ type Builder struct {
 	// manager replicas acknowledged: Programmed waits for every proxy of the
 	// fleet, whichever replica it is connected to.
 	Replicas ReplicaAcks
+	// BackendDeny is the static deny-list for node addresses (nil means
+	// backends.DefaultDeny); address pools and fleet addresses are always added.
+	BackendDeny []netip.Prefix
 
 	mu    sync.Mutex
 	last  map[string]*model.Fleet               // fleet → model last handed to the server
@@ -122,8 +126,22 @@ func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fleetName(o.(*v1.Tenant))}}}
 		})).
+		// Pools are in every fleet's backend deny-list.
+		Watches(&v1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(b.allFleets)).
 		WatchesRawSource(source.Channel(b.acks, &handler.EnqueueRequestForObject{})).
 		Complete(b)
+}
+
+func (b *Builder) allFleets(ctx context.Context, _ client.Object) []reconcile.Request {
+	var fleets v1.ProxyFleetList
+	if err := b.Client.List(ctx, &fleets); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for _, f := range fleets.Items {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: f.Name}})
+	}
+	return out
 }
 
 func fleetName(t *v1.Tenant) string { return cmp.Or(t.Spec.Fleet, v1.DefaultFleetName) }
@@ -176,6 +194,10 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		pf = p
 	}
 	httpL, httpsL, noL7 := sharedListeners(pf)
+	deny, err := backends.Load(ctx, b.Client, b.BackendDeny)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 
 	f := &model.Fleet{Name: fleet}
 	var lbs []admittedLB
@@ -191,6 +213,8 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		ns := tenant.Namespace(t.Name)
 		nodes := &v1.TenantNodes{}
 		_ = b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1.TenantNodesName}, nodes) // none yet: no endpoints
+		// Only node addresses the tenant may use; manager/nodes reports the rest.
+		nodes, _ = backends.Confine(t, nodes, deny)
 		var lbList v1.LoadBalancerList
 		if err := b.Client.List(ctx, &lbList, client.InNamespace(ns)); err != nil {
 			return ctrl.Result{}, err

@@ -26,6 +26,7 @@ import (
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/internal/testenv"
+	"github.com/fleetlb/fleetlb/manager/backends"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
@@ -103,6 +104,13 @@ func (p *ackingProxy) endpoints(t *testing.T) map[string]*endpointv3.ClusterLoad
 	return out
 }
 
+// The builder tests' tenants have their nodes on 127.0.x.x: their nodeCIDRs
+// allow that, and the deny-list keeps only 127.0.0.1 (and link-local) out.
+var (
+	testDeny      = backends.MustParsePrefixes("127.0.0.1/32", "169.254.0.0/16")
+	testNodeCIDRs = []v1.CIDR{"127.0.0.0/16"}
+)
+
 func TestLoadBalancersAreServedAndProgrammedAfterAck(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ctx := context.Background()
@@ -121,14 +129,20 @@ func TestLoadBalancersAreServedAndProgrammedAfterAck(t *testing.T) {
 	go func() { _ = xds.Run(xctx) }()
 
 	mgr := env.NewManager(t)
-	b := &Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t)}
+	b := &Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t), BackendDeny: testDeny}
 	if err := b.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Run(t, mgr)
 
 	// Tenant a with two nodes in two zones, and two admitted LoadBalancers.
-	if err := env.Client.Create(ctx, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: v1.TenantSpec{AddressPool: "p"}}); err != nil {
+	// A third node's addresses are each refused: the deny-list, the pool of
+	// the VIPs, outside the tenant's nodeCIDRs.
+	if err := env.Client.Create(ctx, &v1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: "p"},
+		Spec: v1.AddressPoolSpec{Addresses: []v1.AddressRange{"127.0.40.0/24"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: v1.TenantSpec{AddressPool: "p", NodeCIDRs: []v1.CIDR{"127.0.0.0/8"}}}); err != nil {
 		t.Fatal(err)
 	}
 	ns := tenant.Namespace("a")
@@ -139,6 +153,7 @@ func TestLoadBalancersAreServedAndProgrammedAfterAck(t *testing.T) {
 		Spec: v1.TenantNodesSpec{Cluster: "cluster-a", Nodes: []v1.TenantNode{
 			{Name: "n1", Addresses: []v1.IPAddress{"127.0.1.1"}, Zone: "z1"},
 			{Name: "n2", Addresses: []v1.IPAddress{"127.0.1.2"}, Zone: "z2"},
+			{Name: "rogue", Addresses: []v1.IPAddress{"127.0.0.1", "169.254.169.254", "127.0.40.1", "10.9.9.9"}, Zone: "z3"},
 		}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -216,6 +231,30 @@ func TestLoadBalancersAreServedAndProgrammedAfterAck(t *testing.T) {
 			}
 		}
 		return true
+	})
+	// The rogue node's refused addresses were never served.
+	if cla := p.endpoints(t)["a/default/web/tcp/80"]; len(cla.Endpoints) != 2 || len(cla.Endpoints[0].LbEndpoints) != 1 || len(cla.Endpoints[1].LbEndpoints) != 1 {
+		t.Fatalf("endpoints %v", cla.Endpoints)
+	}
+
+	// The admin allows 10.0.0.0/8 too: the rogue node's 10.9.9.9 is served, its
+	// denied and pool addresses still are not.
+	var tn v1.Tenant
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: "a"}, &tn); err != nil {
+		t.Fatal(err)
+	}
+	tn.Spec.NodeCIDRs = append(tn.Spec.NodeCIDRs, "10.0.0.0/8")
+	if err := env.Client.Update(ctx, &tn); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("10.9.9.9 served", func() bool {
+		cla := p.endpoints(t)["a/default/web/tcp/80"]
+		if cla == nil || len(cla.Endpoints) != 3 {
+			return false
+		}
+		z3 := cla.Endpoints[2]
+		return z3.Locality.Zone == "z3" && len(z3.LbEndpoints) == 1 &&
+			z3.LbEndpoints[0].GetEndpoint().Address.GetSocketAddress().Address == "10.9.9.9"
 	})
 }
 

@@ -46,7 +46,7 @@ func TestGlobalLoadBalancersShareOneVIP(t *testing.T) {
 	if err := (&admission.LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("admission")}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
-	if err := (&Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t)}).SetupWithManager(mgr); err != nil {
+	if err := (&Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t), BackendDeny: testDeny}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Run(t, mgr)
@@ -65,7 +65,7 @@ func TestGlobalLoadBalancersShareOneVIP(t *testing.T) {
 	for i, name := range []string{"east", "west"} {
 		ns := tenant.Namespace(name)
 		for _, o := range []client.Object{
-			&v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{Group: "shop", AddressPool: "global-pool"}},
+			&v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{Group: "shop", AddressPool: "global-pool", NodeCIDRs: testNodeCIDRs}},
 			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
 			&v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1.TenantNodesName}, Spec: v1.TenantNodesSpec{Cluster: name,
 				Nodes: []v1.TenantNode{{Name: "n1", Addresses: []v1.IPAddress{v1.IPAddress(fmt.Sprintf("127.0.%d.1", 42+i))}, Zone: "z1"}}}},

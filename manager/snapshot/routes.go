@@ -76,7 +76,7 @@ func fromRoute(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes, secret func(na
 	var routes []model.Route
 	for i := range rt.Spec.Rules {
 		rule := &rt.Spec.Rules[i]
-		if reason, _ := route.CheckRule(rule); reason != "" {
+		if reason, _ := route.CheckRuleFor(t, rule); reason != "" {
 			continue
 		}
 		redirect, fw := ruleAction(rule)

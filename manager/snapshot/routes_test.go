@@ -304,7 +304,7 @@ func TestRoutesServedAndProgrammed(t *testing.T) {
 	ctx := context.Background()
 	mgr := env.NewManager(t)
 	xds := &recorder{}
-	b := &Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t)}
+	b := &Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t), BackendDeny: testDeny}
 	if err := b.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +320,7 @@ func TestRoutesServedAndProgrammed(t *testing.T) {
 	}
 	mk := func(name, group, cluster, nodeIP string, hostnames ...v1.Hostname) string {
 		if err := env.Client.Create(ctx, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec: v1.TenantSpec{AddressPool: "p", Fleet: fleet, Group: group, Hostnames: hostnames}}); err != nil {
+			Spec: v1.TenantSpec{AddressPool: "p", Fleet: fleet, Group: group, Hostnames: hostnames, NodeCIDRs: testNodeCIDRs}}); err != nil {
 			t.Fatal(err)
 		}
 		ns := tenant.Namespace(name)
