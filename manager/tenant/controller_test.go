@@ -109,7 +109,7 @@ func TestOnboardingAndIsolation(t *testing.T) {
 	if err := a.Create(ctx, &v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace(ta), Name: v1.TenantNodesName}}); err != nil {
 		t.Fatalf("tenant a writing its TenantNodes: %v", err)
 	}
-	if err := a.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace(ta), Name: "tls"}}); err != nil {
+	if err := a.Create(ctx, tlsSecret(Namespace(ta), "tls")); err != nil {
 		t.Fatalf("tenant a copying a Secret: %v", err)
 	}
 
