@@ -183,9 +183,11 @@ func (r *LoadBalancerReconciler) dropLocked(who string) (netip.Addr, bool) {
 // before it returns.
 func (r *LoadBalancerReconciler) forget(ctx context.Context, lbOwner string) error {
 	r.mu.Lock()
-	if r.space == nil {
+	// A LoadBalancer being deleted still has its address in status: the
+	// rebuild reserves it, so it is released (into quarantine) here.
+	if err := r.spaceLocked(ctx); err != nil {
 		r.mu.Unlock()
-		return nil // nothing allocated yet; the rebuild will not see the object
+		return err
 	}
 	who, ok := r.members[lbOwner]
 	if !ok {

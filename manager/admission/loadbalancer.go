@@ -295,7 +295,7 @@ func (r *LoadBalancerReconciler) allocate(ctx context.Context, t *v1.Tenant, lb 
 	case errors.Is(err, ipam.ErrNotInPool):
 		return none, never, v1.ReasonAddressNotAvailable, fmt.Sprintf("requested address %s is not in address pool %s", requested, ap.Name), nil
 	case errors.Is(err, ipam.ErrReserved):
-		return none, never, v1.ReasonAddressNotAvailable, fmt.Sprintf("requested %v and is never handed out", strings.TrimPrefix(err.Error(), ipam.ErrReserved.Error()+": ")), nil
+		return none, never, v1.ReasonAddressNotAvailable, fmt.Sprintf("requested address %s and is never handed out", strings.TrimPrefix(err.Error(), ipam.ErrReserved.Error()+": ")), nil
 	case errors.Is(err, ipam.ErrExhausted):
 		if waiting {
 			return none, next, v1.ReasonPoolExhausted, fmt.Sprintf("address pool %s has no free address; the next one leaves its quarantine at %s", ap.Name, next.UTC().Format(time.RFC3339)), nil
