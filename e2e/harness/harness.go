@@ -242,6 +242,10 @@ type FleetOptions struct {
 	// election on (StartStandby adds more replicas); otherwise it runs alone
 	// without leader election.
 	LeaderElect bool
+	// AddressQuarantine is the manager's --address-quarantine. Zero, the
+	// harness default, disables it, so scenarios can hand an address from one
+	// tenant to another at once; a production manager defaults to 10m.
+	AddressQuarantine time.Duration
 }
 
 // StartFleetWith is StartFleet with options.
@@ -303,6 +307,7 @@ func (h *Harness) StartFleetWith(opts FleetOptions, pool ...v1.AddressRange) (*F
 	}
 	f.managerArgs = []string{"--kubeconfig", managerKubeconfig, "--tenant-api-server", gated, "--fleet-namespace", FleetNamespace,
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--xds-debounce", "20ms"}
+	f.managerArgs = append(f.managerArgs, "--address-quarantine="+opts.AddressQuarantine.String())
 	leader := "--leader-elect=false"
 	if opts.LeaderElect {
 		leader = "--leader-elect=true"
