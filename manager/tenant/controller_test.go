@@ -213,6 +213,17 @@ func TestDeletionRemovesOwnedObjectsInOrder(t *testing.T) {
 	if err := env.Client.Create(ctx, held); err != nil {
 		t.Fatal(err)
 	}
+	// The controller has seen it (its count says so) before the Tenant goes.
+	eventually(t, "LoadBalancer counted", func() error {
+		var tn v1.Tenant
+		if err := env.Client.Get(ctx, types.NamespacedName{Name: name}, &tn); err != nil {
+			return err
+		}
+		if tn.Status.LoadBalancers != 1 {
+			return fmt.Errorf("status counts %d LoadBalancers", tn.Status.LoadBalancers)
+		}
+		return nil
+	})
 	if err := env.Client.Delete(ctx, newTenant(name)); err != nil {
 		t.Fatal(err)
 	}
