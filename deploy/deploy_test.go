@@ -120,7 +120,7 @@ func TestBasesApplyAndMatchTheBinaries(t *testing.T) {
 		{Verb: "patch", Group: "fleetlb.io", Resource: "proxyfleets", Subresource: "status"},
 		{Verb: "patch", Group: "fleetlb.io", Resource: "addresspools", Subresource: "status"},
 		{Verb: "update", Group: "fleetlb.io", Resource: "loadbalancers", Namespace: "tenant-a"},
-		{Verb: "create", Group: "", Resource: "serviceaccounts", Subresource: "token", Namespace: "tenant-a"},
+		{Verb: "create", Group: "", Resource: "serviceaccounts", Subresource: "token", Namespace: "tenant-a", Name: tenant.CCMName},
 		{Verb: "create", Group: "", Resource: "namespaces"},
 		{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "fleetlb-system"},
 		{Verb: "create", Group: "events.k8s.io", Resource: "events", Namespace: "default"},
@@ -142,16 +142,21 @@ func TestBasesApplyAndMatchTheBinaries(t *testing.T) {
 		}
 	}
 	// No wildcard anywhere in the manager's rules.
+	roles := 0
 	for _, doc := range bytes.Split(render(t, env, filepath.Join(root, "deploy", "manager")), []byte("\n---\n")) {
 		var cr rbacv1.ClusterRole
 		if err := yaml.Unmarshal(doc, &cr); err != nil || (cr.Kind != "ClusterRole" && cr.Kind != "Role") {
 			continue
 		}
+		roles++
 		for _, rule := range cr.Rules {
 			if slices.Contains(rule.Verbs, "*") || slices.Contains(rule.Resources, "*") || slices.Contains(rule.APIGroups, "*") {
 				t.Errorf("%s %s has a wildcard rule: %+v", cr.Kind, cr.Name, rule)
 			}
 		}
+	}
+	if roles < 2 {
+		t.Errorf("found %d roles in the manager base", roles)
 	}
 	// The tenant policies are part of the base (they are tested in manager/tenant).
 	for _, name := range []string{"fleetlb-tenant-secrets", "fleetlb-tenant-finalizers"} {
