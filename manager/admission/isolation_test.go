@@ -34,11 +34,15 @@ func addTenant(t *testing.T, poolName, group string) (string, string) {
 	return name, tenant.Namespace(name)
 }
 
+// createPool creates an AddressPool for the test; it goes when the test ends,
+// so that a repeated run (-count) does not overlap it.
 func createPool(t *testing.T, name string, addrs ...v1.AddressRange) {
 	t.Helper()
-	if err := env.Client.Create(context.Background(), &v1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.AddressPoolSpec{Addresses: addrs}}); err != nil {
+	ap := &v1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.AddressPoolSpec{Addresses: addrs}}
+	if err := env.Client.Create(context.Background(), ap); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), ap) })
 }
 
 // deleteLB deletes a LoadBalancer and waits until it is gone.

@@ -55,9 +55,7 @@ func setup(t *testing.T, addrs []v1.AddressRange, limits v1.TenantLimits) (strin
 	ctx := context.Background()
 	n := seq.Add(1)
 	poolName, name := fmt.Sprintf("pool-%d", n), fmt.Sprintf("adm-%d", n)
-	if err := env.Client.Create(ctx, &v1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: poolName}, Spec: v1.AddressPoolSpec{Addresses: addrs}}); err != nil {
-		t.Fatal(err)
-	}
+	createPool(t, poolName, addrs...)
 	if err := env.Client.Create(ctx, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{AddressPool: poolName, Limits: limits}}); err != nil {
 		t.Fatal(err)
 	}
