@@ -27,8 +27,8 @@ import (
 func fleetOwner(name string) string { return "proxyfleet:" + name }
 
 // FleetAddressReconciler gives each ProxyFleet its shared HTTP/HTTPS VIP in
-// status.addresses: spec.vip when set (reserved in the pool that contains it, so
-// no LoadBalancer gets it), else one allocated from spec.addressPool. It shares
+// status.addresses: spec.vip when set (reserved wherever it lies, so no
+// pool hands it to a LoadBalancer), else one allocated from spec.addressPool. It shares
 // the LoadBalancer allocator, so one address never has two owners, and a VIP
 // it gives up waits the same quarantine.
 type FleetAddressReconciler struct {
