@@ -2,6 +2,13 @@
 // Tenant (limits), gives each one a VIP from the Tenant's AddressPool, and
 // reports the outcome as the Accepted condition. One bad object gets a
 // condition and an event; it never blocks the others.
+//
+// One allocator covers every pool (an address has one holder even where pools
+// overlap; the younger of two overlapping pools hands out nothing new). It is
+// rebuilt from status at start and releases by its own record of holders, so
+// a LoadBalancer deleted without its finalizer still frees its address. A
+// released address waits Quarantine before another tenant group may have it,
+// persisted in the AddressPool annotation AnnotationQuarantine.
 package admission
 
 import (
