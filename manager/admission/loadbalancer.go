@@ -295,7 +295,7 @@ func (r *LoadBalancerReconciler) allocate(ctx context.Context, t *v1.Tenant, lb 
 	case err == nil:
 		return addr, never, "", "", nil
 	case errors.As(err, &inUse):
-		return none, never, v1.ReasonAddressInUse, fmt.Sprintf("requested address %s is %s", inUse.Addr, heldBy(lb, inUse)), nil
+		return none, never, v1.ReasonAddressInUse, fmt.Sprintf("requested address %s is %s", inUse.Addr, heldBy(lb, group, inUse)), nil
 	case errors.As(err, &quarantined):
 		return none, quarantined.Until, ReasonAddressQuarantined, fmt.Sprintf("requested address %s was released by another tenant less than %s ago; it can be taken from %s",
 			quarantined.Addr, r.Quarantine, quarantined.Until.UTC().Format(time.RFC3339)), nil
@@ -313,11 +313,15 @@ func (r *LoadBalancerReconciler) allocate(ctx context.Context, t *v1.Tenant, lb 
 	}
 }
 
-// heldBy says who holds an address, as far as the tenant of lb may know:
-// its own LoadBalancers by name, anyone else as "another tenant".
-func heldBy(lb *v1.LoadBalancer, e *ipam.InUseError) string {
+// heldBy says who holds an address, as far as the tenant of lb (of group)
+// may know: its own LoadBalancers and its group's global names by name,
+// anyone else as "another tenant".
+func heldBy(lb *v1.LoadBalancer, group string, e *ipam.InUseError) string {
 	if ns, name, ok := strings.Cut(e.Owner, "/"); ok && ns == lb.Namespace {
 		return "already allocated to LoadBalancer " + name
+	}
+	if name, ok := strings.CutPrefix(e.Owner, "global:"+group+"/"); ok && e.Group == group {
+		return "already allocated to the global load balancer " + name + " of this tenant's group"
 	}
 	if f, ok := strings.CutPrefix(e.Owner, "proxyfleet:"); ok {
 		return "the shared VIP of proxy fleet " + f
