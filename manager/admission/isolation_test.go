@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/internal/testenv"
+	"github.com/fleetlb/fleetlb/manager/ipam"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
@@ -226,4 +227,22 @@ func TestQuarantine(t *testing.T) {
 		t.Fatal(err)
 	}
 	admitted(t, other, "squat2", "127.0.35.1")
+}
+
+// What a tenant is told about the holder of an address it asked for.
+func TestHeldByNeverNamesAnotherTenant(t *testing.T) {
+	lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: "web"}}
+	for _, c := range []struct{ owner, group, want string }{
+		{"tenant-a/api", "tenant:a", "already allocated to LoadBalancer api"},
+		{"global:group:shop/www", "group:shop", "already allocated to the global load balancer www of this tenant's group"},
+		{"tenant-b/api", "tenant:b", "in use by another tenant"},
+		{"global:group:other/www", "group:other", "in use by another tenant"},
+		{"global:tenant:b/www", "tenant:b", "in use by another tenant"},
+		{"proxyfleet:default", "proxyfleet:default", "the shared VIP of proxy fleet default"},
+	} {
+		e := &ipam.InUseError{Owner: c.owner, Group: c.group}
+		if got := heldBy(lb, "group:shop", e); got != c.want {
+			t.Errorf("held by %s: %q, want %q", c.owner, got, c.want)
+		}
+	}
 }
