@@ -377,7 +377,14 @@ func (f *Fleet) AddTenantWith(name string, spec v1.TenantSpec) (*Tenant, error) 
 	}
 	var sec corev1.Secret
 	if err := Eventually(60*time.Second, func() error {
-		return f.Mgmt.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace(name), Name: tenant.KubeconfigSecretName}, &sec)
+		// The Secret exists a moment before its kubeconfig: the token is bound to it.
+		if err := f.Mgmt.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace(name), Name: tenant.KubeconfigSecretName}, &sec); err != nil {
+			return err
+		}
+		if len(sec.Data[tenant.KubeconfigKey]) == 0 {
+			return fmt.Errorf("no kubeconfig in the Secret yet")
+		}
+		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("kubeconfig of tenant %s: %w", name, err)
 	}

@@ -72,7 +72,13 @@ func tenantClient(t *testing.T, name string) client.Client {
 	t.Helper()
 	var sec corev1.Secret
 	eventually(t, "kubeconfig secret of "+name, func() error {
-		return env.Client.Get(context.Background(), client.ObjectKey{Namespace: Namespace(name), Name: KubeconfigSecretName}, &sec)
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: Namespace(name), Name: KubeconfigSecretName}, &sec); err != nil {
+			return err
+		}
+		if len(sec.Data[KubeconfigKey]) == 0 {
+			return errors.New("the Secret has no kubeconfig yet (it exists before its bound token)")
+		}
+		return nil
 	})
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(sec.Data[KubeconfigKey])
 	if err != nil {
