@@ -9,9 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -118,7 +120,7 @@ func TestBasesApplyAndMatchTheBinaries(t *testing.T) {
 		{Verb: "patch", Group: "fleetlb.io", Resource: "proxyfleets", Subresource: "status"},
 		{Verb: "patch", Group: "fleetlb.io", Resource: "addresspools", Subresource: "status"},
 		{Verb: "update", Group: "fleetlb.io", Resource: "loadbalancers", Namespace: "tenant-a"},
-		{Verb: "create", Group: "", Resource: "serviceaccounts", Subresource: "token", Namespace: "tenant-a"},
+		{Verb: "create", Group: "", Resource: "serviceaccounts", Subresource: "token", Namespace: "tenant-a", Name: tenant.CCMName},
 		{Verb: "create", Group: "", Resource: "namespaces"},
 		{Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Namespace: "fleetlb-system"},
 		{Verb: "create", Group: "events.k8s.io", Resource: "events", Namespace: "default"},
@@ -127,6 +129,39 @@ func TestBasesApplyAndMatchTheBinaries(t *testing.T) {
 	} {
 		if !allowed(t, env, sa, ra) {
 			t.Errorf("the manager may not %s %s/%s %s in %q", ra.Verb, ra.Group, ra.Resource, ra.Subresource, ra.Namespace)
+		}
+	}
+	// Token requests only for the tenants' ccm ServiceAccounts.
+	for _, c := range []struct {
+		ns, name string
+		want     bool
+	}{{"tenant-a", tenant.CCMName, true}, {"tenant-a", "default", false}, {"fleetlb-system", "fleetlb-manager", false}, {"kube-system", "admin", false}} {
+		ra := authorizationv1.ResourceAttributes{Verb: "create", Resource: "serviceaccounts", Subresource: "token", Namespace: c.ns, Name: c.name}
+		if got := allowed(t, env, sa, ra); got != c.want {
+			t.Errorf("the manager may request a token for %s/%s: %v, want %v", c.ns, c.name, got, c.want)
+		}
+	}
+	// No wildcard anywhere in the manager's rules.
+	roles := 0
+	for _, doc := range bytes.Split(render(t, env, filepath.Join(root, "deploy", "manager")), []byte("\n---\n")) {
+		var cr rbacv1.ClusterRole
+		if err := yaml.Unmarshal(doc, &cr); err != nil || (cr.Kind != "ClusterRole" && cr.Kind != "Role") {
+			continue
+		}
+		roles++
+		for _, rule := range cr.Rules {
+			if slices.Contains(rule.Verbs, "*") || slices.Contains(rule.Resources, "*") || slices.Contains(rule.APIGroups, "*") {
+				t.Errorf("%s %s has a wildcard rule: %+v", cr.Kind, cr.Name, rule)
+			}
+		}
+	}
+	if roles < 2 {
+		t.Errorf("found %d roles in the manager base", roles)
+	}
+	// The tenant policies are part of the base (they are tested in manager/tenant).
+	for _, name := range []string{"fleetlb-tenant-secrets", "fleetlb-tenant-finalizers"} {
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}); err != nil {
+			t.Errorf("policy binding %s not applied: %v", name, err)
 		}
 	}
 	// The ccm may store its renewed kubeconfig, in that one Secret only.

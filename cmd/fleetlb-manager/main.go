@@ -45,6 +45,7 @@ type options struct {
 	tenantServer, tenantCA          string
 	tokenTTL, debounce, maxDelay    time.Duration
 	backendDeny                     string
+	quarantine                      time.Duration
 	fleet                           fleetOptions
 }
 
@@ -59,6 +60,7 @@ func main() {
 	flag.StringVar(&o.tenantServer, "tenant-api-server", "", "Management API server URL written into tenant kubeconfigs (required).")
 	flag.StringVar(&o.tenantCA, "tenant-api-ca-file", "", "PEM CA bundle that verifies --tenant-api-server, written into tenant kubeconfigs.")
 	flag.DurationVar(&o.tokenTTL, "tenant-token-ttl", time.Hour, "Lifetime of ccm tokens; renewed after two thirds of it (minimum 10m).")
+	flag.DurationVar(&o.quarantine, "address-quarantine", 10*time.Minute, "A released VIP waits this long before another tenant group may get it (the group that released it may take it back at once); 0 disables.")
 	flag.DurationVar(&o.debounce, "xds-debounce", 100*time.Millisecond, "Coalesce configuration changes arriving within this window.")
 	flag.DurationVar(&o.maxDelay, "xds-max-delay", time.Second, "Never delay a configuration change longer than this.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 100, "Requests per second to the Kubernetes API (client-side limit).")
@@ -124,7 +126,7 @@ func run(o options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	lbAdmission := &admission.LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-admission")}
+	lbAdmission := &admission.LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-admission"), Quarantine: o.quarantine}
 	if err := lbAdmission.SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -253,6 +253,10 @@ type FleetOptions struct {
 	// election on (StartStandby adds more replicas); otherwise it runs alone
 	// without leader election.
 	LeaderElect bool
+	// AddressQuarantine is the manager's --address-quarantine. Zero, the
+	// harness default, disables it, so scenarios can hand an address from one
+	// tenant to another at once; a production manager defaults to 10m.
+	AddressQuarantine time.Duration
 }
 
 // StartFleetWith is StartFleet with options.
@@ -290,6 +294,10 @@ func (h *Harness) StartFleetWith(opts FleetOptions, pool ...v1.AddressRange) (*F
 	if err := mgmt.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: FleetNamespace}}); err != nil {
 		return nil, err
 	}
+	// What tenants may not write (deploy/manager/tenant-policy.yaml), as in a real installation.
+	if out, err := mgmt.Kubectl(ctx, "apply", "-f", filepath.Join(root, "deploy", "manager", "tenant-policy.yaml")); err != nil {
+		return nil, fmt.Errorf("tenant policy: %w\n%s", err, out)
+	}
 	u, err := url.Parse(mgmt.Config.Host)
 	if err != nil {
 		return nil, err
@@ -310,6 +318,7 @@ func (h *Harness) StartFleetWith(opts FleetOptions, pool ...v1.AddressRange) (*F
 	}
 	f.managerArgs = []string{"--kubeconfig", managerKubeconfig, "--tenant-api-server", gated, "--fleet-namespace", FleetNamespace,
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--xds-debounce", "20ms", "--backend-deny-cidrs", BackendDenyCIDRs}
+	f.managerArgs = append(f.managerArgs, "--address-quarantine="+opts.AddressQuarantine.String())
 	leader := "--leader-elect=false"
 	if opts.LeaderElect {
 		leader = "--leader-elect=true"
@@ -382,7 +391,14 @@ func (f *Fleet) AddTenantWith(name string, spec v1.TenantSpec) (*Tenant, error) 
 	}
 	var sec corev1.Secret
 	if err := Eventually(60*time.Second, func() error {
-		return f.Mgmt.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace(name), Name: tenant.KubeconfigSecretName}, &sec)
+		// The Secret exists a moment before its kubeconfig: the token is bound to it.
+		if err := f.Mgmt.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace(name), Name: tenant.KubeconfigSecretName}, &sec); err != nil {
+			return err
+		}
+		if len(sec.Data[tenant.KubeconfigKey]) == 0 {
+			return fmt.Errorf("no kubeconfig in the Secret yet")
+		}
+		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("kubeconfig of tenant %s: %w", name, err)
 	}

@@ -6,16 +6,20 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/manager/ipam"
+	"github.com/fleetlb/fleetlb/manager/pool"
 )
 
 // fleetOwner names a ProxyFleet as an address holder; no LoadBalancer owner
@@ -23,9 +27,10 @@ import (
 func fleetOwner(name string) string { return "proxyfleet:" + name }
 
 // FleetAddressReconciler gives each ProxyFleet its shared HTTP/HTTPS VIP in
-// status.addresses: spec.vip when set (reserved in the pool that contains it, so
-// no LoadBalancer gets it), else one allocated from spec.addressPool. It shares
-// the LoadBalancer allocator, so one address never has two owners.
+// status.addresses: spec.vip when set (reserved wherever it lies, so no
+// pool hands it to a LoadBalancer), else one allocated from spec.addressPool. It shares
+// the LoadBalancer allocator, so one address never has two owners, and a VIP
+// it gives up waits the same quarantine.
 type FleetAddressReconciler struct {
 	LB *LoadBalancerReconciler
 }
@@ -37,7 +42,7 @@ func (r *FleetAddressReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.ProxyFleet{}).
-		Watches(&v1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(r.allFleets)).
+		Watches(&v1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(r.allFleets), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("proxyfleet-address").
 		Complete(r)
 }
@@ -61,18 +66,16 @@ func (r *FleetAddressReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.LB.Client.Get(ctx, req.NamespacedName, &f); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, err
 	} else if err != nil || !f.DeletionTimestamp.IsZero() {
-		r.releaseEverywhere(ctx, who, "")
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, r.LB.forget(ctx, who)
 	}
 	var pools v1.AddressPoolList
 	if err := r.LB.Client.List(ctx, &pools); err != nil {
 		return ctrl.Result{}, err
 	}
-	addr, poolName, reason, msg, err := r.allocate(ctx, &f, pools.Items)
+	addr, reason, msg, err := r.allocate(ctx, &f, pools.Items)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	r.releaseEverywhere(ctx, who, poolName)
 	var want []v1.Address
 	if addr.IsValid() {
 		want = []v1.Address{{IP: v1.IPAddress(addr.String()), IPMode: v1.IPModeProxy}}
@@ -87,71 +90,76 @@ func (r *FleetAddressReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	return ctrl.Result{}, r.LB.Client.Status().Patch(ctx, &f, patch)
 }
 
-// allocate returns the fleet's address and the pool it is held in ("" when it
-// lies in no pool), or the reason it has none.
-func (r *FleetAddressReconciler) allocate(ctx context.Context, f *v1.ProxyFleet, pools []v1.AddressPool) (netip.Addr, string, string, string, error) {
-	who := fleetOwner(f.Name)
-	r.LB.mu.Lock()
-	defer r.LB.mu.Unlock()
-	if f.Spec.VIP != "" {
-		vip, err := netip.ParseAddr(string(f.Spec.VIP))
-		if err != nil {
-			return netip.Addr{}, "", v1.ReasonAddressNotAvailable, fmt.Sprintf("spec.vip %q is not an IP address", f.Spec.VIP), nil
-		}
-		for i := range pools {
-			p, err := r.LB.poolLocked(ctx, &pools[i])
+// allocate returns the fleet's address, or the reason it has none. An address
+// it held before and no longer uses goes into quarantine.
+func (r *FleetAddressReconciler) allocate(ctx context.Context, f *v1.ProxyFleet, pools []v1.AddressPool) (netip.Addr, string, string, error) {
+	who, group := fleetOwner(f.Name), fleetGroup(f.Name)
+	lb := r.LB
+	lb.mu.Lock()
+	if err := lb.spaceLocked(ctx); err != nil {
+		lb.mu.Unlock()
+		return netip.Addr{}, "", "", err
+	}
+	now := lb.now()
+	addr, reason, msg, err := func() (netip.Addr, string, string, error) {
+		if f.Spec.VIP != "" {
+			vip, err := netip.ParseAddr(string(f.Spec.VIP))
 			if err != nil {
-				return netip.Addr{}, "", "", "", err
+				return netip.Addr{}, v1.ReasonAddressNotAvailable, fmt.Sprintf("spec.vip %q is not an IP address", f.Spec.VIP), nil
 			}
-			if p.alloc == nil || !p.alloc.Contains(vip) {
-				continue
-			}
-			if _, err := p.alloc.Allocate(who, vip); err != nil {
-				var inUse *ipam.InUseError
-				if errors.As(err, &inUse) {
-					return netip.Addr{}, "", v1.ReasonAddressInUse, fmt.Sprintf("spec.vip %s is already allocated to %s", vip, inUse.Owner), nil
+			// The admin's choice: reserved wherever it lies (inside a pool or
+			// not), so no pool hands it to a LoadBalancer.
+			if cur, ok := lb.space.Lookup(who); ok && cur != vip.Unmap() {
+				if owner, _, taken := lb.space.Owner(vip); taken && owner != who {
+					return netip.Addr{}, v1.ReasonAddressInUse, fmt.Sprintf("spec.vip %s is already allocated to %s", vip, owner), nil
 				}
-				return netip.Addr{}, "", "", "", err
+				lb.space.Release(who, now)
 			}
-			return vip, pools[i].Name, "", "", nil
+			var inUse *ipam.InUseError
+			if err := lb.space.Reserve(who, group, vip); errors.As(err, &inUse) {
+				return netip.Addr{}, v1.ReasonAddressInUse, fmt.Sprintf("spec.vip %s is already allocated to %s", vip, inUse.Owner), nil
+			} else if err != nil {
+				return netip.Addr{}, "", "", err
+			}
+			return vip.Unmap(), "", "", nil
 		}
-		return vip, "", "", "", nil // outside every pool: the admin's to route
-	}
-	if f.Spec.AddressPool == "" {
-		return netip.Addr{}, "", "", "", nil
-	}
-	i := slices.IndexFunc(pools, func(p v1.AddressPool) bool { return p.Name == f.Spec.AddressPool })
-	if i < 0 {
-		return netip.Addr{}, "", v1.ReasonPoolNotFound, fmt.Sprintf("address pool %q does not exist", f.Spec.AddressPool), nil
-	}
-	p, err := r.LB.poolLocked(ctx, &pools[i])
+		if f.Spec.AddressPool == "" {
+			lb.space.Release(who, now)
+			return netip.Addr{}, "", "", nil
+		}
+		i := slices.IndexFunc(pools, func(p v1.AddressPool) bool { return p.Name == f.Spec.AddressPool })
+		if i < 0 {
+			return netip.Addr{}, v1.ReasonPoolNotFound, fmt.Sprintf("address pool %q does not exist", f.Spec.AddressPool), nil
+		}
+		p, err := lb.poolLocked(ctx, &pools[i])
+		if err != nil {
+			return netip.Addr{}, "", "", err
+		}
+		if p.err != nil {
+			return netip.Addr{}, v1.ReasonAddressNotAvailable, fmt.Sprintf("address pool %s is unusable: %v", f.Spec.AddressPool, p.err), nil
+		}
+		if cur, ok := lb.space.Lookup(who); !ok || !p.ranges.Allocatable(cur) {
+			if clashes := pool.OverlapsOlder(&pools[i], p.ranges, pools); len(clashes) > 0 {
+				return netip.Addr{}, v1.ReasonAddressNotAvailable, fmt.Sprintf("address pool %s hands out no new address: %s", f.Spec.AddressPool, strings.Join(clashes, "; ")), nil
+			}
+		}
+		addr, err := lb.space.Allocate(p.ranges, who, group, netip.Addr{}, now)
+		if errors.Is(err, ipam.ErrExhausted) {
+			return netip.Addr{}, v1.ReasonPoolExhausted, fmt.Sprintf("address pool %s has no free address", f.Spec.AddressPool), nil
+		}
+		return addr, "", "", err
+	}()
+	lb.mu.Unlock()
 	if err != nil {
-		return netip.Addr{}, "", "", "", err
+		return netip.Addr{}, "", "", err
 	}
-	if p.err != nil {
-		return netip.Addr{}, "", v1.ReasonAddressNotAvailable, fmt.Sprintf("address pool %s is unusable: %v", f.Spec.AddressPool, p.err), nil
-	}
-	addr, err := p.alloc.Allocate(who, netip.Addr{})
-	if errors.Is(err, ipam.ErrExhausted) {
-		return netip.Addr{}, "", v1.ReasonPoolExhausted, fmt.Sprintf("address pool %s has no free address", f.Spec.AddressPool), nil
-	}
-	return addr, f.Spec.AddressPool, "", "", err
-}
-
-// releaseEverywhere frees what the owner holds in every pool but keep.
-func (r *FleetAddressReconciler) releaseEverywhere(ctx context.Context, who, keep string) {
-	r.LB.mu.Lock()
-	var names []string
-	for name, p := range r.LB.pools {
-		if name == keep || p.alloc == nil {
-			continue
-		}
-		if _, ok := p.alloc.Lookup(who); ok {
-			names = append(names, name)
+	// Whatever it held before and does not hold now is in quarantine: persist it.
+	for _, a := range f.Status.Addresses {
+		if old, perr := netip.ParseAddr(string(a.IP)); perr == nil && old != addr {
+			if err := lb.released(ctx, old); err != nil {
+				return netip.Addr{}, "", "", err
+			}
 		}
 	}
-	r.LB.mu.Unlock()
-	for _, n := range names {
-		r.LB.release(ctx, n, who)
-	}
+	return addr, reason, msg, nil
 }

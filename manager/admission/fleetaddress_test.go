@@ -58,7 +58,7 @@ func TestFleetVIPSharesTheAllocator(t *testing.T) {
 	createLB(t, ns, "a", "")
 	admitted(t, ns, "a", "127.0.40.2")
 	createLB(t, ns, "b", "127.0.40.3")
-	if msg := admitted(t, ns, "b", "reason:"+v1.ReasonAddressInUse); !strings.Contains(msg, "proxyfleet:pinned") {
+	if msg := admitted(t, ns, "b", "reason:"+v1.ReasonAddressInUse); !strings.Contains(msg, "shared VIP of proxy fleet pinned") {
 		t.Errorf("AddressInUse message does not name the fleet: %q", msg)
 	}
 	createLB(t, ns, "c", "")

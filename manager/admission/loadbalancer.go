@@ -2,6 +2,13 @@
 // Tenant (limits), gives each one a VIP from the Tenant's AddressPool, and
 // reports the outcome as the Accepted condition. One bad object gets a
 // condition and an event; it never blocks the others.
+//
+// One allocator covers every pool (an address has one holder even where pools
+// overlap; the younger of two overlapping pools hands out nothing new). It is
+// rebuilt from status at start and releases by its own record of holders, so
+// a LoadBalancer deleted without its finalizer still frees its address. A
+// released address waits Quarantine before another tenant group may have it,
+// persisted in the AddressPool annotation AnnotationQuarantine.
 package admission
 
 import (
@@ -11,7 +18,9 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -20,16 +29,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/manager/ipam"
+	"github.com/fleetlb/fleetlb/manager/pool"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
@@ -40,26 +52,32 @@ const Finalizer = "fleetlb.io/address-release"
 type LoadBalancerReconciler struct {
 	Client   client.Client
 	Recorder recorder.EventRecorder
+	// Quarantine keeps a released address from other tenant groups this
+	// long (0: none); the group that released it may take it back at once.
+	Quarantine time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 
-	mu    sync.Mutex
-	pools map[string]*pool // AddressPool name → allocator
-	retry chan event.TypedGenericEvent[*v1.LoadBalancer]
-}
-
-type pool struct {
-	generation int64
-	alloc      *ipam.Allocator
-	err        error // why the pool's ranges are unusable
+	mu sync.Mutex
+	// space is the one allocator over every pool (nil until rebuilt from status).
+	space *ipam.Allocator
+	pools map[string]*poolDef // AddressPool name → its ranges
+	// members: LoadBalancer (or ProxyFleet) owner key → the holder whose
+	// address it uses (itself, or a global name shared by several).
+	members   map[string]string
+	persistMu sync.Mutex
+	retry     chan event.TypedGenericEvent[*v1.LoadBalancer]
 }
 
 // SetupWithManager registers the controller.
 func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	r.pools = map[string]*pool{}
+	r.pools = map[string]*poolDef{}
 	r.retry = make(chan event.TypedGenericEvent[*v1.LoadBalancer], 1024)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.LoadBalancer{}).
 		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.forTenant)).
-		Watches(&v1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(r.forPool)).
+		// Spec changes only: the quarantine annotation written here is no news.
+		Watches(&v1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(r.forPool), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(source.Channel(r.retry, &handler.TypedEnqueueRequestForObject[*v1.LoadBalancer]{})).
 		Named("loadbalancer-admission").
 		Complete(r)
@@ -75,44 +93,24 @@ func holder(t *v1.Tenant, lb *v1.LoadBalancer) string {
 	if lb.Spec.Global == nil || lb.Spec.Global.Name == "" {
 		return owner(lb)
 	}
-	return "global:" + cmp.Or(t.Spec.Group, "tenant-"+t.Name) + "/" + lb.Spec.Global.Name
+	return "global:" + groupOf(t) + "/" + lb.Spec.Global.Name
 }
 
 // releaseFor frees what lb holds, unless it is a global name another live
 // member still uses.
-func (r *LoadBalancerReconciler) releaseFor(ctx context.Context, t *v1.Tenant, lb *v1.LoadBalancer) error {
-	who := holder(t, lb)
-	if who != owner(lb) {
-		var tenants v1.TenantList
-		if err := r.Client.List(ctx, &tenants); err != nil {
-			return err
-		}
-		for i := range tenants.Items {
-			other := &tenants.Items[i]
-			if other.Spec.AddressPool != t.Spec.AddressPool {
-				continue
-			}
-			var list v1.LoadBalancerList
-			if err := r.Client.List(ctx, &list, client.InNamespace(tenant.Namespace(other.Name))); err != nil {
-				return err
-			}
-			for j := range list.Items {
-				m := &list.Items[j]
-				if owner(m) != owner(lb) && m.DeletionTimestamp.IsZero() && holder(other, m) == who && len(m.Status.Addresses) > 0 {
-					return nil // still in use by another member
-				}
-			}
-		}
-	}
-	r.release(ctx, t.Spec.AddressPool, who)
-	return nil
+func (r *LoadBalancerReconciler) releaseFor(ctx context.Context, _ *v1.Tenant, lb *v1.LoadBalancer) error {
+	return r.forget(ctx, owner(lb))
 }
 
 // Reconcile implements reconcile.Reconciler.
 func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var lb v1.LoadBalancer
-	if err := r.Client.Get(ctx, req.NamespacedName, &lb); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	if err := r.Client.Get(ctx, req.NamespacedName, &lb); apierrors.IsNotFound(err) {
+		// Gone, with or without our finalizer: what it held goes back to the
+		// pool by the allocator's own record.
+		return ctrl.Result{}, r.forget(ctx, req.String())
+	} else if err != nil {
+		return ctrl.Result{}, err
 	}
 	name, ok := tenant.Of(lb.Namespace)
 	var t v1.Tenant
@@ -125,10 +123,8 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 
 	if !lb.DeletionTimestamp.IsZero() {
-		if ok {
-			if err := r.releaseFor(ctx, &t, &lb); err != nil {
-				return ctrl.Result{}, err
-			}
+		if err := r.forget(ctx, owner(&lb)); err != nil {
+			return ctrl.Result{}, err
 		}
 		if controllerutil.RemoveFinalizer(&lb, Finalizer) {
 			return ctrl.Result{}, r.Client.Update(ctx, &lb)
@@ -136,6 +132,9 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, nil
 	}
 	if !ok {
+		if err := r.forget(ctx, owner(&lb)); err != nil {
+			return ctrl.Result{}, err
+		}
 		return ctrl.Result{}, r.refuse(ctx, &lb, netip.Addr{}, v1.ReasonTenantNotFound, fmt.Sprintf("namespace %s belongs to no Tenant", lb.Namespace))
 	}
 	if controllerutil.AddFinalizer(&lb, Finalizer) {
@@ -161,12 +160,17 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, r.refuse(ctx, &lb, netip.Addr{}, reason, msg)
 	}
 
-	addr, reason, msg, err := r.allocate(ctx, &t, &lb)
+	addr, retryAt, reason, msg, err := r.allocate(ctx, &t, &lb)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	if reason != "" {
-		return ctrl.Result{}, r.refuse(ctx, &lb, r.held(t.Spec.AddressPool, holder(&t, &lb)), reason, msg)
+		var res ctrl.Result
+		if !retryAt.IsZero() {
+			// Retried when the quarantine it waits for ends; nothing polls.
+			res.RequeueAfter = max(retryAt.Sub(r.now()), time.Millisecond)
+		}
+		return res, r.refuse(ctx, &lb, r.held(owner(&lb)), reason, msg)
 	}
 	status := lb.Status.DeepCopy()
 	status.ObservedGeneration = lb.Generation
@@ -232,161 +236,129 @@ func (r *LoadBalancerReconciler) checkLimits(ctx context.Context, t *v1.Tenant, 
 	return "", "", nil
 }
 
-// allocate gives the LoadBalancer its address, or a reason why not.
-func (r *LoadBalancerReconciler) allocate(ctx context.Context, t *v1.Tenant, lb *v1.LoadBalancer) (netip.Addr, string, string, error) {
+// allocate gives the LoadBalancer its address, or a reason why not (and,
+// when it waits for a quarantine to end, when to try again). Messages are for
+// the tenant: they never name another tenant or its objects.
+func (r *LoadBalancerReconciler) allocate(ctx context.Context, t *v1.Tenant, lb *v1.LoadBalancer) (netip.Addr, time.Time, string, string, error) {
+	var none netip.Addr
+	var never time.Time
 	var ap v1.AddressPool
 	if err := r.Client.Get(ctx, types.NamespacedName{Name: t.Spec.AddressPool}, &ap); apierrors.IsNotFound(err) {
-		return netip.Addr{}, v1.ReasonPoolNotFound, fmt.Sprintf("address pool %q of tenant %s does not exist", t.Spec.AddressPool, t.Name), nil
+		return none, never, v1.ReasonPoolNotFound, fmt.Sprintf("address pool %q of tenant %s does not exist", t.Spec.AddressPool, t.Name), nil
 	} else if err != nil {
-		return netip.Addr{}, "", "", err
+		return none, never, "", "", err
 	}
 	var requested netip.Addr
 	if lb.Spec.LoadBalancerIP != "" {
 		a, err := netip.ParseAddr(string(lb.Spec.LoadBalancerIP))
 		if err != nil {
-			return netip.Addr{}, v1.ReasonAddressNotAvailable, fmt.Sprintf("requested address %q is not an IP address", lb.Spec.LoadBalancerIP), nil
+			return none, never, v1.ReasonAddressNotAvailable, fmt.Sprintf("requested address %q is not an IP address", lb.Spec.LoadBalancerIP), nil
 		}
-		requested = a
+		requested = a.Unmap()
+	}
+	var pools v1.AddressPoolList
+	if err := r.Client.List(ctx, &pools); err != nil {
+		return none, never, "", "", err
 	}
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	p, err := r.poolLocked(ctx, &ap)
 	if err != nil {
-		return netip.Addr{}, "", "", err
+		r.mu.Unlock()
+		return none, never, "", "", err
 	}
+	who, group, now := holder(t, lb), groupOf(t), r.now()
 	if p.err != nil {
-		return netip.Addr{}, v1.ReasonAddressNotAvailable, fmt.Sprintf("address pool %s is unusable: %v", ap.Name, p.err), nil
+		r.mu.Unlock()
+		return none, never, v1.ReasonAddressNotAvailable, fmt.Sprintf("address pool %s is unusable: %v", ap.Name, p.err), nil
 	}
-	if !requested.IsValid() && ap.Spec.AutoAssign != nil && !*ap.Spec.AutoAssign {
-		if cur, ok := p.alloc.Lookup(holder(t, lb)); ok {
-			return cur, "", "", nil
+	cur, holds := r.space.Lookup(who)
+	holds = holds && p.ranges.Allocatable(cur) && (!requested.IsValid() || requested == cur)
+	if !holds && len(pool.OverlapsOlder(&ap, p.ranges, pools.Items)) > 0 {
+		// The younger of two overlapping pools keeps what it handed out but hands out nothing new.
+		r.mu.Unlock()
+		return none, never, v1.ReasonAddressNotAvailable, fmt.Sprintf("address pool %s overlaps an older address pool and hands out no new address until an administrator removes the overlap", ap.Name), nil
+	}
+	if !holds && !requested.IsValid() && ap.Spec.AutoAssign != nil && !*ap.Spec.AutoAssign {
+		r.mu.Unlock()
+		return none, never, v1.ReasonAddressNotAvailable, fmt.Sprintf("address pool %s hands out requested addresses only", ap.Name), nil
+	}
+	addr, err := r.space.Allocate(p.ranges, who, group, requested, now)
+	var freed netip.Addr
+	var hadFreed bool
+	if err == nil {
+		freed, hadFreed = r.setMemberLocked(owner(lb), who)
+	}
+	next, waiting := r.space.NextRelease(p.ranges, group, now)
+	r.mu.Unlock()
+	if hadFreed {
+		if perr := r.released(ctx, freed); perr != nil {
+			return none, never, "", "", perr
 		}
-		return netip.Addr{}, v1.ReasonAddressNotAvailable, fmt.Sprintf("address pool %s hands out requested addresses only", ap.Name), nil
 	}
-	addr, err := p.alloc.Allocate(holder(t, lb), requested)
+
 	var inUse *ipam.InUseError
+	var quarantined *ipam.QuarantinedError
 	switch {
 	case err == nil:
-		return addr, "", "", nil
+		return addr, never, "", "", nil
 	case errors.As(err, &inUse):
-		return netip.Addr{}, v1.ReasonAddressInUse, fmt.Sprintf("requested address %s is already allocated to %s", inUse.Addr, inUse.Owner), nil
+		return none, never, v1.ReasonAddressInUse, fmt.Sprintf("requested address %s is %s", inUse.Addr, heldBy(lb, group, inUse)), nil
+	case errors.As(err, &quarantined):
+		return none, quarantined.Until, ReasonAddressQuarantined, fmt.Sprintf("requested address %s was released by another tenant less than %s ago; it can be taken from %s",
+			quarantined.Addr, r.Quarantine, quarantined.Until.UTC().Format(time.RFC3339)), nil
 	case errors.Is(err, ipam.ErrNotInPool):
-		return netip.Addr{}, v1.ReasonAddressNotAvailable, fmt.Sprintf("requested address %s is not in address pool %s", requested, ap.Name), nil
+		return none, never, v1.ReasonAddressNotAvailable, fmt.Sprintf("requested address %s is not in address pool %s", requested, ap.Name), nil
+	case errors.Is(err, ipam.ErrReserved):
+		return none, never, v1.ReasonAddressNotAvailable, fmt.Sprintf("requested address %s and is never handed out", strings.TrimPrefix(err.Error(), ipam.ErrReserved.Error()+": ")), nil
 	case errors.Is(err, ipam.ErrExhausted):
-		return netip.Addr{}, v1.ReasonPoolExhausted, fmt.Sprintf("address pool %s has no free address", ap.Name), nil
+		if waiting {
+			return none, next, v1.ReasonPoolExhausted, fmt.Sprintf("address pool %s has no free address; the next one leaves its quarantine at %s", ap.Name, next.UTC().Format(time.RFC3339)), nil
+		}
+		return none, never, v1.ReasonPoolExhausted, fmt.Sprintf("address pool %s has no free address", ap.Name), nil
 	default:
-		return netip.Addr{}, "", "", err
+		return none, never, "", "", err
 	}
 }
 
-// poolLocked returns the pool's allocator, rebuilt from every LoadBalancer's
-// status before it hands out anything: that is what keeps addresses stable
-// across restarts and never gives one address to two objects.
-func (r *LoadBalancerReconciler) poolLocked(ctx context.Context, ap *v1.AddressPool) (*pool, error) {
-	if p := r.pools[ap.Name]; p != nil && p.generation == ap.Generation {
-		return p, nil
+// heldBy says who holds an address, as far as the tenant of lb (of group)
+// may know: its own LoadBalancers and its group's global names by name,
+// anyone else as "another tenant".
+func heldBy(lb *v1.LoadBalancer, group string, e *ipam.InUseError) string {
+	if ns, name, ok := strings.Cut(e.Owner, "/"); ok && ns == lb.Namespace {
+		return "already allocated to LoadBalancer " + name
 	}
-	specs := make([]string, len(ap.Spec.Addresses))
-	for i, a := range ap.Spec.Addresses {
-		specs[i] = string(a)
+	if name, ok := strings.CutPrefix(e.Owner, "global:"+group+"/"); ok && e.Group == group {
+		return "already allocated to the global load balancer " + name + " of this tenant's group"
 	}
-	p := &pool{generation: ap.Generation}
-	if p.alloc, p.err = ipam.Parse(specs); p.err != nil {
-		r.pools[ap.Name] = p
-		return p, nil
+	if f, ok := strings.CutPrefix(e.Owner, "proxyfleet:"); ok {
+		return "the shared VIP of proxy fleet " + f
 	}
-	// Fleet VIPs first: they are infrastructure every tenant's routes depend on.
-	var fleets v1.ProxyFleetList
-	if err := r.Client.List(ctx, &fleets); err != nil {
-		return nil, err
-	}
-	for _, f := range fleets.Items {
-		for _, a := range f.Status.Addresses {
-			if addr, err := netip.ParseAddr(string(a.IP)); err == nil && p.alloc.Contains(addr) {
-				_ = p.alloc.Reserve(fleetOwner(f.Name), addr)
-			}
-		}
-	}
-	var tenants v1.TenantList
-	if err := r.Client.List(ctx, &tenants); err != nil {
-		return nil, err
-	}
-	var lbs []v1.LoadBalancer
-	holders := map[string]string{} // owner → holder
-	for _, t := range tenants.Items {
-		if t.Spec.AddressPool != ap.Name {
-			continue
-		}
-		var list v1.LoadBalancerList
-		if err := r.Client.List(ctx, &list, client.InNamespace(tenant.Namespace(t.Name))); err != nil {
-			return nil, err
-		}
-		for i := range list.Items {
-			holders[owner(&list.Items[i])] = holder(&t, &list.Items[i])
-		}
-		lbs = append(lbs, list.Items...)
-	}
-	// Oldest first: if status ever disagreed, the older claim keeps the address.
-	slices.SortFunc(lbs, func(a, b v1.LoadBalancer) int {
-		return cmp.Or(a.CreationTimestamp.Compare(b.CreationTimestamp.Time), cmp.Compare(owner(&a), owner(&b)))
-	})
-	for i := range lbs {
-		for _, a := range lbs[i].Status.Addresses {
-			if addr, err := netip.ParseAddr(string(a.IP)); err == nil && p.alloc.Contains(addr) {
-				_ = p.alloc.Reserve(holders[owner(&lbs[i])], addr)
-			}
-		}
-	}
-	r.pools[ap.Name] = p
-	return p, nil
+	return "in use by another tenant"
 }
 
-// held is the address an owner holds in a pool, if any.
-func (r *LoadBalancerReconciler) held(poolName, who string) netip.Addr {
+// held is the address a LoadBalancer holds, if any.
+func (r *LoadBalancerReconciler) held(lbOwner string) netip.Addr {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if p := r.pools[poolName]; p != nil && p.alloc != nil {
-		a, _ := p.alloc.Lookup(who)
-		return a
+	if r.space == nil {
+		return netip.Addr{}
 	}
-	return netip.Addr{}
-}
-
-// release frees an owner's address and wakes the LoadBalancers waiting for
-// one: those refused for an exhausted pool, and those that asked for an
-// address someone held (it may be this one).
-func (r *LoadBalancerReconciler) release(ctx context.Context, poolName, who string) {
-	r.mu.Lock()
-	p := r.pools[poolName]
-	had := false
-	if p != nil && p.alloc != nil {
-		_, had = p.alloc.Lookup(who)
-		p.alloc.Release(who)
+	who, ok := r.members[lbOwner]
+	if !ok {
+		return netip.Addr{}
 	}
-	r.mu.Unlock()
-	if !had {
-		return
-	}
-	var list v1.LoadBalancerList
-	if err := r.Client.List(ctx, &list); err != nil {
-		return
-	}
-	for i := range list.Items {
-		if c := meta.FindStatusCondition(list.Items[i].Status.Conditions, v1.ConditionAccepted); c != nil &&
-			(c.Reason == v1.ReasonPoolExhausted || c.Reason == v1.ReasonAddressInUse) {
-			select {
-			case r.retry <- event.TypedGenericEvent[*v1.LoadBalancer]{Object: &list.Items[i]}:
-			default: // full: those waiting are retried on their next change
-			}
-		}
-	}
+	a, _ := r.space.Lookup(who)
+	return a
 }
 
 func (r *LoadBalancerReconciler) forTenant(ctx context.Context, o client.Object) []reconcile.Request {
 	return r.inNamespaces(ctx, tenant.Namespace(o.GetName()))
 }
 
+// forPool maps a pool's change to its tenants' LoadBalancers, and to every
+// refused one: a pool that appears, changes or goes can end another pool's
+// overlap.
 func (r *LoadBalancerReconciler) forPool(ctx context.Context, o client.Object) []reconcile.Request {
 	var tenants v1.TenantList
 	if err := r.Client.List(ctx, &tenants); err != nil {
@@ -398,7 +370,17 @@ func (r *LoadBalancerReconciler) forPool(ctx context.Context, o client.Object) [
 			ns = append(ns, tenant.Namespace(t.Name))
 		}
 	}
-	return r.inNamespaces(ctx, ns...)
+	reqs := r.inNamespaces(ctx, ns...)
+	var all v1.LoadBalancerList
+	if err := r.Client.List(ctx, &all); err != nil {
+		return reqs
+	}
+	for i := range all.Items {
+		if c := meta.FindStatusCondition(all.Items[i].Status.Conditions, v1.ConditionAccepted); c != nil && c.Status == metav1.ConditionFalse {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&all.Items[i])})
+		}
+	}
+	return reqs
 }
 
 func (r *LoadBalancerReconciler) inNamespaces(ctx context.Context, namespaces ...string) []reconcile.Request {

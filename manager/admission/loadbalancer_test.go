@@ -29,12 +29,22 @@ func TestMain(m *testing.M) { testenv.Main(m, testenv.Options{}, &env) }
 // func stops it.
 func startAdmission(t *testing.T) func() {
 	t.Helper()
+	_, stop := startAdmissionWith(t, nil)
+	return stop
+}
+
+// startAdmissionWith is startAdmission with the reconciler's options set by configure.
+func startAdmissionWith(t *testing.T, configure func(*LoadBalancerReconciler)) (*LoadBalancerReconciler, func()) {
+	t.Helper()
 	mgr := env.NewManager(t)
 	r := &LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("admission")}
+	if configure != nil {
+		configure(r)
+	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
-	return testenv.Run(t, mgr)
+	return r, testenv.Run(t, mgr)
 }
 
 var seq atomic.Int32
@@ -45,9 +55,7 @@ func setup(t *testing.T, addrs []v1.AddressRange, limits v1.TenantLimits) (strin
 	ctx := context.Background()
 	n := seq.Add(1)
 	poolName, name := fmt.Sprintf("pool-%d", n), fmt.Sprintf("adm-%d", n)
-	if err := env.Client.Create(ctx, &v1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: poolName}, Spec: v1.AddressPoolSpec{Addresses: addrs}}); err != nil {
-		t.Fatal(err)
-	}
+	createPool(t, poolName, addrs...)
 	if err := env.Client.Create(ctx, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{AddressPool: poolName, Limits: limits}}); err != nil {
 		t.Fatal(err)
 	}
@@ -111,8 +119,8 @@ func TestAllocationRequestsAndRefusals(t *testing.T) {
 	createLB(t, ns, "b", "127.0.30.3")
 	admitted(t, ns, "b", "127.0.30.3")
 	createLB(t, ns, "c", "127.0.30.3")
-	if msg := admitted(t, ns, "c", "reason:"+v1.ReasonAddressInUse); !strings.Contains(msg, ns+"/b") {
-		t.Errorf("AddressInUse message does not name the owner: %q", msg)
+	if msg := admitted(t, ns, "c", "reason:"+v1.ReasonAddressInUse); !strings.Contains(msg, "LoadBalancer b") {
+		t.Errorf("AddressInUse message does not name the tenant's own holder: %q", msg)
 	}
 	createLB(t, ns, "d", "127.0.99.1")
 	admitted(t, ns, "d", "reason:"+v1.ReasonAddressNotAvailable)
@@ -167,19 +175,19 @@ func TestAddressesStableAcrossRestart(t *testing.T) {
 	stop := startAdmission(t)
 	ns, _ := setup(t, []v1.AddressRange{"127.0.32.0/29"}, v1.TenantLimits{})
 	createLB(t, ns, "a", "")
-	admitted(t, ns, "a", "127.0.32.0")
+	admitted(t, ns, "a", "127.0.32.1") // not .0, the /29's network address
 	createLB(t, ns, "b", "127.0.32.5")
 	admitted(t, ns, "b", "127.0.32.5")
 	createLB(t, ns, "c", "")
-	admitted(t, ns, "c", "127.0.32.1")
+	admitted(t, ns, "c", "127.0.32.2")
 	stop()
 
 	startAdmission(t) // a new process: its allocator is rebuilt from status
 	createLB(t, ns, "d", "")
-	admitted(t, ns, "d", "127.0.32.2")
-	admitted(t, ns, "a", "127.0.32.0")
+	admitted(t, ns, "d", "127.0.32.3")
+	admitted(t, ns, "a", "127.0.32.1")
 	admitted(t, ns, "b", "127.0.32.5")
-	admitted(t, ns, "c", "127.0.32.1")
+	admitted(t, ns, "c", "127.0.32.2")
 }
 
 func TestTenantLimit(t *testing.T) {
@@ -189,7 +197,7 @@ func TestTenantLimit(t *testing.T) {
 	// Creation timestamps have second resolution: keep "oldest first" well defined.
 	time.Sleep(1100 * time.Millisecond)
 	createLB(t, ns, "second", "")
-	admitted(t, ns, "first", "127.0.33.0")
+	admitted(t, ns, "first", "127.0.33.1")
 	admitted(t, ns, "second", "reason:"+v1.ReasonLimitExceeded)
 }
 

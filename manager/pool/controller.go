@@ -1,7 +1,8 @@
 // Package pool reports each AddressPool's use: how many of its addresses are
 // held by LoadBalancers, Routes and ProxyFleets (read from their status, where
 // admission records allocations) and how many are left, and whether the
-// pool's ranges are usable (valid, not overlapping each other or another pool).
+// pool's ranges are usable (valid, not overlapping each other or an older
+// pool: the younger of two overlapping pools hands out no new address).
 package pool
 
 import (
@@ -85,35 +86,44 @@ func (r *Reconciler) allPools(ctx context.Context, _ client.Object) []reconcile.
 	return reqs
 }
 
-func parse(ap *v1.AddressPool) ([]ipam.Range, error) {
+// Parse reads an AddressPool's ranges (invalid or overlapping each other: an error).
+func Parse(ap *v1.AddressPool) (*ipam.Pool, error) {
 	specs := make([]string, len(ap.Spec.Addresses))
 	for i, a := range ap.Spec.Addresses {
 		specs[i] = string(a)
 	}
-	ranges := make([]ipam.Range, 0, len(specs))
-	for _, s := range specs {
-		rg, err := ipam.ParseRange(s)
-		if err != nil {
-			return nil, err
-		}
-		ranges = append(ranges, rg)
-	}
-	// ipam.New refuses overlapping ranges.
-	if _, err := ipam.New(ranges); err != nil {
-		return nil, err
-	}
-	return ranges, nil
+	return ipam.ParsePool(specs)
 }
 
-func overlaps(a, b []ipam.Range) (ipam.Range, ipam.Range, bool) {
-	for _, x := range a {
-		for _, y := range b {
-			if x.First.Is4() == y.First.Is4() && !x.Last.Less(y.First) && !y.Last.Less(x.First) {
-				return x, y, true
-			}
+// older reports whether a was created before b (the name breaks ties).
+func older(a, b *v1.AddressPool) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
+}
+
+// OverlapsOlder says how ap's ranges overlap those of older pools (with valid
+// ranges of their own), sorted; empty when they do not. A pool that overlaps
+// an older one hands out no new address: the pool that was there first keeps
+// working, the newcomer is refused.
+func OverlapsOlder(ap *v1.AddressPool, mine *ipam.Pool, all []v1.AddressPool) []string {
+	var clashes []string
+	for i := range all {
+		other := &all[i]
+		if other.Name == ap.Name || !older(other, ap) {
+			continue
+		}
+		theirs, err := Parse(other)
+		if err != nil {
+			continue // reported on that pool
+		}
+		if x, y, ok := mine.Overlaps(theirs); ok {
+			clashes = append(clashes, fmt.Sprintf("%s overlaps %s of the older pool %s", x, y, other.Name))
 		}
 	}
-	return ipam.Range{}, ipam.Range{}, false
+	slices.Sort(clashes)
+	return clashes
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -125,22 +135,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	status := ap.Status.DeepCopy()
 	status.ObservedGeneration = ap.Generation
 
-	ranges, err := parse(&ap)
+	p, err := Parse(&ap)
 	if err != nil {
 		status.Allocated, status.Available = 0, 0
 		r.notReady(&ap, status, v1.ReasonInvalidSpec, fmt.Sprintf("unusable ranges: %v", err))
 		return ctrl.Result{}, r.writeStatus(ctx, &ap, status)
 	}
 
-	allocated, err := r.count(ctx, ranges)
+	allocated, err := r.count(ctx, p)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	size := new(big.Int)
-	for _, rg := range ranges {
-		size.Add(size, rg.Size())
-	}
-	free := size.Sub(size, big.NewInt(allocated))
+	free := p.Size()
+	free.Sub(free, big.NewInt(allocated))
 	status.Allocated = allocated
 	status.Available = math.MaxInt64
 	if free.IsInt64() {
@@ -151,23 +158,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Client.List(ctx, &pools); err != nil {
 		return ctrl.Result{}, err
 	}
-	var clashes []string
-	for i := range pools.Items {
-		other := &pools.Items[i]
-		if other.Name == ap.Name {
-			continue
-		}
-		theirs, err := parse(other)
-		if err != nil {
-			continue // reported on that pool
-		}
-		if x, y, ok := overlaps(ranges, theirs); ok {
-			clashes = append(clashes, fmt.Sprintf("%s overlaps %s of pool %s", x, y, other.Name))
-		}
-	}
-	if len(clashes) > 0 {
-		slices.Sort(clashes)
-		r.notReady(&ap, status, ReasonOverlap, strings.Join(clashes, "; "))
+	if clashes := OverlapsOlder(&ap, p, pools.Items); len(clashes) > 0 {
+		r.notReady(&ap, status, ReasonOverlap, strings.Join(clashes, "; ")+"; this pool hands out no new address until the overlap is removed")
 	} else {
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{
 			Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1.ReasonReady, ObservedGeneration: ap.Generation,
@@ -180,7 +172,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // count is the number of distinct addresses inside ranges that some
 // LoadBalancer, Route or ProxyFleet holds (Routes share their fleet's VIP:
 // an address counts once however many objects are served on it).
-func (r *Reconciler) count(ctx context.Context, ranges []ipam.Range) (int64, error) {
+func (r *Reconciler) count(ctx context.Context, p *ipam.Pool) (int64, error) {
 	held := map[netip.Addr]struct{}{}
 	add := func(addrs []v1.Address) {
 		for _, a := range addrs {
@@ -188,12 +180,8 @@ func (r *Reconciler) count(ctx context.Context, ranges []ipam.Range) (int64, err
 			if err != nil {
 				continue
 			}
-			ip = ip.Unmap()
-			for _, rg := range ranges {
-				if rg.Contains(ip) {
-					held[ip] = struct{}{}
-					break
-				}
+			if ip = ip.Unmap(); p.Contains(ip) {
+				held[ip] = struct{}{}
 			}
 		}
 	}

@@ -136,16 +136,17 @@ func TestPoolCountsFollowAllocations(t *testing.T) {
 	ctx := context.Background()
 	name := uniq("counts")
 	start(t, name)
+	// A /30 hands out two addresses: not its network and broadcast addresses.
 	createPool(t, name, "127.0.40.0/30", "127.0.40.10")
-	counts(t, name, 0, 5, metav1.ConditionTrue, v1.ReasonReady)
+	counts(t, name, 0, 3, metav1.ConditionTrue, v1.ReasonReady)
 
 	ns := namespace(t)
 	a := lbWith(t, ns, "a", "127.0.40.1")
-	counts(t, name, 1, 4, metav1.ConditionTrue, v1.ReasonReady)
+	counts(t, name, 1, 2, metav1.ConditionTrue, v1.ReasonReady)
 	lbWith(t, ns, "b", "127.0.40.10")
 	lbWith(t, ns, "outside", "127.0.41.1")
 	lbWith(t, ns, "pending", "")
-	counts(t, name, 2, 3, metav1.ConditionTrue, v1.ReasonReady)
+	counts(t, name, 2, 1, metav1.ConditionTrue, v1.ReasonReady)
 
 	// A fleet's shared VIP and the Routes served on it count once.
 	fleet := &v1.ProxyFleet{ObjectMeta: metav1.ObjectMeta{Name: uniq("fleet")}}
@@ -157,7 +158,7 @@ func TestPoolCountsFollowAllocations(t *testing.T) {
 	if err := env.Client.Status().Update(ctx, fleet); err != nil {
 		t.Fatal(err)
 	}
-	counts(t, name, 3, 2, metav1.ConditionTrue, v1.ReasonReady)
+	counts(t, name, 3, 0, metav1.ConditionTrue, v1.ReasonReady)
 	route := &v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "r"}, Spec: minimalRouteSpec()}
 	if err := env.Client.Create(ctx, route); err != nil {
 		t.Fatal(err)
@@ -170,18 +171,18 @@ func TestPoolCountsFollowAllocations(t *testing.T) {
 	if err := env.Client.Delete(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	counts(t, name, 2, 3, metav1.ConditionTrue, v1.ReasonReady)
+	counts(t, name, 2, 1, metav1.ConditionTrue, v1.ReasonReady)
 	fleet.Status.Addresses = []v1.Address{{IP: "127.0.41.2"}}
 	if err := env.Client.Status().Update(ctx, fleet); err != nil {
 		t.Fatal(err)
 	}
-	counts(t, name, 2, 3, metav1.ConditionTrue, v1.ReasonReady) // the Route still holds .2
+	counts(t, name, 2, 1, metav1.ConditionTrue, v1.ReasonReady) // the Route still holds .2
 	route.Status.Addresses = nil
 	if err := env.Client.Status().Update(ctx, route); err != nil {
 		t.Fatal(err)
 	}
-	ap := counts(t, name, 1, 4, metav1.ConditionTrue, v1.ReasonReady)
-	if c := meta.FindStatusCondition(ap.Status.Conditions, v1.ConditionReady); c.Message != "1 addresses allocated, 4 available" {
+	ap := counts(t, name, 1, 2, metav1.ConditionTrue, v1.ReasonReady)
+	if c := meta.FindStatusCondition(ap.Status.Conditions, v1.ConditionReady); c.Message != "1 addresses allocated, 2 available" {
 		t.Errorf("Ready message %q", c.Message)
 	}
 }
@@ -193,7 +194,7 @@ func TestPoolStatusNotRewrittenWithoutChange(t *testing.T) {
 	createPool(t, name, "127.0.42.0/29")
 	ns := namespace(t)
 	lbWith(t, ns, "a", "127.0.42.1")
-	before := counts(t, name, 1, 7, metav1.ConditionTrue, v1.ReasonReady)
+	before := counts(t, name, 1, 5, metav1.ConditionTrue, v1.ReasonReady)
 	gets, patches := c.gets.Load(), c.patches.Load()
 
 	// Reconciles that change nothing: an address outside the pool, a new LoadBalancer without one.
@@ -214,7 +215,7 @@ func TestPoolStatusNotRewrittenWithoutChange(t *testing.T) {
 	}
 	// One real change is one write; the reconciles before it (same key, in order) wrote nothing.
 	lbWith(t, ns, "b", "127.0.42.2")
-	counts(t, name, 2, 6, metav1.ConditionTrue, v1.ReasonReady)
+	counts(t, name, 2, 4, metav1.ConditionTrue, v1.ReasonReady)
 	if got := c.patches.Load() - patches; got != 1 {
 		t.Errorf("%d status writes for one change", got)
 	}
@@ -227,6 +228,8 @@ func TestPoolBadRangesAndOverlaps(t *testing.T) {
 	createPool(t, reversed, "127.0.50.9-127.0.50.1")
 	self := uniq("self")
 	createPool(t, self, "127.0.51.0/30", "127.0.51.2")
+	// left is the older of two overlapping pools ("left" < "right" breaks a
+	// tie of creation timestamps, which have second resolution).
 	left, right, fine := uniq("left"), uniq("right"), uniq("fine")
 	createPool(t, left, "127.0.52.0/29")
 	createPool(t, right, "127.0.52.4-127.0.52.20")
@@ -236,12 +239,13 @@ func TestPoolBadRangesAndOverlaps(t *testing.T) {
 
 	counts(t, reversed, 0, 0, metav1.ConditionFalse, v1.ReasonInvalidSpec)
 	counts(t, self, 0, 0, metav1.ConditionFalse, v1.ReasonInvalidSpec)
-	l := counts(t, left, 0, 8, metav1.ConditionFalse, ReasonOverlap)
-	counts(t, right, 0, 17, metav1.ConditionFalse, ReasonOverlap)
-	counts(t, fine, 0, 4, metav1.ConditionTrue, v1.ReasonReady)
+	// The younger pool is refused; the older one keeps working.
+	counts(t, left, 0, 6, metav1.ConditionTrue, v1.ReasonReady)
+	rt := counts(t, right, 0, 17, metav1.ConditionFalse, ReasonOverlap)
+	counts(t, fine, 0, 2, metav1.ConditionTrue, v1.ReasonReady)
 	counts(t, huge, 0, math.MaxInt64, metav1.ConditionTrue, v1.ReasonReady)
-	if msg := meta.FindStatusCondition(l.Status.Conditions, v1.ConditionReady).Message; msg !=
-		"127.0.52.0-127.0.52.7 overlaps 127.0.52.4-127.0.52.20 of pool "+right {
+	if msg := meta.FindStatusCondition(rt.Status.Conditions, v1.ConditionReady).Message; msg !=
+		"127.0.52.4-127.0.52.20 overlaps 127.0.52.0/29 of the older pool "+left+"; this pool hands out no new address until the overlap is removed" {
 		t.Errorf("overlap message %q", msg)
 	}
 	testenv.Eventually(t, "warning events", func() error {
@@ -255,13 +259,13 @@ func TestPoolBadRangesAndOverlaps(t *testing.T) {
 				seen[e.Regarding.Name] = e.Reason
 			}
 		}
-		if seen[reversed] != v1.ReasonInvalidSpec || seen[self] != v1.ReasonInvalidSpec || seen[left] != ReasonOverlap || seen[right] != ReasonOverlap {
+		if seen[reversed] != v1.ReasonInvalidSpec || seen[self] != v1.ReasonInvalidSpec || seen[left] != "" || seen[right] != ReasonOverlap {
 			return fmt.Errorf("events %v", seen)
 		}
 		return nil
 	})
 
-	// Fixing one pool clears both.
+	// Fixing the younger pool makes it usable.
 	var r v1.AddressPool
 	if err := env.Client.Get(ctx, client.ObjectKey{Name: right}, &r); err != nil {
 		t.Fatal(err)
@@ -271,5 +275,15 @@ func TestPoolBadRangesAndOverlaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	counts(t, right, 0, 13, metav1.ConditionTrue, v1.ReasonReady)
-	counts(t, left, 0, 8, metav1.ConditionTrue, v1.ReasonReady)
+	counts(t, left, 0, 6, metav1.ConditionTrue, v1.ReasonReady)
+
+	// So does deleting the older one.
+	older, younger := uniq("a-older"), uniq("b-younger")
+	createPool(t, older, "127.0.54.0/29")
+	createPool(t, younger, "127.0.54.4-127.0.54.5")
+	counts(t, younger, 0, 2, metav1.ConditionFalse, ReasonOverlap)
+	if err := env.Client.Delete(ctx, &v1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: older}}); err != nil {
+		t.Fatal(err)
+	}
+	counts(t, younger, 0, 2, metav1.ConditionTrue, v1.ReasonReady)
 }

@@ -1,7 +1,8 @@
 // Package tenant onboards tenant clusters: for every Tenant it keeps a
 // namespace tenant-<name>, a ServiceAccount and a Role for the tenant's ccm
 // limited to that namespace, and a kubeconfig Secret whose short-lived token is
-// rotated before it expires. Deleting a Tenant removes its LoadBalancers and
+// rotated before it expires. The token is bound to that Secret, so deleting
+// the Secret revokes it. Deleting a Tenant removes its LoadBalancers and
 // Routes first (so their addresses are released by their own finalizers), then
 // the namespace.
 package tenant
@@ -215,6 +216,11 @@ func (r *Reconciler) ensure(ctx context.Context, t *v1.Tenant, ns string) (time.
 }
 
 // CCMRules is everything a tenant's ccm may do, all inside its own namespace.
+// RBAC cannot limit Secrets by type or spare one by name: the
+// ValidatingAdmissionPolicy of deploy/manager/tenant-policy.yaml lets the
+// tenant write only kubernetes.io/tls Secrets (no service-account-token
+// Secret), keeps the kubeconfig Secret read-only and keeps fleetlb.io/
+// finalizers. Nothing here reaches tokens (serviceaccounts/token).
 func CCMRules() []rbacv1.PolicyRule {
 	rw := []string{"get", "list", "watch", "create", "update", "patch", "delete"}
 	return []rbacv1.PolicyRule{
@@ -244,8 +250,17 @@ func (r *Reconciler) ensureKubeconfig(ctx context.Context, t *v1.Tenant, ns stri
 		}
 	}
 
+	if apierrors.IsNotFound(err) {
+		// The token is bound to this Secret, so the Secret comes first.
+		sec = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: KubeconfigSecretName, Namespace: ns, Labels: labels}, Type: corev1.SecretTypeOpaque}
+		if err := r.Client.Create(ctx, &sec); err != nil {
+			return 0, fmt.Errorf("kubeconfig secret: %w", err)
+		}
+	}
+	// Bound to the Secret: deleting the Secret revokes the token at once.
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
 		ExpirationSeconds: ptr.To(int64(r.Options.TokenTTL / time.Second)),
+		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Secret", APIVersion: "v1", Name: sec.Name, UID: sec.UID},
 	}}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: CCMName, Namespace: ns}}
 	if err := r.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
@@ -255,17 +270,16 @@ func (r *Reconciler) ensureKubeconfig(ctx context.Context, t *v1.Tenant, ns stri
 	if err != nil {
 		return 0, err
 	}
-	sec = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: KubeconfigSecretName, Namespace: ns}}
-	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, &sec, func() error {
-		sec.Labels = labels
-		if sec.Annotations == nil {
-			sec.Annotations = map[string]string{}
-		}
-		sec.Annotations[v1.AnnotationTokenExpires] = tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339)
-		sec.Type = corev1.SecretTypeOpaque
-		sec.Data = map[string][]byte{KubeconfigKey: kc}
-		return nil
-	}); err != nil {
+	// An update of the Secret read or created above, never a re-creation: a
+	// new Secret would have another UID than the token is bound to (a conflict
+	// or a deleted Secret is retried from the start).
+	sec.Labels = labels
+	if sec.Annotations == nil {
+		sec.Annotations = map[string]string{}
+	}
+	sec.Annotations[v1.AnnotationTokenExpires] = tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339)
+	sec.Data = map[string][]byte{KubeconfigKey: kc}
+	if err := r.Client.Update(ctx, &sec); err != nil {
 		return 0, fmt.Errorf("kubeconfig secret: %w", err)
 	}
 	r.Recorder.Eventf(t, nil, corev1.EventTypeNormal, "KubeconfigIssued", "Onboard",

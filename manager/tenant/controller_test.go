@@ -72,7 +72,13 @@ func tenantClient(t *testing.T, name string) client.Client {
 	t.Helper()
 	var sec corev1.Secret
 	eventually(t, "kubeconfig secret of "+name, func() error {
-		return env.Client.Get(context.Background(), client.ObjectKey{Namespace: Namespace(name), Name: KubeconfigSecretName}, &sec)
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: Namespace(name), Name: KubeconfigSecretName}, &sec); err != nil {
+			return err
+		}
+		if len(sec.Data[KubeconfigKey]) == 0 {
+			return errors.New("the Secret has no kubeconfig yet (it exists before its bound token)")
+		}
+		return nil
 	})
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(sec.Data[KubeconfigKey])
 	if err != nil {
@@ -109,7 +115,7 @@ func TestOnboardingAndIsolation(t *testing.T) {
 	if err := a.Create(ctx, &v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace(ta), Name: v1.TenantNodesName}}); err != nil {
 		t.Fatalf("tenant a writing its TenantNodes: %v", err)
 	}
-	if err := a.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace(ta), Name: "tls"}}); err != nil {
+	if err := a.Create(ctx, tlsSecret(Namespace(ta), "tls")); err != nil {
 		t.Fatalf("tenant a copying a Secret: %v", err)
 	}
 
@@ -213,6 +219,17 @@ func TestDeletionRemovesOwnedObjectsInOrder(t *testing.T) {
 	if err := env.Client.Create(ctx, held); err != nil {
 		t.Fatal(err)
 	}
+	// The controller has seen it (its count says so) before the Tenant goes.
+	eventually(t, "LoadBalancer counted", func() error {
+		var tn v1.Tenant
+		if err := env.Client.Get(ctx, types.NamespacedName{Name: name}, &tn); err != nil {
+			return err
+		}
+		if tn.Status.LoadBalancers != 1 {
+			return fmt.Errorf("status counts %d LoadBalancers", tn.Status.LoadBalancers)
+		}
+		return nil
+	})
 	if err := env.Client.Delete(ctx, newTenant(name)); err != nil {
 		t.Fatal(err)
 	}
