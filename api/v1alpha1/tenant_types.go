@@ -161,6 +161,27 @@ type TenantStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// HostnameClaims record since when the tenant claims each hostname its
+	// Routes may serve. Written by the manager (the tenant cannot), they give
+	// a claim its age across a delete and re-create of its Route: between
+	// tenants of different groups the oldest claim wins.
+	// +optional
+	// +listType=map
+	// +listMapKey=hostname
+	HostnameClaims []HostnameClaim `json:"hostnameClaims,omitempty"`
+}
+
+// HostnameClaim is one hostname a tenant claims (or claimed until recently).
+type HostnameClaim struct {
+	// Hostname claimed: an exact name or a wildcard.
+	// +kubebuilder:validation:MaxLength=253
+	Hostname string `json:"hostname"`
+	// Since is when the manager first saw a Route of the tenant claim it.
+	Since metav1.Time `json:"since"`
+	// Released is when the last Route claiming it went away. The claim
+	// still holds (and keeps its age) for a grace period after it.
+	// +optional
+	Released *metav1.Time `json:"released,omitempty"`
 }
 
 // Tenant is a tenant cluster admitted to the fleet.

@@ -75,7 +75,7 @@ func holder(t *v1.Tenant, lb *v1.LoadBalancer) string {
 	if lb.Spec.Global == nil || lb.Spec.Global.Name == "" {
 		return owner(lb)
 	}
-	return "global:" + cmp.Or(t.Spec.Group, "tenant-"+t.Name) + "/" + lb.Spec.Global.Name
+	return "global:" + tenant.GroupKey(t) + "/" + lb.Spec.Global.Name
 }
 
 // releaseFor frees what lb holds, unless it is a global name another live
@@ -262,7 +262,7 @@ func (r *LoadBalancerReconciler) allocate(ctx context.Context, t *v1.Tenant, lb 
 	case err == nil:
 		return addr, "", "", nil
 	case errors.As(err, &inUse):
-		return netip.Addr{}, v1.ReasonAddressInUse, fmt.Sprintf("requested address %s is already allocated to %s", inUse.Addr, inUse.Owner), nil
+		return netip.Addr{}, v1.ReasonAddressInUse, fmt.Sprintf("requested address %s is already in use", inUse.Addr), nil
 	case errors.Is(err, ipam.ErrNotInPool):
 		return netip.Addr{}, v1.ReasonAddressNotAvailable, fmt.Sprintf("requested address %s is not in address pool %s", requested, ap.Name), nil
 	case errors.Is(err, ipam.ErrExhausted):

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
 // Allowed reports whether a Tenant whose spec.hostnames are patterns may
@@ -57,7 +58,7 @@ func CoveredBy(tlsHosts []v1.Hostname, h v1.Hostname) bool {
 // SameGroup reports whether two tenants may serve the same hostname: the
 // same tenant, or two tenants of one non-empty group.
 func SameGroup(a, b *v1.Tenant) bool {
-	return a.Name == b.Name || (a.Spec.Group != "" && a.Spec.Group == b.Spec.Group)
+	return tenant.GroupKey(a) == tenant.GroupKey(b)
 }
 
 // CheckSecret says why a Secret cannot serve TLS ("" when it can).
