@@ -107,8 +107,13 @@ func run(o options) error {
 		return err
 	}
 	xds := server.New(server.Options{Log: ctrl.Log.WithName("xds"), Registerer: metrics.Registry, Debounce: o.debounce, MaxDelay: o.maxDelay})
+	// The kubeconfig Secret is not of type kubernetes.io/tls: not cached.
+	tenantClient, err := uncachedSecrets(mgr)
+	if err != nil {
+		return err
+	}
 	if err := (&tenant.Reconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-tenant"),
+		Client: tenantClient, Recorder: mgr.GetEventRecorder("fleetlb-tenant"),
 		Options: tenant.Options{ServerURL: o.tenantServer, CAData: ca, TokenTTL: o.tokenTTL},
 	}).SetupWithManager(mgr); err != nil {
 		return err
