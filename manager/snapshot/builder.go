@@ -191,6 +191,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		ns := tenant.Namespace(t.Name)
 		nodes := &v1.TenantNodes{}
 		_ = b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1.TenantNodesName}, nodes) // none yet: no endpoints
+		nodes, _ = NodesWithinLimits(t, nodes)
 		var lbList v1.LoadBalancerList
 		if err := b.Client.List(ctx, &lbList, client.InNamespace(ns)); err != nil {
 			return ctrl.Result{}, err
