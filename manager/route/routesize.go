@@ -2,6 +2,7 @@ package route
 
 import (
 	"encoding/json"
+	"slices"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 )
@@ -16,7 +17,8 @@ const (
 )
 
 // ConfigBytes estimates what a Route adds to its fleet's route configuration
-// when served for hostnames: one virtual host per hostname, in which every
+// when served for hostnames: one virtual host per hostname (two when a TLS
+// Secret covers it: one on HTTP, one on HTTPS), in which every
 // match of every rule is an Envoy route carrying that match, the rule's
 // filters and timeouts and its weighted backends (named by tenant, source
 // namespace, Service and port). Each field is counted as its JSON encoding,
@@ -43,7 +45,11 @@ func ConfigBytes(tenantName string, rt *v1.Route, hostnames []v1.Hostname) int {
 	}
 	total := 0
 	for _, h := range hostnames {
-		total += virtualHostBytes + 2*len(h) + perHost
+		copies := 1
+		if slices.ContainsFunc(rt.Spec.TLS, func(tl v1.RouteTLS) bool { return CoveredBy(tl.Hostnames, h) }) {
+			copies = 2 // served on both the HTTP and the HTTPS route configuration
+		}
+		total += copies * (virtualHostBytes + 2*len(h) + perHost)
 	}
 	return total
 }
