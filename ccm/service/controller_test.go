@@ -250,7 +250,7 @@ func TestRefusalIsAnEventOnTheService(t *testing.T) {
 		t.Fatalf("requested IP not passed on: %q", lb.Spec.LoadBalancerIP)
 	}
 	lb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: v1.ReasonAddressInUse,
-		Message: "address 127.0.10.5 is already allocated to tenant-a/default.web", ObservedGeneration: lb.Generation, LastTransitionTime: metav1.Now()}}
+		Message: "requested address 127.0.10.5 is already in use", ObservedGeneration: lb.Generation, LastTransitionTime: metav1.Now()}}
 	if err := mgmtEnv.Client.Status().Update(ctx, lb); err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func TestRefusalIsAnEventOnTheService(t *testing.T) {
 			return err
 		}
 		for _, e := range evs.Items {
-			if e.Regarding.Name == "taken" && e.Type == corev1.EventTypeWarning && e.Reason == v1.ReasonAddressInUse && strings.Contains(e.Note, "already allocated") {
+			if e.Regarding.Name == "taken" && e.Type == corev1.EventTypeWarning && e.Reason == v1.ReasonAddressInUse && strings.Contains(e.Note, "already in use") {
 				return nil
 			}
 		}
