@@ -41,6 +41,7 @@ type options struct {
 	leaderNS                        string
 	tenantServer, tenantCA          string
 	tokenTTL, debounce, maxDelay    time.Duration
+	claimGrace                      time.Duration
 	fleet                           fleetOptions
 }
 
@@ -55,6 +56,7 @@ func main() {
 	flag.StringVar(&o.tenantServer, "tenant-api-server", "", "Management API server URL written into tenant kubeconfigs (required).")
 	flag.StringVar(&o.tenantCA, "tenant-api-ca-file", "", "PEM CA bundle that verifies --tenant-api-server, written into tenant kubeconfigs.")
 	flag.DurationVar(&o.tokenTTL, "tenant-token-ttl", time.Hour, "Lifetime of ccm tokens; renewed after two thirds of it (minimum 10m).")
+	flag.DurationVar(&o.claimGrace, "hostname-claim-grace", route.DefaultClaimGrace, "How long a tenant's hostname claim outlives its last Route: it still blocks other tenants and keeps its age if claimed again.")
 	flag.DurationVar(&o.debounce, "xds-debounce", 100*time.Millisecond, "Coalesce configuration changes arriving within this window.")
 	flag.DurationVar(&o.maxDelay, "xds-max-delay", time.Second, "Never delay a configuration change longer than this.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 100, "Requests per second to the Kubernetes API (client-side limit).")
@@ -125,7 +127,8 @@ func run(o options) error {
 	if err := (&admission.FleetAddressReconciler{LB: lbAdmission}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := (&route.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-route"), Log: ctrl.Log.WithName("route")}).SetupWithManager(mgr); err != nil {
+	if err := (&route.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-route"), Log: ctrl.Log.WithName("route"),
+		ClaimGrace: o.claimGrace}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if _, err := (&dns.Reconciler{Client: mgr.GetClient(), Log: ctrl.Log.WithName("dns")}).Setup(mgr); err != nil {
