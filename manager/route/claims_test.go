@@ -104,30 +104,30 @@ func TestWildcardAndExactAcrossTenants(t *testing.T) {
 
 	// Wildcard first.
 	wild := v1.Hostname("*.one." + dom)
-	mkRoute(t, nsA, "wild", nil, wild)
-	expect(t, nsA, "wild", "accepted", func(rt *v1.Route) error { return all(hosts(rt, wild), addr(rt, vip)) })
+	mkRoute(t, nsA, "rwild1", nil, wild)
+	expect(t, nsA, "rwild1", "accepted", func(rt *v1.Route) error { return all(hosts(rt, wild), addr(rt, vip)) })
 	time.Sleep(1100 * time.Millisecond) // creation timestamps have second resolution
 	under := v1.Hostname("api.one." + dom)
 	deeper := v1.Hostname("*.deep.one." + dom)
-	mkRoute(t, nsB, "under", nil, under, deeper)
-	rb := expect(t, nsB, "under", "blocked by the wildcard", func(rt *v1.Route) error {
+	mkRoute(t, nsB, "runder1", nil, under, deeper)
+	rb := expect(t, nsB, "runder1", "blocked by the wildcard", func(rt *v1.Route) error {
 		return all(cond(rt, v1.ConditionAccepted, metav1.ConditionFalse, v1.ReasonHostnameConflict), hosts(rt))
 	})
-	conflictMessage(t, rb, "wa-"+u, nsA, "wild", string(wild))
-	warned(t, nsB, "under", v1.ReasonHostnameConflict)
+	conflictMessage(t, rb, "wa-"+u, nsA, "rwild1", string(wild))
+	warned(t, nsB, "runder1", v1.ReasonHostnameConflict)
 
 	// Exact first: a later wildcard over it is refused, the exact name kept.
 	exact := v1.Hostname("www.two." + dom)
-	mkRoute(t, nsB, "exact", nil, exact)
-	expect(t, nsB, "exact", "accepted", func(rt *v1.Route) error { return hosts(rt, exact) })
+	mkRoute(t, nsB, "rexact1", nil, exact)
+	expect(t, nsB, "rexact1", "accepted", func(rt *v1.Route) error { return hosts(rt, exact) })
 	time.Sleep(1100 * time.Millisecond)
 	other := v1.Hostname("other." + dom)
-	mkRoute(t, nsA, "cover", nil, v1.Hostname("*.two."+dom), other)
-	ra := expect(t, nsA, "cover", "wildcard refused, the rest served", func(rt *v1.Route) error {
+	mkRoute(t, nsA, "rcover1", nil, v1.Hostname("*.two."+dom), other)
+	ra := expect(t, nsA, "rcover1", "wildcard refused, the rest served", func(rt *v1.Route) error {
 		return all(cond(rt, v1.ConditionAccepted, metav1.ConditionTrue, v1.ReasonHostnameConflict), hosts(rt, other))
 	})
-	conflictMessage(t, ra, "wb-"+u, nsB, "exact", string(exact))
-	expect(t, nsB, "exact", "still accepted", func(rt *v1.Route) error { return hosts(rt, exact) })
+	conflictMessage(t, ra, "wb-"+u, nsB, "rexact1", string(exact))
+	expect(t, nsB, "rexact1", "still accepted", func(rt *v1.Route) error { return hosts(rt, exact) })
 }
 
 // A claim keeps its age when its Route is deleted and re-created: nobody
