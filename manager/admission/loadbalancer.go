@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -271,6 +272,11 @@ func (r *LoadBalancerReconciler) allocate(ctx context.Context, t *v1.Tenant, lb 
 	case err == nil:
 		return addr, "", "", nil
 	case errors.As(err, &inUse):
+		if strings.HasPrefix(inUse.Owner, fleetOwner("")) {
+			// A fleet is shared infrastructure, not another tenant: it may be named.
+			return netip.Addr{}, v1.ReasonAddressInUse, fmt.Sprintf("requested address %s is the address of %s", inUse.Addr, inUse.Owner), nil
+		}
+		// Never name the holder: it may be another tenant's.
 		return netip.Addr{}, v1.ReasonAddressInUse, fmt.Sprintf("requested address %s is already in use", inUse.Addr), nil
 	case errors.Is(err, ipam.ErrNotInPool):
 		return netip.Addr{}, v1.ReasonAddressNotAvailable, fmt.Sprintf("requested address %s is not in address pool %s", requested, ap.Name), nil
