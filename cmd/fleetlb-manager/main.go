@@ -152,7 +152,7 @@ func run(o options) error {
 		return err
 	}
 	elected := mgr.Elected()
-	if err := (&snapshot.Builder{Client: mgr.GetClient(), XDS: xds, Log: ctrl.Log.WithName("snapshot"),
+	if err := (&snapshot.Builder{Client: mgr.GetClient(), XDS: xds, Log: ctrl.Log.WithName("snapshot"), Recorder: mgr.GetEventRecorder("fleetlb-snapshot"),
 		Replicas: &xdsreport.Acks{Client: mgr.GetClient(), Namespace: fleetNS, Self: replica, XDS: xds},
 		WriteStatus: func() bool {
 			select {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 
+	corev1 "k8s.io/api/core/v1"
+
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 )
 
@@ -56,4 +58,20 @@ func NodesWithinLimits(t *v1.Tenant, nodes *v1.TenantNodes) (kept *v1.TenantNode
 			cutAddrs, maxEndpoints)
 	}
 	return out, refused
+}
+
+// tellNodeLimit makes a refusal by the node limits a Warning event on the
+// tenant's TenantNodes, once per change, from the replica that writes status.
+func (b *Builder) tellNodeLimit(nodes *v1.TenantNodes, refused string) {
+	if b.Recorder == nil || nodes.Name == "" || (b.WriteStatus != nil && !b.WriteStatus()) {
+		return
+	}
+	if refused == "" {
+		b.nodeLimits.Delete(nodes.Namespace)
+		return
+	}
+	if last, ok := b.nodeLimits.Swap(nodes.Namespace, refused); ok && last == refused {
+		return
+	}
+	b.Recorder.Eventf(nodes, nil, corev1.EventTypeWarning, v1.ReasonLimitExceeded, "ServeNodes", "%s", refused)
 }

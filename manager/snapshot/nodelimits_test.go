@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
@@ -43,5 +45,24 @@ func TestNodesWithinLimits(t *testing.T) {
 	}
 	if len(nodes.Spec.Nodes) != 5 || len(nodes.Spec.Nodes[0].Addresses) != 2 {
 		t.Fatal("the input was changed")
+	}
+}
+
+// A node-limit refusal is a Warning event on the TenantNodes once per change.
+func TestNodeLimitToldOnce(t *testing.T) {
+	rec := events.NewFakeRecorder(10)
+	b := &Builder{Recorder: rec}
+	nodes := &v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: v1.TenantNodesName}}
+	b.tellNodeLimit(nodes, "2 nodes over the tenant's limit maxNodes=3 get no traffic (the first by name are served)")
+	b.tellNodeLimit(nodes, "2 nodes over the tenant's limit maxNodes=3 get no traffic (the first by name are served)")
+	b.tellNodeLimit(nodes, "")
+	b.tellNodeLimit(nodes, "1 nodes over the tenant's limit maxNodes=3 get no traffic (the first by name are served)")
+	close(rec.Events)
+	var got []string
+	for e := range rec.Events {
+		got = append(got, e)
+	}
+	if len(got) != 2 || !strings.Contains(got[0], "Warning LimitExceeded 2 nodes") || !strings.Contains(got[1], "1 nodes") {
+		t.Fatalf("events %q, want the two refusals once each", got)
 	}
 }
