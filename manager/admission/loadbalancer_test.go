@@ -255,3 +255,16 @@ func TestMissingPoolAndTenant(t *testing.T) {
 	createLB(t, tenant.Namespace(tn), "x", "")
 	admitted(t, tenant.Namespace(tn), "x", "reason:"+v1.ReasonPoolNotFound)
 }
+
+// A global name of a tenant without a group never shares its address with a
+// group named like that tenant (or its namespace).
+func TestGlobalHolderDisjointFromGroups(t *testing.T) {
+	lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-b", Name: "web"}, Spec: v1.LoadBalancerSpec{Global: &v1.GlobalOptions{Name: "web"}}}
+	alone := &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "b"}}
+	for _, group := range []string{"b", "tenant-b"} {
+		other := &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Spec: v1.TenantSpec{Group: group}}
+		if holder(other, lb) == holder(alone, lb) {
+			t.Errorf("group %q holds the global address of tenant b: %q", group, holder(alone, lb))
+		}
+	}
+}
