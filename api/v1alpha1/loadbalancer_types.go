@@ -82,11 +82,14 @@ type HealthCheck struct {
 	// +kubebuilder:validation:MaxItems=16
 	// +listType=set
 	ExpectedStatuses []int32 `json:"expectedStatuses,omitempty"`
-	// Interval between checks.
+	// Interval between checks; at least 1s (the fleet probes every node of
+	// every backend at this rate).
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="health check interval must be at least 1s"
 	Interval *metav1.Duration `json:"interval,omitempty"`
-	// Timeout of one check.
+	// Timeout of one check; more than 0.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="health check timeout must be more than 0s"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 	// UnhealthyThreshold consecutive failures mark a node unhealthy.
 	// +optional

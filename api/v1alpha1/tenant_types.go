@@ -27,8 +27,9 @@ type TenantSpec struct {
 	// +kubebuilder:default=default
 	// +kubebuilder:validation:MaxLength=253
 	Fleet string `json:"fleet,omitempty"`
-	// Limits cap what the tenant may create.
+	// Limits cap what the tenant may create; every one is finite (see TenantLimits for the defaults).
 	// +optional
+	// +kubebuilder:default={}
 	Limits TenantLimits `json:"limits,omitempty"`
 	// DefaultIssuer is the cert-manager issuer used for TLS hostnames that have
 	// no Secret and name no issuer themselves.
@@ -73,20 +74,103 @@ const (
 // outside its Tenant's nodePortRange.
 const ReasonNodePortNotAllowed = "NodePortNotAllowed"
 
-// TenantLimits cap a tenant's use of shared resources. Unset means no limit.
+// Default limits: what a Tenant gets when spec.limits leaves a field out
+// (the CRD writes them; the manager applies the same numbers to objects
+// stored before these fields existed). Each bounds one tenant's share of a
+// resource every tenant of the fleet depends on.
+const (
+	DefaultMaxLoadBalancers       = 1000
+	DefaultMaxRoutes              = 1000
+	DefaultMaxAddresses           = 1000
+	DefaultMaxHostnames           = 1000
+	DefaultMaxNodes               = 1000
+	DefaultMaxEndpointsPerBackend = 1000
+	// DefaultMaxRouteConfigBytes (1 MiB) keeps a tenant's virtual hosts to a
+	// quarter of the 4 MiB gRPC message a proxy accepts by default.
+	DefaultMaxRouteConfigBytes = 1 << 20
+)
+
+// TenantLimits cap a tenant's use of shared resources. Every limit is
+// finite: a field left out gets its default. What is over a limit is refused
+// (the newest objects first) with reason LimitExceeded naming the limit.
 type TenantLimits struct {
-	// MaxLoadBalancers is the number of LoadBalancer objects admitted.
+	// MaxLoadBalancers is the number of LoadBalancer objects admitted (default 1000).
 	// +optional
+	// +kubebuilder:default=1000
 	// +kubebuilder:validation:Minimum=0
 	MaxLoadBalancers *int32 `json:"maxLoadBalancers,omitempty"`
-	// MaxRoutes is the number of Route objects admitted.
+	// MaxRoutes is the number of Route objects admitted (default 1000).
 	// +optional
+	// +kubebuilder:default=1000
 	// +kubebuilder:validation:Minimum=0
 	MaxRoutes *int32 `json:"maxRoutes,omitempty"`
-	// MaxAddresses is the number of VIPs the tenant may hold.
+	// MaxAddresses is the number of VIPs the tenant may hold (default 1000).
+	// LoadBalancers joined by a global name share one.
 	// +optional
+	// +kubebuilder:default=1000
 	// +kubebuilder:validation:Minimum=0
 	MaxAddresses *int32 `json:"maxAddresses,omitempty"`
+	// MaxHostnames is the number of distinct hostnames accepted across the
+	// tenant's Routes (default 1000).
+	// +optional
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=0
+	MaxHostnames *int32 `json:"maxHostnames,omitempty"`
+	// MaxNodes is the number of TenantNodes entries served (default 1000);
+	// nodes beyond it (by name) get no traffic.
+	// +optional
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=0
+	MaxNodes *int32 `json:"maxNodes,omitempty"`
+	// MaxEndpointsPerBackend is the number of node address × port endpoints
+	// one backend of the tenant gets (default 1000); addresses beyond it (by
+	// node name) get no traffic.
+	// +optional
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=0
+	MaxEndpointsPerBackend *int32 `json:"maxEndpointsPerBackend,omitempty"`
+	// MaxRouteConfigBytes is the tenant's share of the fleet's route
+	// configuration: the encoded size of the virtual hosts its Routes make
+	// (default 1048576, 1 MiB). A Route that would go beyond it is refused,
+	// newest first.
+	// +optional
+	// +kubebuilder:default=1048576
+	// +kubebuilder:validation:Minimum=0
+	MaxRouteConfigBytes *int32 `json:"maxRouteConfigBytes,omitempty"`
+}
+
+func limitOr(v *int32, def int) int {
+	if v == nil {
+		return def
+	}
+	return int(*v)
+}
+
+// LoadBalancers is MaxLoadBalancers, or its default when unset.
+func (l *TenantLimits) LoadBalancers() int {
+	return limitOr(l.MaxLoadBalancers, DefaultMaxLoadBalancers)
+}
+
+// Routes is MaxRoutes, or its default when unset.
+func (l *TenantLimits) Routes() int { return limitOr(l.MaxRoutes, DefaultMaxRoutes) }
+
+// Addresses is MaxAddresses, or its default when unset.
+func (l *TenantLimits) Addresses() int { return limitOr(l.MaxAddresses, DefaultMaxAddresses) }
+
+// Hostnames is MaxHostnames, or its default when unset.
+func (l *TenantLimits) Hostnames() int { return limitOr(l.MaxHostnames, DefaultMaxHostnames) }
+
+// Nodes is MaxNodes, or its default when unset.
+func (l *TenantLimits) Nodes() int { return limitOr(l.MaxNodes, DefaultMaxNodes) }
+
+// EndpointsPerBackend is MaxEndpointsPerBackend, or its default when unset.
+func (l *TenantLimits) EndpointsPerBackend() int {
+	return limitOr(l.MaxEndpointsPerBackend, DefaultMaxEndpointsPerBackend)
+}
+
+// RouteConfigBytes is MaxRouteConfigBytes, or its default when unset.
+func (l *TenantLimits) RouteConfigBytes() int {
+	return limitOr(l.MaxRouteConfigBytes, DefaultMaxRouteConfigBytes)
 }
 
 // TenantStatus is what the manager set up for the tenant.
@@ -114,6 +198,27 @@ type TenantStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// HostnameClaims record since when the tenant claims each hostname its
+	// Routes may serve. Written by the manager (the tenant cannot), they give
+	// a claim its age across a delete and re-create of its Route: between
+	// tenants of different groups the oldest claim wins.
+	// +optional
+	// +listType=map
+	// +listMapKey=hostname
+	HostnameClaims []HostnameClaim `json:"hostnameClaims,omitempty"`
+}
+
+// HostnameClaim is one hostname a tenant claims (or claimed until recently).
+type HostnameClaim struct {
+	// Hostname claimed: an exact name or a wildcard.
+	// +kubebuilder:validation:MaxLength=253
+	Hostname string `json:"hostname"`
+	// Since is when the manager first saw a Route of the tenant claim it.
+	Since metav1.Time `json:"since"`
+	// Released is when the last Route claiming it went away. The claim
+	// still holds (and keeps its age) for a grace period after it.
+	// +optional
+	Released *metav1.Time `json:"released,omitempty"`
 }
 
 // Tenant is a tenant cluster admitted to the fleet.

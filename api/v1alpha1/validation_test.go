@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -127,6 +128,18 @@ func TestCreateValidation(t *testing.T) {
 		{"lb bad source range", lb("lb-badcidr", func(o *v1.LoadBalancer) { o.Spec.SourceRanges = []v1.CIDR{"10.0.0.1/40"} }), "must be a CIDR"},
 		{"lb bad requested ip", lb("lb-badip", func(o *v1.LoadBalancer) { o.Spec.LoadBalancerIP = "10.0.0.300" }), "must be an IPv4 or IPv6 address"},
 		{"lb http check without path", lb("lb-nopath", func(o *v1.LoadBalancer) { o.Spec.HealthCheck = &v1.HealthCheck{Type: v1.HealthCheckHTTP} }), "an HTTP health check needs a path"},
+		{"lb health check every second", lb("lb-hc-1s", func(o *v1.LoadBalancer) {
+			o.Spec.HealthCheck = &v1.HealthCheck{Type: v1.HealthCheckTCP, Interval: &metav1.Duration{Duration: time.Second}, Timeout: &metav1.Duration{Duration: 500 * time.Millisecond}}
+		}), ""},
+		{"lb health check every nanosecond", lb("lb-hc-1ns", func(o *v1.LoadBalancer) {
+			o.Spec.HealthCheck = &v1.HealthCheck{Type: v1.HealthCheckTCP, Interval: &metav1.Duration{Duration: 1}}
+		}), "health check interval must be at least 1s"},
+		{"lb health check every 999ms", lb("lb-hc-999ms", func(o *v1.LoadBalancer) {
+			o.Spec.HealthCheck = &v1.HealthCheck{Type: v1.HealthCheckTCP, Interval: &metav1.Duration{Duration: 999 * time.Millisecond}}
+		}), "health check interval must be at least 1s"},
+		{"lb health check timeout 0", lb("lb-hc-t0", func(o *v1.LoadBalancer) {
+			o.Spec.HealthCheck = &v1.HealthCheck{Type: v1.HealthCheckTCP, Timeout: &metav1.Duration{}}
+		}), "health check timeout must be more than 0s"},
 		{"lb proxy protocol v3", lb("lb-pp3", func(o *v1.LoadBalancer) { o.Spec.ProxyProtocol = "v3" }), `Unsupported value: "v3"`},
 		{"lb weight out of range", lb("lb-weight", func(o *v1.LoadBalancer) {
 			o.Spec.Global = &v1.GlobalOptions{Strategy: v1.StrategyWeighted, Weight: ptr.To(int32(5000))}
@@ -236,6 +249,28 @@ func TestDefaults(t *testing.T) {
 	}
 	if r := tn.Spec.NodePortRange; r == nil || r.Min != v1.DefaultNodePortMin || r.Max != v1.DefaultNodePortMax || len(tn.Spec.NodeCIDRs) != 0 {
 		t.Fatalf("Tenant node defaults: range %+v, cidrs %v", r, tn.Spec.NodeCIDRs)
+	}
+	// Limits are finite without a limits field, and each unset one gets its default.
+	l := tn.Spec.Limits
+	for name, got := range map[string][2]int32{
+		"maxLoadBalancers":       {ptr.Deref(l.MaxLoadBalancers, -1), v1.DefaultMaxLoadBalancers},
+		"maxRoutes":              {ptr.Deref(l.MaxRoutes, -1), v1.DefaultMaxRoutes},
+		"maxAddresses":           {ptr.Deref(l.MaxAddresses, -1), v1.DefaultMaxAddresses},
+		"maxHostnames":           {ptr.Deref(l.MaxHostnames, -1), v1.DefaultMaxHostnames},
+		"maxNodes":               {ptr.Deref(l.MaxNodes, -1), v1.DefaultMaxNodes},
+		"maxEndpointsPerBackend": {ptr.Deref(l.MaxEndpointsPerBackend, -1), v1.DefaultMaxEndpointsPerBackend},
+		"maxRouteConfigBytes":    {ptr.Deref(l.MaxRouteConfigBytes, -1), v1.DefaultMaxRouteConfigBytes},
+	} {
+		if got[0] != got[1] {
+			t.Errorf("%s defaulted to %d, want %d", name, got[0], got[1])
+		}
+	}
+	partial := tenant("tenant-partial-limits", func(o *v1.Tenant) { o.Spec.Limits.MaxRoutes = ptr.To(int32(5)) }).(*v1.Tenant)
+	if err := env.Client.Create(ctx, partial); err != nil {
+		t.Fatal(err)
+	}
+	if ptr.Deref(partial.Spec.Limits.MaxRoutes, 0) != 5 || ptr.Deref(partial.Spec.Limits.MaxLoadBalancers, 0) != v1.DefaultMaxLoadBalancers {
+		t.Fatalf("partial limits: %+v", partial.Spec.Limits)
 	}
 	r := route("rt-defaulted", nil).(*v1.Route)
 	if err := env.Client.Create(ctx, r); err != nil {
@@ -364,5 +399,20 @@ func TestKubectlColumnsAndExplain(t *testing.T) {
 	}
 	if !strings.Contains(out, "Protocol: TCP or UDP") {
 		t.Errorf("kubectl explain loadbalancer.spec.ports.protocol:\n%s", out)
+	}
+}
+
+// Objects stored before the limits had defaults read back without them: the
+// manager applies the same numbers.
+func TestLimitsDefaultWhenAbsent(t *testing.T) {
+	var l v1.TenantLimits
+	if l.LoadBalancers() != v1.DefaultMaxLoadBalancers || l.Routes() != v1.DefaultMaxRoutes || l.Addresses() != v1.DefaultMaxAddresses ||
+		l.Hostnames() != v1.DefaultMaxHostnames || l.Nodes() != v1.DefaultMaxNodes || l.EndpointsPerBackend() != v1.DefaultMaxEndpointsPerBackend ||
+		l.RouteConfigBytes() != v1.DefaultMaxRouteConfigBytes {
+		t.Fatalf("unset limits: %+v", l)
+	}
+	l.MaxRoutes = ptr.To(int32(0))
+	if l.Routes() != 0 {
+		t.Fatalf("explicit 0 routes read as %d", l.Routes())
 	}
 }

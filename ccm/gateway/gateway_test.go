@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -344,7 +345,7 @@ func TestHTTPRouteThroughGateway(t *testing.T) {
 	rt.Status.Addresses = []v1.Address{{IP: "127.0.40.1", IPMode: v1.IPModeProxy}}
 	rt.Status.ObservedGeneration = rt.Generation
 	rt.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: v1.ReasonHostnameConflict,
-		Message: "shop.example.com belongs to tenant-b", ObservedGeneration: rt.Generation, LastTransitionTime: metav1.Now()}}
+		Message: "hostname shop.example.com is held by another tenant", ObservedGeneration: rt.Generation, LastTransitionTime: metav1.Now()}}
 	if err := mgmtEnv.Client.Status().Update(ctx, rt); err != nil {
 		t.Fatal(err)
 	}
@@ -378,6 +379,19 @@ func TestHTTPRouteThroughGateway(t *testing.T) {
 			return err
 		}
 		return wantCondition(parentCondition(hr.Status.RouteStatus, "gw", gwv1.RouteConditionAccepted), metav1.ConditionFalse, v1.ReasonHostnameConflict, hr.Generation)
+	})
+	eventually(t, "fleet refusal as a Warning event on the HTTPRoute", func() error {
+		var evs eventsv1.EventList
+		if err := tenantEnv.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Regarding.Name == hr.Name && e.Regarding.Kind == "HTTPRoute" && e.Type == corev1.EventTypeWarning &&
+				e.Reason == v1.ReasonHostnameConflict && strings.Contains(e.Note, "held by another tenant") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no HostnameConflict event among %d", len(evs.Items))
 	})
 	// Those reconciles found nothing else to change: the Route was not rewritten.
 	if now, err := getRoute(name); err != nil || now.ResourceVersion != rt.ResourceVersion {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -148,6 +149,9 @@ type routeReconciler struct {
 	ops kindOps
 	// apiReader checks ReferenceGrants without caching more than needed.
 	reader client.Reader
+	// refusals remembers the fleet's verdict last told per route, so each
+	// one is a Warning event once, not on every reconcile.
+	refusals sync.Map // "<namespace>/<name>" → reason and message
 }
 
 func (r *routeReconciler) setup(ctx context.Context, mgr ctrl.Manager, mgmt cluster.Cluster) error {
@@ -236,6 +240,7 @@ func (r *routeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	obj := ops.newObj()
 	switch err := r.Tenant.Get(ctx, req.NamespacedName, obj); {
 	case apierrors.IsNotFound(err):
+		r.refusals.Delete(req.Namespace + "/" + req.Name)
 		_, err := r.deleteRoutes(ctx, ops.source, req.Namespace, req.Name, "")
 		return ctrl.Result{}, err
 	case err != nil:
@@ -547,6 +552,7 @@ func (r *routeReconciler) writeStatus(ctx context.Context, obj client.Object, pa
 			fleet = c
 		}
 	}
+	r.tellRefusal(obj, served)
 	var accepted, refs *problem
 	for i := range problems {
 		p := &problems[i]
@@ -599,4 +605,30 @@ func (r *routeReconciler) writeStatus(ctx context.Context, obj client.Object, pa
 		return nil
 	}
 	return client.IgnoreNotFound(r.Tenant.Status().Patch(ctx, obj, client.MergeFrom(before)))
+}
+
+// tellRefusal turns the fleet's refusal of the route (all of it, or some
+// hostnames) into a Warning event on the tenant's route, once per change.
+func (r *routeReconciler) tellRefusal(obj client.Object, served *v1.Route) {
+	key := obj.GetNamespace() + "/" + obj.GetName()
+	if served == nil || served.Status.ObservedGeneration != served.Generation {
+		return // not yet judged for this spec
+	}
+	c := meta.FindStatusCondition(served.Status.Conditions, v1.ConditionAccepted)
+	if c == nil || c.Reason == v1.ReasonAccepted {
+		r.refusals.Delete(key)
+		return
+	}
+	told := c.Reason + "\n" + c.Message
+	if last, ok := r.refusals.Swap(key, told); ok && last == told {
+		return
+	}
+	r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, c.Reason, "SyncRoute", "the fleet refuses %s: %s", servedPart(c), c.Message)
+}
+
+func servedPart(c *metav1.Condition) string {
+	if c.Status == metav1.ConditionFalse {
+		return "the route"
+	}
+	return "part of the route"
 }

@@ -405,10 +405,11 @@ func (r *Reconciler) reportConditions(ing *networkingv1.Ingress, rt *v1.Route) {
 			r.reported.Delete(key)
 			continue
 		}
-		if last, ok := r.reported.Load(key); ok && last == c.Reason {
+		// Once per change of reason or message (a new limit, another hostname).
+		told := c.Reason + "\n" + c.Message
+		if last, ok := r.reported.Swap(key, told); ok && last == told {
 			continue
 		}
-		r.reported.Store(key, c.Reason)
 		r.Recorder.Eventf(ing, nil, corev1.EventTypeWarning, c.Reason, "SyncRoute", "route %s: %s", rt.Name, c.Message)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -58,6 +59,10 @@ type Reconciler struct {
 	// ServeUnclassed also serves Services with no loadBalancerClass (the cluster's default LB).
 	ServeUnclassed bool
 	Recorder       recorder.EventRecorder
+
+	// refusals remembers the refusal last told per Service, so each one is
+	// an event once, not on every reconcile.
+	refusals sync.Map // "<namespace>/<name>" → reason and message
 }
 
 // LoadBalancerName is the management object's name for a tenant Service.
@@ -165,9 +170,16 @@ func metaFor(ns string, svc *corev1.Service) metav1.ObjectMeta {
 // copyStatus writes the management object's addresses onto the Service, and
 // turns a refusal into an event the tenant sees.
 func (r *Reconciler) copyStatus(ctx context.Context, svc *corev1.Service, lb *v1.LoadBalancer) error {
-	if c := meta.FindStatusCondition(lb.Status.Conditions, v1.ConditionAccepted); c != nil &&
-		c.Status == metav1.ConditionFalse && c.ObservedGeneration == lb.Generation {
-		r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, c.Reason, "SyncLoadBalancer", "%s", c.Message)
+	key := svc.Namespace + "/" + svc.Name
+	if c := meta.FindStatusCondition(lb.Status.Conditions, v1.ConditionAccepted); c != nil && c.ObservedGeneration == lb.Generation {
+		if c.Status == metav1.ConditionFalse {
+			told := c.Reason + "\n" + c.Message
+			if last, ok := r.refusals.Swap(key, told); !ok || last != told {
+				r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, c.Reason, "SyncLoadBalancer", "%s", c.Message)
+			}
+		} else {
+			r.refusals.Delete(key)
+		}
 	}
 	want := corev1.LoadBalancerStatus{}
 	for _, a := range lb.Status.Addresses {
@@ -189,6 +201,7 @@ func (r *Reconciler) copyStatus(ctx context.Context, svc *corev1.Service, lb *v1
 
 // cleanup removes the management object, then the status and the finalizer.
 func (r *Reconciler) cleanup(ctx context.Context, svc *corev1.Service) error {
+	r.refusals.Delete(svc.Namespace + "/" + svc.Name)
 	if !servicehelper.HasLBFinalizer(svc) {
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	servicehelper "k8s.io/cloud-provider/service/helpers"
 	"k8s.io/utils/ptr"
@@ -21,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/internal/testenv"
@@ -78,9 +81,10 @@ func startCCM() (func(), error) {
 	if err := mgr.Add(mgmt); err != nil {
 		return nil, err
 	}
+	told = &countingRecorder{EventRecorder: mgr.GetEventRecorder("fleetlb-ccm"), n: map[string]int{}}
 	r := &Reconciler{
 		Tenant: mgr.GetClient(), Mgmt: mgmt.GetClient(), Namespace: mgmtNS, ClusterName: "cluster-a",
-		Recorder: mgr.GetEventRecorder("fleetlb-ccm"),
+		Recorder: told,
 	}
 	if err := r.SetupWithManager(mgr, mgmt); err != nil {
 		return nil, err
@@ -89,6 +93,31 @@ func startCCM() (func(), error) {
 	done := make(chan struct{})
 	go func() { _ = mgr.Start(ctx); close(done) }()
 	return func() { cancel(); <-done }, nil
+}
+
+// countingRecorder counts the events recorded per object and reason (the
+// events API folds repeats into a series, so the API alone cannot tell).
+type countingRecorder struct {
+	recorder.EventRecorder
+	mu sync.Mutex
+	n  map[string]int // "<namespace>/<name>/<reason>" → events
+}
+
+var told *countingRecorder
+
+func (c *countingRecorder) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
+	if o, ok := regarding.(client.Object); ok {
+		c.mu.Lock()
+		c.n[o.GetNamespace()+"/"+o.GetName()+"/"+reason]++
+		c.mu.Unlock()
+	}
+	c.EventRecorder.Eventf(regarding, related, eventtype, reason, action, note, args...)
+}
+
+func (c *countingRecorder) count(ns, name, reason string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[ns+"/"+name+"/"+reason]
 }
 
 func eventually(t *testing.T, what string, f func() error) {
@@ -221,7 +250,7 @@ func TestRefusalIsAnEventOnTheService(t *testing.T) {
 		t.Fatalf("requested IP not passed on: %q", lb.Spec.LoadBalancerIP)
 	}
 	lb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: v1.ReasonAddressInUse,
-		Message: "address 127.0.10.5 is already allocated to tenant-a/default.web", ObservedGeneration: lb.Generation, LastTransitionTime: metav1.Now()}}
+		Message: "requested address 127.0.10.5 is already in use", ObservedGeneration: lb.Generation, LastTransitionTime: metav1.Now()}}
 	if err := mgmtEnv.Client.Status().Update(ctx, lb); err != nil {
 		t.Fatal(err)
 	}
@@ -231,12 +260,78 @@ func TestRefusalIsAnEventOnTheService(t *testing.T) {
 			return err
 		}
 		for _, e := range evs.Items {
-			if e.Regarding.Name == "taken" && e.Type == corev1.EventTypeWarning && e.Reason == v1.ReasonAddressInUse && strings.Contains(e.Note, "already allocated") {
+			if e.Regarding.Name == "taken" && e.Type == corev1.EventTypeWarning && e.Reason == v1.ReasonAddressInUse && strings.Contains(e.Note, "already in use") {
 				return nil
 			}
 		}
 		return errors.New("no AddressInUse event")
 	})
+}
+
+// A refusal is told once per change of reason or message, not on every
+// reconcile: a new generation refused for the same reason adds no event.
+func TestRefusalIsToldOncePerChange(t *testing.T) {
+	ctx := context.Background()
+	ns := testNamespace(t)
+	if err := tenantEnv.Client.Create(ctx, lbService(ns, "limited", nil)); err != nil {
+		t.Fatal(err)
+	}
+	// refuse sets the management object's verdict for its current
+	// generation, with an address the ccm copies (so the test sees that the
+	// ccm has read it).
+	refuse := func(msg, ip string) {
+		t.Helper()
+		var lb *v1.LoadBalancer
+		eventually(t, "management LoadBalancer", func() (err error) { lb, err = getLB(ns, "limited"); return err })
+		lb.Status.Addresses = []v1.Address{{IP: v1.IPAddress(ip), IPMode: v1.IPModeProxy}}
+		lb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: v1.ReasonLimitExceeded,
+			Message: msg, ObservedGeneration: lb.Generation, LastTransitionTime: metav1.Now()}}
+		if err := mgmtEnv.Client.Status().Update(ctx, lb); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "address "+ip+" copied", func() error {
+			var svc corev1.Service
+			if err := tenantEnv.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "limited"}, &svc); err != nil {
+				return err
+			}
+			if in := svc.Status.LoadBalancer.Ingress; len(in) != 1 || in[0].IP != ip {
+				return fmt.Errorf("ingress %+v", in)
+			}
+			return nil
+		})
+	}
+	const msg = "over the tenant's limit maxLoadBalancers=1: this is load balancer number 2 (oldest first)"
+	refuse(msg, "127.0.10.21")
+	if n := told.count(ns, "limited", v1.ReasonLimitExceeded); n != 1 {
+		t.Fatalf("%d LimitExceeded events, want 1", n)
+	}
+	// A spec change (new generation), refused again for the same reason.
+	var svc corev1.Service
+	if err := tenantEnv.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "limited"}, &svc); err != nil {
+		t.Fatal(err)
+	}
+	svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+	if err := tenantEnv.Client.Update(ctx, &svc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "spec change passed on", func() error {
+		lb, err := getLB(ns, "limited")
+		if err != nil {
+			return err
+		}
+		if lb.Spec.SessionAffinity != v1.SessionAffinityClientIP {
+			return errors.New("session affinity not passed on")
+		}
+		return nil
+	})
+	refuse(msg, "127.0.10.22")
+	if n := told.count(ns, "limited", v1.ReasonLimitExceeded); n != 1 {
+		t.Fatalf("%d LimitExceeded events after an unchanged refusal, want 1", n)
+	}
+	refuse("over the tenant's limit maxAddresses=1: older load balancers hold 1 addresses", "127.0.10.23")
+	if n := told.count(ns, "limited", v1.ReasonLimitExceeded); n != 2 {
+		t.Fatalf("%d LimitExceeded events after a new refusal, want 2", n)
+	}
 }
 
 func TestOtherClassesAreLeftAlone(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,10 +54,26 @@ func (o *fleetOptions) fleetNamespace() string {
 // cacheByObject limits the cache of what only the fleet controller reads
 // (Envoy Deployments, Services, ConfigMaps; the xDS report Leases) to the fleet namespace: the
 // manager must not hold every ConfigMap of the management cluster in memory.
+// Secrets: every Secret of the fleet namespace (the manager's own), elsewhere
+// only kubernetes.io/tls ones: a tenant cannot make the manager hold other
+// Secrets (or much of anything) it writes into its namespace. Whatever reads
+// another type of Secret outside the fleet namespace (the ccm kubeconfig) reads
+// it uncached (uncachedSecrets).
 func (o *fleetOptions) cacheByObject() map[client.Object]cache.ByObject {
 	only := cache.ByObject{Namespaces: map[string]cache.Config{o.fleetNamespace(): {}}}
+	secrets := cache.ByObject{Namespaces: map[string]cache.Config{
+		o.fleetNamespace():  {},
+		cache.AllNamespaces: {FieldSelector: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
+	}}
 	return map[client.Object]cache.ByObject{&appsv1.Deployment{}: only, &corev1.Service{}: only, &corev1.ConfigMap{}: only,
-		&coordinationv1.Lease{}: only}
+		&coordinationv1.Lease{}: only, &corev1.Secret{}: secrets}
+}
+
+// uncachedSecrets is a client like the manager's that reads Secrets from the
+// API server, for what reads Secrets the cache does not hold.
+func uncachedSecrets(mgr ctrl.Manager) (client.Client, error) {
+	return client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
+		Cache: &client.CacheOptions{Reader: mgr.GetCache(), DisableFor: []client.Object{&corev1.Secret{}}}})
 }
 
 // setup registers the fleet and pool controllers (and the default fleet) with mgr.

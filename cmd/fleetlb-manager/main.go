@@ -46,6 +46,7 @@ type options struct {
 	tokenTTL, debounce, maxDelay    time.Duration
 	backendDeny                     string
 	quarantine                      time.Duration
+	claimGrace                      time.Duration
 	fleet                           fleetOptions
 }
 
@@ -61,6 +62,7 @@ func main() {
 	flag.StringVar(&o.tenantCA, "tenant-api-ca-file", "", "PEM CA bundle that verifies --tenant-api-server, written into tenant kubeconfigs.")
 	flag.DurationVar(&o.tokenTTL, "tenant-token-ttl", time.Hour, "Lifetime of ccm tokens; renewed after two thirds of it (minimum 10m).")
 	flag.DurationVar(&o.quarantine, "address-quarantine", 10*time.Minute, "A released VIP waits this long before another tenant group may get it (the group that released it may take it back at once); 0 disables.")
+	flag.DurationVar(&o.claimGrace, "hostname-claim-grace", route.DefaultClaimGrace, "How long a tenant's hostname claim outlives its last Route: it still blocks other tenants and keeps its age if claimed again.")
 	flag.DurationVar(&o.debounce, "xds-debounce", 100*time.Millisecond, "Coalesce configuration changes arriving within this window.")
 	flag.DurationVar(&o.maxDelay, "xds-max-delay", time.Second, "Never delay a configuration change longer than this.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 100, "Requests per second to the Kubernetes API (client-side limit).")
@@ -120,8 +122,13 @@ func run(o options) error {
 		return err
 	}
 	xds := server.New(server.Options{Log: ctrl.Log.WithName("xds"), Registerer: metrics.Registry, Debounce: o.debounce, MaxDelay: o.maxDelay})
+	// The kubeconfig Secret is not of type kubernetes.io/tls: not cached.
+	tenantClient, err := uncachedSecrets(mgr)
+	if err != nil {
+		return err
+	}
 	if err := (&tenant.Reconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-tenant"),
+		Client: tenantClient, Recorder: mgr.GetEventRecorder("fleetlb-tenant"),
 		Options: tenant.Options{ServerURL: o.tenantServer, CAData: ca, TokenTTL: o.tokenTTL},
 	}).SetupWithManager(mgr); err != nil {
 		return err
@@ -136,7 +143,8 @@ func run(o options) error {
 	if err := (&nodes.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-nodes"), Deny: deny}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := (&route.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-route"), Log: ctrl.Log.WithName("route")}).SetupWithManager(mgr); err != nil {
+	if err := (&route.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-route"), Log: ctrl.Log.WithName("route"),
+		ClaimGrace: o.claimGrace}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if _, err := (&dns.Reconciler{Client: mgr.GetClient(), Log: ctrl.Log.WithName("dns")}).Setup(mgr); err != nil {
@@ -160,7 +168,7 @@ func run(o options) error {
 		return err
 	}
 	elected := mgr.Elected()
-	if err := (&snapshot.Builder{Client: mgr.GetClient(), XDS: xds, Log: ctrl.Log.WithName("snapshot"),
+	if err := (&snapshot.Builder{Client: mgr.GetClient(), XDS: xds, Log: ctrl.Log.WithName("snapshot"), Recorder: mgr.GetEventRecorder("fleetlb-snapshot"),
 		Replicas:    &xdsreport.Acks{Client: mgr.GetClient(), Namespace: fleetNS, Self: replica, XDS: xds},
 		BackendDeny: deny,
 		WriteStatus: func() bool {

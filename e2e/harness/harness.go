@@ -317,8 +317,10 @@ func (h *Harness) StartFleetWith(opts FleetOptions, pool ...v1.AddressRange) (*F
 		return nil, err
 	}
 	f.managerArgs = []string{"--kubeconfig", managerKubeconfig, "--tenant-api-server", gated, "--fleet-namespace", FleetNamespace,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--xds-debounce", "20ms", "--backend-deny-cidrs", BackendDenyCIDRs}
-	f.managerArgs = append(f.managerArgs, "--address-quarantine="+opts.AddressQuarantine.String())
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--xds-debounce", "20ms",
+		// A released hostname claim holds this long before another tenant gets the name.
+		"--hostname-claim-grace", "5s"}
+	f.managerArgs = append(f.managerArgs, "--backend-deny-cidrs", BackendDenyCIDRs, "--address-quarantine="+opts.AddressQuarantine.String())
 	leader := "--leader-elect=false"
 	if opts.LeaderElect {
 		leader = "--leader-elect=true"

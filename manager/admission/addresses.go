@@ -31,12 +31,7 @@ const ReasonAddressQuarantined = "AddressQuarantined"
 
 // groupOf is the key of a tenant's group for quarantine and global names.
 // "group:" and "tenant:" keep a group named like a tenant apart from it.
-func groupOf(t *v1.Tenant) string {
-	if t.Spec.Group != "" {
-		return "group:" + t.Spec.Group
-	}
-	return "tenant:" + t.Name
-}
+func groupOf(t *v1.Tenant) string { return tenant.GroupKey(t) }
 
 // fleetGroup is the group of a ProxyFleet's VIP.
 func fleetGroup(name string) string { return "proxyfleet:" + name }

@@ -93,7 +93,7 @@ func holder(t *v1.Tenant, lb *v1.LoadBalancer) string {
 	if lb.Spec.Global == nil || lb.Spec.Global.Name == "" {
 		return owner(lb)
 	}
-	return "global:" + groupOf(t) + "/" + lb.Spec.Global.Name
+	return "global:" + tenant.GroupKey(t) + "/" + lb.Spec.Global.Name
 }
 
 // releaseFor frees what lb holds, unless it is a global name another live
@@ -212,12 +212,11 @@ func (r *LoadBalancerReconciler) writeStatus(ctx context.Context, lb *v1.LoadBal
 	return r.Client.Status().Patch(ctx, lb, patch)
 }
 
-// checkLimits admits the oldest LoadBalancers up to the Tenant's limits.
+// checkLimits admits the oldest LoadBalancers up to the Tenant's limits
+// (finite defaults when unset): maxLoadBalancers objects, and maxAddresses
+// VIPs, where LoadBalancers joined by a global name share one.
 func (r *LoadBalancerReconciler) checkLimits(ctx context.Context, t *v1.Tenant, lb *v1.LoadBalancer) (string, string, error) {
-	lim := t.Spec.Limits
-	if lim.MaxLoadBalancers == nil && lim.MaxAddresses == nil {
-		return "", "", nil
-	}
+	lim := &t.Spec.Limits
 	var list v1.LoadBalancerList
 	if err := r.Client.List(ctx, &list, client.InNamespace(lb.Namespace)); err != nil {
 		return "", "", err
@@ -227,11 +226,21 @@ func (r *LoadBalancerReconciler) checkLimits(ctx context.Context, t *v1.Tenant, 
 		return cmp.Or(a.CreationTimestamp.Compare(b.CreationTimestamp.Time), cmp.Compare(a.Name, b.Name))
 	})
 	idx := slices.IndexFunc(items, func(o v1.LoadBalancer) bool { return o.Name == lb.Name })
-	for _, l := range []*int32{lim.MaxLoadBalancers, lim.MaxAddresses} {
-		// Every LoadBalancer holds one address, so both limits cap the same count.
-		if l != nil && idx >= int(*l) {
-			return v1.ReasonLimitExceeded, fmt.Sprintf("tenant %s may have %d load balancers; this is number %d", t.Name, *l, idx+1), nil
-		}
+	if idx < 0 {
+		return "", "", nil // gone from the cache: its deletion reconciles it again
+	}
+	if idx >= lim.LoadBalancers() {
+		return v1.ReasonLimitExceeded, fmt.Sprintf("over the tenant's limit maxLoadBalancers=%d: this is load balancer number %d (oldest first)",
+			lim.LoadBalancers(), idx+1), nil
+	}
+	// The addresses the older admitted LoadBalancers hold, one per holder.
+	holders := map[string]bool{}
+	for i := range items[:idx] {
+		holders[holder(t, &items[i])] = true
+	}
+	if who := holder(t, lb); !holders[who] && len(holders) >= lim.Addresses() {
+		return v1.ReasonLimitExceeded, fmt.Sprintf("over the tenant's limit maxAddresses=%d: older load balancers hold %d addresses",
+			lim.Addresses(), len(holders)), nil
 	}
 	return "", "", nil
 }

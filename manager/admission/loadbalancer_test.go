@@ -198,7 +198,46 @@ func TestTenantLimit(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)
 	createLB(t, ns, "second", "")
 	admitted(t, ns, "first", "127.0.33.1")
-	admitted(t, ns, "second", "reason:"+v1.ReasonLimitExceeded)
+	if msg := admitted(t, ns, "second", "reason:"+v1.ReasonLimitExceeded); !strings.Contains(msg, "maxLoadBalancers=1") {
+		t.Errorf("LimitExceeded message does not name the limit: %q", msg)
+	}
+}
+
+// Limits are finite when the Tenant names none; LoadBalancers joined by a
+// global name count as one address.
+func TestDefaultLimitsAndSharedAddresses(t *testing.T) {
+	startAdmission(t)
+	ctx := context.Background()
+	ns, _ := setup(t, []v1.AddressRange{"127.0.34.0/29"}, v1.TenantLimits{MaxAddresses: ptr.To(int32(1))})
+	name, _ := tenant.Of(ns)
+	var tn v1.Tenant
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, &tn); err != nil {
+		t.Fatal(err)
+	}
+	if l := tn.Spec.Limits; ptr.Deref(l.MaxLoadBalancers, 0) != v1.DefaultMaxLoadBalancers || ptr.Deref(l.MaxRoutes, 0) != v1.DefaultMaxRoutes ||
+		ptr.Deref(l.MaxAddresses, 0) != 1 || ptr.Deref(l.MaxRouteConfigBytes, 0) != v1.DefaultMaxRouteConfigBytes {
+		t.Fatalf("limits not defaulted by the API: %+v", l)
+	}
+	global := func(name string) {
+		lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: v1.LoadBalancerSpec{
+			Source: v1.ServiceSource{Cluster: "c", Namespace: "default", Name: name, UID: "u-" + name},
+			Ports:  []v1.LoadBalancerPort{{Port: 80, Protocol: v1.ProtocolTCP, NodePort: 30080}},
+			Global: &v1.GlobalOptions{Name: "web"},
+		}}
+		if err := env.Client.Create(ctx, lb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	global("g1")
+	admitted(t, ns, "g1", "127.0.34.1")
+	time.Sleep(1100 * time.Millisecond) // creation timestamps have second resolution
+	global("g2")
+	admitted(t, ns, "g2", "127.0.34.1") // the same global name: the same address, within the limit
+	time.Sleep(1100 * time.Millisecond)
+	createLB(t, ns, "single", "")
+	if msg := admitted(t, ns, "single", "reason:"+v1.ReasonLimitExceeded); !strings.Contains(msg, "maxAddresses=1") {
+		t.Errorf("LimitExceeded message does not name the limit: %q", msg)
+	}
 }
 
 func TestMissingPoolAndTenant(t *testing.T) {
@@ -222,4 +261,17 @@ func TestMissingPoolAndTenant(t *testing.T) {
 	}
 	createLB(t, tenant.Namespace(tn), "x", "")
 	admitted(t, tenant.Namespace(tn), "x", "reason:"+v1.ReasonPoolNotFound)
+}
+
+// A global name of a tenant without a group never shares its address with a
+// group named like that tenant (or its namespace).
+func TestGlobalHolderDisjointFromGroups(t *testing.T) {
+	lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-b", Name: "web"}, Spec: v1.LoadBalancerSpec{Global: &v1.GlobalOptions{Name: "web"}}}
+	alone := &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "b"}}
+	for _, group := range []string{"b", "tenant-b"} {
+		other := &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Spec: v1.TenantSpec{Group: group}}
+		if holder(other, lb) == holder(alone, lb) {
+			t.Errorf("group %q holds the global address of tenant b: %q", group, holder(alone, lb))
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/manager/backends"
+	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
 // Allowed reports whether a Tenant whose spec.hostnames are patterns may
@@ -58,7 +59,7 @@ func CoveredBy(tlsHosts []v1.Hostname, h v1.Hostname) bool {
 // SameGroup reports whether two tenants may serve the same hostname: the
 // same tenant, or two tenants of one non-empty group.
 func SameGroup(a, b *v1.Tenant) bool {
-	return a.Name == b.Name || (a.Spec.Group != "" && a.Spec.Group == b.Spec.Group)
+	return tenant.GroupKey(a) == tenant.GroupKey(b)
 }
 
 // CheckSecret says why a Secret cannot serve TLS ("" when it can).

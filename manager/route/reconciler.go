@@ -1,19 +1,26 @@
 // Package route admits tenant Routes (L7): which of a Route's hostnames the
-// tenant may serve (its Tenant's hostname patterns, and ownership across
-// tenants: tenants of one group share a hostname, between unrelated tenants
-// the oldest claim wins), whether its TLS Secrets and backends are usable,
-// and on which addresses the fleet serves it. The outcome is the Route's
-// status: acceptedHostnames, addresses and the Accepted and ResolvedRefs
-// conditions. One bad hostname, Secret or rule is reported and left out; the
-// rest of the Route is served, and no Route ever blocks another.
+// tenant may serve (its Tenant's hostname patterns, its limits, and
+// ownership across tenants: tenants of one group share a hostname; between
+// other tenants the oldest of overlapping claims wins, exact or wildcard —
+// see claims.go), whether its TLS Secrets and backends are usable, and on
+// which addresses the fleet serves it. The outcome is the Route's status:
+// acceptedHostnames, addresses and the Accepted and ResolvedRefs conditions.
+// One bad hostname, Secret or rule is reported and left out; the rest of the
+// Route is served, and no Route ever blocks another. Messages never name
+// another tenant or its objects.
+//
+// Limits (Tenant spec.limits, finite defaults) admit the oldest Routes
+// first: up to maxRoutes Routes, maxHostnames distinct hostnames and
+// maxRouteConfigBytes of route configuration (ConfigBytes).
 //
 // Conditions:
 //   - Accepted=False: nothing of the Route is served (TenantNotFound,
-//     FleetNotFound, LimitExceeded, or every hostname refused with
-//     HostnameNotAllowed / HostnameConflict).
-//   - Accepted=True with reason HostnameNotAllowed or HostnameConflict: some
-//     hostnames are served (status.acceptedHostnames), the others are refused
-//     as the message says. Reason InvalidSpec: some rules cannot be served.
+//     FleetNotFound, LimitExceeded naming the limit, or every hostname
+//     refused with HostnameNotAllowed / HostnameConflict / LimitExceeded).
+//   - Accepted=True with reason HostnameNotAllowed, HostnameConflict or
+//     LimitExceeded: some hostnames are served (status.acceptedHostnames), the
+//     others are refused as the message says. Reason InvalidSpec: some rules
+//     cannot be served.
 //   - ResolvedRefs=False, reason SecretNotFound / SecretNotTLS /
 //     InvalidBackend: a TLS Secret is missing or unusable (its hostnames are
 //     served over plain HTTP only until it is fixed), or a rule's backends are
@@ -26,6 +33,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -34,6 +42,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -63,6 +72,11 @@ type Reconciler struct {
 	Client   client.Client
 	Recorder recorder.EventRecorder
 	Log      logr.Logger
+	// ClaimGrace is how long a hostname claim outlives its last Route
+	// (DefaultClaimGrace when 0).
+	ClaimGrace time.Duration
+
+	now func() time.Time
 }
 
 // SetupWithManager registers the indexes and the controller.
@@ -77,6 +91,21 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return out
 	}); err != nil {
 		return err
+	}
+	if err := idx.IndexField(ctx, &v1.Route{}, IndexDomain, indexRouteDomains); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &v1.Tenant{}, IndexClaim, indexClaims); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &v1.Tenant{}, IndexClaimDomain, indexClaimDomains); err != nil {
+		return err
+	}
+	if r.ClaimGrace <= 0 {
+		r.ClaimGrace = DefaultClaimGrace
+	}
+	if r.now == nil {
+		r.now = time.Now
 	}
 	if err := idx.IndexField(ctx, &v1.Route{}, IndexSecret, func(o client.Object) []string {
 		var out []string
@@ -95,11 +124,30 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 				e.ObjectOld.GetDeletionTimestamp().IsZero() != e.ObjectNew.GetDeletionTimestamp().IsZero()
 		},
 	}
+	// The claim records on each Tenant follow its Routes.
+	if err := ctrl.NewControllerManagedBy(mgr).
+		For(&v1.Tenant{}, builder.WithPredicates(claimChanged)).
+		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			name, ok := tenant.Of(o.GetNamespace())
+			if !ok {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
+		}), builder.WithPredicates(claimChanged)).
+		Named("route-claims").
+		Complete(reconcile.Func(func(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+			after, err := r.recordClaims(ctx, req.Name)
+			return ctrl.Result{RequeueAfter: after}, err
+		})); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.Route{}).
 		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(r.sharingHostnames), builder.WithPredicates(claimChanged)).
 		// Tenant status (counts) changes with every Route: only its spec and deletion matter.
 		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.allRoutes), builder.WithPredicates(claimChanged)).
+		// A claim record added, released or expired may decide other tenants' claims.
+		Watches(&v1.Tenant{}, handler.Funcs{UpdateFunc: r.claimRecordsChanged}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.usingSecret)).
 		// ProxyFleet status changes with every acknowledged configuration: only its addresses matter.
 		Watches(&v1.ProxyFleet{}, handler.EnqueueRequestsFromMapFunc(r.ofFleet), builder.WithPredicates(AddressesChanged)).
@@ -157,12 +205,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return ctrl.Result{}, r.writeStatus(ctx, &rt, a)
 }
 
-// claims knows which Routes hold a valid claim on their hostnames.
+// claims decides hostname ownership and limits for one reconcile; it caches
+// what it read, so deciding several hostnames costs one read each.
 type claims struct {
 	c       client.Client
 	tenants map[string]*v1.Tenant
-	// admitted: namespace → names of the Routes within the tenant's limit (nil: no limit).
-	admitted map[string]map[string]bool
+	budgets map[string]*budget           // tenant name → what its limits admit
+	decided map[string]map[claimKey]bool // "*.root" or exact name → winning claims
+	now     time.Time
+	grace   time.Duration
 }
 
 func (r *Reconciler) newClaims(ctx context.Context) (*claims, error) {
@@ -170,7 +221,8 @@ func (r *Reconciler) newClaims(ctx context.Context) (*claims, error) {
 	if err := r.Client.List(ctx, &list); err != nil {
 		return nil, err
 	}
-	c := &claims{c: r.Client, tenants: map[string]*v1.Tenant{}, admitted: map[string]map[string]bool{}}
+	c := &claims{c: r.Client, tenants: map[string]*v1.Tenant{}, budgets: map[string]*budget{},
+		decided: map[string]map[claimKey]bool{}, now: r.now(), grace: r.ClaimGrace}
 	for i := range list.Items {
 		if list.Items[i].DeletionTimestamp.IsZero() {
 			c.tenants[list.Items[i].Name] = &list.Items[i]
@@ -187,60 +239,6 @@ func (c *claims) tenantOf(rt *v1.Route) *v1.Tenant {
 	return c.tenants[name]
 }
 
-// withinLimit reports whether the Route is among the oldest MaxRoutes of its tenant.
-func (c *claims) withinLimit(ctx context.Context, t *v1.Tenant, rt *v1.Route) (bool, int, error) {
-	if t.Spec.Limits.MaxRoutes == nil {
-		return true, 0, nil
-	}
-	set, ok := c.admitted[rt.Namespace]
-	if !ok {
-		var list v1.RouteList
-		if err := c.c.List(ctx, &list, client.InNamespace(rt.Namespace)); err != nil {
-			return false, 0, err
-		}
-		items := make([]*v1.Route, 0, len(list.Items))
-		for i := range list.Items {
-			if list.Items[i].DeletionTimestamp.IsZero() {
-				items = append(items, &list.Items[i])
-			}
-		}
-		slices.SortFunc(items, Older)
-		set = map[string]bool{}
-		for i := 0; i < len(items) && i < int(*t.Spec.Limits.MaxRoutes); i++ {
-			set[items[i].Name] = true
-		}
-		c.admitted[rt.Namespace] = set
-	}
-	return set[rt.Name], int(*t.Spec.Limits.MaxRoutes), nil
-}
-
-// owner is the oldest valid claim on hostname h: a live Route of a live
-// Tenant that allows h, within that Tenant's route limit.
-func (c *claims) owner(ctx context.Context, h v1.Hostname) (*v1.Route, *v1.Tenant, error) {
-	var list v1.RouteList
-	if err := c.c.List(ctx, &list, client.MatchingFields{IndexHostname: string(h)}); err != nil {
-		return nil, nil, err
-	}
-	slices.SortFunc(list.Items, func(a, b v1.Route) int { return Older(&a, &b) })
-	for i := range list.Items {
-		o := &list.Items[i]
-		if !o.DeletionTimestamp.IsZero() {
-			continue
-		}
-		t := c.tenantOf(o)
-		if t == nil || !Allowed(t.Spec.Hostnames, h) {
-			continue
-		}
-		if ok, _, err := c.withinLimit(ctx, t, o); err != nil {
-			return nil, nil, err
-		} else if !ok {
-			continue
-		}
-		return o, t, nil
-	}
-	return nil, nil, nil
-}
-
 func (r *Reconciler) admit(ctx context.Context, rt *v1.Route) (*admission, error) {
 	a := &admission{}
 	c, err := r.newClaims(ctx)
@@ -252,10 +250,12 @@ func (r *Reconciler) admit(ctx context.Context, rt *v1.Route) (*admission, error
 		a.refused = refusal{v1.ReasonTenantNotFound, fmt.Sprintf("namespace %s belongs to no Tenant", rt.Namespace)}
 		return a, nil
 	}
-	if ok, limit, err := c.withinLimit(ctx, t, rt); err != nil {
+	b, err := c.budgetOf(ctx, t)
+	if err != nil {
 		return nil, err
-	} else if !ok {
-		a.refused = refusal{v1.ReasonLimitExceeded, fmt.Sprintf("tenant %s may have %d routes; this one is newer than those", t.Name, limit)}
+	}
+	if ref, ok := b.refused[rt.Name]; ok {
+		a.refused = ref
 		return a, nil
 	}
 	var fleet v1.ProxyFleet
@@ -268,18 +268,24 @@ func (r *Reconciler) admit(ctx context.Context, rt *v1.Route) (*admission, error
 	a.addresses = FleetAddresses(&fleet)
 
 	for _, h := range rt.Spec.Hostnames {
+		if slices.Contains(a.accepted, h) {
+			continue
+		}
 		if !Allowed(t.Spec.Hostnames, h) {
 			a.hostIssues = append(a.hostIssues, refusal{v1.ReasonHostnameNotAllowed,
 				fmt.Sprintf("hostname %s is not allowed for tenant %s (allowed: %s)", h, t.Name, joinHosts(t.Spec.Hostnames))})
 			continue
 		}
-		o, ot, err := c.owner(ctx, h)
-		if err != nil {
-			return nil, err
+		if ref, ok := b.hostRefused[rt.Name][h]; ok {
+			a.hostIssues = append(a.hostIssues, ref)
+			continue
 		}
-		if o != nil && !SameGroup(ot, t) {
+		if won, err := c.holds(ctx, t, h); err != nil {
+			return nil, err
+		} else if !won {
+			// Never name the holder: it is another tenant.
 			a.hostIssues = append(a.hostIssues, refusal{v1.ReasonHostnameConflict,
-				fmt.Sprintf("hostname %s belongs to tenant %s (Route %s/%s claimed it first)", h, ot.Name, o.Namespace, o.Name)})
+				fmt.Sprintf("hostname %s is held by another tenant: a claim on it, on a wildcard covering it or on a name under it is older", h)})
 			continue
 		}
 		a.accepted = append(a.accepted, h)
@@ -404,16 +410,20 @@ func (r *Reconciler) sharingHostnames(ctx context.Context, o client.Object) []re
 	// The Route's own namespace too: a Route created or deleted moves the
 	// tenant's route limit for the others.
 	opts := [][]client.ListOption{{client.InNamespace(rt.Namespace)}}
-	for _, h := range rt.Spec.Hostnames {
-		opts = append(opts, []client.ListOption{client.MatchingFields{IndexHostname: string(h)}})
+	var lists [][]v1.Route
+	var own v1.RouteList
+	if err := r.Client.List(ctx, &own, opts[0]...); err == nil {
+		lists = append(lists, own.Items)
 	}
-	for _, o := range opts {
-		var list v1.RouteList
-		if err := r.Client.List(ctx, &list, o...); err != nil {
-			continue
+	c := &claims{c: r.Client}
+	for _, h := range rt.Spec.Hostnames {
+		if items, err := c.related(ctx, h); err == nil {
+			lists = append(lists, items)
 		}
-		for i := range list.Items {
-			k := client.ObjectKeyFromObject(&list.Items[i])
+	}
+	for _, items := range lists {
+		for i := range items {
+			k := client.ObjectKeyFromObject(&items[i])
 			if !seen[k] {
 				seen[k] = true
 				reqs = append(reqs, reconcile.Request{NamespacedName: k})
@@ -421,6 +431,45 @@ func (r *Reconciler) sharingHostnames(ctx context.Context, o client.Object) []re
 		}
 	}
 	return reqs
+}
+
+// claimRecordsChanged enqueues the Routes related to every hostname whose
+// claim record a Tenant status update added, released or dropped.
+func (r *Reconciler) claimRecordsChanged(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	o, ok1 := e.ObjectOld.(*v1.Tenant)
+	n, ok2 := e.ObjectNew.(*v1.Tenant)
+	if !ok1 || !ok2 {
+		return
+	}
+	changed := map[string]bool{}
+	index := func(recs []v1.HostnameClaim) map[string]v1.HostnameClaim {
+		m := map[string]v1.HostnameClaim{}
+		for _, rec := range recs {
+			m[rec.Hostname] = rec
+		}
+		return m
+	}
+	om, nm := index(o.Status.HostnameClaims), index(n.Status.HostnameClaims)
+	for h, rec := range om {
+		if other, ok := nm[h]; !ok || !equality.Semantic.DeepEqual(rec, other) {
+			changed[h] = true
+		}
+	}
+	for h := range nm {
+		if _, ok := om[h]; !ok {
+			changed[h] = true
+		}
+	}
+	c := &claims{c: r.Client}
+	for h := range changed {
+		items, err := c.related(ctx, v1.Hostname(h))
+		if err != nil {
+			continue
+		}
+		for i := range items {
+			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&items[i])})
+		}
+	}
 }
 
 func (r *Reconciler) allRoutes(ctx context.Context, _ client.Object) []reconcile.Request {

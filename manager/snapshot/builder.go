@@ -32,6 +32,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -81,12 +82,17 @@ type Builder struct {
 	// BackendDeny is the static deny-list for node addresses (nil means
 	// backends.DefaultDeny); address pools and fleet addresses are always added.
 	BackendDeny []netip.Prefix
+	// Recorder, when set, tells a tenant which of its nodes its limits leave
+	// unserved (a Warning event on its TenantNodes).
+	Recorder events.EventRecorder
 
 	mu    sync.Mutex
 	last  map[string]*model.Fleet               // fleet → model last handed to the server
 	gen   map[string]uint64                     // fleet → its generation
 	since map[string]map[string]programmedSince // fleet → "Kind/ns/name" → generation that first served its current spec
 	acks  chan event.GenericEvent
+
+	nodeLimits sync.Map // tenant namespace → the node-limit refusal last told
 }
 
 type programmedSince struct {
@@ -215,6 +221,8 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		_ = b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1.TenantNodesName}, nodes) // none yet: no endpoints
 		// Only node addresses the tenant may use; manager/nodes reports the rest.
 		nodes, _ = backends.Confine(t, nodes, deny)
+		nodes, refused := NodesWithinLimits(t, nodes)
+		b.tellNodeLimit(nodes, refused)
 		var lbList v1.LoadBalancerList
 		if err := b.Client.List(ctx, &lbList, client.InNamespace(ns)); err != nil {
 			return ctrl.Result{}, err

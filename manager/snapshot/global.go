@@ -1,13 +1,13 @@
 package snapshot
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 	"strings"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/internal/model"
+	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
 // globalMember is one tenant cluster's part of a global (multi-cluster) backend.
@@ -109,5 +109,5 @@ func globalKey(t *v1.Tenant, lb *v1.LoadBalancer) string {
 	if lb.Spec.Global == nil || lb.Spec.Global.Name == "" {
 		return ""
 	}
-	return cmp.Or(t.Spec.Group, "tenant-"+t.Name) + "/" + lb.Spec.Global.Name
+	return tenant.GroupKey(t) + "/" + lb.Spec.Global.Name
 }
