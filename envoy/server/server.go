@@ -45,6 +45,14 @@ type Options struct {
 	Debounce time.Duration
 	// MaxDelay bounds how long a Set may wait under a stream of changes (default 1s).
 	MaxDelay time.Duration
+	// Insecure trusts the node.cluster a proxy claims (plaintext xDS,
+	// --xds-insecure). Otherwise a stream needs a verified client certificate
+	// (pki.FleetOf) and gets the fleet it names; a node.cluster that differs
+	// is refused with PermissionDenied before anything is sent.
+	Insecure bool
+	// FleetExists reports whether a ProxyFleet of that name exists; streams
+	// of any other fleet are refused. nil accepts every non-empty name.
+	FleetExists func(fleet string) bool
 }
 
 // Server is the xDS server of all fleets.
@@ -111,7 +119,9 @@ func New(opts Options) *Server {
 	return s
 }
 
-// fleetHash keys snapshots by node.cluster: every proxy of a fleet gets the same configuration.
+// fleetHash keys snapshots by node.cluster: every proxy of a fleet gets the
+// same configuration. The callbacks refused every stream whose node.cluster
+// is not the fleet its certificate names before the cache sees a request.
 type fleetHash struct{}
 
 func (fleetHash) ID(node *corev3.Node) string { return node.GetCluster() }
