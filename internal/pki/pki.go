@@ -32,8 +32,8 @@ const (
 	ServingLifetime = 30 * 24 * time.Hour
 	ClientLifetime  = 30 * 24 * time.Hour
 
-	// backdate tolerates clocks that are slightly behind the issuer's.
-	backdate = 5 * time.Minute
+	// maxBackdate tolerates clocks that are slightly behind the issuer's.
+	maxBackdate = 5 * time.Minute
 )
 
 // FleetURI is the identity of a fleet's proxies: spiffe://fleetlb.io/fleet/<name>.
@@ -103,7 +103,7 @@ func NewCA(commonName string, lifetime time.Duration, now time.Time) (*CA, error
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: sn, Subject: pkix.Name{CommonName: commonName, Organization: []string{"fleetlb"}},
-		NotBefore: now.Add(-backdate), NotAfter: now.Add(lifetime),
+		NotBefore: now.Add(-backdate(lifetime)), NotAfter: now.Add(lifetime),
 		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
@@ -183,7 +183,7 @@ func (ca *CA) issue(tmpl *x509.Certificate, lifetime time.Duration, now time.Tim
 	if tmpl.SerialNumber, err = serial(); err != nil {
 		return nil, err
 	}
-	tmpl.NotBefore = now.Add(-backdate)
+	tmpl.NotBefore = now.Add(-backdate(lifetime))
 	// Never outlive the CA: a chain is only as valid as its issuer.
 	tmpl.NotAfter = now.Add(lifetime)
 	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
@@ -211,6 +211,12 @@ func pair(der []byte, key *ecdsa.PrivateKey) (*KeyPair, error) {
 		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
 	}, nil
+}
+
+// backdate is at most a tenth of the lifetime, so it never dominates when
+// renewal is reckoned at two thirds of NotBefore..NotAfter.
+func backdate(lifetime time.Duration) time.Duration {
+	return min(maxBackdate, lifetime/10)
 }
 
 func serial() (*big.Int, error) {
