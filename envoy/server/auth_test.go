@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,7 +21,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/fleetlb/fleetlb/internal/pki"
 	"github.com/fleetlb/fleetlb/internal/xdstransport"
@@ -308,4 +314,22 @@ func TestClientCredentialsFromFiles(t *testing.T) {
 	// connection presents it, and claiming the old fleet is refused.
 	write("elsewhere")
 	wantCode(t, "re-read certificate", refusedSotW(t, dial(), fleet), codes.PermissionDenied)
+}
+
+// TestLargeResponseCrossesTheWire: a state-of-the-world response above
+// gRPC's 4 MiB default reaches a proxy dialled with xdstransport's options.
+func TestLargeResponseCrossesTheWire(t *testing.T) {
+	h := start(t)
+	var cs []types.Resource
+	long := strings.Repeat("x", 6000)
+	for i := range 1000 { // ≈ 6 MB in one response
+		cs = append(cs, &clusterv3.Cluster{Name: fmt.Sprintf("c%04d-%s", i, long), ConnectTimeout: durationpb.New(time.Second),
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}})
+	}
+	h.srv.Set(fleet, map[resource.Type][]types.Resource{resource.ClusterType: cs})
+	c := sotw(t, h, "p1")
+	r := c.recv()
+	if len(r.Resources) != 1000 || proto.Size(r) <= 4<<20 {
+		t.Fatalf("got %d clusters in %d bytes, want 1000 in more than 4 MiB", len(r.Resources), proto.Size(r))
+	}
 }
