@@ -101,6 +101,9 @@ func run(ctx context.Context, log logr.Logger, xdsAddress string, creds credenti
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
+	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+		log.Info("WARNING: the admin listener (/metrics, /ready) is not on loopback", "address", ln.Addr().String())
+	}
 	admin := &http.Server{Handler: adminHandler(p.Ready()), ReadHeaderTimeout: 10 * time.Second}
 	go admin.Serve(ln)
 	defer admin.Close()
