@@ -91,7 +91,7 @@ func (st *stream) current(cur *served) bool {
 // be, and records the stream's proxy on its first request; it reports
 // whether the proxy just joined its fleet. An error refuses the stream before
 // the request reaches the cache, so nothing is sent to a refused proxy.
-func (s *Server) setNode(st *stream, node *corev3.Node) (bool, error) {
+func (s *Server) setNode(st *stream, node *corev3.Node, exists bool) (bool, error) {
 	if node == nil {
 		if st.fleet == "" {
 			return false, s.refuse(st, "", status.Error(codes.PermissionDenied, "the first request must name its node"))
@@ -104,7 +104,7 @@ func (s *Server) setNode(st *stream, node *corev3.Node) (bool, error) {
 		return false, s.refuse(st, cluster, status.Errorf(codes.PermissionDenied, "node.cluster %q differs from the stream's fleet %q", cluster, st.fleet))
 	case !s.opts.Insecure && cluster != st.identity:
 		return false, s.refuse(st, cluster, status.Errorf(codes.PermissionDenied, "node.cluster %q differs from the fleet %q the client certificate names", cluster, st.identity))
-	case st.fleet == "" && !s.fleetExists(cluster):
+	case st.fleet == "" && !exists:
 		return false, s.refuse(st, cluster, status.Errorf(codes.PermissionDenied, "fleet %q does not exist", cluster))
 	}
 	if st.fleet != "" {
@@ -113,6 +113,19 @@ func (s *Server) setNode(st *stream, node *corev3.Node) (bool, error) {
 	st.node, st.fleet = node.GetId(), cluster
 	s.metrics.proxies.WithLabelValues(st.fleet).Inc()
 	return true, nil
+}
+
+// existsToJoin asks FleetExists, outside the server's lock (it may read a
+// cache), about the fleet a stream that has not joined one yet claims.
+func (s *Server) existsToJoin(id int64, node *corev3.Node) bool {
+	s.mu.Lock()
+	st := s.streams[id]
+	joined := st != nil && st.fleet != ""
+	s.mu.Unlock()
+	if joined || node == nil {
+		return true // not asked
+	}
+	return s.fleetExists(node.GetCluster())
 }
 
 func (s *Server) fleetExists(fleet string) bool {
@@ -195,13 +208,14 @@ func (s *Server) OnStreamClosed(id int64, _ *corev3.Node)      { s.closed(id) }
 func (s *Server) OnDeltaStreamClosed(id int64, _ *corev3.Node) { s.closed(id) }
 
 func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	exists := s.existsToJoin(id, req.GetNode())
 	s.mu.Lock()
 	st := s.streams[id]
 	if st == nil {
 		s.mu.Unlock()
 		return status.Error(codes.PermissionDenied, "unknown stream")
 	}
-	joined, err := s.setNode(st, req.GetNode())
+	joined, err := s.setNode(st, req.GetNode(), exists)
 	if err != nil {
 		s.mu.Unlock()
 		return err
@@ -223,13 +237,14 @@ func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 }
 
 func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	exists := s.existsToJoin(id, req.GetNode())
 	s.mu.Lock()
 	st := s.streams[id]
 	if st == nil {
 		s.mu.Unlock()
 		return status.Error(codes.PermissionDenied, "unknown stream")
 	}
-	joined, err := s.setNode(st, req.GetNode())
+	joined, err := s.setNode(st, req.GetNode(), exists)
 	if err != nil {
 		s.mu.Unlock()
 		return err
