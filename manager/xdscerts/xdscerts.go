@@ -39,6 +39,8 @@ const (
 	// CARecheck is how often a replica re-reads the CA Secret (a rotated CA
 	// reaches every replica within it).
 	CARecheck = time.Minute
+	// caWait is how often a replica that does not lead looks for a CA not yet created.
+	caWait = 2 * time.Second
 )
 
 // ClientSecretName is the Secret holding a fleet's client certificate.
@@ -140,7 +142,8 @@ func (a *Authority) Sync(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	if ca == nil {
-		return CARecheck, nil // the leader has not created it yet; Elected or the recheck wakes us
+		// The leader has not created it yet (a fresh install): look again soon.
+		return caWait, nil
 	}
 	now := a.now()
 	a.mu.Lock()
