@@ -39,7 +39,7 @@ type testPKI struct {
 
 const serverName = "localhost"
 
-func newPKI(t *testing.T) *testPKI {
+func newPKI(t testing.TB) *testPKI {
 	t.Helper()
 	ca, err := pki.NewCA("test xDS CA", time.Hour, time.Now())
 	if err != nil {
@@ -51,7 +51,7 @@ func newPKI(t *testing.T) *testPKI {
 }
 
 // rotateServing issues a new serving certificate and returns its serial.
-func (p *testPKI) rotateServing(t *testing.T) *big.Int {
+func (p *testPKI) rotateServing(t testing.TB) *big.Int {
 	t.Helper()
 	kp, err := p.ca.IssueServer([]string{serverName, "127.0.0.1"}, time.Hour, time.Now())
 	if err != nil {
@@ -70,13 +70,13 @@ func (p *testPKI) current() (*tls.Certificate, *x509.CertPool, error) {
 }
 
 // clientTLS is a proxy's TLS configuration with a certificate for fleet, issued by p's CA.
-func (p *testPKI) clientTLS(t *testing.T, fleet string) *tls.Config {
+func (p *testPKI) clientTLS(t testing.TB, fleet string) *tls.Config {
 	t.Helper()
 	return clientTLSFrom(t, p.ca, p.ca, fleet)
 }
 
 // clientTLSFrom trusts serverCA and presents a certificate for fleet issued by clientCA.
-func clientTLSFrom(t *testing.T, serverCA, clientCA *pki.CA, fleet string) *tls.Config {
+func clientTLSFrom(t testing.TB, serverCA, clientCA *pki.CA, fleet string) *tls.Config {
 	t.Helper()
 	kp, err := clientCA.IssueFleetClient(fleet, time.Hour, time.Now())
 	if err != nil {

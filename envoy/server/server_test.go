@@ -36,10 +36,15 @@ type harness struct {
 // it with a client certificate of the fleet "default".
 func start(t *testing.T) *harness { return startWith(t, Options{}) }
 
-func startWith(t *testing.T, opts Options) *harness {
+func startWith(t testing.TB, opts Options) *harness {
 	t.Helper()
 	p := newPKI(t)
-	opts.Log, opts.Debounce, opts.MaxDelay = testr.New(t), 20*time.Millisecond, 200*time.Millisecond
+	if opts.Debounce == 0 {
+		opts.Debounce, opts.MaxDelay = 20*time.Millisecond, 200*time.Millisecond
+	}
+	if opts.Log.GetSink() == nil {
+		opts.Log = testr.NewWithInterface(t, testr.Options{})
+	}
 	srv := New(opts)
 	var creds credentials.TransportCredentials
 	if !opts.Insecure {
@@ -70,7 +75,7 @@ func startWith(t *testing.T, opts Options) *harness {
 }
 
 // dial connects to the server with cfg (nil: plaintext).
-func (h *harness) dial(t *testing.T, cfg *tls.Config) *grpc.ClientConn {
+func (h *harness) dial(t testing.TB, cfg *tls.Config) *grpc.ClientConn {
 	t.Helper()
 	var creds credentials.TransportCredentials
 	if cfg != nil {
