@@ -333,3 +333,56 @@ func TestLargeResponseCrossesTheWire(t *testing.T) {
 		t.Fatalf("got %d clusters in %d bytes, want 1000 in more than 4 MiB", len(r.Resources), proto.Size(r))
 	}
 }
+
+// TestSotWAndDeltaStreamsAreKeptApart: go-control-plane numbers SotW and
+// delta streams separately, so the first of each share ID 1. A delta stream
+// of fleet b must not take over the state (and identity) of a SotW stream of
+// fleet a.
+func TestSotWAndDeltaStreamsAreKeptApart(t *testing.T) {
+	h := startWith(t, Options{FleetExists: func(f string) bool { return f == "a" || f == "b" }})
+	genA := h.srv.Set("a", clusters(2, time.Second))
+	h.srv.Set("b", clusters(3, time.Second))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	sa, err := discoveryv3.NewAggregatedDiscoveryServiceClient(h.dial(t, h.pki.clientTLS(t, "a"))).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &sotwClient{t: t, stream: sa}
+	a.send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "pa", Cluster: "a"}, TypeUrl: resource.ClusterType})
+	ra := a.recv()
+
+	db, err := discoveryv3.NewAggregatedDiscoveryServiceClient(h.dial(t, h.pki.clientTLS(t, "b"))).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "pb", Cluster: "b"}, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	rb, err := db.Recv()
+	if err != nil || len(rb.Resources) != 3 {
+		t.Fatalf("fleet b's delta proxy got %v (%v), want b's 3 clusters", rb, err)
+	}
+	if h.srv.ConnectedProxies("a") != 1 || h.srv.ConnectedProxies("b") != 1 {
+		t.Fatalf("connected a=%d b=%d, want 1 and 1", h.srv.ConnectedProxies("a"), h.srv.ConnectedProxies("b"))
+	}
+	// a's stream still has its own identity: claiming b on it is refused,
+	// and its ACK counts for a.
+	a.ack(ra)
+	waitAckedFleet(t, h.srv, "a", genA)
+	a.send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "pa", Cluster: "b"}, TypeUrl: resource.ClusterType})
+	_, err = a.stream.Recv()
+	wantCode(t, "SotW stream of a claiming b", err, codes.PermissionDenied)
+}
+
+func waitAckedFleet(t *testing.T, s *Server, fleet string, gen uint64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for s.AckedGeneration(fleet) < gen {
+		if time.Now().After(deadline) {
+			t.Fatalf("fleet %s never acknowledged generation %d", fleet, gen)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -70,7 +70,7 @@ type Server struct {
 	nextGen   map[string]uint64      // fleet → last generation handed out
 	serving   map[string]*served     // fleet → snapshot being served
 	acked     map[string]uint64      // fleet → newest generation every proxy acknowledged
-	streams   map[int64]*stream
+	streams   map[streamKey]*stream
 	onAcked   []func(fleet string, generation uint64)
 	onProxies []func(fleet string)
 	lastErrs  map[string]error // fleet → why the newest Set was refused
@@ -111,7 +111,7 @@ func New(opts Options) *Server {
 		nextGen:  map[string]uint64{},
 		serving:  map[string]*served{},
 		acked:    map[string]uint64{},
-		streams:  map[int64]*stream{},
+		streams:  map[streamKey]*stream{},
 		lastErrs: map[string]error{},
 	}
 	s.cache = cachev3.NewSnapshotCache(true, fleetHash{}, nil)

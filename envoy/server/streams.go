@@ -16,6 +16,13 @@ import (
 	"github.com/fleetlb/fleetlb/internal/pki"
 )
 
+// streamKey identifies a stream: go-control-plane numbers state-of-the-world
+// and delta streams with separate counters, so an ID alone is ambiguous.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
 // stream is what one connected proxy has been sent and has acknowledged.
 type stream struct {
 	node, fleet string
@@ -117,7 +124,7 @@ func (s *Server) setNode(st *stream, node *corev3.Node, exists bool) (bool, erro
 
 // existsToJoin asks FleetExists, outside the server's lock (it may read a
 // cache), about the fleet a stream that has not joined one yet claims.
-func (s *Server) existsToJoin(id int64, node *corev3.Node) bool {
+func (s *Server) existsToJoin(id streamKey, node *corev3.Node) bool {
 	s.mu.Lock()
 	st := s.streams[id]
 	joined := st != nil && st.fleet != ""
@@ -164,7 +171,7 @@ func peerFleet(ctx context.Context) (string, error) {
 func (s *Server) open(ctx context.Context, id int64, delta bool) error {
 	st := newStream(delta)
 	s.mu.Lock()
-	s.streams[id] = st
+	s.streams[streamKey{delta, id}] = st
 	s.mu.Unlock()
 	if s.opts.Insecure {
 		return nil
@@ -191,7 +198,7 @@ func (s *Server) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) erro
 	return s.open(ctx, id, true)
 }
 
-func (s *Server) closed(id int64) {
+func (s *Server) closed(id streamKey) {
 	s.mu.Lock()
 	st := s.streams[id]
 	delete(s.streams, id)
@@ -204,10 +211,11 @@ func (s *Server) closed(id int64) {
 	}
 }
 
-func (s *Server) OnStreamClosed(id int64, _ *corev3.Node)      { s.closed(id) }
-func (s *Server) OnDeltaStreamClosed(id int64, _ *corev3.Node) { s.closed(id) }
+func (s *Server) OnStreamClosed(id int64, _ *corev3.Node)      { s.closed(streamKey{false, id}) }
+func (s *Server) OnDeltaStreamClosed(id int64, _ *corev3.Node) { s.closed(streamKey{true, id}) }
 
-func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+func (s *Server) OnStreamRequest(sid int64, req *discoveryv3.DiscoveryRequest) error {
+	id := streamKey{false, sid}
 	exists := s.existsToJoin(id, req.GetNode())
 	s.mu.Lock()
 	st := s.streams[id]
@@ -236,7 +244,8 @@ func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 	return nil
 }
 
-func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+func (s *Server) OnStreamDeltaRequest(sid int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	id := streamKey{true, sid}
 	exists := s.existsToJoin(id, req.GetNode())
 	s.mu.Lock()
 	st := s.streams[id]
@@ -319,7 +328,7 @@ func (s *Server) afterRequest(fleet string, nack *NACK, joined bool) {
 func (s *Server) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 	s.mu.Lock()
 	fleet := ""
-	if st := s.streams[id]; st != nil {
+	if st := s.streams[streamKey{false, id}]; st != nil {
 		fleet = st.fleet
 	}
 	s.mu.Unlock()
@@ -330,7 +339,7 @@ func (s *Server) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.Di
 func (s *Server) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	s.mu.Lock()
 	fleet := ""
-	if st := s.streams[id]; st != nil {
+	if st := s.streams[streamKey{true, id}]; st != nil {
 		fleet = st.fleet
 		sent := deltaSent{typ: resp.GetTypeUrl(), set: map[string]string{}, removed: resp.GetRemovedResources()}
 		for _, r := range resp.GetResources() {
