@@ -76,24 +76,33 @@ func uncachedSecrets(mgr ctrl.Manager) (client.Client, error) {
 		Cache: &client.CacheOptions{Reader: mgr.GetCache(), DisableFor: []client.Object{&corev1.Secret{}}}})
 }
 
-// setup registers the fleet and pool controllers (and the default fleet) with mgr.
-func (o *fleetOptions) setup(mgr ctrl.Manager, xds *server.Server, xdsListen string) error {
-	ns := o.fleetNamespace()
-	addr := o.xdsAddress
-	if addr == "" {
-		_, port, err := net.SplitHostPort(xdsListen)
-		if err != nil {
-			return fmt.Errorf("--xds-address %q: %w", xdsListen, err)
+// xdsAddressFor is --fleet-xds-address, else the manager's Service and the port of xdsListen.
+func (o *fleetOptions) xdsAddressFor(xdsListen string) (string, error) {
+	if o.xdsAddress != "" {
+		if _, _, err := net.SplitHostPort(o.xdsAddress); err != nil {
+			return "", fmt.Errorf("--fleet-xds-address %q: %w", o.xdsAddress, err)
 		}
-		addr = net.JoinHostPort("fleetlb-manager."+ns+".svc", port)
+		return o.xdsAddress, nil
 	}
+	_, port, err := net.SplitHostPort(xdsListen)
+	if err != nil {
+		return "", fmt.Errorf("--xds-address %q: %w", xdsListen, err)
+	}
+	return net.JoinHostPort("fleetlb-manager."+o.fleetNamespace()+".svc", port), nil
+}
+
+// setup registers the fleet and pool controllers (and the default fleet) with
+// mgr; addr is where the fleets' proxies reach xDS, certs (nil: plaintext
+// xDS) issues their client certificates.
+func (o *fleetOptions) setup(mgr ctrl.Manager, xds *server.Server, addr string, certs fleet.ClientCertificates) error {
+	ns := o.fleetNamespace()
 	switch e := v1.Exposure(o.defaultExposure); e {
 	case "", v1.ExposureLoadBalancerService, v1.ExposureHostNetwork, v1.ExposureNone:
 	default:
 		return fmt.Errorf("--default-fleet-exposure %q: want LoadBalancerService, HostNetwork or None", e)
 	}
 	if err := (&fleet.Reconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-fleet"), XDS: xds,
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-fleet"), XDS: xds, Certificates: certs,
 		Options: fleet.Options{Namespace: ns, XDSAddress: addr, Delta: o.delta},
 	}).SetupWithManager(mgr); err != nil {
 		return err

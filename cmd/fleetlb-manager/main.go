@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/credentials"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -23,14 +25,17 @@ import (
 
 	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/internal/scheme"
+	"github.com/fleetlb/fleetlb/internal/xdstransport"
 	"github.com/fleetlb/fleetlb/manager/admission"
 	"github.com/fleetlb/fleetlb/manager/backends"
 	"github.com/fleetlb/fleetlb/manager/certs"
 	"github.com/fleetlb/fleetlb/manager/dns"
+	"github.com/fleetlb/fleetlb/manager/fleet"
 	"github.com/fleetlb/fleetlb/manager/nodes"
 	"github.com/fleetlb/fleetlb/manager/route"
 	"github.com/fleetlb/fleetlb/manager/snapshot"
 	"github.com/fleetlb/fleetlb/manager/tenant"
+	"github.com/fleetlb/fleetlb/manager/xdscerts"
 	"github.com/fleetlb/fleetlb/manager/xdsreport"
 )
 
@@ -48,11 +53,15 @@ type options struct {
 	quarantine                      time.Duration
 	claimGrace                      time.Duration
 	fleet                           fleetOptions
+	xdsInsecure                     bool
+	xdsCertHosts                    string
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.xdsAddr, "xds-address", ":18000", "Address the xDS (ADS) gRPC server listens on; every replica serves it.")
+	flag.BoolVar(&o.xdsInsecure, "xds-insecure", false, "Serve xDS in plaintext and trust the node.cluster proxies claim (any client can read every fleet's configuration, TLS keys included). Default: mutual TLS, the fleet comes from the client certificate.")
+	flag.StringVar(&o.xdsCertHosts, "xds-certificate-hosts", "", "Comma-separated extra DNS names and IP addresses of the xDS serving certificate (it always names the host of --fleet-xds-address and fleetlb-manager.<fleet-namespace>.svc).")
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint (\"0\" disables it).")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.StringVar(&o.replica, "replica-name", "", "This replica's name in the xDS report Lease through which the leader learns what the proxies connected to other replicas acknowledged (default: $POD_NAME, else the host name).")
@@ -121,7 +130,28 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	xds := server.New(server.Options{Log: ctrl.Log.WithName("xds"), Registerer: metrics.Registry, Debounce: o.debounce, MaxDelay: o.maxDelay})
+	fleetNS := o.fleet.fleetNamespace()
+	fleetXDS, err := o.fleet.xdsAddressFor(o.xdsAddr)
+	if err != nil {
+		return err
+	}
+	fleetExists := fleet.Exists(mgr.GetClient())
+	xds := server.New(server.Options{Log: ctrl.Log.WithName("xds"), Registerer: metrics.Registry, Debounce: o.debounce, MaxDelay: o.maxDelay,
+		Insecure: o.xdsInsecure, FleetExists: fleetExists})
+	var authority *xdscerts.Authority
+	var creds credentials.TransportCredentials
+	if o.xdsInsecure {
+		log.Info("WARNING: --xds-insecure: xDS is served in plaintext and any client that claims a fleet gets its configuration, private keys included")
+	} else {
+		host, _, _ := net.SplitHostPort(fleetXDS)
+		authority = &xdscerts.Authority{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Namespace: fleetNS,
+			ServingHosts: servingHosts(host, "fleetlb-manager."+fleetNS+".svc", o.xdsCertHosts),
+			Elected:      mgr.Elected(), Log: ctrl.Log.WithName("xds-certificates")}
+		if err := mgr.Add(authority); err != nil {
+			return err
+		}
+		creds = credentials.NewTLS(xdstransport.ServerTLS(authority.Current))
+	}
 	// The kubeconfig Secret is not of type kubernetes.io/tls: not cached.
 	tenantClient, err := uncachedSecrets(mgr)
 	if err != nil {
@@ -161,8 +191,8 @@ func run(o options) error {
 			return fmt.Errorf("--replica-name is needed: %w", err)
 		}
 	}
-	fleetNS := o.fleet.fleetNamespace()
-	reporter := &xdsreport.Reporter{Client: mgr.GetClient(), Namespace: fleetNS, Replica: replica, XDS: xds, Log: ctrl.Log.WithName("xds-report")}
+	reporter := &xdsreport.Reporter{Client: mgr.GetClient(), Namespace: fleetNS, Replica: replica, XDS: xds, Log: ctrl.Log.WithName("xds-report"),
+		FleetExists: fleetExists}
 	reporter.Register()
 	if err := mgr.Add(reporter); err != nil {
 		return err
@@ -181,7 +211,11 @@ func run(o options) error {
 		}}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := o.fleet.setup(mgr, xds, o.xdsAddr); err != nil {
+	var certs fleet.ClientCertificates // a nil interface, not a nil *Authority, when insecure
+	if authority != nil {
+		certs = authority
+	}
+	if err := o.fleet.setup(mgr, xds, fleetXDS, certs); err != nil {
 		return err
 	}
 	// The xDS server runs on every replica, leader or not.
@@ -193,12 +227,9 @@ func run(o options) error {
 		if err != nil {
 			return fmt.Errorf("xds listener: %w", err)
 		}
-		g := grpc.NewServer(
-			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
-			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		)
+		g := grpc.NewServer(xdstransport.ServerOptions(creds)...)
 		xds.Register(g)
-		log.Info("serving xDS", "address", ln.Addr().String())
+		log.Info("serving xDS", "address", ln.Addr().String(), "mTLS", creds != nil)
 		go func() { <-ctx.Done(); g.GracefulStop() }()
 		return g.Serve(ln)
 	})); err != nil {
@@ -211,6 +242,18 @@ func run(o options) error {
 		return err
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// servingHosts are the xDS serving certificate's names: the fleets' xDS
+// host, the manager's Service and the comma-separated extra ones.
+func servingHosts(fleetHost, service, extra string) []string {
+	hosts := []string{fleetHost}
+	for _, h := range append([]string{service}, strings.Split(extra, ",")...) {
+		if h = strings.TrimSpace(h); h != "" && !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
 }
 
 // nonLeader runs on every replica.

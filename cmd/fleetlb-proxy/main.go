@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -18,12 +19,12 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/credentials"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/fleetlb/fleetlb/internal/proxy"
+	"github.com/fleetlb/fleetlb/internal/xdstransport"
 )
 
 func main() {
@@ -32,7 +33,12 @@ func main() {
 		fleet        = flag.String("fleet", "default", "the ProxyFleet this proxy belongs to (sent as node.cluster)")
 		nodeID       = flag.String("node-id", "", "node.id sent to the xDS server (default: hostname)")
 		delta        = flag.Bool("delta", false, "use incremental (delta) xDS instead of state of the world")
-		adminAddress = flag.String("admin-address", "127.0.0.1:9901", "serves /ready (200 once the first configuration is applied) and /metrics")
+		adminAddress = flag.String("admin-address", "127.0.0.1:9901", "serves /ready (200 once the first configuration is applied) and /metrics; keep it on loopback")
+		certFile     = flag.String("xds-cert-file", "/etc/fleetlb/xds-tls/tls.crt", "client certificate for xDS (the fleet's Secret fleetlb-proxy-<fleet>-xds-tls); re-read on every connection")
+		keyFile      = flag.String("xds-key-file", "/etc/fleetlb/xds-tls/tls.key", "key of --xds-cert-file")
+		caFile       = flag.String("xds-ca-file", "/etc/fleetlb/xds-tls/ca.crt", "CA that signs the xDS server's certificate")
+		serverName   = flag.String("xds-server-name", "", "name the xDS server's certificate must carry (default: the host of --xds-address)")
+		xdsInsecure  = flag.Bool("xds-insecure", false, "connect to xDS in plaintext, without a client certificate (only against a manager run with --xds-insecure)")
 		drainTimeout = flag.Duration("drain-timeout", 30*time.Second, "how long a removed or changed listener's connections may continue")
 	)
 	zopts := zap.Options{}
@@ -48,19 +54,33 @@ func main() {
 		}
 		*nodeID = h
 	}
+	var creds credentials.TransportCredentials
+	if *xdsInsecure {
+		log.Info("WARNING: --xds-insecure: xDS in plaintext, without a client certificate")
+	} else {
+		host, _, err := net.SplitHostPort(*xdsAddress)
+		if err != nil {
+			log.Error(err, "--xds-address")
+			os.Exit(2)
+		}
+		files := xdstransport.ClientFiles{CertFile: *certFile, KeyFile: *keyFile, CAFile: *caFile, ServerName: cmp.Or(*serverName, host)}
+		if err := files.Validate(); err != nil {
+			log.Error(err, "xDS client certificate (or --xds-insecure)")
+			os.Exit(2)
+		}
+		creds = xdstransport.ClientCredentials(files)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, *xdsAddress, &corev3.Node{Id: *nodeID, Cluster: *fleet}, *delta, *adminAddress, *drainTimeout); err != nil && !errors.Is(err, context.Canceled) {
+	if err := run(ctx, log, *xdsAddress, creds, &corev3.Node{Id: *nodeID, Cluster: *fleet}, *delta, *adminAddress, *drainTimeout); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error(err, "exiting")
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log logr.Logger, xdsAddress string, node *corev3.Node, delta bool, adminAddress string, drain time.Duration) error {
-	conn, err := grpc.NewClient(xdsAddress,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// Notice a dead server quickly, like Envoy's TCP keepalive on the ADS cluster.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
+// run serves until ctx ends; nil creds dial xDS in plaintext.
+func run(ctx context.Context, log logr.Logger, xdsAddress string, creds credentials.TransportCredentials, node *corev3.Node, delta bool, adminAddress string, drain time.Duration) error {
+	conn, err := grpc.NewClient(xdsAddress, xdstransport.DialOptions(creds)...)
 	if err != nil {
 		return fmt.Errorf("xds connection: %w", err)
 	}
@@ -81,10 +101,13 @@ func run(ctx context.Context, log logr.Logger, xdsAddress string, node *corev3.N
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
+	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+		log.Info("WARNING: the admin listener (/metrics, /ready) is not on loopback", "address", ln.Addr().String())
+	}
 	admin := &http.Server{Handler: adminHandler(p.Ready()), ReadHeaderTimeout: 10 * time.Second}
 	go admin.Serve(ln)
 	defer admin.Close()
-	log.Info("starting", "xds", xdsAddress, "node", node.GetId(), "fleet", node.GetCluster(), "delta", delta, "admin", ln.Addr().String())
+	log.Info("starting", "xds", xdsAddress, "mTLS", creds != nil, "node", node.GetId(), "fleet", node.GetCluster(), "delta", delta, "admin", ln.Addr().String())
 	return p.Run(ctx)
 }
 

@@ -33,6 +33,7 @@ func main() {
 	n := flag.Int("n", 100, "number of Services or Ingresses (split over two tenants, at most 250)")
 	routes := flag.Bool("routes", false, "measure Ingresses with TLS (L7) instead of LoadBalancer Services")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
+	flag.BoolVar(&xdsInsecure, "xds-insecure", false, "run xDS in plaintext (manager and proxy with --xds-insecure) to compare with the default mTLS")
 	flag.Parse()
 	if *n < 1 || *n > 250 {
 		fmt.Fprintln(os.Stderr, "bench-propagation: -n must be 1-250 (the VIP pool is 127.0.110.1-250)")
@@ -49,6 +50,9 @@ func main() {
 }
 
 type sample struct{ address, traffic time.Duration }
+
+// xdsInsecure is the -xds-insecure flag.
+var xdsInsecure bool
 
 // fleet starts the installation: management, two tenants with one node each, a proxy.
 func fleet() (*harness.Harness, *harness.Fleet, []*harness.Tenant, func(), error) {
@@ -73,7 +77,7 @@ func fleet() (*harness.Harness, *harness.Fleet, []*harness.Tenant, func(), error
 		done()
 		return nil, nil, nil, nil, err
 	}
-	f, err := h.StartFleet("127.0.110.1-127.0.110.250")
+	f, err := h.StartFleetWith(harness.FleetOptions{XDSInsecure: xdsInsecure}, "127.0.110.1-127.0.110.250")
 	if err != nil {
 		return fail(err)
 	}
@@ -148,7 +152,11 @@ func run(n int, timeout time.Duration) error {
 	if err := failed(h, errs); err != nil {
 		return err
 	}
-	fmt.Printf("%d LoadBalancer Services over 2 tenants (created back to back):\n", n)
+	xds := "mTLS"
+	if xdsInsecure {
+		xds = "plaintext (-xds-insecure)"
+	}
+	fmt.Printf("%d LoadBalancer Services over 2 tenants (created back to back), xDS over %s:\n", n, xds)
 	report(samples, "apply → address on the Service", func(s sample) time.Duration { return s.address })
 	report(samples, "apply → first connection via VIP", func(s sample) time.Duration { return s.traffic })
 	return nil

@@ -18,9 +18,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/ccm/service"
 	"github.com/fleetlb/fleetlb/e2e/harness"
 	"github.com/fleetlb/fleetlb/internal/testenv"
+	"github.com/fleetlb/fleetlb/manager/xdscerts"
 )
 
 func main() {
@@ -70,6 +72,8 @@ func run(dir string) error {
 	if _, err := f.StartProxy(true); err != nil {
 		return err
 	}
+	fmt.Printf("fleetlb-proxy connects to xDS over mutual TLS with the client certificate the manager issued for fleet %q (Secret %s/%s, copied to %s)\n",
+		v1.DefaultFleetName, harness.FleetNamespace, xdscerts.ClientSecretName(v1.DefaultFleetName), filepath.Join(h.Dir, "xds-tls-"+v1.DefaultFleetName))
 	tenants := map[string]*harness.Tenant{}
 	nodeIPs := map[string]map[string]string{
 		"team-a": {"a-node-1": "127.0.101.1", "a-node-2": "127.0.101.2"},

@@ -28,6 +28,7 @@ import (
 	"github.com/fleetlb/fleetlb/internal/echo"
 	"github.com/fleetlb/fleetlb/internal/testenv"
 	"github.com/fleetlb/fleetlb/manager/tenant"
+	"github.com/fleetlb/fleetlb/manager/xdscerts"
 )
 
 // Binaries are the commands the harness runs.
@@ -239,6 +240,7 @@ type Fleet struct {
 	Gate *Gate
 
 	managerArgs []string // shared by every manager replica
+	insecure    bool     // xDS in plaintext (FleetOptions.XDSInsecure)
 }
 
 // StartFleet starts the management control plane and the manager, with an
@@ -257,6 +259,10 @@ type FleetOptions struct {
 	// harness default, disables it, so scenarios can hand an address from one
 	// tenant to another at once; a production manager defaults to 10m.
 	AddressQuarantine time.Duration
+	// XDSInsecure runs xDS in plaintext (manager and proxies with
+	// --xds-insecure); by default every proxy connects over mTLS with its
+	// fleet's client certificate.
+	XDSInsecure bool
 }
 
 // StartFleetWith is StartFleet with options.
@@ -277,7 +283,7 @@ func (h *Harness) StartFleetWith(opts FleetOptions, pool ...v1.AddressRange) (*F
 	if err != nil {
 		return nil, err
 	}
-	f := &Fleet{h: h, Mgmt: mgmt, XDSAddr: fmt.Sprintf("127.0.0.1:%d", port)}
+	f := &Fleet{h: h, Mgmt: mgmt, XDSAddr: fmt.Sprintf("127.0.0.1:%d", port), insecure: opts.XDSInsecure}
 	// The pool and the default fleet exist before the manager starts: the fleet's
 	// proxies run here (fleetlb-proxy, exposure None), its shared HTTP/HTTPS VIP
 	// comes from the pool, on ports a non-root user may bind.
@@ -320,6 +326,12 @@ func (h *Harness) StartFleetWith(opts FleetOptions, pool ...v1.AddressRange) (*F
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--xds-debounce", "20ms",
 		// A released hostname claim holds this long before another tenant gets the name.
 		"--hostname-claim-grace", "5s"}
+	if opts.XDSInsecure {
+		f.managerArgs = append(f.managerArgs, "--xds-insecure")
+	} else {
+		// Proxies here dial the replicas on loopback addresses.
+		f.managerArgs = append(f.managerArgs, "--xds-certificate-hosts", "127.0.0.1,localhost")
+	}
 	f.managerArgs = append(f.managerArgs, "--backend-deny-cidrs", BackendDenyCIDRs, "--address-quarantine="+opts.AddressQuarantine.String())
 	leader := "--leader-elect=false"
 	if opts.LeaderElect {
@@ -342,14 +354,58 @@ func (f *Fleet) StartProxy(delta bool) (*Process, error) {
 }
 
 // StartProxyAt runs fleetlb-proxy for the default fleet against the xDS
-// server of one manager replica.
+// server of one manager replica, over mTLS with the fleet's client
+// certificate (unless the fleet runs with XDSInsecure).
 func (f *Fleet) StartProxyAt(xdsAddr string, delta bool) (*Process, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	return f.h.Start("fleetlb-proxy", "--xds-address", xdsAddr, "--fleet", v1.DefaultFleetName, "--node-id", "proxy-1",
-		fmt.Sprintf("--delta=%v", delta), "--admin-address", fmt.Sprintf("127.0.0.1:%d", port))
+	args := []string{"--xds-address", xdsAddr, "--fleet", v1.DefaultFleetName, "--node-id", "proxy-1",
+		fmt.Sprintf("--delta=%v", delta), "--admin-address", fmt.Sprintf("127.0.0.1:%d", port)}
+	if f.insecure {
+		args = append(args, "--xds-insecure")
+	} else {
+		dir, err := f.ProxyCredentials(v1.DefaultFleetName)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--xds-cert-file", filepath.Join(dir, corev1.TLSCertKey), "--xds-key-file", filepath.Join(dir, corev1.TLSPrivateKeyKey),
+			"--xds-ca-file", filepath.Join(dir, xdscerts.CAKey))
+	}
+	return f.h.Start("fleetlb-proxy", args...)
+}
+
+// ProxyCredentials waits for the manager to issue a fleet's xDS client
+// certificate, reads its Secret from the management apiserver, as an
+// operator running proxies outside the cluster would, and writes tls.crt,
+// tls.key and ca.crt into a directory, which it returns.
+func (f *Fleet) ProxyCredentials(fleet string) (string, error) {
+	var sec corev1.Secret
+	key := client.ObjectKey{Namespace: FleetNamespace, Name: xdscerts.ClientSecretName(fleet)}
+	if err := Eventually(60*time.Second, func() error {
+		if err := f.Mgmt.Client.Get(context.Background(), key, &sec); err != nil {
+			return err
+		}
+		for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey, xdscerts.CAKey} {
+			if len(sec.Data[k]) == 0 {
+				return fmt.Errorf("secret %s has no %s", key, k)
+			}
+		}
+		return nil
+	}); err != nil {
+		return "", fmt.Errorf("xDS client certificate of fleet %s: %w", fleet, err)
+	}
+	dir := filepath.Join(f.h.Dir, "xds-tls-"+fleet)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	for k, b := range sec.Data {
+		if err := os.WriteFile(filepath.Join(dir, k), b, 0o600); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
 }
 
 // StartStandby starts another manager replica (leader election on; the fleet

@@ -11,6 +11,7 @@ type metrics struct {
 	nacks           *prometheus.CounterVec
 	propagation     *prometheus.HistogramVec
 	debounce        prometheus.Histogram
+	refused         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -30,6 +31,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		debounce: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "fleetlb_xds_coalescing_delay_seconds",
 			Help: "How long Sets waited to be coalesced into a snapshot.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 10)}),
 	}
-	reg.MustRegister(m.proxies, m.snapshots, m.rejects, m.pushes, m.pushedResources, m.nacks, m.propagation, m.debounce)
+	m.refused = prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetlb_xds_refused_streams_total",
+		Help: "xDS streams refused: no or unverified client certificate, node.cluster other than the certificate's fleet, or an unknown fleet."})
+	reg.MustRegister(m.refused, m.proxies, m.snapshots, m.rejects, m.pushes, m.pushedResources, m.nacks, m.propagation, m.debounce)
 	return m
 }

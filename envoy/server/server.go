@@ -45,6 +45,14 @@ type Options struct {
 	Debounce time.Duration
 	// MaxDelay bounds how long a Set may wait under a stream of changes (default 1s).
 	MaxDelay time.Duration
+	// Insecure trusts the node.cluster a proxy claims (plaintext xDS,
+	// --xds-insecure). Otherwise a stream needs a verified client certificate
+	// (pki.FleetOf) and gets the fleet it names; a node.cluster that differs
+	// is refused with PermissionDenied before anything is sent.
+	Insecure bool
+	// FleetExists reports whether a ProxyFleet of that name exists; streams
+	// of any other fleet are refused. nil accepts every non-empty name.
+	FleetExists func(fleet string) bool
 }
 
 // Server is the xDS server of all fleets.
@@ -62,7 +70,7 @@ type Server struct {
 	nextGen   map[string]uint64      // fleet → last generation handed out
 	serving   map[string]*served     // fleet → snapshot being served
 	acked     map[string]uint64      // fleet → newest generation every proxy acknowledged
-	streams   map[int64]*stream
+	streams   map[streamKey]*stream
 	onAcked   []func(fleet string, generation uint64)
 	onProxies []func(fleet string)
 	lastErrs  map[string]error // fleet → why the newest Set was refused
@@ -103,7 +111,7 @@ func New(opts Options) *Server {
 		nextGen:  map[string]uint64{},
 		serving:  map[string]*served{},
 		acked:    map[string]uint64{},
-		streams:  map[int64]*stream{},
+		streams:  map[streamKey]*stream{},
 		lastErrs: map[string]error{},
 	}
 	s.cache = cachev3.NewSnapshotCache(true, fleetHash{}, nil)
@@ -111,7 +119,9 @@ func New(opts Options) *Server {
 	return s
 }
 
-// fleetHash keys snapshots by node.cluster: every proxy of a fleet gets the same configuration.
+// fleetHash keys snapshots by node.cluster: every proxy of a fleet gets the
+// same configuration. The callbacks refused every stream whose node.cluster
+// is not the fleet its certificate names before the cache sees a request.
 type fleetHash struct{}
 
 func (fleetHash) ID(node *corev3.Node) string { return node.GetCluster() }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"testing"
@@ -16,21 +17,40 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/fleetlb/fleetlb/internal/xdstransport"
 )
 
 const fleet = "default"
 
 type harness struct {
 	srv  *Server
-	conn *grpc.ClientConn
+	conn *grpc.ClientConn // a proxy of fleet "default" over mTLS
+	addr string
+	pki  *testPKI
 }
 
-func start(t *testing.T) *harness {
+// start serves xDS over mTLS on loopback, with real certificates, and dials
+// it with a client certificate of the fleet "default".
+func start(t *testing.T) *harness { return startWith(t, Options{}) }
+
+func startWith(t testing.TB, opts Options) *harness {
 	t.Helper()
-	srv := New(Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
-	g := grpc.NewServer()
+	p := newPKI(t)
+	if opts.Debounce == 0 {
+		opts.Debounce, opts.MaxDelay = 20*time.Millisecond, 200*time.Millisecond
+	}
+	if opts.Log.GetSink() == nil {
+		opts.Log = testr.NewWithInterface(t, testr.Options{})
+	}
+	srv := New(opts)
+	var creds credentials.TransportCredentials
+	if !opts.Insecure {
+		creds = credentials.NewTLS(xdstransport.ServerTLS(p.current))
+	}
+	g := grpc.NewServer(xdstransport.ServerOptions(creds)...)
 	srv.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -40,17 +60,33 @@ func start(t *testing.T) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = srv.Run(ctx); close(done) }()
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
+	h := &harness{srv: srv, addr: ln.Addr().String(), pki: p}
+	if opts.Insecure {
+		h.conn = h.dial(t, nil)
+	} else {
+		h.conn = h.dial(t, p.clientTLS(t, fleet))
 	}
 	t.Cleanup(func() {
-		conn.Close()
 		g.Stop()
 		cancel()
 		<-done
 	})
-	return &harness{srv: srv, conn: conn}
+	return h
+}
+
+// dial connects to the server with cfg (nil: plaintext).
+func (h *harness) dial(t testing.TB, cfg *tls.Config) *grpc.ClientConn {
+	t.Helper()
+	var creds credentials.TransportCredentials
+	if cfg != nil {
+		creds = credentials.NewTLS(cfg)
+	}
+	conn, err := grpc.NewClient(h.addr, xdstransport.DialOptions(creds)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 func clusters(n int, timeout time.Duration) map[resource.Type][]types.Resource {

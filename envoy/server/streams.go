@@ -2,17 +2,34 @@ package server
 
 import (
 	"context"
+	"errors"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/fleetlb/fleetlb/internal/pki"
 )
+
+// streamKey identifies a stream: go-control-plane numbers state-of-the-world
+// and delta streams with separate counters, so an ID alone is ambiguous.
+type streamKey struct {
+	delta bool
+	id    int64
+}
 
 // stream is what one connected proxy has been sent and has acknowledged.
 type stream struct {
 	node, fleet string
-	delta       bool
+	// identity is the fleet the verified client certificate names ("" on an
+	// insecure server); fleet is set once the first request agrees with it.
+	identity string
+	delta    bool
 	// SotW: type → acknowledged version.
 	ackedVersion map[string]string
 	// Delta: type → resource → acknowledged version, and subscriptions.
@@ -77,36 +94,111 @@ func (st *stream) current(cur *served) bool {
 	return true
 }
 
-// setNode records the stream's proxy on its first request; it reports whether
-// the proxy just joined its fleet.
-func (s *Server) setNode(st *stream, node *corev3.Node) bool {
-	if st.node == "" && node != nil {
-		st.node, st.fleet = node.GetId(), node.GetCluster()
-		s.metrics.proxies.WithLabelValues(st.fleet).Inc()
-		return true
+// setNode checks the node a request carries against what the stream may
+// be, and records the stream's proxy on its first request; it reports
+// whether the proxy just joined its fleet. An error refuses the stream before
+// the request reaches the cache, so nothing is sent to a refused proxy.
+func (s *Server) setNode(st *stream, node *corev3.Node, exists bool) (bool, error) {
+	if node == nil {
+		if st.fleet == "" {
+			return false, s.refuse(st, "", status.Error(codes.PermissionDenied, "the first request must name its node"))
+		}
+		return false, nil // later requests may leave the node out
 	}
-	return false
+	cluster := node.GetCluster()
+	switch {
+	case st.fleet != "" && cluster != st.fleet:
+		return false, s.refuse(st, cluster, status.Errorf(codes.PermissionDenied, "node.cluster %q differs from the stream's fleet %q", cluster, st.fleet))
+	case !s.opts.Insecure && cluster != st.identity:
+		return false, s.refuse(st, cluster, status.Errorf(codes.PermissionDenied, "node.cluster %q differs from the fleet %q the client certificate names", cluster, st.identity))
+	case st.fleet == "" && !exists:
+		return false, s.refuse(st, cluster, status.Errorf(codes.PermissionDenied, "fleet %q does not exist", cluster))
+	}
+	if st.fleet != "" {
+		return false, nil
+	}
+	st.node, st.fleet = node.GetId(), cluster
+	s.metrics.proxies.WithLabelValues(st.fleet).Inc()
+	return true, nil
+}
+
+// existsToJoin asks FleetExists, outside the server's lock (it may read a
+// cache), about the fleet a stream that has not joined one yet claims.
+func (s *Server) existsToJoin(id streamKey, node *corev3.Node) bool {
+	s.mu.Lock()
+	st := s.streams[id]
+	joined := st != nil && st.fleet != ""
+	s.mu.Unlock()
+	if joined || node == nil {
+		return true // not asked
+	}
+	return s.fleetExists(node.GetCluster())
+}
+
+func (s *Server) fleetExists(fleet string) bool {
+	if fleet == "" {
+		return false
+	}
+	return s.opts.FleetExists == nil || s.opts.FleetExists(fleet)
+}
+
+// refuse counts and logs a refused stream. Names a client claims are not
+// metric labels: only fleets that exist ever become one.
+func (s *Server) refuse(st *stream, claimed string, err error) error {
+	s.metrics.refused.Inc()
+	s.log.Info("refused an xDS stream", "reason", status.Convert(err).Message(), "certificateFleet", st.identity, "claimedCluster", claimed)
+	return err
+}
+
+// peerFleet is the fleet the verified client certificate of a stream names.
+func peerFleet(ctx context.Context) (string, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", errors.New("no peer information")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return "", errors.New("the connection is not TLS")
+	}
+	if len(info.State.VerifiedChains) == 0 || len(info.State.PeerCertificates) == 0 {
+		return "", errors.New("no verified client certificate")
+	}
+	return pki.FleetOf(info.State.PeerCertificates[0])
+}
+
+// open starts tracking a stream; on a secure server the client must have
+// presented a verified certificate that names a fleet.
+func (s *Server) open(ctx context.Context, id int64, delta bool) error {
+	st := newStream(delta)
+	s.mu.Lock()
+	s.streams[streamKey{delta, id}] = st
+	s.mu.Unlock()
+	if s.opts.Insecure {
+		return nil
+	}
+	fleet, err := peerFleet(ctx)
+	if err != nil {
+		return s.refuse(st, "", status.Errorf(codes.PermissionDenied, "xDS needs a client certificate naming a fleet: %v", err))
+	}
+	s.mu.Lock()
+	st.identity = fleet
+	s.mu.Unlock()
+	return nil
 }
 
 // --- go-control-plane callbacks ---
 
 var _ serverv3.Callbacks = (*Server)(nil)
 
-func (s *Server) OnStreamOpen(_ context.Context, id int64, _ string) error {
-	s.mu.Lock()
-	s.streams[id] = newStream(false)
-	s.mu.Unlock()
-	return nil
+func (s *Server) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	return s.open(ctx, id, false)
 }
 
-func (s *Server) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
-	s.mu.Lock()
-	s.streams[id] = newStream(true)
-	s.mu.Unlock()
-	return nil
+func (s *Server) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	return s.open(ctx, id, true)
 }
 
-func (s *Server) closed(id int64) {
+func (s *Server) closed(id streamKey) {
 	s.mu.Lock()
 	st := s.streams[id]
 	delete(s.streams, id)
@@ -119,17 +211,23 @@ func (s *Server) closed(id int64) {
 	}
 }
 
-func (s *Server) OnStreamClosed(id int64, _ *corev3.Node)      { s.closed(id) }
-func (s *Server) OnDeltaStreamClosed(id int64, _ *corev3.Node) { s.closed(id) }
+func (s *Server) OnStreamClosed(id int64, _ *corev3.Node)      { s.closed(streamKey{false, id}) }
+func (s *Server) OnDeltaStreamClosed(id int64, _ *corev3.Node) { s.closed(streamKey{true, id}) }
 
-func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+func (s *Server) OnStreamRequest(sid int64, req *discoveryv3.DiscoveryRequest) error {
+	id := streamKey{false, sid}
+	exists := s.existsToJoin(id, req.GetNode())
 	s.mu.Lock()
 	st := s.streams[id]
 	if st == nil {
 		s.mu.Unlock()
-		return nil
+		return status.Error(codes.PermissionDenied, "unknown stream")
 	}
-	joined := s.setNode(st, req.GetNode())
+	joined, err := s.setNode(st, req.GetNode(), exists)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
 	typ, fleet := req.GetTypeUrl(), st.fleet
 	st.types[typ] = true
 	var nack *NACK
@@ -146,14 +244,20 @@ func (s *Server) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 	return nil
 }
 
-func (s *Server) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+func (s *Server) OnStreamDeltaRequest(sid int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	id := streamKey{true, sid}
+	exists := s.existsToJoin(id, req.GetNode())
 	s.mu.Lock()
 	st := s.streams[id]
 	if st == nil {
 		s.mu.Unlock()
-		return nil
+		return status.Error(codes.PermissionDenied, "unknown stream")
 	}
-	joined := s.setNode(st, req.GetNode())
+	joined, err := s.setNode(st, req.GetNode(), exists)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
 	typ, fleet := req.GetTypeUrl(), st.fleet
 	if !st.types[typ] {
 		st.types[typ] = true
@@ -224,7 +328,7 @@ func (s *Server) afterRequest(fleet string, nack *NACK, joined bool) {
 func (s *Server) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 	s.mu.Lock()
 	fleet := ""
-	if st := s.streams[id]; st != nil {
+	if st := s.streams[streamKey{false, id}]; st != nil {
 		fleet = st.fleet
 	}
 	s.mu.Unlock()
@@ -235,7 +339,7 @@ func (s *Server) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.Di
 func (s *Server) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	s.mu.Lock()
 	fleet := ""
-	if st := s.streams[id]; st != nil {
+	if st := s.streams[streamKey{true, id}]; st != nil {
 		fleet = st.fleet
 		sent := deltaSent{typ: resp.GetTypeUrl(), set: map[string]string{}, removed: resp.GetRemovedResources()}
 		for _, r := range resp.GetResources() {

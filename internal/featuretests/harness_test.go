@@ -3,6 +3,7 @@ package featuretests
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,23 +19,30 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/envoy/translate"
 	"github.com/fleetlb/fleetlb/internal/echo"
 	"github.com/fleetlb/fleetlb/internal/model"
+	"github.com/fleetlb/fleetlb/internal/pki"
 	"github.com/fleetlb/fleetlb/internal/proxy"
 	"github.com/fleetlb/fleetlb/internal/proxy/l7"
 	"github.com/fleetlb/fleetlb/internal/proxy/upstream"
 	"github.com/fleetlb/fleetlb/internal/testcerts"
+	"github.com/fleetlb/fleetlb/internal/xdstransport"
 )
 
 const fleetName = "default"
 
-// env is one xDS server and one fleetlb-proxy connected to it over real gRPC.
+// env is one xDS server and one fleetlb-proxy connected to it over real
+// gRPC with mutual TLS: the proxy presents a client certificate for fleetName
+// from the server's CA, as in production.
 type env struct {
 	t       testing.TB
+	xdsCA   *pki.CA
+	serving *tls.Certificate
+	client  *tls.Certificate
 	xds     *server.Server
 	xdsAddr string
 	grpcSrv *grpc.Server
@@ -85,6 +93,9 @@ func newEnv(t testing.TB, delta bool) *env {
 	t.Helper()
 	e := &env{t: t, wire: &wireCounter{}, acked: make(chan uint64, 1024)}
 	e.wire.reset()
+	e.xdsCA = must(pki.NewCA("featuretests xDS CA", time.Hour, time.Now()))
+	e.serving = must(must(e.xdsCA.IssueServer([]string{"127.0.0.1"}, time.Hour, time.Now())).TLS())
+	e.client = must(must(e.xdsCA.IssueFleetClient(fleetName, time.Hour, time.Now())).TLS())
 	e.xds = server.New(server.Options{Log: testr.NewWithInterface(t, testr.Options{}).WithName("xds"), Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
 	e.xds.OnAcked(func(fleet string, gen uint64) {
 		if fleet == fleetName {
@@ -116,9 +127,13 @@ func newEnv(t testing.TB, delta bool) *env {
 }
 
 func (e *env) serveXDS(ln net.Listener) {
-	e.grpcSrv = grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		return h(srv, countingStream{ServerStream: ss, w: e.wire})
+	creds := credentials.NewTLS(xdstransport.ServerTLS(func() (*tls.Certificate, *x509.CertPool, error) {
+		return e.serving, e.xdsCA.Pool(), nil
 	}))
+	e.grpcSrv = grpc.NewServer(append(xdstransport.ServerOptions(creds),
+		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, countingStream{ServerStream: ss, w: e.wire})
+		}))...)
 	e.xds.Register(e.grpcSrv)
 	go func() { _ = e.grpcSrv.Serve(ln) }()
 }
@@ -138,7 +153,8 @@ func (e *env) restartXDS(f func()) {
 
 func (e *env) startProxy(delta bool) {
 	t := e.t
-	conn, err := grpc.NewClient(e.xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := credentials.NewTLS(&tls.Config{ServerName: "127.0.0.1", RootCAs: e.xdsCA.Pool(), Certificates: []tls.Certificate{*e.client}})
+	conn, err := grpc.NewClient(e.xdsAddr, xdstransport.DialOptions(creds)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,6 @@
 // Package fleet runs the Envoy fleets: for every ProxyFleet it keeps a
-// ServiceAccount, a ConfigMap with the Envoy bootstrap, a Deployment of
+// ServiceAccount, a ConfigMap with the Envoy bootstrap, the Secret with the
+// fleet's xDS client certificate (renewed before it expires), a Deployment of
 // envoyproxy/envoy and a Service for the shared HTTP/HTTPS listeners in the
 // manager's namespace, drift-corrected, and reports the fleet's state (ready
 // replicas, connected proxies, acknowledged configuration version) in status.
@@ -39,6 +40,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/manager/xdscerts"
 )
 
 // FieldOwner is the server-side apply field manager of the fleet's objects.
@@ -64,6 +66,19 @@ type ProxyNotifier interface {
 	OnProxiesChanged(func(fleet string))
 }
 
+// ClientCertificates issues the fleets' xDS client certificates
+// (manager/xdscerts.Authority satisfies it).
+type ClientCertificates interface {
+	// ClientSecretData is the Secret data (tls.crt, tls.key, ca.crt) of a
+	// fleet: have while it still holds a valid certificate for the fleet
+	// from the current CA, else a new one; and when to renew it.
+	ClientSecretData(fleet string, have map[string][]byte) (map[string][]byte, time.Time, error)
+	// Ready reports whether the CA is loaded.
+	Ready() bool
+	// OnCAChanged registers a callback for a CA being loaded or replaced.
+	OnCAChanged(func())
+}
+
 // Options configure the fleet controller.
 type Options struct {
 	// Namespace holds every fleet's ServiceAccount, ConfigMap, Deployment and Service.
@@ -82,8 +97,11 @@ type Reconciler struct {
 	Client   client.Client
 	Recorder recorder.EventRecorder
 	// XDS reports connected proxies and acknowledged versions; nil reports none.
-	XDS     XDS
-	Options Options
+	XDS XDS
+	// Certificates issues each fleet's xDS client certificate; nil runs the
+	// fleets' xDS in plaintext (the manager's --xds-insecure).
+	Certificates ClientCertificates
+	Options      Options
 
 	queue atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
 }
@@ -107,6 +125,14 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			n.OnProxiesChanged(kick)
 		}
 	}
+	if r.Certificates != nil {
+		// A new CA reissues every fleet's client certificate.
+		r.Certificates.OnCAChanged(func() {
+			for _, req := range r.allFleets(context.Background(), nil) {
+				kick(req.Name)
+			}
+		})
+	}
 	inNamespace := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetNamespace() == r.Options.Namespace
 	}))
@@ -116,6 +142,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}, inNamespace).
 		Owns(&corev1.ConfigMap{}, inNamespace).
 		Owns(&corev1.ServiceAccount{}, inNamespace).
+		Owns(&corev1.Secret{}, inNamespace).
 		// The namespace appearing lets fleets waiting for it proceed.
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.allFleets),
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == r.Options.Namespace }))).
@@ -162,7 +189,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	// status.addresses belongs to manager/admission (FleetAddressReconciler),
 	// which allocates the VIP from the same pools as LoadBalancers.
 
-	dep, err := r.ensure(ctx, &f)
+	dep, renewAt, err := r.ensure(ctx, &f)
 	var bad *invalidSpec
 	switch {
 	case errors.As(err, &bad):
@@ -193,12 +220,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.writeStatus(ctx, &f, status); err != nil {
 		return ctrl.Result{}, err
 	}
+	var res ctrl.Result
 	if r.XDS != nil {
 		if _, ok := r.XDS.(ProxyNotifier); !ok {
-			return ctrl.Result{RequeueAfter: r.Options.Resync}, nil
+			res.RequeueAfter = r.Options.Resync
 		}
 	}
-	return ctrl.Result{}, nil
+	// Come back when the client certificate is due for renewal.
+	if !renewAt.IsZero() {
+		due := max(time.Until(renewAt), time.Second)
+		if res.RequeueAfter == 0 || due < res.RequeueAfter {
+			res.RequeueAfter = due
+		}
+	}
+	return res, nil
 }
 
 // proxyStatus fills connectedProxies, configVersion and Programmed from the xDS server.
@@ -254,55 +289,93 @@ func (r *Reconciler) writeStatus(ctx context.Context, f *v1.ProxyFleet, status *
 }
 
 // ensure brings the fleet's objects to what its spec asks for and returns the
-// Deployment as the cache has it (nil when the fleet has none).
-func (r *Reconciler) ensure(ctx context.Context, f *v1.ProxyFleet) (*appsv1.Deployment, error) {
+// Deployment as the cache has it (nil when the fleet has none) and when the
+// fleet's client certificate is due for renewal (zero without one).
+func (r *Reconciler) ensure(ctx context.Context, f *v1.ProxyFleet) (*appsv1.Deployment, time.Time, error) {
+	var renewAt time.Time
 	ns := r.Options.Namespace
 	if err := checkName(f.Name); err != nil {
-		return nil, &invalidSpec{reason: v1.ReasonInvalidSpec, err: err}
+		return nil, renewAt, &invalidSpec{reason: v1.ReasonInvalidSpec, err: err}
 	}
 	http, https := listenerPorts(f)
 	for _, p := range []int32{http, https} {
-		if p == HealthPort || p == AdminPort {
-			return nil, &invalidSpec{reason: v1.ReasonInvalidSpec, err: fmt.Errorf("listener port %d is Envoy's own admin or readiness port", p)}
+		if p == HealthPort {
+			return nil, renewAt, &invalidSpec{reason: v1.ReasonInvalidSpec, err: fmt.Errorf("listener port %d is Envoy's readiness port", p)}
 		}
 	}
 	if http == https {
-		return nil, &invalidSpec{reason: v1.ReasonPortConflict, err: fmt.Errorf("the HTTP and HTTPS listeners both use port %d", http)}
+		return nil, renewAt, &invalidSpec{reason: v1.ReasonPortConflict, err: fmt.Errorf("the HTTP and HTTPS listeners both use port %d", http)}
 	}
 	var nsObj corev1.Namespace
 	if err := r.Client.Get(ctx, types.NamespacedName{Name: ns}, &nsObj); apierrors.IsNotFound(err) {
-		return nil, &invalidSpec{reason: "NamespaceNotFound", err: fmt.Errorf("namespace %s for the fleet's objects does not exist", ns)}
+		return nil, renewAt, &invalidSpec{reason: "NamespaceNotFound", err: fmt.Errorf("namespace %s for the fleet's objects does not exist", ns)}
 	} else if err != nil {
-		return nil, err
+		return nil, renewAt, err
 	}
-	boot, err := bootstrapYAML(f, r.Options)
+	secure := r.Certificates != nil
+	files, err := bootstrapFiles(f, r.Options, secure)
 	if err != nil {
-		return nil, &invalidSpec{reason: v1.ReasonInvalidSpec, err: fmt.Errorf("envoy bootstrap: %w", err)}
+		return nil, renewAt, &invalidSpec{reason: v1.ReasonInvalidSpec, err: fmt.Errorf("envoy bootstrap: %w", err)}
 	}
 
 	exp := exposure(f)
-	if err := r.apply(ctx, configMap(f, ns, boot), &corev1.ConfigMap{}); err != nil {
-		return nil, err
+	if err := r.apply(ctx, configMap(f, ns, files), &corev1.ConfigMap{}); err != nil {
+		return nil, renewAt, err
+	}
+	// The client certificate exists whatever the exposure: proxies that run
+	// outside the cluster (exposure None) are given it by their operator.
+	if secure {
+		if renewAt, err = r.ensureClientSecret(ctx, f); err != nil {
+			return nil, renewAt, err
+		}
+	} else if err := r.deleteOwnedNamed(ctx, f, &corev1.Secret{}, xdscerts.ClientSecretName(f.Name)); err != nil {
+		return nil, renewAt, err
 	}
 	if exp == v1.ExposureNone {
 		for _, o := range []client.Object{&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{}} {
 			if err := r.deleteOwned(ctx, f, o); err != nil {
-				return nil, err
+				return nil, renewAt, err
 			}
 		}
-		return nil, nil
+		return nil, renewAt, nil
 	}
 	if err := r.apply(ctx, serviceAccount(f, ns), &corev1.ServiceAccount{}); err != nil {
-		return nil, err
+		return nil, renewAt, err
 	}
 	dep := &appsv1.Deployment{}
-	if err := r.apply(ctx, deployment(f, ns, boot), dep); err != nil {
-		return nil, err
+	if err := r.apply(ctx, deployment(f, ns, files, secure), dep); err != nil {
+		return nil, renewAt, err
 	}
 	if err := r.apply(ctx, service(f, ns), &corev1.Service{}); err != nil {
-		return nil, err
+		return nil, renewAt, err
 	}
-	return dep, nil
+	return dep, renewAt, nil
+}
+
+// ensureClientSecret keeps the fleet's xDS client certificate Secret: the
+// one in the cache while it is valid and not due, else a new one. Until the
+// CA is loaded nothing is written (OnCAChanged brings the fleet back).
+func (r *Reconciler) ensureClientSecret(ctx context.Context, f *v1.ProxyFleet) (time.Time, error) {
+	if !r.Certificates.Ready() {
+		return time.Time{}, nil
+	}
+	var have corev1.Secret
+	key := types.NamespacedName{Namespace: r.Options.Namespace, Name: xdscerts.ClientSecretName(f.Name)}
+	if err := r.Client.Get(ctx, key, &have); err != nil && !apierrors.IsNotFound(err) {
+		return time.Time{}, err
+	} else if err == nil {
+		if c := metav1.GetControllerOf(&have); c == nil || c.UID != f.UID {
+			have.Data = nil // not this fleet's: never reuse a key someone else wrote
+		}
+	}
+	data, renewAt, err := r.Certificates.ClientSecretData(f.Name, have.Data)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("xDS client certificate: %w", err)
+	}
+	if err := r.apply(ctx, clientSecret(f, r.Options.Namespace, data), &corev1.Secret{}); err != nil {
+		return time.Time{}, err
+	}
+	return renewAt, nil
 }
 
 // apply writes desired with server-side apply unless the cached object
@@ -336,7 +409,11 @@ func (r *Reconciler) apply(ctx context.Context, desired, current client.Object) 
 
 // deleteOwned removes the fleet's object of obj's kind if this fleet controls it.
 func (r *Reconciler) deleteOwned(ctx context.Context, f *v1.ProxyFleet, obj client.Object) error {
-	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Options.Namespace, Name: ObjectName(f.Name)}, obj); err != nil {
+	return r.deleteOwnedNamed(ctx, f, obj, ObjectName(f.Name))
+}
+
+func (r *Reconciler) deleteOwnedNamed(ctx context.Context, f *v1.ProxyFleet, obj client.Object, name string) error {
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Options.Namespace, Name: name}, obj); err != nil {
 		return client.IgnoreNotFound(err)
 	}
 	if c := metav1.GetControllerOf(obj); c == nil || c.UID != f.UID {

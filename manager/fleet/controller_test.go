@@ -121,6 +121,15 @@ func startStoppable(t *testing.T, opts Options) (*stubXDS, string, func()) {
 	return x, ns, testenv.Run(t, mgr)
 }
 
+// hashOf is the bootstrap hash of a fleet's ConfigMap.
+func hashOf(cm *corev1.ConfigMap) string {
+	files := map[string][]byte{}
+	for k, v := range cm.Data {
+		files[k] = []byte(v)
+	}
+	return filesHash(files)
+}
+
 func createFleet(t *testing.T, f *v1.ProxyFleet) *v1.ProxyFleet {
 	t.Helper()
 	if err := env.Client.Create(context.Background(), f); err != nil {
@@ -214,7 +223,7 @@ func TestFleetObjects(t *testing.T) {
 	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/ready" || p.HTTPGet.Port.IntValue() != HealthPort {
 		t.Errorf("readiness probe %+v, want GET /ready on %d", p, HealthPort)
 	}
-	if got := dep.Spec.Template.Annotations[AnnotationBootstrapHash]; got != hash([]byte(cm.Data[BootstrapKey])) {
+	if got := dep.Spec.Template.Annotations[AnnotationBootstrapHash]; got != hashOf(cm) {
 		t.Errorf("pod template bootstrap hash %q does not match the ConfigMap", got)
 	}
 	if dep.Spec.Template.Spec.ServiceAccountName != name || dep.Spec.Template.Spec.Volumes[0].ConfigMap.Name != name ||
@@ -352,7 +361,7 @@ func TestBootstrapChangeRollsPods(t *testing.T) {
 			return err
 		}
 		h := d.Spec.Template.Annotations[AnnotationBootstrapHash]
-		if !strings.Contains(cm.Data[BootstrapKey], "10.0.0.2") || h == before || h != hash([]byte(cm.Data[BootstrapKey])) {
+		if !strings.Contains(cm.Data[BootstrapKey], "10.0.0.2") || h == before || h != hashOf(&cm) {
 			return fmt.Errorf("hash %s (before %s)", h, before)
 		}
 		return nil

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -54,4 +55,16 @@ func (d *DefaultFleet) Ensure(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	return true, nil
+}
+
+// Exists reports, from reader (the manager's cache), whether a ProxyFleet of
+// that name exists and is not being deleted. The xDS server serves, and the
+// report Leases and metric labels name, no other fleet.
+func Exists(reader client.Reader) func(fleet string) bool {
+	return func(name string) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var f v1.ProxyFleet
+		return reader.Get(ctx, client.ObjectKey{Name: name}, &f) == nil && f.DeletionTimestamp.IsZero()
+	}
 }

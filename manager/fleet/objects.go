@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -15,24 +17,29 @@ import (
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/envoy/bootstrap"
+	"github.com/fleetlb/fleetlb/manager/xdscerts"
 )
 
 const (
 	// namePrefix + fleet name names the fleet's ServiceAccount, ConfigMap, Deployment and Service.
 	namePrefix = "envoy-"
 	// BootstrapKey is the ConfigMap key (and file name) of the Envoy bootstrap.
-	BootstrapKey = "envoy.yaml"
+	BootstrapKey = bootstrap.BootstrapFile
 	// AnnotationBootstrapHash on the pod template rolls the pods when the bootstrap changes.
 	AnnotationBootstrapHash = "fleetlb.io/bootstrap-hash"
 	// HealthPort serves /ready from Envoy's worker threads (the bootstrap's health listener).
 	HealthPort = 19001
-	// AdminPort is Envoy's admin interface, on 127.0.0.1 only.
-	AdminPort = 19000
+	// AdminSocket is Envoy's admin interface: a Unix socket in an emptyDir
+	// of the pod, out of reach of any network client.
+	AdminSocket = adminDir + "/admin.sock"
 
 	defaultImage    = "envoyproxy/envoy:v1.36.2"
 	defaultReplicas = int32(2)
 	envoyUID        = int64(101) // the envoy user of the official image
 	configDir       = "/etc/envoy"
+	adminDir        = "/var/run/envoy"
+	// xdsTLSDir is where the fleet's xDS client Secret is mounted.
+	xdsTLSDir = "/etc/envoy/xds-tls"
 )
 
 // ObjectName is the name of a fleet's ServiceAccount, ConfigMap, Deployment and Service.
@@ -81,18 +88,28 @@ func objectMeta(f *v1.ProxyFleet, namespace string) metav1.ObjectMeta {
 	}
 }
 
-// bootstrapYAML is the fleet's Envoy bootstrap. node.id is replaced per pod
-// by --service-node (the pod name); node.cluster is the fleet.
-func bootstrapYAML(f *v1.ProxyFleet, o Options) ([]byte, error) {
-	return bootstrap.YAML(bootstrap.Options{
+// bootstrapFiles are the fleet's Envoy bootstrap and, with mTLS, the SDS
+// files that read its client certificate. node.id is replaced per pod by
+// --service-node (the pod name); node.cluster is the fleet.
+func bootstrapFiles(f *v1.ProxyFleet, o Options, secure bool) (map[string][]byte, error) {
+	opts := bootstrap.Options{
 		Fleet: f.Name, NodeID: "$(POD_NAME)", XDSAddress: o.XDSAddress, Delta: o.Delta,
-		AdminPort: AdminPort, HealthPort: HealthPort,
-	})
+		AdminSocket: AdminSocket, HealthPort: HealthPort, ConfigDir: configDir,
+	}
+	if secure {
+		opts.TLSDir = xdsTLSDir
+	}
+	return bootstrap.Files(opts)
 }
 
-func hash(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:8])
+// clientSecret holds the fleet's xDS client certificate, key and CA.
+func clientSecret(f *v1.ProxyFleet, namespace string, data map[string][]byte) *corev1.Secret {
+	meta := objectMeta(f, namespace)
+	meta.Name = xdscerts.ClientSecretName(f.Name)
+	return &corev1.Secret{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: meta, Type: corev1.SecretTypeTLS, Data: data,
+	}
 }
 
 func serviceAccount(f *v1.ProxyFleet, namespace string) *corev1.ServiceAccount {
@@ -104,15 +121,29 @@ func serviceAccount(f *v1.ProxyFleet, namespace string) *corev1.ServiceAccount {
 	}
 }
 
-func configMap(f *v1.ProxyFleet, namespace string, boot []byte) *corev1.ConfigMap {
+func configMap(f *v1.ProxyFleet, namespace string, files map[string][]byte) *corev1.ConfigMap {
+	data := map[string]string{}
+	for k, v := range files {
+		data[k] = string(v)
+	}
 	return &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: objectMeta(f, namespace),
-		Data:       map[string]string{BootstrapKey: string(boot)},
+		Data:       data,
 	}
 }
 
-func deployment(f *v1.ProxyFleet, namespace string, boot []byte) *appsv1.Deployment {
+// filesHash covers every file of the ConfigMap, so any change rolls the pods.
+func filesHash(files map[string][]byte) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(files)) {
+		fmt.Fprintf(h, "%s\x00%d\x00", k, len(files[k]))
+		h.Write(files[k])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+func deployment(f *v1.ProxyFleet, namespace string, files map[string][]byte, secure bool) *appsv1.Deployment {
 	labels := Labels(f.Name)
 	http, https := listenerPorts(f)
 	hostNet := exposure(f) == v1.ExposureHostNetwork
@@ -183,13 +214,23 @@ func deployment(f *v1.ProxyFleet, namespace string, boot []byte) *appsv1.Deploym
 			VolumeMounts: []corev1.VolumeMount{
 				{Name: "config", MountPath: configDir, ReadOnly: true},
 				{Name: "tmp", MountPath: "/tmp"},
+				{Name: "admin", MountPath: adminDir},
 			},
 		}},
 		Volumes: []corev1.Volume{
 			{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 				LocalObjectReference: corev1.LocalObjectReference{Name: ObjectName(f.Name)}}}},
 			{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "admin", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		},
+	}
+	if secure {
+		// Mounted as a directory (no subPath), so Kubernetes swaps in a renewed
+		// Secret and Envoy's SDS watch on the directory picks it up.
+		c := &pod.Containers[0]
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "xds-tls", MountPath: xdsTLSDir, ReadOnly: true})
+		pod.Volumes = append(pod.Volumes, corev1.Volume{Name: "xds-tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: xdscerts.ClientSecretName(f.Name)}}})
 	}
 	if hostNet {
 		pod.HostNetwork = true
@@ -209,7 +250,7 @@ func deployment(f *v1.ProxyFleet, namespace string, boot []byte) *appsv1.Deploym
 				},
 			},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{AnnotationBootstrapHash: hash(boot)}},
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{AnnotationBootstrapHash: filesHash(files)}},
 				Spec:       pod,
 			},
 		},

@@ -3,6 +3,8 @@ package fleet
 import (
 	"context"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,7 +14,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	corev1 "k8s.io/api/core/v1"
@@ -24,16 +26,28 @@ import (
 	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/internal/proxy/xdsclient"
 	"github.com/fleetlb/fleetlb/internal/testenv"
+	"github.com/fleetlb/fleetlb/internal/xdstransport"
+	"github.com/fleetlb/fleetlb/manager/xdscerts"
 )
 
-// TestFleetStatusFromTheRealXDSServer connects a real ADS client to the real
-// xDS server and reads connectedProxies, configVersion and Programmed back
-// from the fleet's status.
+// TestFleetStatusFromTheRealXDSServer connects a real ADS client, over mTLS
+// with the client certificate the controller wrote into the fleet's Secret,
+// to the real xDS server and reads connectedProxies, configVersion and
+// Programmed back from the fleet's status.
 func TestFleetStatusFromTheRealXDSServer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv := server.New(server.Options{Log: testr.New(t), Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
-	g := grpc.NewServer()
+	ns := uniq("fleets")
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	auth := &xdscerts.Authority{Reader: env.Client, Writer: env.Client, Namespace: ns, ServingHosts: []string{"127.0.0.1"}, Log: testr.New(t)}
+	if _, err := auth.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv := server.New(server.Options{Log: testr.New(t), Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
+		FleetExists: Exists(env.Client)})
+	g := grpc.NewServer(xdstransport.ServerOptions(credentials.NewTLS(xdstransport.ServerTLS(auth.Current)))...)
 	srv.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -43,14 +57,10 @@ func TestFleetStatusFromTheRealXDSServer(t *testing.T) {
 	defer g.Stop()
 	go func() { _ = srv.Run(ctx) }()
 
-	ns := uniq("fleets")
-	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
 	mgr := env.NewManager(t)
 	// The server does not report connects and disconnects (no ProxyNotifier):
 	// the count is refreshed every Resync.
-	if err := (&Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleet"), XDS: srv,
+	if err := (&Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleet"), XDS: srv, Certificates: auth,
 		Options: Options{Namespace: ns, XDSAddress: ln.Addr().String(), Resync: 200 * time.Millisecond}}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +71,23 @@ func TestFleetStatusFromTheRealXDSServer(t *testing.T) {
 	gen := srv.Set(f.Name, map[resource.Type][]types.Resource{resource.ClusterType: {&clusterv3.Cluster{
 		Name: "c", ConnectTimeout: durationpb.New(time.Second), ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 	}}})
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The proxy's files are the fleet's Secret, as a mounted volume would give them.
+	dir := t.TempDir()
+	testenv.Eventually(t, "client Secret", func() error {
+		var s corev1.Secret
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: xdscerts.ClientSecretName(f.Name)}, &s); err != nil {
+			return err
+		}
+		for k, b := range s.Data {
+			if err := os.WriteFile(filepath.Join(dir, k), b, 0o600); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	files := xdstransport.ClientFiles{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"),
+		CAFile: filepath.Join(dir, "ca.crt"), ServerName: "127.0.0.1"}
+	conn, err := grpc.NewClient(ln.Addr().String(), xdstransport.DialOptions(xdstransport.ClientCredentials(files))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -115,7 +115,7 @@ func TestLoadBalancersAreServedAndProgrammedAfterAck(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ctx := context.Background()
 
-	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
+	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, Insecure: true}) // plaintext: these tests are about snapshots, envoy/server tests mTLS
 	g := grpc.NewServer()
 	xds.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -59,6 +59,9 @@ type Reporter struct {
 	// Renew is the renewal period (DefaultRenew when 0); the Lease lasts three.
 	Renew time.Duration
 	Log   logr.Logger
+	// FleetExists reports whether a ProxyFleet exists: the report names no
+	// other fleet (a deleted one drops out at the next write). nil: every fleet.
+	FleetExists func(fleet string) bool
 
 	mu     sync.Mutex
 	fleets map[string]bool
@@ -98,6 +101,12 @@ func (r *Reporter) annotations() map[string]string {
 	r.mu.Unlock()
 	out := map[string]string{}
 	for f := range fleets {
+		if r.FleetExists != nil && !r.FleetExists(f) {
+			r.mu.Lock()
+			delete(r.fleets, f) // noted again if it comes back
+			r.mu.Unlock()
+			continue
+		}
 		proxies := r.XDS.ConnectedProxies(f)
 		version, gen := r.XDS.Version(f)
 		if gen == 0 || r.XDS.AckedGeneration(f) < gen {

@@ -84,3 +84,35 @@ func TestAckedNeverGoesBack(t *testing.T) {
 		t.Fatalf("Acked = %d, want 7 (not back to 0, not ahead to 8)", got)
 	}
 }
+
+// reportingXDS is the xDS server's view for the Reporter.
+type reportingXDS struct {
+	localXDS
+	onAcked   []func(string, uint64)
+	onProxies []func(string)
+}
+
+func (r *reportingXDS) AckedGeneration(string) uint64   { return r.gen }
+func (r *reportingXDS) OnAcked(f func(string, uint64))  { r.onAcked = append(r.onAcked, f) }
+func (r *reportingXDS) OnProxiesChanged(f func(string)) { r.onProxies = append(r.onProxies, f) }
+
+// TestReportNamesOnlyExistingFleets: a fleet that does not exist (deleted,
+// or never was) is not named in the report Lease.
+func TestReportNamesOnlyExistingFleets(t *testing.T) {
+	x := &reportingXDS{localXDS: localXDS{"v1", 3, 1}}
+	exists := map[string]bool{"a": true, "gone": true}
+	r := &Reporter{XDS: x, FleetExists: func(f string) bool { return exists[f] }}
+	r.Register()
+	for _, f := range x.onProxies {
+		f("a")
+		f("gone")
+	}
+	if got := r.annotations(); len(got) != 2 {
+		t.Fatalf("report %v, want fleets a and gone", got)
+	}
+	delete(exists, "gone")
+	got := r.annotations()
+	if _, ok := got[annotationPrefix+"gone"]; ok || got[annotationPrefix+"a"] != "1 v1" {
+		t.Fatalf("report %v after fleet gone was deleted, want only a", got)
+	}
+}
