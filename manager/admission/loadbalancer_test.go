@@ -208,7 +208,7 @@ func TestTenantLimit(t *testing.T) {
 func TestDefaultLimitsAndSharedAddresses(t *testing.T) {
 	startAdmission(t)
 	ctx := context.Background()
-	ns, _ := setup(t, []v1.AddressRange{"127.0.34.0/29"}, v1.TenantLimits{MaxAddresses: ptr.To(int32(1))})
+	ns, _ := setup(t, []v1.AddressRange{"127.0.37.0/29"}, v1.TenantLimits{MaxAddresses: ptr.To(int32(1))})
 	name, _ := tenant.Of(ns)
 	var tn v1.Tenant
 	if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, &tn); err != nil {
@@ -229,10 +229,10 @@ func TestDefaultLimitsAndSharedAddresses(t *testing.T) {
 		}
 	}
 	global("g1")
-	admitted(t, ns, "g1", "127.0.34.1")
+	admitted(t, ns, "g1", "127.0.37.1")
 	time.Sleep(1100 * time.Millisecond) // creation timestamps have second resolution
 	global("g2")
-	admitted(t, ns, "g2", "127.0.34.1") // the same global name: the same address, within the limit
+	admitted(t, ns, "g2", "127.0.37.1") // the same global name: the same address, within the limit
 	time.Sleep(1100 * time.Millisecond)
 	createLB(t, ns, "single", "")
 	if msg := admitted(t, ns, "single", "reason:"+v1.ReasonLimitExceeded); !strings.Contains(msg, "maxAddresses=1") {

@@ -18,7 +18,7 @@ import (
 func TestNodePortsOutsideTheTenantRangeAreRefused(t *testing.T) {
 	startAdmission(t)
 	ctx := context.Background()
-	ns, _ := setup(t, []v1.AddressRange{"127.0.34.0/29"}, v1.TenantLimits{})
+	ns, _ := setup(t, []v1.AddressRange{"127.0.36.0/29"}, v1.TenantLimits{})
 	mk := func(name string, nodePort int32, hcPort *v1.PortNumber) *v1.LoadBalancer {
 		lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: v1.LoadBalancerSpec{
 			Source: v1.ServiceSource{Cluster: "c", Namespace: "default", Name: name, UID: "u-" + name},
@@ -42,7 +42,7 @@ func TestNodePortsOutsideTheTenantRangeAreRefused(t *testing.T) {
 	if msg := admitted(t, ns, "hc", "reason:"+v1.ReasonNodePortNotAllowed); !strings.Contains(msg, "health check") {
 		t.Errorf("message %q", msg)
 	}
-	admitted(t, ns, "ok", "127.0.34.0")
+	admitted(t, ns, "ok", "127.0.36.1")
 
 	// The admin moves the range: "ok" is refused and holds no address,
 	// "admin" is admitted.
