@@ -461,4 +461,3 @@ func fleetVIP(t *testing.T, f *harness.Fleet) netip.Addr {
 	})
 	return vip
 }
-
