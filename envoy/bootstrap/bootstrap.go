@@ -31,6 +31,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	downstreamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	fixedheapv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -40,7 +41,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"sigs.k8s.io/yaml"
 
@@ -69,7 +69,7 @@ type Options struct {
 	HealthPort uint32 `json:"healthPort,omitempty"`
 	// MaxHeapBytes drives the overload manager (default 1 GiB).
 	MaxHeapBytes uint64 `json:"maxHeapBytes,omitempty"`
-	// MaxConnections is overload.global_downstream_max_connections (default 50000).
+	// MaxConnections caps active downstream connections through the overload manager (default 50000).
 	MaxConnections uint64 `json:"maxConnections,omitempty"`
 }
 
@@ -127,10 +127,6 @@ func Bootstrap(o Options) (*bootstrapv3.Bootstrap, error) {
 		apiType = corev3.ApiConfigSource_DELTA_GRPC
 	}
 	ads := &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3, ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
-	runtimeLayer, err := structpb.NewStruct(map[string]any{"overload": map[string]any{"global_downstream_max_connections": float64(o.MaxConnections)}})
-	if err != nil {
-		return nil, err
-	}
 	b := &bootstrapv3.Bootstrap{
 		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Fleet},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
@@ -153,15 +149,17 @@ func Bootstrap(o Options) (*bootstrapv3.Bootstrap, error) {
 			ResourceMonitors: []*overloadv3.ResourceMonitor{{
 				Name:       "envoy.resource_monitors.fixed_heap",
 				ConfigType: &overloadv3.ResourceMonitor_TypedConfig{TypedConfig: mustAny(&fixedheapv3.FixedHeapConfig{MaxHeapSizeBytes: o.MaxHeapBytes})},
+			}, {
+				// The same cap as fleetlb-proxy's --max-connections: new connections past it are closed at accept.
+				Name: "envoy.resource_monitors.global_downstream_max_connections",
+				ConfigType: &overloadv3.ResourceMonitor_TypedConfig{TypedConfig: mustAny(&downstreamv3.DownstreamConnectionsConfig{
+					MaxActiveDownstreamConnections: int64(o.MaxConnections)})},
 			}},
 			Actions: []*overloadv3.OverloadAction{
 				{Name: "envoy.overload_actions.shrink_heap", Triggers: []*overloadv3.Trigger{threshold(0.95)}},
 				{Name: "envoy.overload_actions.stop_accepting_requests", Triggers: []*overloadv3.Trigger{threshold(0.98)}},
 			},
 		},
-		LayeredRuntime: &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{{
-			Name: "static", LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: runtimeLayer},
-		}}},
 	}
 	if err := b.Validate(); err != nil {
 		return nil, fmt.Errorf("bootstrap does not validate (a bug): %w", err)
