@@ -106,7 +106,7 @@ func TestCheckRuleRefusesWhatTheProxyRefuses(t *testing.T) {
 		"regex over RE2's program size": {v1.RouteRule{Backends: be, Matches: []v1.RouteMatch{{Path: &v1.PathMatch{
 			Type: v1.PathRegularExpression, Value: "/static/[a-zA-Z0-9._-]{0,200}/"}}}}, "too complex"},
 		"header regex over RE2's program size in the second match": {v1.RouteRule{Backends: be, Matches: []v1.RouteMatch{{}, {
-			Headers: []v1.HeaderMatch{{Name: "x", Type: v1.MatchRegularExpression, Value: "(a|b|c|d){30}"}}}}}, "match 1: "},
+			Headers: []v1.HeaderMatch{{Name: "x", Type: v1.MatchRegularExpression, Value: "(ab|cd){40}"}}}}}, "match 1: "},
 		"negative timeout": {v1.RouteRule{Backends: be, Timeouts: &v1.RouteTimeouts{Request: &metav1.Duration{Duration: -time.Second}}}, "negative"},
 	} {
 		got, msg := CheckRule(&c.rule)
