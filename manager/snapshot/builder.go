@@ -177,7 +177,6 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	}
 	httpL, httpsL, noL7 := sharedListeners(pf)
 
-	f := &model.Fleet{Name: fleet}
 	var lbs []admittedLB
 	var lbErrs []error
 	var routes []*admittedRoute
@@ -248,75 +247,42 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		}
 		objects = append(objects, o)
 	}
-	vhosts, global := virtualHosts(okRoutes, httpL, httpsL)
-	if f.VirtualHosts = vhosts; len(vhosts) > 0 {
-		f.HTTP, f.HTTPS = httpL, httpsL
-		// Only the certificates and backends the virtual hosts use.
-		certs, backends := map[string]bool{}, map[string]bool{}
-		for _, v := range vhosts {
-			certs[v.Certificate] = true
-			for _, r := range v.Routes {
-				if r.Forward != nil {
-					for _, wb := range r.Forward.Backends {
-						backends[wb.Backend] = true
-					}
-				}
-			}
-		}
-		for _, a := range okRoutes {
-			for _, c := range a.certs {
-				if certs[c.Name] {
-					delete(certs, c.Name)
-					f.Certificates = append(f.Certificates, c)
-				}
-			}
-			for _, be := range append(slices.Clone(a.backends), global...) {
-				if backends[be.Name] {
-					delete(backends, be.Name)
-					f.Backends = append(f.Backends, be)
-				}
-			}
-		}
+	// Each LoadBalancer must translate on its own (next to the shared
+	// listeners), so one bad object never stalls the fleet.
+	shared := &model.Fleet{Name: fleet}
+	if len(okRoutes) > 0 {
+		shared.HTTP, shared.HTTPS = httpL, httpsL
 	}
-
-	globals := map[string][]admittedLB{}
-	var globalOrder []string
+	var okLBs []admittedLB
 	for i, a := range lbs {
 		o := served{obj: a.lb, gen: a.lb.Generation}
 		err := lbErrs[i]
 		if err == nil {
-			// Each object must translate on its own (next to the shared
-			// listeners), so one bad object never stalls the fleet.
-			_, err = translate.Translate(&model.Fleet{Name: fleet, L4: a.services, Backends: a.backends, HTTP: f.HTTP, HTTPS: f.HTTPS})
+			_, err = translate.Translate(&model.Fleet{Name: fleet, L4: a.services, Backends: a.backends, HTTP: shared.HTTP, HTTPS: shared.HTTPS})
 		}
-		switch {
-		case err != nil:
+		if err != nil {
 			o.reason, o.msg = v1.ReasonInvalidSpec, err.Error()
-		case a.global != "" && len(a.services) > 0:
-			// Members of a global load balancer are joined below, per shared VIP.
-			key := a.global + "@" + a.services[0].VIP.String()
-			if globals[key] == nil {
-				globalOrder = append(globalOrder, key)
-			}
-			globals[key] = append(globals[key], a)
-		default:
-			f.L4 = append(f.L4, a.services...)
-			f.Backends = append(f.Backends, a.backends...)
+		} else {
+			okLBs = append(okLBs, a)
 		}
 		objects = append(objects, o)
 	}
-	for _, key := range globalOrder {
-		members := globals[key]
-		slices.SortFunc(members, func(x, y admittedLB) int {
-			return cmp.Or(x.lb.CreationTimestamp.Compare(y.lb.CreationTimestamp.Time), cmp.Compare(x.lb.Namespace+"/"+x.lb.Name, y.lb.Namespace+"/"+y.lb.Name))
-		})
-		svcs, bes := mergeGlobalLoadBalancers(members[0].global, members)
-		f.L4 = append(f.L4, svcs...)
-		f.Backends = append(f.Backends, bes...)
+
+	// Objects were checked one by one; what is left is a conflict between
+	// them. The younger object of a conflict is left out, never the fleet.
+	f, err := assemble(fleet, httpL, httpsL, okRoutes, okLBs)
+	if err != nil {
+		var excluded []client.Object
+		f, excluded = resolveConflicts(fleet, httpL, httpsL, okRoutes, okLBs)
+		for _, obj := range excluded {
+			for i := range objects {
+				if objects[i].obj == obj {
+					objects[i].reason, objects[i].msg = ReasonConflicted, conflictMessage(obj, fleet)
+				}
+			}
+		}
+		b.Log.Info("fleet-level conflict: younger objects left out", "fleet", fleet, "excluded", len(excluded), "error", err.Error())
 	}
-	slices.SortFunc(f.L4, func(x, y model.L4Service) int { return cmp.Compare(x.Backend, y.Backend) })
-	slices.SortFunc(f.Backends, func(x, y model.Backend) int { return cmp.Compare(x.Name, y.Name) })
-	slices.SortFunc(f.Certificates, func(x, y model.Certificate) int { return cmp.Compare(x.Name, y.Name) })
 
 	b.mu.Lock()
 	gen, same := b.gen[fleet], reflect.DeepEqual(b.last[fleet], f)
@@ -324,7 +290,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	if !same {
 		out, err := translate.Translate(f)
 		if err != nil {
-			// Objects were checked one by one, so this is a conflict between them.
+			// resolveConflicts made f translate; this is a translator bug.
 			return ctrl.Result{}, fmt.Errorf("fleet %s: %w", fleet, err)
 		}
 		gen = b.XDS.Set(fleet, out.ByType())
@@ -409,9 +375,12 @@ func (b *Builder) setProgrammed(ctx context.Context, obj client.Object, c metav1
 	return fmt.Errorf("programmed: unexpected %T", obj)
 }
 
-// BackendName is the stable, readable Envoy cluster name of one LoadBalancer port.
-func BackendName(tenantName string, src v1.ServiceSource, p v1.LoadBalancerPort) string {
-	return fmt.Sprintf("%s/%s/%s/%s/%d", tenantName, src.Namespace, src.Name, strings.ToLower(string(p.Protocol)), p.Port)
+// BackendName is the stable, readable Envoy cluster name of one LoadBalancer
+// port. It comes from the management object's identity (its tenant namespace
+// and name, unique in the fleet), never from what the tenant wrote in its
+// spec: two LoadBalancers with the same spec.source cannot collide.
+func BackendName(tenantName, lbName string, p v1.LoadBalancerPort) string {
+	return fmt.Sprintf("%s/%s/%s/%d", tenantName, lbName, strings.ToLower(string(p.Protocol)), p.Port)
 }
 
 // fromLoadBalancer maps an admitted LoadBalancer onto model services and backends.
@@ -431,7 +400,7 @@ func fromLoadBalancer(tenantName string, lb *v1.LoadBalancer, nodes *v1.TenantNo
 	}
 	cluster := cmp.Or(nodes.Spec.Cluster, lb.Spec.Source.Cluster)
 	for _, p := range lb.Spec.Ports {
-		name := BackendName(tenantName, lb.Spec.Source, p)
+		name := BackendName(tenantName, lb.Name, p)
 		proto, bproto := model.TCP, model.BackendTCP
 		if p.Protocol == v1.ProtocolUDP {
 			proto, bproto = model.UDP, model.BackendUDP
@@ -473,7 +442,7 @@ func fromLoadBalancer(tenantName string, lb *v1.LoadBalancer, nodes *v1.TenantNo
 		}
 		a.backends = append(a.backends, be)
 		a.services = append(a.services, model.L4Service{
-			Ref: model.Ref{Tenant: tenantName, Namespace: lb.Spec.Source.Namespace, Name: lb.Spec.Source.Name},
+			Ref: model.Ref{Tenant: tenantName, Namespace: lb.Namespace, Name: lb.Name},
 			VIP: vip, Port: uint16(p.Port), Protocol: proto, Backend: name, SourceRanges: ranges,
 		})
 	}

@@ -49,11 +49,11 @@ func servedHostnames(rt *v1.Route) []v1.Hostname {
 }
 
 // RouteBackendName is the stable, readable Envoy cluster name of one Route
-// backend: tenant, source namespace, Service, protocol and node port (a node
-// port is unique in its cluster, so Routes that share it share the cluster).
-func RouteBackendName(tenantName, sourceNamespace string, b v1.RouteBackend) string {
-	return fmt.Sprintf("%s/%s/%s/%s/%d", tenantName, sourceNamespace, cmp.Or(b.ServiceName, "nodeport"),
-		strings.ToLower(string(cmp.Or(b.Protocol, v1.BackendHTTP))), b.NodePort)
+// backend: tenant, Route, protocol and node port. It comes from the management
+// object's identity, never from names the tenant wrote in its spec, so it
+// cannot collide with another object's.
+func RouteBackendName(tenantName, routeName string, b v1.RouteBackend) string {
+	return fmt.Sprintf("%s/%s/%s/%d", tenantName, routeName, strings.ToLower(string(cmp.Or(b.Protocol, v1.BackendHTTP))), b.NodePort)
 }
 
 // CertificateName is the model name of a tenant's TLS Secret.
@@ -85,7 +85,7 @@ func fromRoute(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes, secret func(na
 				if route.Weight(rb) == 0 {
 					continue
 				}
-				name := RouteBackendName(t.Name, rt.Spec.Source.Namespace, rb)
+				name := RouteBackendName(t.Name, rt.Name, rb)
 				fw.Backends = append(fw.Backends, model.WeightedBackend{Backend: name, Weight: uint32(route.Weight(rb))})
 				if !seenBackend[name] {
 					seenBackend[name] = true
