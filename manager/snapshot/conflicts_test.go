@@ -1,15 +1,29 @@
 package snapshot
 
 import (
+	"context"
+	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/go-logr/logr/testr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/envoy/server"
+	"github.com/fleetlb/fleetlb/internal/testenv"
+	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -88,4 +102,118 @@ func TestConflictExcludesTheYoungerObject(t *testing.T) {
 	if msg := conflictMessage(younger.lb, "default"); slices.ContainsFunc([]string{"tenant-a", "web", "a/"}, func(s string) bool { return strings.Contains(msg, s) }) {
 		t.Fatalf("message %q names the other tenant's object", msg)
 	}
+}
+
+// Hostile LoadBalancers against a real API server and xDS server: a copy of
+// another LoadBalancer's spec.source and a squat on another tenant's VIP and
+// port. Neither stops the fleet: the victim's objects, and a change it makes
+// meanwhile, are served and Programmed; only the squat is left out, with a
+// reason that names nobody else.
+func TestHostileLoadBalancersDoNotFreezeTheFleet(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	ctx := context.Background()
+	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
+	g := grpc.NewServer()
+	xds.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ln) }()
+	t.Cleanup(g.Stop)
+	xctx, xcancel := context.WithCancel(ctx)
+	t.Cleanup(xcancel)
+	go func() { _ = xds.Run(xctx) }()
+	mgr := env.NewManager(t)
+	if err := (&Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t)}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Run(t, mgr)
+
+	for _, name := range []string{"a", "b"} {
+		ns := tenant.Namespace(name)
+		for _, o := range []client.Object{
+			&v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{AddressPool: "p"}},
+			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+			&v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1.TenantNodesName},
+				Spec: v1.TenantNodesSpec{Cluster: "cluster-" + name, Nodes: []v1.TenantNode{{Name: "n1", Addresses: []v1.IPAddress{"127.0.1.1"}}}}},
+		} {
+			if err := env.Client.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	admit := func(tenantName, name, source, vip string, port int32) {
+		t.Helper()
+		lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: tenant.Namespace(tenantName), Name: name}, Spec: v1.LoadBalancerSpec{
+			Source: v1.ServiceSource{Cluster: "cluster-" + tenantName, Namespace: "default", Name: source, UID: "u-" + name},
+			Ports:  []v1.LoadBalancerPort{{Port: v1.PortNumber(port), Protocol: v1.ProtocolTCP, NodePort: 30080}},
+		}}
+		if err := env.Client.Create(ctx, lb); err != nil {
+			t.Fatal(err)
+		}
+		lb.Status.Addresses = []v1.Address{{IP: v1.IPAddress(vip), IPMode: v1.IPModeProxy}}
+		lb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted, LastTransitionTime: metav1.Now(), ObservedGeneration: lb.Generation}}
+		if err := env.Client.Status().Update(ctx, lb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	programmed := func(tenantName, name string) *metav1.Condition {
+		var lb v1.LoadBalancer
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace(tenantName), Name: name}, &lb); err != nil {
+			return nil
+		}
+		return meta.FindStatusCondition(lb.Status.Conditions, v1.ConditionProgrammed)
+	}
+
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	p := &ackingProxy{last: map[string]*discoveryv3.DiscoveryResponse{}}
+	p.run(t, conn, v1.DefaultFleetName)
+
+	admit("a", "web", "web", "127.0.40.1", 80)
+	admit("a", "web-copy", "web", "127.0.40.2", 80) // the same spec.source
+	admit("b", "squat", "squat", "127.0.40.1", 80)  // a's VIP and port
+	admit("b", "fine", "fine", "127.0.40.3", 443)
+	testenv.Eventually(t, "the squat left out", func() error {
+		c := programmed("b", "squat")
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != ReasonConflicted {
+			return fmt.Errorf("squat: %+v", c)
+		}
+		if strings.Contains(c.Message, "tenant-a") || strings.Contains(c.Message, "web") {
+			return fmt.Errorf("the message names the victim: %q", c.Message)
+		}
+		return nil
+	})
+	admit("a", "new", "new", "127.0.40.4", 8080) // the victim's change during the attack
+	testenv.Eventually(t, "everyone else programmed", func() error {
+		for _, o := range [][2]string{{"a", "web"}, {"a", "web-copy"}, {"b", "fine"}, {"a", "new"}} {
+			if c := programmed(o[0], o[1]); c == nil || c.Status != metav1.ConditionTrue {
+				return fmt.Errorf("%s/%s: %+v", o[0], o[1], c)
+			}
+		}
+		ls := p.listeners(t)
+		for _, want := range []string{"l4/tcp/127.0.40.1:80", "l4/tcp/127.0.40.2:80", "l4/tcp/127.0.40.3:443", "l4/tcp/127.0.40.4:8080"} {
+			if _, ok := ls[want]; !ok {
+				return fmt.Errorf("listeners %v, want %s", keys(ls), want)
+			}
+		}
+		if tp := tcpProxyCluster(t, ls["l4/tcp/127.0.40.1:80"]); tp != "a/web/tcp/80" {
+			return fmt.Errorf("127.0.40.1:80 goes to %q, want the victim's a/web/tcp/80", tp)
+		}
+		return nil
+	})
+}
+
+func tcpProxyCluster(t *testing.T, l *listenerv3.Listener) string {
+	for _, f := range l.GetFilterChains()[0].GetFilters() {
+		var tp tcpproxyv3.TcpProxy
+		if f.GetTypedConfig().UnmarshalTo(&tp) == nil {
+			return tp.GetCluster()
+		}
+	}
+	return ""
 }
