@@ -564,3 +564,38 @@ func TestWildcardHostname(t *testing.T) {
 		}
 	}
 }
+
+// A rule whose header modifier sets Host would make every proxy refuse the
+// one shared route configuration. It is left out of the model (admission
+// reports it on the Route); the Route's other rules, and every other tenant's
+// virtual hosts, are served.
+func TestHostHeaderRuleIsLeftOutNotTheFleet(t *testing.T) {
+	nodes := &v1.TenantNodes{Spec: v1.TenantNodesSpec{Cluster: "c", Nodes: []v1.TenantNode{{Name: "n1", Addresses: []v1.IPAddress{"127.0.1.1"}}}}}
+	src := v1.RouteSource{Kind: v1.SourceHTTPRoute, Cluster: "c", Namespace: "web", Name: "r", UID: "u"}
+	mk := func(tn, name string, host v1.Hostname, rules ...v1.RouteRule) *admittedRoute {
+		rt := accepted(&v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-" + tn, Name: name},
+			Spec: v1.RouteSpec{Source: src, Hostnames: []v1.Hostname{host}, Rules: rules}}, host)
+		a := fromRoute(&v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: tn}}, rt, nodes, func(string) *corev1.Secret { return nil })
+		return &a
+	}
+	hostile := mk("evil", "r", "evil.example.com",
+		v1.RouteRule{Matches: []v1.RouteMatch{pathMatch(v1.PathPrefix, "/x")}, Backends: []v1.RouteBackend{{NodePort: 30001}},
+			Filters: []v1.RouteFilter{{Type: v1.FilterRequestHeaderModifier, RequestHeaderModifier: &v1.HeaderModifier{
+				Set: []v1.HTTPHeader{{Name: "Host", Value: "victim.example.com"}}}}}},
+		v1.RouteRule{Backends: []v1.RouteBackend{{NodePort: 30002}}})
+	victim := mk("victim", "r", "victim.example.com", v1.RouteRule{Backends: []v1.RouteBackend{{NodePort: 30003}}})
+	httpL := &model.SharedListener{VIP: netip.MustParseAddr("127.0.20.1"), Port: 8080}
+	f, err := assemble("default", httpL, nil, []*admittedRoute{hostile, victim}, nil)
+	if err != nil {
+		t.Fatalf("the fleet does not translate: %v", err)
+	}
+	var routes []string
+	for _, v := range f.VirtualHosts {
+		for _, r := range v.Routes {
+			routes = append(routes, v.Name+" "+r.Name)
+		}
+	}
+	if want := []string{"evil.example.com evil/r/1/0", "victim.example.com victim/r/0/0"}; !slices.Equal(routes, want) {
+		t.Fatalf("routes %v, want %v", routes, want)
+	}
+}
