@@ -65,6 +65,7 @@ type Server struct {
 	streams   map[int64]*stream
 	onAcked   []func(fleet string, generation uint64)
 	onProxies []func(fleet string)
+	onNACK    []func(fleet string, n NACK)
 	lastErrs  map[string]error // fleet → why the newest Set was refused
 }
 

@@ -44,6 +44,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/envoy/translate"
 	"github.com/fleetlb/fleetlb/internal/model"
 	"github.com/fleetlb/fleetlb/manager/route"
@@ -83,6 +84,8 @@ type Builder struct {
 	gen   map[string]uint64                     // fleet → its generation
 	since map[string]map[string]programmedSince // fleet → "Kind/ns/name" → generation that first served its current spec
 	acks  chan event.GenericEvent
+	// contain is, per fleet, what is held back because its proxies refused a configuration.
+	contain map[string]*containment
 }
 
 type programmedSince struct {
@@ -93,7 +96,21 @@ type programmedSince struct {
 // SetupWithManager registers the builder.
 func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 	b.last, b.gen, b.since = map[string]*model.Fleet{}, map[string]uint64{}, map[string]map[string]programmedSince{}
+	b.contain = map[string]*containment{}
 	b.acks = make(chan event.GenericEvent, 256)
+	if n, ok := b.XDS.(NACKSource); ok {
+		n.OnNACK(func(fleet string, nack server.NACK) {
+			_, served := n.Version(fleet)
+			b.mu.Lock()
+			c := b.containmentOf(fleet)
+			c.nacks = append(c.nacks, nackEvent{detail: nack.Detail, servedGen: served})
+			b.mu.Unlock()
+			select {
+			case b.acks <- event.GenericEvent{Object: &v1.ProxyFleet{ObjectMeta: metav1.ObjectMeta{Name: fleet}}}:
+			default:
+			}
+		})
+	}
 	b.XDS.OnAcked(func(fleet string, _ uint64) {
 		select {
 		case b.acks <- event.GenericEvent{Object: &v1.ProxyFleet{ObjectMeta: metav1.ObjectMeta{Name: fleet}}}:
@@ -268,6 +285,9 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		objects = append(objects, o)
 	}
 
+	// What the fleet's proxies refused stays out, with its tenant.
+	okRoutes, okLBs = b.holdBack(fleet, okRoutes, okLBs, objects)
+
 	// Objects were checked one by one; what is left is a conflict between
 	// them. The younger object of a conflict is left out, never the fleet.
 	f, err := assemble(fleet, httpL, httpsL, okRoutes, okLBs)
@@ -320,6 +340,9 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		next[key] = s
 	}
 	b.since[fleet] = next // objects no longer served are forgotten
+	if c := b.contain[fleet]; c != nil && c.trial != "" && c.trialGen == 0 {
+		c.trialGen = gen
+	}
 	b.mu.Unlock()
 	for _, o := range objects {
 		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: o.reason, Message: o.msg, ObservedGeneration: o.gen}

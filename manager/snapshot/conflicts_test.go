@@ -9,10 +9,13 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr/testr"
+	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
@@ -216,4 +219,166 @@ func tcpProxyCluster(t *testing.T, l *listenerv3.Listener) string {
 		}
 	}
 	return ""
+}
+
+// refusingProxy is a proxy that refuses (NACKs) every CDS response holding a
+// cluster whose name contains refuse, as a proxy refuses what admission did
+// not foresee, and ACKs everything else.
+func refusingProxy(t *testing.T, conn *grpc.ClientConn, fleet, refuse string, named bool) *ackingProxy {
+	p := &ackingProxy{last: map[string]*discoveryv3.DiscoveryResponse{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &corev3.Node{Id: "proxy-1", Cluster: fleet}
+	for _, typ := range []string{resource.ListenerType, resource.ClusterType} {
+		if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() {
+		acked := map[string]string{}
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				return
+			}
+			var bad string
+			for _, a := range r.Resources {
+				if n := resourceName(a.Value, a.TypeUrl); r.TypeUrl == resource.ClusterType && strings.Contains(n, refuse) {
+					bad = n
+				}
+			}
+			if bad != "" && !named {
+				bad = "a cluster" // as Envoy often says it: no resource name in the message
+			}
+			if bad != "" {
+				_ = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: acked[r.TypeUrl], ResponseNonce: r.Nonce,
+					ErrorDetail: &status.Status{Message: fmt.Sprintf("cluster %q: not supported", bad)}})
+				continue
+			}
+			p.mu.Lock()
+			p.last[r.TypeUrl] = r
+			p.mu.Unlock()
+			acked[r.TypeUrl] = r.VersionInfo
+			_ = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce})
+			if r.TypeUrl == resource.ClusterType {
+				var names []string
+				for _, a := range r.Resources {
+					names = append(names, resourceName(a.Value, a.TypeUrl))
+				}
+				_ = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNames: names})
+			}
+		}
+	}()
+	return p
+}
+
+// A configuration the proxies refuse although admission let it through stays
+// with its tenant: the object behind the NACK is found (here among two that
+// changed at once), left out with ProxyRejected and the proxy's reason, and
+// every other object, including a change the victim makes afterwards, is
+// served and Programmed.
+func TestNACKIsContainedToItsObject(t *testing.T) {
+	t.Run("named in the refusal", func(t *testing.T) { testNACKContained(t, true) })
+	t.Run("found by elimination", func(t *testing.T) { testNACKContained(t, false) })
+}
+
+func testNACKContained(t *testing.T, named bool) {
+	env := testenv.Start(t, testenv.Options{})
+	ctx := context.Background()
+	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
+	g := grpc.NewServer()
+	xds.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ln) }()
+	t.Cleanup(g.Stop)
+	xctx, xcancel := context.WithCancel(ctx)
+	t.Cleanup(xcancel)
+	go func() { _ = xds.Run(xctx) }()
+	mgr := env.NewManager(t)
+	if err := (&Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t)}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Run(t, mgr)
+	for _, name := range []string{"a", "b"} {
+		ns := tenant.Namespace(name)
+		for _, o := range []client.Object{
+			&v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{AddressPool: "p"}},
+			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+			&v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1.TenantNodesName},
+				Spec: v1.TenantNodesSpec{Cluster: "cluster-" + name, Nodes: []v1.TenantNode{{Name: "n1", Addresses: []v1.IPAddress{"127.0.1.1"}}}}},
+		} {
+			if err := env.Client.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	admit := func(tenantName, name, vip string) {
+		t.Helper()
+		lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: tenant.Namespace(tenantName), Name: name}, Spec: v1.LoadBalancerSpec{
+			Source: v1.ServiceSource{Cluster: "cluster-" + tenantName, Namespace: "default", Name: name, UID: "u-" + name},
+			Ports:  []v1.LoadBalancerPort{{Port: 80, Protocol: v1.ProtocolTCP, NodePort: 30080}},
+		}}
+		if err := env.Client.Create(ctx, lb); err != nil {
+			t.Fatal(err)
+		}
+		lb.Status.Addresses = []v1.Address{{IP: v1.IPAddress(vip), IPMode: v1.IPModeProxy}}
+		lb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted, LastTransitionTime: metav1.Now(), ObservedGeneration: lb.Generation}}
+		if err := env.Client.Status().Update(ctx, lb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	programmed := func(tenantName, name string) *metav1.Condition {
+		var lb v1.LoadBalancer
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: tenant.Namespace(tenantName), Name: name}, &lb); err != nil {
+			return nil
+		}
+		return meta.FindStatusCondition(lb.Status.Conditions, v1.ConditionProgrammed)
+	}
+	allProgrammed := func(objs ...[2]string) func() error {
+		return func() error {
+			for _, o := range objs {
+				if c := programmed(o[0], o[1]); c == nil || c.Status != metav1.ConditionTrue {
+					return fmt.Errorf("%s/%s: %+v", o[0], o[1], c)
+				}
+			}
+			return nil
+		}
+	}
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	p := refusingProxy(t, conn, v1.DefaultFleetName, "evil", named)
+
+	admit("a", "web", "127.0.40.1")
+	testenv.Eventually(t, "web programmed", allProgrammed([2]string{"a", "web"}))
+	// Two changes in one generation; the proxy refuses one of them.
+	admit("b", "evil", "127.0.40.2")
+	admit("a", "web2", "127.0.40.3")
+	testenv.Eventually(t, "the culprit rejected, the rest programmed", func() error {
+		c := programmed("b", "evil")
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != ReasonProxyRejected || !strings.Contains(c.Message, "not supported") {
+			return fmt.Errorf("evil: %+v", c)
+		}
+		return allProgrammed([2]string{"a", "web"}, [2]string{"a", "web2"})()
+	})
+	admit("a", "web3", "127.0.40.4")
+	testenv.Eventually(t, "the victim's next change programmed", allProgrammed([2]string{"a", "web3"}))
+	ls := p.listeners(t)
+	for _, want := range []string{"l4/tcp/127.0.40.1:80", "l4/tcp/127.0.40.3:80", "l4/tcp/127.0.40.4:80"} {
+		if _, ok := ls[want]; !ok {
+			t.Fatalf("listeners %v, want %s", keys(ls), want)
+		}
+	}
+	if _, ok := ls["l4/tcp/127.0.40.2:80"]; ok {
+		t.Fatal("the refused load balancer is still in the configuration")
+	}
 }
