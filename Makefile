@@ -27,6 +27,19 @@ tools: ## Build (or reuse from ~/.cache/fleetlb) kube-apiserver, etcd and kubect
 test: tools ## Run every test (unit, envtest, xDS feature tests, e2e) against real control planes.
 	go test $(GO_TEST_FLAGS) ./...
 
+# Fuzz targets as package:Function; make fuzz runs each for FUZZTIME, one after
+# the other (their seed corpora also run in make test, as ordinary tests).
+FUZZTIME ?= 10m
+FUZZ_FLAGS ?= -fuzzminimizetime=10s
+FUZZ_TARGETS := ./envoy/translate:FuzzTranslate ./manager/route:FuzzHostnameOwnership ./manager/ipam:FuzzAllocator
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (default 10m) one after the other (FUZZ_FLAGS="-parallel 1" spares the CPU).
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== $$fn ($$pkg) for $(FUZZTIME)"; \
+		go test $$pkg -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $(FUZZ_FLAGS) || exit 1; \
+	done
+
 .PHONY: demo
 demo: tools ## Run a management cluster, two tenant clusters, manager, ccms, proxy and example Services locally (Ctrl-C stops).
 	go build -o bin/demo ./e2e/demo

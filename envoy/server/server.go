@@ -73,6 +73,7 @@ type Server struct {
 	streams   map[streamKey]*stream
 	onAcked   []func(fleet string, generation uint64)
 	onProxies []func(fleet string)
+	onNACK    []func(fleet string, n NACK)
 	lastErrs  map[string]error // fleet → why the newest Set was refused
 }
 

@@ -315,6 +315,7 @@ func (s *Server) afterRequest(fleet string, nack *NACK, joined bool) {
 		s.proxiesChanged(fleet)
 	}
 	if nack != nil {
+		s.nacked(fleet, *nack)
 		s.metrics.nacks.WithLabelValues(fleet, nack.TypeURL).Inc()
 		s.log.Info("proxy refused configuration (NACK); it keeps its last good one",
 			"fleet", fleet, "node", nack.Node, "type", nack.TypeURL, "version", nack.Version, "detail", nack.Detail)

@@ -51,15 +51,25 @@ func httpResources(f *model.Fleet) (*l7Resources, error) {
 	}
 
 	if f.HTTPS != nil {
-		// SNI → certificate: one filter chain per certificate that serves any hostname.
+		// SNI → certificate: one filter chain per certificate that serves any
+		// hostname, each with its own route configuration holding only the
+		// virtual hosts of that certificate. A certificate belongs to one
+		// tenant (or group), so a route configuration a proxy refuses holds
+		// back that tenant's HTTPS changes, not everyone's; and a request can
+		// only reach the virtual hosts of the certificate its TLS handshake chose.
 		serverNames := map[string][]string{}
-		rc := &routev3.RouteConfiguration{Name: HTTPSRouteName}
+		rcs := map[string]*routev3.RouteConfiguration{}
 		for i := range vhosts {
 			v := &vhosts[i]
 			if v.Certificate == "" {
 				continue
 			}
 			serverNames[v.Certificate] = append(serverNames[v.Certificate], v.Hostnames...)
+			rc := rcs[v.Certificate]
+			if rc == nil {
+				rc = &routev3.RouteConfiguration{Name: HTTPSRouteNameFor(v.Certificate)}
+				rcs[v.Certificate] = rc
+			}
 			rc.VirtualHosts = append(rc.VirtualHosts, virtualHost(v))
 		}
 		certs := slices.Clone(f.Certificates)
@@ -75,6 +85,7 @@ func httpResources(f *model.Fleet) (*l7Resources, error) {
 				CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte(c.CertPEM)}},
 				PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte(c.KeyPEM)}},
 			}}})
+			out.routes = append(out.routes, rcs[c.Name])
 			chains = append(chains, &listenerv3.FilterChain{
 				Name:             c.Name,
 				FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: slices.Compact(names)},
@@ -84,13 +95,12 @@ func httpResources(f *model.Fleet) (*l7Resources, error) {
 						AlpnProtocols:                  []string{"h2", "http/1.1"},
 					},
 				})}},
-				Filters: []*listenerv3.Filter{hcm(HTTPSListenerName, HTTPSRouteName)},
+				Filters: []*listenerv3.Filter{hcm(HTTPSListenerName, HTTPSRouteNameFor(c.Name))},
 			})
 		}
 		// Envoy needs at least one filter chain; with no certificate in use
-		// there is no HTTPS listener, and so no route configuration for it.
+		// there is no HTTPS listener.
 		if len(chains) > 0 {
-			out.routes = append(out.routes, rc)
 			out.listeners = append(out.listeners, &listenerv3.Listener{
 				Name:    HTTPSListenerName,
 				Address: socketAddress(f.HTTPS.VIP, f.HTTPS.Port, false),
@@ -105,6 +115,9 @@ func httpResources(f *model.Fleet) (*l7Resources, error) {
 	}
 	return out, nil
 }
+
+// HTTPSRouteNameFor is the route configuration of the HTTPS filter chain of a certificate.
+func HTTPSRouteNameFor(certificate string) string { return HTTPSRouteName + "/" + certificate }
 
 // Downstream HTTP limits of the shared listeners: Envoy's edge best practices
 // (HTTP/2 limits, 32 KiB buffers), Contour's 60 s connection idle timeout, and

@@ -3,7 +3,8 @@
 // the xDS server version resources by content hash and push only what changed.
 //
 // Listeners are stable: one per L4 VIP:port, and per fleet one "http" and one
-// "https" listener whose routes come from RDS, certificates from SDS and
+// "https" listener whose routes come from RDS (one route configuration per
+// certificate on HTTPS, so each tenant's is its own), certificates from SDS and
 // endpoints from EDS, so route, cluster, endpoint and secret changes never
 // touch a listener.
 package translate
@@ -25,7 +26,8 @@ const (
 	HTTPListenerName  = "http"
 	HTTPSListenerName = "https"
 	HTTPRouteName     = "http"
-	HTTPSRouteName    = "https"
+	// HTTPSRouteName prefixes the route configuration of each HTTPS filter chain (HTTPSRouteNameFor).
+	HTTPSRouteName = "https"
 )
 
 // Output is the xDS resources of one fleet, each list sorted by name.

@@ -1,11 +1,20 @@
 package model
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
+	"net/netip"
 	"regexp"
 	"strings"
+	"time"
+	"unicode/utf8"
 )
 
 var (
@@ -16,6 +25,131 @@ var (
 
 // ValidHostname reports whether h is a lower-case DNS name or a "*.suffix" wildcard.
 func ValidHostname(h string) bool { return len(h) <= 253 && hostnameR.MatchString(h) }
+
+// Limits Envoy puts on header names and values (proto validation).
+const maxHeaderBytes = 16384
+
+// ValidHeaderName reports whether name is an HTTP token (RFC 7230).
+func ValidHeaderName(name string) bool {
+	return len(name) <= maxHeaderBytes && tokenR.MatchString(name)
+}
+
+// CheckHeaderValue says why v cannot be a header value Envoy adds ("" when it can):
+// no NUL, CR or LF, valid UTF-8, and no '%', which Envoy reads as the start of
+// a command operator (%REQ(...)%) and refuses when unescaped.
+func CheckHeaderValue(v string) string {
+	switch {
+	case len(v) > maxHeaderBytes:
+		return fmt.Sprintf("is longer than %d bytes", maxHeaderBytes)
+	case !utf8.ValidString(v):
+		return "is not valid UTF-8"
+	case strings.ContainsAny(v, "\x00\r\n"):
+		return "contains NUL, CR or LF"
+	case strings.Contains(v, "%"):
+		return "contains %, which the proxy reads as a command operator"
+	}
+	return ""
+}
+
+// CheckModifiableHeader says why a route may not set, add or remove header
+// name ("" when it may): it must be a token, and Envoy refuses to modify
+// pseudo-headers (":authority", ":path"...) and Host.
+func CheckModifiableHeader(name string) string {
+	switch {
+	case strings.HasPrefix(name, ":"):
+		return fmt.Sprintf("%q is a pseudo-header, which cannot be modified", name)
+	case strings.EqualFold(name, "host"):
+		return fmt.Sprintf("%q cannot be modified (use a URL rewrite of the hostname)", name)
+	case !ValidHeaderName(name):
+		return fmt.Sprintf("%q is not a valid header name", name)
+	}
+	return ""
+}
+
+// checkPath says why p cannot be a path in a match, redirect or rewrite.
+func checkPath(p string) string {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return "must start with /"
+	case !utf8.ValidString(p):
+		return "is not valid UTF-8"
+	case strings.ContainsAny(p, "?#"):
+		return "must not contain ? or #"
+	case strings.IndexFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0:
+		return "must not contain spaces or control characters"
+	}
+	return ""
+}
+
+// checkText says why s cannot be a name or label sent to the proxy.
+func checkText(s string) string {
+	if !utf8.ValidString(s) {
+		return "is not valid UTF-8"
+	}
+	if strings.IndexFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f }) >= 0 {
+		return "must not contain control characters"
+	}
+	return ""
+}
+
+// checkDuration says why d cannot be a timeout or interval: negative, or
+// below the millisecond Envoy counts in (where it would become 0, "none").
+func checkDuration(d Duration) string {
+	if d < 0 {
+		return "must not be negative"
+	}
+	if d > 0 && d.D() < time.Millisecond {
+		return "must be 0 or at least 1ms"
+	}
+	return ""
+}
+
+// checkAddr says why a is not an address the proxy can use.
+func checkAddr(a netip.Addr) string {
+	if !a.IsValid() {
+		return "must be an IP address"
+	}
+	if a.Zone() != "" {
+		return "must not have a zone"
+	}
+	return ""
+}
+
+// ValidateCertificate refuses a chain and key Envoy's TLS stack refuses:
+// every CERTIFICATE block must parse, the key must match the leaf, and the key
+// must be RSA of 2048 to 4096 bits or ECDSA on P-256 or P-384. An expired
+// certificate is served (clients decide).
+func ValidateCertificate(certPEM, keyPEM []byte) error {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	for rest, i := certPEM, 0; ; i++ {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return fmt.Errorf("certificate %d of the chain: %v", i, err)
+		}
+	}
+	switch k := pair.PrivateKey.(type) {
+	case *rsa.PrivateKey:
+		if n := k.N.BitLen(); n < 2048 || n > 4096 {
+			return fmt.Errorf("RSA key of %d bits: the proxy takes 2048 to 4096", n)
+		}
+	case *ecdsa.PrivateKey:
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
+			return fmt.Errorf("ECDSA key on %s: the proxy takes P-256 and P-384", k.Curve.Params().Name)
+		}
+	default:
+		return fmt.Errorf("%T keys are not supported: use RSA (2048-4096 bits) or ECDSA (P-256, P-384)", pair.PrivateKey)
+	}
+	return nil
+}
 
 type errs struct{ list []error }
 
@@ -49,8 +183,16 @@ func (f *Fleet) Validate() error {
 	seen := map[l4key]int{}
 	for i, s := range f.L4 {
 		p := fmt.Sprintf("l4[%d]", i)
-		if !s.VIP.IsValid() {
-			e.add(p+".vip", "must be an IP address")
+		if why := checkAddr(s.VIP); why != "" {
+			e.add(p+".vip", "%s", why)
+		}
+		if why := checkDuration(s.IdleTimeout); why != "" {
+			e.add(p+".idleTimeout", "%s", why)
+		}
+		for _, t := range []string{s.Ref.Tenant, s.Ref.Namespace, s.Ref.Name} {
+			if why := checkText(t); why != "" {
+				e.add(p+".ref", "%q %s", t, why)
+			}
 		}
 		if s.Port == 0 {
 			e.add(p+".port", "must be 1-65535")
@@ -82,7 +224,7 @@ func (f *Fleet) Validate() error {
 		}
 	}
 	for i, l := range []*SharedListener{f.HTTP, f.HTTPS} {
-		if l != nil && (!l.VIP.IsValid() || l.Port == 0) {
+		if l != nil && (checkAddr(l.VIP) != "" || l.Port == 0) {
 			e.add([]string{"http", "https"}[i], "needs a VIP and a port")
 		}
 	}
@@ -100,7 +242,10 @@ func (f *Fleet) Validate() error {
 			e.add(p+".name", "duplicate certificate %q", c.Name)
 		}
 		certs[c.Name] = true
-		if _, err := tls.X509KeyPair([]byte(c.CertPEM), []byte(c.KeyPEM)); err != nil {
+		if why := checkText(c.Name); why != "" {
+			e.add(p+".name", "%s", why)
+		}
+		if err := ValidateCertificate([]byte(c.CertPEM), []byte(c.KeyPEM)); err != nil {
 			e.add(p, "not a usable certificate and key: %v", err)
 		}
 	}
@@ -110,8 +255,8 @@ func (f *Fleet) Validate() error {
 	for i := range f.VirtualHosts {
 		v := &f.VirtualHosts[i]
 		p := fmt.Sprintf("virtualHosts[%d]", i)
-		if v.Name == "" || vhosts[v.Name] {
-			e.add(p+".name", "must be unique and not empty: %q", v.Name)
+		if v.Name == "" || vhosts[v.Name] || checkText(v.Name) != "" {
+			e.add(p+".name", "must be unique, printable and not empty: %q", v.Name)
 		}
 		vhosts[v.Name] = true
 		if len(v.Hostnames) == 0 {
@@ -147,8 +292,8 @@ func (f *Fleet) Validate() error {
 		for j := range v.Routes {
 			r := &v.Routes[j]
 			rp := fmt.Sprintf("%s.routes[%d]", p, j)
-			if r.Name == "" || names[r.Name] {
-				e.add(rp+".name", "must be unique and not empty: %q", r.Name)
+			if r.Name == "" || names[r.Name] || checkText(r.Name) != "" {
+				e.add(rp+".name", "must be unique, printable and not empty: %q", r.Name)
 			}
 			names[r.Name] = true
 			r.validate(rp, backends, &e)
@@ -158,8 +303,11 @@ func (f *Fleet) Validate() error {
 }
 
 func (b *Backend) validate(p string, e *errs) {
-	if b.Name == "" || strings.ContainsAny(b.Name, " \t\n") {
-		e.add(p+".name", "must be non-empty without spaces: %q", b.Name)
+	if b.Name == "" || strings.ContainsAny(b.Name, " \t\n") || checkText(b.Name) != "" {
+		e.add(p+".name", "must be non-empty, printable and without spaces: %q", b.Name)
+	}
+	if why := checkDuration(b.ConnectTimeout); why != "" {
+		e.add(p+".connectTimeout", "%s", why)
 	}
 	switch b.Protocol {
 	case BackendTCP, BackendUDP, BackendHTTP1, BackendHTTP2, BackendGRPC:
@@ -172,10 +320,16 @@ func (b *Backend) validate(p string, e *errs) {
 	if b.ProxyProtocol != 0 && b.Protocol == BackendUDP {
 		e.add(p+".proxyProtocol", "is not supported for UDP")
 	}
+	weights := map[uint32]uint64{} // priority → sum of locality weights
 	for i, g := range b.Groups {
 		gp := fmt.Sprintf("%s.groups[%d]", p, i)
 		if g.Cluster == "" {
 			e.add(gp+".cluster", "must not be empty")
+		}
+		for _, t := range []string{g.Cluster, g.Zone} {
+			if why := checkText(t); why != "" {
+				e.add(gp, "%q %s", t, why)
+			}
 		}
 		if g.Priority > 127 {
 			e.add(gp+".priority", "must be 0-127")
@@ -184,9 +338,17 @@ func (b *Backend) validate(p string, e *errs) {
 			e.add(gp+".weight", "must be positive when the backend is locality-weighted")
 		}
 		for j, ep := range g.Endpoints {
-			if !ep.Address.IsValid() || ep.Port == 0 {
-				e.add(fmt.Sprintf("%s.endpoints[%d]", gp, j), "needs an address and a port")
+			if checkAddr(ep.Address) != "" || ep.Port == 0 {
+				e.add(fmt.Sprintf("%s.endpoints[%d]", gp, j), "needs an address (without zone) and a port")
 			}
+		}
+		if b.LocalityWeighted && len(g.Endpoints) > 0 {
+			weights[g.Priority] += uint64(g.Weight)
+		}
+	}
+	for prio, w := range weights {
+		if w > math.MaxUint32 {
+			e.add(p+".groups", "the weights of priority %d add up to %d, more than %d", prio, w, uint64(math.MaxUint32))
 		}
 	}
 	if hc := b.HealthCheck; hc != nil {
@@ -196,12 +358,17 @@ func (b *Backend) validate(p string, e *errs) {
 		switch hc.Type {
 		case HealthTCP:
 		case HealthHTTP:
-			if !strings.HasPrefix(hc.Path, "/") {
-				e.add(p+".healthCheck.path", "must start with /")
+			if why := checkPath(hc.Path); why != "" {
+				e.add(p+".healthCheck.path", "%s", why)
 			}
-
 		default:
 			e.add(p+".healthCheck.type", "must be TCP or HTTP, not %q", hc.Type)
+		}
+		if hc.Interval != 0 && hc.Interval.D() < time.Second {
+			e.add(p+".healthCheck.interval", "must be at least 1s")
+		}
+		if why := checkDuration(hc.Timeout); why != "" {
+			e.add(p+".healthCheck.timeout", "%s", why)
 		}
 		for _, s := range hc.ExpectedStatuses {
 			if s < 100 || s > 599 {
@@ -209,6 +376,24 @@ func (b *Backend) validate(p string, e *errs) {
 			}
 		}
 	}
+	if o := b.Outlier; o != nil {
+		for name, d := range map[string]Duration{"interval": o.Interval, "baseEjectionTime": o.BaseEjectionTime} {
+			if why := checkDuration(d); why != "" {
+				e.add(p+".outlier."+name, "%s", why)
+			}
+		}
+		if o.MaxEjectionPercent > 100 {
+			e.add(p+".outlier.maxEjectionPercent", "must be 0-100")
+		}
+	}
+}
+
+// Validate checks a route on its own, without the backends it refers to:
+// what admission can say about a rule before any backend exists.
+func (r *Route) Validate() error {
+	var e errs
+	r.validate("route", nil, &e)
+	return errors.Join(e.list...)
 }
 
 func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
@@ -219,27 +404,35 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 			e.add(p+".match.pathType", "must be set with a path")
 		}
 	case PathExact, PathPrefix:
-		if !strings.HasPrefix(m.Path, "/") {
-			e.add(p+".match.path", "must start with /")
+		if why := checkPath(m.Path); why != "" {
+			e.add(p+".match.path", "%s", why)
 		}
 	case PathRegex:
-		if _, err := regexp.Compile(m.Path); err != nil {
+		if err := ValidateRegex(m.Path); err != nil {
 			e.add(p+".match.path", "invalid regular expression: %v", err)
 		}
 	default:
 		e.add(p+".match.pathType", "unknown path match %q", m.PathType)
 	}
+	if m.Method != "" && !tokenR.MatchString(m.Method) {
+		e.add(p+".match.method", "%q is not a method", m.Method)
+	}
 	for k, list := range [][]StringMatch{m.Headers, m.Query} {
 		kind := []string{"headers", "query"}[k]
 		for i, h := range list {
 			hp := fmt.Sprintf("%s.match.%s[%d]", p, kind, i)
-			if kind == "headers" && !tokenR.MatchString(h.Name) || h.Name == "" {
+			switch {
+			case h.Name == "", len(h.Name) > 1024, checkText(h.Name) != "",
+				kind == "headers" && !ValidHeaderName(h.Name):
 				e.add(hp+".name", "%q is not a valid name", h.Name)
 			}
 			switch h.Type {
 			case "", StringExact:
+				if !utf8.ValidString(h.Value) {
+					e.add(hp+".value", "is not valid UTF-8")
+				}
 			case StringRegex:
-				if _, err := regexp.Compile(h.Value); err != nil {
+				if err := ValidateRegex(h.Value); err != nil {
 					e.add(hp+".value", "invalid regular expression: %v", err)
 				}
 			default:
@@ -259,8 +452,16 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 		if rd.Scheme != "" && rd.Scheme != "http" && rd.Scheme != "https" {
 			e.add(p+".redirect.scheme", "must be http or https")
 		}
+		if rd.Host != "" && (!ValidHostname(rd.Host) || strings.HasPrefix(rd.Host, "*")) {
+			e.add(p+".redirect.host", "%q is not a DNS name", rd.Host)
+		}
 		if rd.FullPath != "" && rd.PrefixPath != "" {
 			e.add(p+".redirect", "set at most one of fullPath and prefixPath")
+		}
+		for name, v := range map[string]string{"fullPath": rd.FullPath, "prefixPath": rd.PrefixPath} {
+			if why := checkPath(v); v != "" && why != "" {
+				e.add(p+".redirect."+name, "%s", why)
+			}
 		}
 		if rd.PrefixPath != "" && m.PathType != PathPrefix {
 			e.add(p+".redirect.prefixPath", "needs a Prefix path match")
@@ -274,6 +475,9 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 		for i, wb := range fw.Backends {
 			b, ok := backends[wb.Backend]
 			switch {
+			case wb.Backend == "":
+				e.add(fmt.Sprintf("%s.forward.backends[%d]", p, i), "names no backend")
+			case backends == nil: // checked on its own: references are resolved later
 			case !ok:
 				e.add(fmt.Sprintf("%s.forward.backends[%d]", p, i), "unknown backend %q", wb.Backend)
 			case b.Protocol == BackendTCP || b.Protocol == BackendUDP:
@@ -284,17 +488,47 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 		if len(fw.Backends) > 0 && total == 0 {
 			e.add(p+".forward.backends", "weights must not all be zero")
 		}
+		if total > math.MaxUint32 {
+			e.add(p+".forward.backends", "weights add up to %d, more than %d", total, uint64(math.MaxUint32))
+		}
+		if fw.RewriteHost != "" && (!ValidHostname(fw.RewriteHost) || strings.HasPrefix(fw.RewriteHost, "*")) {
+			e.add(p+".forward.rewriteHost", "%q is not a DNS name", fw.RewriteHost)
+		}
 		if fw.RewriteFullPath != "" && fw.RewritePrefixPath != "" {
 			e.add(p+".forward", "set at most one of rewriteFullPath and rewritePrefixPath")
+		}
+		for name, v := range map[string]string{"rewriteFullPath": fw.RewriteFullPath, "rewritePrefixPath": fw.RewritePrefixPath} {
+			if why := checkPath(v); v != "" && why != "" {
+				e.add(p+".forward."+name, "%s", why)
+			}
+		}
+		if strings.Contains(fw.RewriteFullPath, "\\") {
+			// The full path is a regex substitution, where \ starts a group reference.
+			e.add(p+".forward.rewriteFullPath", "must not contain a backslash")
 		}
 		if fw.RewritePrefixPath != "" && m.PathType != PathPrefix {
 			e.add(p+".forward.rewritePrefixPath", "needs a Prefix path match")
 		}
+		for name, d := range map[string]Duration{"timeout": fw.Timeout, "backendTimeout": fw.BackendTimeout} {
+			if why := checkDuration(d); why != "" {
+				e.add(p+".forward."+name, "%s", why)
+			}
+		}
 		for k, hc := range []HeaderChanges{fw.RequestHeaders, fw.ResponseHeaders} {
-			kind := []string{"requestHeaders", "responseHeaders"}[k]
-			for _, h := range append(append([]Header{}, hc.Set...), hc.Add...) {
-				if !tokenR.MatchString(h.Name) {
-					e.add(p+".forward."+kind, "%q is not a valid header name", h.Name)
+			kp := p + ".forward." + []string{"requestHeaders", "responseHeaders"}[k]
+			for kind, list := range map[string][]Header{"set": hc.Set, "add": hc.Add} {
+				for i, h := range list {
+					if why := CheckModifiableHeader(h.Name); why != "" {
+						e.add(fmt.Sprintf("%s.%s[%d].name", kp, kind, i), "%s", why)
+					}
+					if why := CheckHeaderValue(h.Value); why != "" {
+						e.add(fmt.Sprintf("%s.%s[%d].value", kp, kind, i), "%s", why)
+					}
+				}
+			}
+			for i, name := range hc.Remove {
+				if why := CheckModifiableHeader(name); why != "" {
+					e.add(fmt.Sprintf("%s.remove[%d]", kp, i), "%s", why)
 				}
 			}
 		}

@@ -47,13 +47,16 @@ func ParseRange(s string) (Range, error) {
 		if err != nil {
 			return Range{}, fmt.Errorf("range %q: last address: %w", s, err)
 		}
+		// Unmapped first: "::ffff:10.0.0.1-ffff::1" would otherwise span two
+		// families, and a scan from its first address would never reach its last.
+		first, last = first.Unmap(), last.Unmap()
 		if first.Is4() != last.Is4() {
 			return Range{}, fmt.Errorf("range %q: both ends must be of one address family", s)
 		}
 		if last.Less(first) {
 			return Range{}, fmt.Errorf("range %q: last address is before the first", s)
 		}
-		return Range{First: first.Unmap(), Last: last.Unmap()}, nil
+		return Range{First: first, Last: last}, nil
 	}
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)

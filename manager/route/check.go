@@ -2,9 +2,7 @@ package route
 
 import (
 	"cmp"
-	"crypto/tls"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -13,6 +11,7 @@ import (
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/manager/backends"
 	"github.com/fleetlb/fleetlb/manager/tenant"
+	"github.com/fleetlb/fleetlb/internal/model"
 )
 
 // Allowed reports whether a Tenant whose spec.hostnames are patterns may
@@ -67,7 +66,7 @@ func CheckSecret(s *corev1.Secret) (reason, msg string) {
 	if s.Type != corev1.SecretTypeTLS {
 		return v1.ReasonSecretNotTLS, fmt.Sprintf("secret %s is of type %q, not %s", s.Name, s.Type, corev1.SecretTypeTLS)
 	}
-	if _, err := tls.X509KeyPair(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]); err != nil {
+	if err := model.ValidateCertificate(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]); err != nil {
 		return v1.ReasonSecretNotTLS, fmt.Sprintf("secret %s has no usable certificate and key: %v", s.Name, err)
 	}
 	return "", ""
@@ -135,19 +134,10 @@ func CheckRule(rule *v1.RouteRule) (reason, msg string) {
 			return reason, msg
 		}
 	}
-	for _, m := range rule.Matches {
-		if m.Path != nil && m.Path.Type == v1.PathRegularExpression {
-			if _, err := regexp.Compile(m.Path.Value); err != nil {
-				return v1.ReasonInvalidSpec, fmt.Sprintf("path %q is not a regular expression: %v", m.Path.Value, err)
-			}
-		}
-		for _, h := range append(append([]v1.HeaderMatch{}, m.Headers...), m.QueryParams...) {
-			if h.Type == v1.MatchRegularExpression {
-				if _, err := regexp.Compile(h.Value); err != nil {
-					return v1.ReasonInvalidSpec, fmt.Sprintf("%s value %q is not a regular expression: %v", h.Name, h.Value, err)
-				}
-			}
-		}
+	// What the fleet model refuses, the proxy would refuse (NACK) for every
+	// tenant: the rule is refused here, with the model's reason.
+	if msg := checkRuleModel(rule); msg != "" {
+		return v1.ReasonInvalidSpec, msg
 	}
 	if redirect != nil {
 		return "", "" // answered here: backends, if any, are not used
@@ -190,6 +180,35 @@ func redirectOnly(rule *v1.RouteRule) bool {
 	return slices.ContainsFunc(rule.Filters, func(f v1.RouteFilter) bool { return f.Type == v1.FilterRequestRedirect })
 }
 
+// checkRuleModel validates each match of the rule as the fleet model route it
+// becomes (backends are resolved later), and says why not ("" when valid).
+func checkRuleModel(rule *v1.RouteRule) string {
+	redirect, fw := RuleAction(rule)
+	if fw != nil {
+		for i, b := range rule.Backends {
+			fw.Backends = append(fw.Backends, model.WeightedBackend{Backend: fmt.Sprintf("backend-%d", i), Weight: uint32(max(Weight(b), 0))})
+		}
+	}
+	matches := rule.Matches
+	if len(matches) == 0 {
+		matches = []v1.RouteMatch{{}}
+	}
+	for i := range matches {
+		r := model.Route{Name: "rule", Match: ModelMatch(&matches[i]), Redirect: redirect, Forward: fw}
+		if fw != nil && !slices.ContainsFunc(fw.Backends, func(b model.WeightedBackend) bool { return b.Weight > 0 }) {
+			r.Forward = &model.Forward{Backends: []model.WeightedBackend{{Backend: "backend", Weight: 1}}} // reported as InvalidBackend
+		}
+		if err := r.Validate(); err != nil {
+			msg := strings.ReplaceAll(err.Error(), "route.", "")
+			if len(matches) > 1 {
+				msg = fmt.Sprintf("match %d: %s", i, msg)
+			}
+			return strings.ReplaceAll(msg, "\n", "; ")
+		}
+	}
+	return ""
+}
+
 // Weight is a backend's weight, 1 when unset.
 func Weight(b v1.RouteBackend) int32 {
 	if b.Weight == nil {
@@ -208,4 +227,89 @@ func FleetAddresses(f *v1.ProxyFleet) []v1.Address {
 		return []v1.Address{{IP: f.Spec.VIP, IPMode: v1.IPModeProxy}}
 	}
 	return nil
+}
+
+// RuleAction is a rule's redirect, or its forward without backends, in the
+// fleet model.
+func RuleAction(rule *v1.RouteRule) (*model.Redirect, *model.Forward) {
+	fw := &model.Forward{}
+	for _, f := range rule.Filters {
+		switch f.Type {
+		case v1.FilterRequestRedirect:
+			rr := f.RequestRedirect
+			rd := &model.Redirect{Scheme: rr.Scheme, Host: string(rr.Hostname), StatusCode: int(rr.StatusCode)}
+			if rr.Port != nil {
+				rd.Port = uint16(*rr.Port)
+			}
+			if p := rr.Path; p != nil {
+				if p.Type == v1.ReplaceFullPath {
+					rd.FullPath = p.Value
+				} else {
+					rd.PrefixPath = p.Value
+				}
+			}
+			return rd, nil
+		case v1.FilterURLRewrite:
+			fw.RewriteHost = string(f.URLRewrite.Hostname)
+			if p := f.URLRewrite.Path; p != nil {
+				if p.Type == v1.ReplaceFullPath {
+					fw.RewriteFullPath = p.Value
+				} else {
+					fw.RewritePrefixPath = p.Value
+				}
+			}
+		case v1.FilterRequestHeaderModifier:
+			fw.RequestHeaders = headerChanges(f.RequestHeaderModifier)
+		case v1.FilterResponseHeaderModifier:
+			fw.ResponseHeaders = headerChanges(f.ResponseHeaderModifier)
+		}
+	}
+	if to := rule.Timeouts; to != nil {
+		if to.Request != nil {
+			fw.Timeout = model.Duration(to.Request.Duration)
+		}
+		if to.BackendRequest != nil {
+			fw.BackendTimeout = model.Duration(to.BackendRequest.Duration)
+		}
+	}
+	return nil, fw
+}
+
+func headerChanges(m *v1.HeaderModifier) model.HeaderChanges {
+	var hc model.HeaderChanges
+	for _, h := range m.Set {
+		hc.Set = append(hc.Set, model.Header{Name: h.Name, Value: h.Value})
+	}
+	for _, h := range m.Add {
+		hc.Add = append(hc.Add, model.Header{Name: h.Name, Value: h.Value})
+	}
+	hc.Remove = slices.Clone(m.Remove)
+	return hc
+}
+
+// ModelMatch is a rule match in the fleet model.
+func ModelMatch(m *v1.RouteMatch) model.Match {
+	out := model.Match{PathType: model.PathPrefix, Path: "/", Method: m.Method}
+	if p := m.Path; p != nil {
+		out.Path = p.Value
+		switch p.Type {
+		case v1.PathExact:
+			out.PathType = model.PathExact
+		case v1.PathRegularExpression:
+			out.PathType = model.PathRegex
+		}
+	}
+	conv := func(in []v1.HeaderMatch) []model.StringMatch {
+		var sm []model.StringMatch
+		for _, h := range in {
+			typ := model.StringExact
+			if h.Type == v1.MatchRegularExpression {
+				typ = model.StringRegex
+			}
+			sm = append(sm, model.StringMatch{Name: h.Name, Type: typ, Value: h.Value})
+		}
+		return sm
+	}
+	out.Headers, out.Query = conv(m.Headers), conv(m.QueryParams)
+	return out
 }

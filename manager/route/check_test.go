@@ -1,8 +1,17 @@
 package route
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"math/big"
+	"strings"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
@@ -67,5 +76,61 @@ func TestCheckRule(t *testing.T) {
 		if got, msg := CheckRule(&c.rule); got != c.want {
 			t.Errorf("%s: %q (%s), want %q", name, got, msg, c.want)
 		}
+	}
+}
+
+// A rule the fleet's proxies would refuse is refused at admission, on the
+// tenant's own Route, with the model's reason: it never reaches the shared
+// route configuration where a NACK would hold back every tenant.
+func TestCheckRuleRefusesWhatTheProxyRefuses(t *testing.T) {
+	be := []v1.RouteBackend{{NodePort: 30000}}
+	mod := func(typ v1.FilterType, m v1.HeaderModifier) []v1.RouteFilter {
+		f := v1.RouteFilter{Type: typ}
+		if typ == v1.FilterRequestHeaderModifier {
+			f.RequestHeaderModifier = &m
+		} else {
+			f.ResponseHeaderModifier = &m
+		}
+		return []v1.RouteFilter{f}
+	}
+	for name, c := range map[string]struct {
+		rule v1.RouteRule
+		want string // in the message
+	}{
+		"set Host": {v1.RouteRule{Backends: be, Filters: mod(v1.FilterRequestHeaderModifier,
+			v1.HeaderModifier{Set: []v1.HTTPHeader{{Name: "Host", Value: "victim.example.com"}}})}, `"Host" cannot be modified`},
+		"remove :authority": {v1.RouteRule{Backends: be, Filters: mod(v1.FilterRequestHeaderModifier,
+			v1.HeaderModifier{Remove: []string{":authority"}})}, "pseudo-header"},
+		"CRLF in a response header": {v1.RouteRule{Backends: be, Filters: mod(v1.FilterResponseHeaderModifier,
+			v1.HeaderModifier{Add: []v1.HTTPHeader{{Name: "x-a", Value: "1\r\nx-b: 2"}}})}, "CR or LF"},
+		"regex over RE2's program size": {v1.RouteRule{Backends: be, Matches: []v1.RouteMatch{{Path: &v1.PathMatch{
+			Type: v1.PathRegularExpression, Value: "/static/[a-zA-Z0-9._-]{0,200}/"}}}}, "too complex"},
+		"header regex over RE2's program size in the second match": {v1.RouteRule{Backends: be, Matches: []v1.RouteMatch{{}, {
+			Headers: []v1.HeaderMatch{{Name: "x", Type: v1.MatchRegularExpression, Value: "(ab|cd){40}"}}}}}, "match 1: "},
+		"negative timeout": {v1.RouteRule{Backends: be, Timeouts: &v1.RouteTimeouts{Request: &metav1.Duration{Duration: -time.Second}}}, "negative"},
+	} {
+		got, msg := CheckRule(&c.rule)
+		if got != v1.ReasonInvalidSpec || !strings.Contains(msg, c.want) {
+			t.Errorf("%s: %q (%s), want %s with %q", name, got, msg, v1.ReasonInvalidSpec, c.want)
+		}
+	}
+}
+
+func TestCheckSecretRefusesKeysTheProxyRefuses(t *testing.T) {
+	k, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"a.example.com"}, NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "weak"}, Type: corev1.SecretTypeTLS, Data: map[string][]byte{
+		corev1.TLSCertKey:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}),
+	}}
+	if reason, msg := CheckSecret(s); reason != v1.ReasonSecretNotTLS || !strings.Contains(msg, "2048 to 4096") {
+		t.Fatalf("CheckSecret = %q %q, want SecretNotTLS for a 1024-bit key", reason, msg)
 	}
 }

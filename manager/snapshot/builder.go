@@ -45,6 +45,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/envoy/translate"
 	"github.com/fleetlb/fleetlb/internal/model"
 	"github.com/fleetlb/fleetlb/manager/backends"
@@ -91,6 +92,8 @@ type Builder struct {
 	gen   map[string]uint64                     // fleet → its generation
 	since map[string]map[string]programmedSince // fleet → "Kind/ns/name" → generation that first served its current spec
 	acks  chan event.GenericEvent
+	// contain is, per fleet, what is held back because its proxies refused a configuration.
+	contain map[string]*containment
 
 	nodeLimits sync.Map // tenant namespace → the node-limit refusal last told
 }
@@ -103,7 +106,21 @@ type programmedSince struct {
 // SetupWithManager registers the builder.
 func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 	b.last, b.gen, b.since = map[string]*model.Fleet{}, map[string]uint64{}, map[string]map[string]programmedSince{}
+	b.contain = map[string]*containment{}
 	b.acks = make(chan event.GenericEvent, 256)
+	if n, ok := b.XDS.(NACKSource); ok {
+		n.OnNACK(func(fleet string, nack server.NACK) {
+			_, served := n.Version(fleet)
+			b.mu.Lock()
+			c := b.containmentOf(fleet)
+			c.nacks = append(c.nacks, nackEvent{detail: nack.Detail, servedGen: served})
+			b.mu.Unlock()
+			select {
+			case b.acks <- event.GenericEvent{Object: &v1.ProxyFleet{ObjectMeta: metav1.ObjectMeta{Name: fleet}}}:
+			default:
+			}
+		})
+	}
 	b.XDS.OnAcked(func(fleet string, _ uint64) {
 		select {
 		case b.acks <- event.GenericEvent{Object: &v1.ProxyFleet{ObjectMeta: metav1.ObjectMeta{Name: fleet}}}:
@@ -205,7 +222,6 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		return ctrl.Result{}, err
 	}
 
-	f := &model.Fleet{Name: fleet}
 	var lbs []admittedLB
 	var lbErrs []error
 	var routes []*admittedRoute
@@ -280,75 +296,45 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		}
 		objects = append(objects, o)
 	}
-	vhosts, global := virtualHosts(okRoutes, httpL, httpsL)
-	if f.VirtualHosts = vhosts; len(vhosts) > 0 {
-		f.HTTP, f.HTTPS = httpL, httpsL
-		// Only the certificates and backends the virtual hosts use.
-		certs, backends := map[string]bool{}, map[string]bool{}
-		for _, v := range vhosts {
-			certs[v.Certificate] = true
-			for _, r := range v.Routes {
-				if r.Forward != nil {
-					for _, wb := range r.Forward.Backends {
-						backends[wb.Backend] = true
-					}
-				}
-			}
-		}
-		for _, a := range okRoutes {
-			for _, c := range a.certs {
-				if certs[c.Name] {
-					delete(certs, c.Name)
-					f.Certificates = append(f.Certificates, c)
-				}
-			}
-			for _, be := range append(slices.Clone(a.backends), global...) {
-				if backends[be.Name] {
-					delete(backends, be.Name)
-					f.Backends = append(f.Backends, be)
-				}
-			}
-		}
+	// Each LoadBalancer must translate on its own (next to the shared
+	// listeners), so one bad object never stalls the fleet.
+	shared := &model.Fleet{Name: fleet}
+	if len(okRoutes) > 0 {
+		shared.HTTP, shared.HTTPS = httpL, httpsL
 	}
-
-	globals := map[string][]admittedLB{}
-	var globalOrder []string
+	var okLBs []admittedLB
 	for i, a := range lbs {
 		o := served{obj: a.lb, gen: a.lb.Generation}
 		err := lbErrs[i]
 		if err == nil {
-			// Each object must translate on its own (next to the shared
-			// listeners), so one bad object never stalls the fleet.
-			_, err = translate.Translate(&model.Fleet{Name: fleet, L4: a.services, Backends: a.backends, HTTP: f.HTTP, HTTPS: f.HTTPS})
+			_, err = translate.Translate(&model.Fleet{Name: fleet, L4: a.services, Backends: a.backends, HTTP: shared.HTTP, HTTPS: shared.HTTPS})
 		}
-		switch {
-		case err != nil:
+		if err != nil {
 			o.reason, o.msg = v1.ReasonInvalidSpec, err.Error()
-		case a.global != "" && len(a.services) > 0:
-			// Members of a global load balancer are joined below, per shared VIP.
-			key := a.global + "@" + a.services[0].VIP.String()
-			if globals[key] == nil {
-				globalOrder = append(globalOrder, key)
-			}
-			globals[key] = append(globals[key], a)
-		default:
-			f.L4 = append(f.L4, a.services...)
-			f.Backends = append(f.Backends, a.backends...)
+		} else {
+			okLBs = append(okLBs, a)
 		}
 		objects = append(objects, o)
 	}
-	for _, key := range globalOrder {
-		members := globals[key]
-		slices.SortFunc(members, func(x, y admittedLB) int {
-			return cmp.Or(x.lb.CreationTimestamp.Compare(y.lb.CreationTimestamp.Time), cmp.Compare(x.lb.Namespace+"/"+x.lb.Name, y.lb.Namespace+"/"+y.lb.Name))
-		})
-		svcs, bes := mergeGlobalLoadBalancers(members[0].global, members)
-		f.L4 = append(f.L4, svcs...)
-		f.Backends = append(f.Backends, bes...)
+
+	// What the fleet's proxies refused stays out, with its tenant.
+	okRoutes, okLBs = b.holdBack(fleet, okRoutes, okLBs, objects)
+
+	// Objects were checked one by one; what is left is a conflict between
+	// them. The younger object of a conflict is left out, never the fleet.
+	f, err := assemble(fleet, httpL, httpsL, okRoutes, okLBs)
+	if err != nil {
+		var excluded []client.Object
+		f, excluded = resolveConflicts(fleet, httpL, httpsL, okRoutes, okLBs)
+		for _, obj := range excluded {
+			for i := range objects {
+				if objects[i].obj == obj {
+					objects[i].reason, objects[i].msg = ReasonConflicted, conflictMessage(obj, fleet)
+				}
+			}
+		}
+		b.Log.Info("fleet-level conflict: younger objects left out", "fleet", fleet, "excluded", len(excluded), "error", err.Error())
 	}
-	slices.SortFunc(f.L4, func(x, y model.L4Service) int { return cmp.Compare(x.Backend, y.Backend) })
-	slices.SortFunc(f.Backends, func(x, y model.Backend) int { return cmp.Compare(x.Name, y.Name) })
-	slices.SortFunc(f.Certificates, func(x, y model.Certificate) int { return cmp.Compare(x.Name, y.Name) })
 
 	b.mu.Lock()
 	gen, same := b.gen[fleet], reflect.DeepEqual(b.last[fleet], f)
@@ -356,7 +342,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	if !same {
 		out, err := translate.Translate(f)
 		if err != nil {
-			// Objects were checked one by one, so this is a conflict between them.
+			// resolveConflicts made f translate; this is a translator bug.
 			return ctrl.Result{}, fmt.Errorf("fleet %s: %w", fleet, err)
 		}
 		gen = b.XDS.Set(fleet, out.ByType())
@@ -386,6 +372,9 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		next[key] = s
 	}
 	b.since[fleet] = next // objects no longer served are forgotten
+	if c := b.contain[fleet]; c != nil && c.trial != "" && c.trialGen == 0 {
+		c.trialGen = gen
+	}
 	b.mu.Unlock()
 	for _, o := range objects {
 		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: o.reason, Message: o.msg, ObservedGeneration: o.gen}
@@ -441,9 +430,12 @@ func (b *Builder) setProgrammed(ctx context.Context, obj client.Object, c metav1
 	return fmt.Errorf("programmed: unexpected %T", obj)
 }
 
-// BackendName is the stable, readable Envoy cluster name of one LoadBalancer port.
-func BackendName(tenantName string, src v1.ServiceSource, p v1.LoadBalancerPort) string {
-	return fmt.Sprintf("%s/%s/%s/%s/%d", tenantName, src.Namespace, src.Name, strings.ToLower(string(p.Protocol)), p.Port)
+// BackendName is the stable, readable Envoy cluster name of one LoadBalancer
+// port. It comes from the management object's identity (its tenant namespace
+// and name, unique in the fleet), never from what the tenant wrote in its
+// spec: two LoadBalancers with the same spec.source cannot collide.
+func BackendName(tenantName, lbName string, p v1.LoadBalancerPort) string {
+	return fmt.Sprintf("%s/%s/%s/%d", tenantName, lbName, strings.ToLower(string(p.Protocol)), p.Port)
 }
 
 // fromLoadBalancer maps an admitted LoadBalancer onto model services and backends.
@@ -463,7 +455,7 @@ func fromLoadBalancer(tenantName string, lb *v1.LoadBalancer, nodes *v1.TenantNo
 	}
 	cluster := cmp.Or(nodes.Spec.Cluster, lb.Spec.Source.Cluster)
 	for _, p := range lb.Spec.Ports {
-		name := BackendName(tenantName, lb.Spec.Source, p)
+		name := BackendName(tenantName, lb.Name, p)
 		proto, bproto := model.TCP, model.BackendTCP
 		if p.Protocol == v1.ProtocolUDP {
 			proto, bproto = model.UDP, model.BackendUDP
@@ -505,7 +497,7 @@ func fromLoadBalancer(tenantName string, lb *v1.LoadBalancer, nodes *v1.TenantNo
 		}
 		a.backends = append(a.backends, be)
 		a.services = append(a.services, model.L4Service{
-			Ref: model.Ref{Tenant: tenantName, Namespace: lb.Spec.Source.Namespace, Name: lb.Spec.Source.Name},
+			Ref: model.Ref{Tenant: tenantName, Namespace: lb.Namespace, Name: lb.Name},
 			VIP: vip, Port: uint16(p.Port), Protocol: proto, Backend: name, SourceRanges: ranges,
 		})
 	}

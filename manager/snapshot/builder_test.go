@@ -219,7 +219,7 @@ func TestLoadBalancersAreServedAndProgrammedAfterAck(t *testing.T) {
 		t.Fatalf("listeners %v, want only l4/tcp/127.0.40.1:80", keys(ls))
 	}
 	waitFor("endpoints", func() bool {
-		cla := p.endpoints(t)["a/default/web/tcp/80"]
+		cla := p.endpoints(t)["a/web/tcp/80"]
 		if cla == nil || len(cla.Endpoints) != 2 {
 			return false
 		}

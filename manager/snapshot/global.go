@@ -21,7 +21,7 @@ type globalMember struct {
 func memberOf(groups []model.EndpointGroup, strategy v1.Strategy, g *v1.GlobalOptions) globalMember {
 	m := globalMember{groups: groups, weight: 1}
 	if g != nil && strategy == v1.StrategyWeighted && g.Weight != nil {
-		m.weight = uint32(max(*g.Weight, 0))
+		m.weight = uint32(min(max(*g.Weight, 0), 1000)) // the API maximum, so sums of weights stay far from overflow
 	}
 	if g != nil && strategy == v1.StrategyFailover && g.Priority != nil {
 		m.priority = *g.Priority
@@ -59,7 +59,7 @@ func globalBackend(base model.Backend, strategy v1.Strategy, members []globalMem
 
 // mergeGlobalLoadBalancers joins the services of LoadBalancers that share a
 // global name (admission gave them one VIP): per VIP, protocol and port one
-// service to a "global/<group>/<name>/<proto>/<port>" backend holding every
+// service to a "global/<group>/<name>/<vip>/<proto>/<port>" backend holding every
 // member cluster's endpoints, with the strategy, health check and options of
 // the oldest member. Members are given oldest first.
 func mergeGlobalLoadBalancers(key string, members []admittedLB) ([]model.L4Service, []model.Backend) {
@@ -85,7 +85,9 @@ func mergeGlobalLoadBalancers(key string, members []admittedLB) ([]model.L4Servi
 			p := ports[pk]
 			if p == nil {
 				p = &port{svc: s, base: backends[s.Backend]}
-				p.base.Name = fmt.Sprintf("global/%s/%s/%d", key, strings.ToLower(string(s.Protocol)), s.Port)
+				// The VIP too: members of one global name that ended up on two
+				// addresses (two pools) are two load balancers with two names.
+				p.base.Name = fmt.Sprintf("global/%s/%s/%s/%d", key, s.VIP, strings.ToLower(string(s.Protocol)), s.Port)
 				p.svc.Backend = p.base.Name
 				ports[pk] = p
 				order = append(order, pk)

@@ -99,7 +99,7 @@ func TestGlobalLoadBalancersShareOneVIP(t *testing.T) {
 		if _, ok := ls["l4/tcp/"+vip+":80"]; !ok || len(ls) != 1 {
 			return fmt.Errorf("listeners %v", keys(ls))
 		}
-		cla := p.endpoints(t)["global/group:shop/web/tcp/80"]
+		cla := p.endpoints(t)["global/group:shop/web/"+vip+"/tcp/80"]
 		if cla == nil || len(cla.Endpoints) != 2 {
 			return fmt.Errorf("load assignment %v", cla)
 		}
@@ -116,7 +116,7 @@ func TestGlobalLoadBalancersShareOneVIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, "west alone keeps the address", func() error {
-		cla := p.endpoints(t)["global/group:shop/web/tcp/80"]
+		cla := p.endpoints(t)["global/group:shop/web/"+vip+"/tcp/80"]
 		if cla == nil || len(cla.Endpoints) != 1 || cla.Endpoints[0].Locality.Region != "west" || cla.Endpoints[0].Priority != 0 {
 			return fmt.Errorf("load assignment %v", cla)
 		}

@@ -49,11 +49,11 @@ func servedHostnames(rt *v1.Route) []v1.Hostname {
 }
 
 // RouteBackendName is the stable, readable Envoy cluster name of one Route
-// backend: tenant, source namespace, Service, protocol and node port (a node
-// port is unique in its cluster, so Routes that share it share the cluster).
-func RouteBackendName(tenantName, sourceNamespace string, b v1.RouteBackend) string {
-	return fmt.Sprintf("%s/%s/%s/%s/%d", tenantName, sourceNamespace, cmp.Or(b.ServiceName, "nodeport"),
-		strings.ToLower(string(cmp.Or(b.Protocol, v1.BackendHTTP))), b.NodePort)
+// backend: tenant, Route, protocol and node port. It comes from the management
+// object's identity, never from names the tenant wrote in its spec, so it
+// cannot collide with another object's.
+func RouteBackendName(tenantName, routeName string, b v1.RouteBackend) string {
+	return fmt.Sprintf("%s/%s/%s/%d", tenantName, routeName, strings.ToLower(string(cmp.Or(b.Protocol, v1.BackendHTTP))), b.NodePort)
 }
 
 // CertificateName is the model name of a tenant's TLS Secret.
@@ -79,13 +79,13 @@ func fromRoute(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes, secret func(na
 		if reason, _ := route.CheckRuleFor(t, rule); reason != "" {
 			continue
 		}
-		redirect, fw := ruleAction(rule)
+		redirect, fw := route.RuleAction(rule)
 		if fw != nil {
 			for _, rb := range rule.Backends {
 				if route.Weight(rb) == 0 {
 					continue
 				}
-				name := RouteBackendName(t.Name, rt.Spec.Source.Namespace, rb)
+				name := RouteBackendName(t.Name, rt.Name, rb)
 				fw.Backends = append(fw.Backends, model.WeightedBackend{Backend: name, Weight: uint32(route.Weight(rb))})
 				if !seenBackend[name] {
 					seenBackend[name] = true
@@ -98,7 +98,7 @@ func fromRoute(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes, secret func(na
 			matches = []v1.RouteMatch{{}}
 		}
 		for j := range matches {
-			mr := model.Route{Name: fmt.Sprintf("%s/%s/%d/%d", t.Name, rt.Name, i, j), Match: modelMatch(&matches[j])}
+			mr := model.Route{Name: fmt.Sprintf("%s/%s/%d/%d", t.Name, rt.Name, i, j), Match: route.ModelMatch(&matches[j])}
 			if redirect != nil {
 				rd := *redirect
 				mr.Redirect = &rd
@@ -137,89 +137,6 @@ func fromRoute(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes, secret func(na
 		a.hosts = append(a.hosts, hp)
 	}
 	return a
-}
-
-// ruleAction is a rule's redirect, or its forward without backends.
-func ruleAction(rule *v1.RouteRule) (*model.Redirect, *model.Forward) {
-	fw := &model.Forward{}
-	for _, f := range rule.Filters {
-		switch f.Type {
-		case v1.FilterRequestRedirect:
-			rr := f.RequestRedirect
-			rd := &model.Redirect{Scheme: rr.Scheme, Host: string(rr.Hostname), StatusCode: int(rr.StatusCode)}
-			if rr.Port != nil {
-				rd.Port = uint16(*rr.Port)
-			}
-			if p := rr.Path; p != nil {
-				if p.Type == v1.ReplaceFullPath {
-					rd.FullPath = p.Value
-				} else {
-					rd.PrefixPath = p.Value
-				}
-			}
-			return rd, nil
-		case v1.FilterURLRewrite:
-			fw.RewriteHost = string(f.URLRewrite.Hostname)
-			if p := f.URLRewrite.Path; p != nil {
-				if p.Type == v1.ReplaceFullPath {
-					fw.RewriteFullPath = p.Value
-				} else {
-					fw.RewritePrefixPath = p.Value
-				}
-			}
-		case v1.FilterRequestHeaderModifier:
-			fw.RequestHeaders = headerChanges(f.RequestHeaderModifier)
-		case v1.FilterResponseHeaderModifier:
-			fw.ResponseHeaders = headerChanges(f.ResponseHeaderModifier)
-		}
-	}
-	if to := rule.Timeouts; to != nil {
-		if to.Request != nil {
-			fw.Timeout = model.Duration(to.Request.Duration)
-		}
-		if to.BackendRequest != nil {
-			fw.BackendTimeout = model.Duration(to.BackendRequest.Duration)
-		}
-	}
-	return nil, fw
-}
-
-func headerChanges(m *v1.HeaderModifier) model.HeaderChanges {
-	var hc model.HeaderChanges
-	for _, h := range m.Set {
-		hc.Set = append(hc.Set, model.Header{Name: h.Name, Value: h.Value})
-	}
-	for _, h := range m.Add {
-		hc.Add = append(hc.Add, model.Header{Name: h.Name, Value: h.Value})
-	}
-	hc.Remove = slices.Clone(m.Remove)
-	return hc
-}
-
-func modelMatch(m *v1.RouteMatch) model.Match {
-	out := model.Match{PathType: model.PathPrefix, Path: "/", Method: m.Method}
-	if p := m.Path; p != nil {
-		out.Path = p.Value
-		switch p.Type {
-		case v1.PathExact:
-			out.PathType = model.PathExact
-		case v1.PathRegularExpression:
-			out.PathType = model.PathRegex
-		}
-	}
-	conv := func(in []v1.HeaderMatch) []model.StringMatch {
-		var sm []model.StringMatch
-		for _, h := range in {
-			typ := model.StringExact
-			if h.Type == v1.MatchRegularExpression {
-				typ = model.StringRegex
-			}
-			sm = append(sm, model.StringMatch{Name: h.Name, Type: typ, Value: h.Value})
-		}
-		return sm
-	}
-	out.Headers, out.Query = conv(m.Headers), conv(m.QueryParams)
-	return out
 }
 
 // precedence orders the routes of one virtual host as Gateway API does:

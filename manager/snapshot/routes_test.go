@@ -146,10 +146,10 @@ func TestRouteModel(t *testing.T) {
 		t.Fatalf("certificates %+v", a.certs)
 	}
 	wantBackends := []model.Backend{
-		{Name: "a/web/api/http2/30001", Protocol: model.BackendHTTP2, HealthCheck: &model.HealthCheck{Type: model.HealthTCP}, Groups: []model.EndpointGroup{
+		{Name: "a/ra/http2/30001", Protocol: model.BackendHTTP2, HealthCheck: &model.HealthCheck{Type: model.HealthTCP}, Groups: []model.EndpointGroup{
 			{Cluster: "cluster-a", Zone: "z1", Endpoints: []model.Endpoint{{Address: netip.MustParseAddr("127.0.1.1"), Port: 30001}}},
 			{Cluster: "cluster-a", Zone: "z2", Endpoints: []model.Endpoint{{Address: netip.MustParseAddr("127.0.1.2"), Port: 30001}}}}},
-		{Name: "a/web/web/grpc/30002", Protocol: model.BackendGRPC, HealthCheck: &model.HealthCheck{Type: model.HealthTCP}, Groups: []model.EndpointGroup{
+		{Name: "a/ra/grpc/30002", Protocol: model.BackendGRPC, HealthCheck: &model.HealthCheck{Type: model.HealthTCP}, Groups: []model.EndpointGroup{
 			{Cluster: "cluster-a", Zone: "z1", Endpoints: []model.Endpoint{{Address: netip.MustParseAddr("127.0.1.1"), Port: 30002}}},
 			{Cluster: "cluster-a", Zone: "z2", Endpoints: []model.Endpoint{{Address: netip.MustParseAddr("127.0.1.2"), Port: 30002}}}}},
 	}
@@ -163,7 +163,7 @@ func TestRouteModel(t *testing.T) {
 	if len(global) != 0 {
 		t.Errorf("global backends %+v for distinct matches", global)
 	}
-	api := &model.Forward{Backends: []model.WeightedBackend{{Backend: "a/web/api/http2/30001", Weight: 3}},
+	api := &model.Forward{Backends: []model.WeightedBackend{{Backend: "a/ra/http2/30001", Weight: 3}},
 		RewriteHost: "internal", RewritePrefixPath: "/",
 		RequestHeaders:  model.HeaderChanges{Set: []model.Header{{Name: "x-a", Value: "1"}}, Remove: []string{"x-b"}},
 		ResponseHeaders: model.HeaderChanges{Add: []model.Header{{Name: "x-c", Value: "2"}}},
@@ -174,17 +174,17 @@ func TestRouteModel(t *testing.T) {
 	login := model.Route{Name: "a/ra/1/0", Match: model.Match{PathType: model.PathExact, Path: "/login"},
 		Redirect: &model.Redirect{Scheme: "https", Port: 8443, FullPath: "/auth", StatusCode: 301}}
 	web := model.Route{Name: "a/ra/3/0", Match: model.Match{PathType: model.PathPrefix, Path: "/"},
-		Forward: &model.Forward{Backends: []model.WeightedBackend{{Backend: "a/web/web/grpc/30002", Weight: 1}}}}
+		Forward: &model.Forward{Backends: []model.WeightedBackend{{Backend: "a/ra/grpc/30002", Weight: 1}}}}
 	want := []model.VirtualHost{
 		{Name: "app.example.com", Hostnames: []string{"app.example.com"}, Certificate: "a/tenant-a/good", Routes: []model.Route{
 			login, // exact first
 			{Name: "b/rb/0/0", Match: model.Match{PathType: model.PathPrefix, Path: "/api/v2"}, // the longer prefix, from the other cluster
-				Forward: &model.Forward{Backends: []model.WeightedBackend{{Backend: "b/web/api/http/31001", Weight: 1}}}},
+				Forward: &model.Forward{Backends: []model.WeightedBackend{{Backend: "b/rb/http/31001", Weight: 1}}}},
 			{Name: "a/ra/0/0", Match: apiMatch, Forward: api},
 			// "/" of both clusters is one route (a's, the older); their backends
 			// speak different protocols, so they are shared by weight, equally.
 			{Name: "a/ra/3/0", Match: model.Match{PathType: model.PathPrefix, Path: "/"},
-				Forward: &model.Forward{Backends: []model.WeightedBackend{{Backend: "a/web/web/grpc/30002", Weight: 1000}, {Backend: "b/web/web/http/31002", Weight: 1000}}}},
+				Forward: &model.Forward{Backends: []model.WeightedBackend{{Backend: "a/ra/grpc/30002", Weight: 1000}, {Backend: "b/rb/http/31002", Weight: 1000}}}},
 		}},
 		{Name: "plain.example.com", Hostnames: []string{"plain.example.com"}, Routes: []model.Route{login, {Name: "a/ra/0/0", Match: apiMatch, Forward: api}, web}},
 	}
@@ -385,7 +385,7 @@ func TestRoutesServedAndProgrammed(t *testing.T) {
 		}
 		return nil
 	})
-	if got := xds.names(resource.ClusterType); !slices.Equal(got, []string{"global/app.team.example.com/ga/app/0/0", "tc/default/web/http/32080"}) {
+	if got := xds.names(resource.ClusterType); !slices.Equal(got, []string{"global/app.team.example.com/ga/app/0/0", "tc/shop/http/32080"}) {
 		t.Errorf("clusters %v", got)
 	}
 	if got := xds.localities(t, "global/app.team.example.com/ga/app/0/0"); !slices.Equal(got, []string{"cluster-a/0/120/127.0.1.1:30080", "cluster-b/0/120/127.0.2.1:31080"}) {
@@ -562,5 +562,40 @@ func TestWildcardHostname(t *testing.T) {
 				t.Errorf("server names %v", got)
 			}
 		}
+	}
+}
+
+// A rule whose header modifier sets Host would make every proxy refuse the
+// one shared route configuration. It is left out of the model (admission
+// reports it on the Route); the Route's other rules, and every other tenant's
+// virtual hosts, are served.
+func TestHostHeaderRuleIsLeftOutNotTheFleet(t *testing.T) {
+	nodes := &v1.TenantNodes{Spec: v1.TenantNodesSpec{Cluster: "c", Nodes: []v1.TenantNode{{Name: "n1", Addresses: []v1.IPAddress{"127.0.1.1"}}}}}
+	src := v1.RouteSource{Kind: v1.SourceHTTPRoute, Cluster: "c", Namespace: "web", Name: "r", UID: "u"}
+	mk := func(tn, name string, host v1.Hostname, rules ...v1.RouteRule) *admittedRoute {
+		rt := accepted(&v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-" + tn, Name: name},
+			Spec: v1.RouteSpec{Source: src, Hostnames: []v1.Hostname{host}, Rules: rules}}, host)
+		a := fromRoute(&v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: tn}}, rt, nodes, func(string) *corev1.Secret { return nil })
+		return &a
+	}
+	hostile := mk("evil", "r", "evil.example.com",
+		v1.RouteRule{Matches: []v1.RouteMatch{pathMatch(v1.PathPrefix, "/x")}, Backends: []v1.RouteBackend{{NodePort: 30001}},
+			Filters: []v1.RouteFilter{{Type: v1.FilterRequestHeaderModifier, RequestHeaderModifier: &v1.HeaderModifier{
+				Set: []v1.HTTPHeader{{Name: "Host", Value: "victim.example.com"}}}}}},
+		v1.RouteRule{Backends: []v1.RouteBackend{{NodePort: 30002}}})
+	victim := mk("victim", "r", "victim.example.com", v1.RouteRule{Backends: []v1.RouteBackend{{NodePort: 30003}}})
+	httpL := &model.SharedListener{VIP: netip.MustParseAddr("127.0.20.1"), Port: 8080}
+	f, err := assemble("default", httpL, nil, []*admittedRoute{hostile, victim}, nil)
+	if err != nil {
+		t.Fatalf("the fleet does not translate: %v", err)
+	}
+	var routes []string
+	for _, v := range f.VirtualHosts {
+		for _, r := range v.Routes {
+			routes = append(routes, v.Name+" "+r.Name)
+		}
+	}
+	if want := []string{"evil.example.com evil/r/1/0", "victim.example.com victim/r/0/0"}; !slices.Equal(routes, want) {
+		t.Fatalf("routes %v, want %v", routes, want)
 	}
 }
