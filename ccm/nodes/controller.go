@@ -146,7 +146,7 @@ func (r *Reconciler) report(ctx context.Context, tn *v1.TenantNodes, nodes []cor
 		if !ok {
 			continue
 		}
-		msg := "the load balancer fleet does not send traffic to " + strings.Join(msgs, "; ")
+		msg := "the load balancer fleet sends this node no traffic: " + strings.Join(msgs, "; ")
 		if len(msg) > 1024 { // an event's note holds at most 1024 bytes
 			msg = msg[:1021] + "..."
 		}
