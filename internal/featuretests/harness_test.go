@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/fleetlb/fleetlb/internal/fasthealth"
 	"io"
 	"math/big"
 	"net"
@@ -184,7 +185,7 @@ func (e *env) startProxy(delta bool) {
 // apply translates f, hands it to the server and waits until the proxy ACKed it.
 func (e *env) apply(f *model.Fleet) {
 	e.t.Helper()
-	out, err := translate.Translate(f)
+	out, err := fasthealth.Translate(f)
 	if err != nil {
 		e.t.Fatalf("translate: %v", err)
 	}

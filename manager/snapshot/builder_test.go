@@ -233,7 +233,7 @@ func TestLoadBalancersAreServedAndProgrammedAfterAck(t *testing.T) {
 		return true
 	})
 	// The rogue node's refused addresses were never served.
-	if cla := p.endpoints(t)["a/default/web/tcp/80"]; len(cla.Endpoints) != 2 || len(cla.Endpoints[0].LbEndpoints) != 1 || len(cla.Endpoints[1].LbEndpoints) != 1 {
+	if cla := p.endpoints(t)["a/web/tcp/80"]; len(cla.Endpoints) != 2 || len(cla.Endpoints[0].LbEndpoints) != 1 || len(cla.Endpoints[1].LbEndpoints) != 1 {
 		t.Fatalf("endpoints %v", cla.Endpoints)
 	}
 
@@ -248,7 +248,7 @@ func TestLoadBalancersAreServedAndProgrammedAfterAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("10.9.9.9 served", func() bool {
-		cla := p.endpoints(t)["a/default/web/tcp/80"]
+		cla := p.endpoints(t)["a/web/tcp/80"]
 		if cla == nil || len(cla.Endpoints) != 3 {
 			return false
 		}

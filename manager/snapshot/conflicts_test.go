@@ -115,7 +115,7 @@ func TestConflictExcludesTheYoungerObject(t *testing.T) {
 func TestHostileLoadBalancersDoNotFreezeTheFleet(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ctx := context.Background()
-	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
+	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, Insecure: true}) // plaintext: envoy/server tests mTLS
 	g := grpc.NewServer()
 	xds.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -289,7 +289,7 @@ func TestNACKIsContainedToItsObject(t *testing.T) {
 func testNACKContained(t *testing.T, named bool) {
 	env := testenv.Start(t, testenv.Options{})
 	ctx := context.Background()
-	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
+	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, Insecure: true}) // plaintext: envoy/server tests mTLS
 	g := grpc.NewServer()
 	xds.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -3,6 +3,7 @@ package upstream
 import (
 	"bufio"
 	"context"
+	"github.com/fleetlb/fleetlb/internal/fasthealth"
 	"io"
 	"net"
 	"net/netip"
@@ -18,7 +19,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/fleetlb/fleetlb/envoy/translate"
 	"github.com/fleetlb/fleetlb/internal/model"
 )
 
@@ -54,7 +54,7 @@ func build(t *testing.T, b model.Backend) (*clusterv3.Cluster, *endpointv3.Clust
 	t.Helper()
 	b.Name, b.Protocol = "c", cmpOr(b.Protocol, model.BackendTCP)
 	svc := model.L4Service{Ref: model.Ref{Tenant: "t", Namespace: "n", Name: "s"}, VIP: mustAddr("127.0.0.1"), Port: 1, Protocol: model.TCP, Backend: "c"}
-	out, err := translate.Translate(&model.Fleet{Name: "f", L4: []model.L4Service{svc}, Backends: []model.Backend{b}})
+	out, err := fasthealth.Translate(&model.Fleet{Name: "f", L4: []model.L4Service{svc}, Backends: []model.Backend{b}})
 	if err != nil {
 		t.Fatal(err)
 	}
