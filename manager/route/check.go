@@ -9,9 +9,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/internal/model"
 	"github.com/fleetlb/fleetlb/manager/backends"
 	"github.com/fleetlb/fleetlb/manager/tenant"
-	"github.com/fleetlb/fleetlb/internal/model"
 )
 
 // Allowed reports whether a Tenant whose spec.hostnames are patterns may
