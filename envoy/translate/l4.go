@@ -37,6 +37,9 @@ const (
 	TransportProxyProt = "envoy.transport_sockets.upstream_proxy_protocol"
 	TransportRawBuffer = "envoy.transport_sockets.raw_buffer"
 	HTTPProtocolOpts   = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	// Extensions of the routes' retry_policy.
+	RetryPreviousHosts      = "envoy.retry_host_predicates.previous_hosts"
+	RetryPreviousPriorities = "envoy.retry_priorities.previous_priorities"
 )
 
 const (
