@@ -160,6 +160,10 @@ func healthCheck(b *model.Backend, hc *model.HealthCheck) *corev3.HealthCheck {
 		for _, s := range hc.ExpectedStatuses {
 			h.ExpectedStatuses = append(h.ExpectedStatuses, &typev3.Int64Range{Start: int64(s), End: int64(s) + 1})
 		}
+		if len(h.ExpectedStatuses) == 0 {
+			// The model's default; Envoy's alone would be 200 only.
+			h.ExpectedStatuses = []*typev3.Int64Range{{Start: 200, End: 300}}
+		}
 		if b.Protocol == model.BackendHTTP2 || b.Protocol == model.BackendGRPC {
 			h.CodecClientType = typev3.CodecClientType_HTTP2
 		}

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/fleetlb/fleetlb/internal/proxy/upstream"
 )
 
 func hcm(t *testing.T, mut func(*hcmv3.HttpConnectionManager)) *listenerv3.Filter {
@@ -134,8 +136,12 @@ func TestListenerValidationNamesTheField(t *testing.T) {
 
 type nopUpstreams struct{}
 
-func (nopUpstreams) Pick(string, []byte) (string, error) { return "", nil }
-func (nopUpstreams) Report(string, string, bool)         {}
+func (nopUpstreams) PickFor(string, []byte, *upstream.Selection) (upstream.Attempt, error) {
+	return upstream.Attempt{}, nil
+}
+func (nopUpstreams) Report(string, string, bool)       {}
+func (nopUpstreams) ReportStatus(string, string, int)  {}
+func (nopUpstreams) StartRetry(string) (func(), error) { return func() {}, nil }
 func (nopUpstreams) Transport(string) (http.RoundTripper, error) {
 	return http.DefaultTransport, nil
 }
