@@ -209,8 +209,14 @@ func TestRouteCompileNACKsUnsupported(t *testing.T) {
 		return &routev3.RouteConfiguration{Name: "http", VirtualHosts: []*routev3.VirtualHost{vh}}
 	}
 	cases := map[string]*routev3.RouteConfiguration{
-		"field retry_on is not supported": withAction(func(r *routev3.Route) {
-			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx"}
+		`retry_on "retriable-4xx" is not supported`: withAction(func(r *routev3.Route) {
+			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,retriable-4xx"}
+		}),
+		"field retriable_headers is not supported": withAction(func(r *routev3.Route) {
+			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", RetriableHeaders: []*routev3.HeaderMatcher{{Name: "x"}}}
+		}),
+		`"envoy.retry_host_predicates.omit_canary_hosts" is not supported`: withAction(func(r *routev3.Route) {
+			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{Name: "envoy.retry_host_predicates.omit_canary_hosts"}}}
 		}),
 		"field direct_response is not supported": withAction(func(r *routev3.Route) {
 			r.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200}}

@@ -14,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -48,10 +49,12 @@ func TestValidateCircuitBreakersAndHTTPOptions(t *testing.T) {
 		mut  func(c *clusterv3.Cluster)
 		want string
 	}{
-		{"max_retries", func(c *clusterv3.Cluster) { c.CircuitBreakers.Thresholds[0].MaxRetries = wrapperspb.UInt32(3) }, "field max_retries is not supported"},
-		{"retry budget", func(c *clusterv3.Cluster) {
-			c.CircuitBreakers.Thresholds[0].RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{}
-		}, "field retry_budget is not supported"},
+		{"per-host thresholds", func(c *clusterv3.Cluster) {
+			c.CircuitBreakers.PerHostThresholds = []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: wrapperspb.UInt32(3)}}
+		}, "field per_host_thresholds is not supported"},
+		{"retry budget over 100%", func(c *clusterv3.Cluster) {
+			c.CircuitBreakers.Thresholds[0].RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{BudgetPercent: &typev3.Percent{Value: 150}}
+		}, "retry_budget.budget_percent must be 0-100"},
 		{"two thresholds", func(c *clusterv3.Cluster) {
 			c.CircuitBreakers.Thresholds = append(c.CircuitBreakers.Thresholds, &clusterv3.CircuitBreakers_Thresholds{Priority: corev3.RoutingPriority_HIGH})
 		}, "only one (priority DEFAULT) is supported"},
