@@ -262,11 +262,13 @@ func (t *attempts) RoundTrip(req *http.Request) (*http.Response, error) {
 		if len(sel.Attempted) > t.retries || !t.replayable() {
 			return false
 		}
+		// The attempt before has ended: its share goes back first, as an
+		// Envoy retry budget counts retries in flight.
+		end()
 		done, err := t.up.StartRetry(t.cluster)
 		if err != nil {
 			return false
 		}
-		end()
 		endRetry = done
 		if d := t.policy.backoff(len(sel.Attempted)); d > 0 {
 			timer := time.NewTimer(d)

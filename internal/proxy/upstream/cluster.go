@@ -560,21 +560,8 @@ func (c *cluster) unejectLocked(h *host, now time.Time) {
 // interval_jitter and interval_jitter_percent.
 func (c *cluster) healthCheck(ctx context.Context, h *host) {
 	hc := c.hc
-	dur := func(d *durationpb.Duration, def time.Duration) time.Duration {
-		if d == nil {
-			return def
-		}
-		return d.AsDuration()
-	}
+	sched := newHCSchedule(hc)
 	timeout := hc.GetTimeout().AsDuration()
-	interval := hc.GetInterval().AsDuration()
-	unhealthyInterval := dur(hc.GetUnhealthyInterval(), interval)
-	unhealthyEdge := dur(hc.GetUnhealthyEdgeInterval(), unhealthyInterval)
-	healthyEdge := dur(hc.GetHealthyEdgeInterval(), interval)
-	noTraffic := dur(hc.GetNoTrafficInterval(), 60*time.Second)
-	noTrafficHealthy := dur(hc.GetNoTrafficHealthyInterval(), noTraffic)
-	jitter := dur(hc.GetIntervalJitter(), 0)
-	jitterPct := hc.GetIntervalJitterPercent()
 	unhealthyAfter, healthyAfter := int(hc.GetUnhealthyThreshold().GetValue()), int(hc.GetHealthyThreshold().GetValue())
 	unhealthyAfter, healthyAfter = max(unhealthyAfter, 1), max(healthyAfter, 1)
 	httpCheck := hc.GetHttpHealthCheck()
@@ -589,7 +576,7 @@ func (c *cluster) healthCheck(ctx context.Context, h *host) {
 		client = &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true, Protocols: &protocols, Proxy: nil}}
 	}
 	first := time.Duration(0) // a new host is pending until its first check passes
-	if d := dur(hc.GetInitialJitter(), 0); d > 0 {
+	if d := hc.GetInitialJitter().AsDuration(); d > 0 {
 		first = time.Duration(randFloat() * float64(d))
 	}
 	t := time.NewTimer(first)
@@ -634,30 +621,62 @@ func (c *cluster) healthCheck(ctx context.Context, h *host) {
 		healthy := h.healthy
 		c.mu.Unlock()
 		firstCheck = false
-		var next time.Duration
-		switch {
-		case !c.traffic.Load():
-			next = noTraffic
-			if ok && healthy && !pending {
-				next = noTrafficHealthy
-			}
-		case ok && pending:
-			next = healthyEdge
-		case ok:
-			next = interval
-		case pending:
-			next = unhealthyEdge
-		default:
-			next = unhealthyInterval
-		}
-		if jitterPct > 0 {
-			next += time.Duration(randFloat() * float64(next) * float64(jitterPct) / 100)
-		}
-		if jitter > 0 {
-			next += time.Duration(randFloat() * float64(jitter))
-		}
+		next := sched.next(ok, pending, healthy, c.traffic.Load())
 		t.Reset(max(next, time.Millisecond))
 	}
+}
+
+// hcSchedule holds a health check's intervals with Envoy's defaults.
+type hcSchedule struct {
+	interval, unhealthy, unhealthyEdge, healthyEdge, noTraffic, noTrafficHealthy, jitter time.Duration
+	jitterPct                                                                            uint32
+}
+
+func newHCSchedule(hc *corev3.HealthCheck) hcSchedule {
+	dur := func(d *durationpb.Duration, def time.Duration) time.Duration {
+		if d == nil {
+			return def
+		}
+		return d.AsDuration()
+	}
+	s := hcSchedule{interval: hc.GetInterval().AsDuration(), jitter: hc.GetIntervalJitter().AsDuration(), jitterPct: hc.GetIntervalJitterPercent()}
+	s.unhealthy = dur(hc.GetUnhealthyInterval(), s.interval)
+	s.unhealthyEdge = dur(hc.GetUnhealthyEdgeInterval(), s.unhealthy)
+	s.healthyEdge = dur(hc.GetHealthyEdgeInterval(), s.interval)
+	s.noTraffic = dur(hc.GetNoTrafficInterval(), 60*time.Second)
+	s.noTrafficHealthy = dur(hc.GetNoTrafficHealthyInterval(), s.noTraffic)
+	return s
+}
+
+// base is the wait before the next check without jitter: ok is the last
+// result, pending that it moved the host toward a change the threshold
+// holds back, healthy the host's state after it, traffic whether the
+// cluster has carried any.
+func (s hcSchedule) base(ok, pending, healthy, traffic bool) time.Duration {
+	switch {
+	case !traffic && ok && healthy && !pending:
+		return s.noTrafficHealthy
+	case !traffic:
+		return s.noTraffic
+	case ok && pending:
+		return s.healthyEdge
+	case ok:
+		return s.interval
+	case pending:
+		return s.unhealthyEdge
+	}
+	return s.unhealthy
+}
+
+func (s hcSchedule) next(ok, pending, healthy, traffic bool) time.Duration {
+	next := s.base(ok, pending, healthy, traffic)
+	if s.jitterPct > 0 {
+		next += time.Duration(randFloat() * float64(next) * float64(s.jitterPct) / 100)
+	}
+	if s.jitter > 0 {
+		next += time.Duration(randFloat() * float64(s.jitter))
+	}
+	return next
 }
 
 // probe runs one check. immediate says a failure skips unhealthy_threshold

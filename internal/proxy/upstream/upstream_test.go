@@ -392,3 +392,51 @@ func TestUnknownClusterAndEmptyCluster(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestHealthCheckScheduleFollowsEnvoy: the wait before the next check by
+// result and state, as Envoy's HealthCheckerImplBase::interval chooses it.
+func TestHealthCheckScheduleFollowsEnvoy(t *testing.T) {
+	c, _ := build(t, model.Backend{HealthCheck: &model.HealthCheck{Type: model.HealthTCP, Interval: model.Duration(2 * time.Second)},
+		Groups: groups(group{addrs: []string{"127.0.0.1:1"}})})
+	s := newHCSchedule(c.HealthChecks[0])
+	for _, tc := range []struct {
+		name                          string
+		ok, pending, healthy, traffic bool
+		want                          time.Duration
+	}{
+		{"healthy, passes", true, false, true, true, 2 * time.Second},
+		{"unhealthy, passes once of two", true, true, false, true, time.Second},  // healthy_edge_interval
+		{"healthy, fails once of two", false, true, true, true, time.Second},     // unhealthy_edge_interval
+		{"unhealthy, fails", false, false, false, true, 4 * time.Second},         // unhealthy_interval
+		{"no traffic yet, healthy", true, false, true, false, 5 * time.Second},   // no_traffic_interval (healthy defaults to it)
+		{"no traffic yet, failing", false, false, false, false, 5 * time.Second}, // no_traffic_interval
+	} {
+		if got := s.base(tc.ok, tc.pending, tc.healthy, tc.traffic); got != tc.want {
+			t.Errorf("%s: next check after %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// interval_jitter adds up to a tenth of the interval, never less than the base.
+	for range 100 {
+		if got := s.next(true, false, true, true); got < 2*time.Second || got >= 2*time.Second+200*time.Millisecond {
+			t.Fatalf("jittered interval %v outside [2s, 2.2s)", got)
+		}
+	}
+}
+
+// TestPanicIsPerPriority: with too few available hosts overall, a priority
+// whose own share is under 50% routes to all its hosts (Envoy's per-priority
+// panic), while the total health alone would not panic.
+func TestPanicIsPerPriority(t *testing.T) {
+	up1, up2 := listener(t, "127.0.0.1:0").Addr().String(), listener(t, "127.0.0.1:0").Addr().String()
+	down1, down2, down3 := closedAddr(t), closedAddr(t), closedAddr(t)
+	spare := closedAddr(t)
+	m := manager(t, model.Backend{HealthCheck: fastTCPCheck,
+		Groups: groups(group{prio: 0, addrs: []string{up1, up2, down1, down2, down3}}, group{prio: 1, addrs: []string{spare}})})
+	waitHealthy(t, m, up1, up2)
+	// Priority 0: 2 of 5 available (40% < 50%) and health 56 < 100 in
+	// total: priority 0 panics and its unhealthy hosts get traffic too.
+	got := count(t, m, 500, nil)
+	if got[down1]+got[down2]+got[down3] == 0 {
+		t.Fatalf("priority 0 in panic, yet only its healthy hosts were picked: %v", got)
+	}
+}
