@@ -1,6 +1,7 @@
 package featuretests
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"net/http"
@@ -266,5 +267,57 @@ func TestHealthCheckFieldsAccepted(t *testing.T) {
 		if r := get(t, c, "http://web.example.com/"); r.status != http.StatusOK || r.reply.Cluster != "west" {
 			t.Fatalf("GET %d after priority 0 died: status %d from %q", i, r.status, r.reply.Cluster)
 		}
+	}
+}
+
+// TestUpgradeThroughRetryingRouter: a GET with Upgrade goes through the
+// retrying router and the upgraded connection carries bytes both ways.
+func TestUpgradeThroughRetryingRouter(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		_ = rw.Flush()
+		line, err := rw.ReadString('\n')
+		if err != nil {
+			return
+		}
+		_, _ = rw.WriteString("echo " + line)
+		_ = rw.Flush()
+	}))
+	defer srv.Close()
+	ap := netip.MustParseAddrPort(strings.TrimPrefix(srv.URL, "http://"))
+	vip := netip.MustParseAddr("127.0.31.46")
+	e := newEnv(t, true)
+	e.apply(failoverFleet(vip, []model.Endpoint{{Address: ap.Addr(), Port: ap.Port()}}, []model.Endpoint{refusingEndpoint(t)}, nil))
+	conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(vip, 8080).String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte("GET / HTTP/1.1\r\nHost: web.example.com\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade answered %d, want 101", resp.StatusCode)
+	}
+	if _, err := conn.Write([]byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := br.ReadString('\n'); err != nil || line != "echo ping\n" {
+		t.Fatalf("over the upgraded connection: %q, %v", line, err)
 	}
 }

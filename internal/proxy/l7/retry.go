@@ -315,6 +315,12 @@ func (t *attempts) RoundTrip(req *http.Request) (*http.Response, error) {
 					continue
 				}
 			}
+			if _, upgraded := resp.Body.(io.ReadWriteCloser); upgraded {
+				// 101: ReverseProxy takes the connection over through the
+				// body's Write, which a wrapper would hide.
+				end()
+				return resp, nil
+			}
 			resp.Body = &endingBody{ReadCloser: resp.Body, end: func() { cancel(); end() }}
 			return resp, nil
 		}
