@@ -185,3 +185,47 @@ func TestUpstreamIdleTimeoutClosesPooledConnection(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRetryBudgetFollowsRequestsInFlight: a retry budget allows
+// budget_percent of the requests in flight (at least min_retry_concurrency);
+// without one, max_retries (default 3) bounds retries.
+func TestRetryBudgetFollowsRequestsInFlight(t *testing.T) {
+	b := newBreaker(&clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{BudgetPercent: &typev3.Percent{Value: 20}, MinRetryConcurrency: wrapperspb.UInt32(3)},
+	}}})
+	take := func(n int) (got int) {
+		for range n {
+			if _, err := b.startRetry(); err == nil {
+				got++
+			}
+		}
+		return got
+	}
+	if got := take(10); got != 3 {
+		t.Fatalf("no requests in flight: %d retries allowed, want the minimum 3", got)
+	}
+	for range 50 {
+		if _, err := b.startRequest(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 20% of 50 requests in flight: 10 retries, 3 of them already running.
+	if got := take(20); got != 7 {
+		t.Fatalf("50 requests in flight: %d more retries allowed, want 7", got)
+	}
+
+	plain := newBreaker(nil)
+	done, err := plain.startRetry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.startRetry()
+	plain.startRetry()
+	if _, err := plain.startRetry(); !errors.Is(err, ErrOverflow) {
+		t.Fatalf("a fourth retry under the default max_retries 3: %v", err)
+	}
+	done()
+	if _, err := plain.startRetry(); err != nil {
+		t.Fatalf("a retry after one ended: %v", err)
+	}
+}
