@@ -43,8 +43,9 @@ const (
 )
 
 const (
-	defaultTCPIdle = time.Hour
-	defaultUDPIdle = time.Minute
+	tcpConnectAttempts = 3
+	defaultTCPIdle     = time.Hour
+	defaultUDPIdle     = time.Minute
 )
 
 func l4Listener(s *model.L4Service, b *model.Backend) (*listenerv3.Listener, error) {
@@ -101,6 +102,10 @@ func l4Listener(s *model.L4Service, b *model.Backend) (*listenerv3.Listener, err
 		StatPrefix:       stat,
 		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: s.Backend},
 		IdleTimeout:      duration(s.IdleTimeout, defaultTCPIdle),
+		// A refused connect is tried again on another host: the failed one
+		// is ejected by outlier detection at once, so a dead node costs a
+		// client no connection (Envoy's default is one attempt).
+		MaxConnectAttempts: wrapperspb.UInt32(tcpConnectAttempts),
 	}
 	if b.SessionAffinity {
 		tp.HashPolicy = []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetlb/fleetlb/internal/echo"
 	"github.com/fleetlb/fleetlb/internal/model"
 )
 
@@ -319,5 +320,41 @@ func TestUpgradeThroughRetryingRouter(t *testing.T) {
 	}
 	if line, err := br.ReadString('\n'); err != nil || line != "echo ping\n" {
 		t.Fatalf("over the upgraded connection: %q, %v", line, err)
+	}
+}
+
+// TestTCPConnectionsSurviveRefusingPriorityZero: L4 failover. Both
+// priority-0 nodes refuse connections; tcp_proxy's max_connect_attempts with
+// the ejection of each refusing node on its first failure takes every client
+// connection to priority 1.
+func TestTCPConnectionsSurviveRefusingPriorityZero(t *testing.T) {
+	db := echo.New(echo.Identity{Cluster: "west", Node: "west-1", Service: "db"})
+	defer db.Close()
+	a, err := db.ServeTCP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	standby := netip.MustParseAddrPort(a.String())
+	vip := netip.MustParseAddr("127.0.31.47")
+	e := newEnv(t, true)
+	e.apply(&model.Fleet{
+		Name: fleetName,
+		L4:   []model.L4Service{{Ref: model.Ref{Tenant: "a", Namespace: "ns", Name: "db"}, VIP: vip, Port: 5432, Protocol: model.TCP, Backend: "db"}},
+		Backends: []model.Backend{{Name: "db", Protocol: model.BackendTCP, Groups: []model.EndpointGroup{
+			{Cluster: "east", Priority: 0, Endpoints: []model.Endpoint{refusingEndpoint(t), refusingEndpoint(t)}},
+			{Cluster: "west", Priority: 1, Endpoints: []model.Endpoint{{Address: standby.Addr(), Port: standby.Port()}}},
+		}}},
+	})
+	for i := range 10 {
+		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(vip, 5432).String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		if err != nil || !strings.Contains(line, "west") {
+			t.Fatalf("connection %d: %q, %v; want the priority-1 node's greeting", i, line, err)
+		}
 	}
 }
