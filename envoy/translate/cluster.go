@@ -23,6 +23,9 @@ const (
 	defaultConnectTimeout   = 5 * time.Second
 	circuitBreakerThreshold = 1024
 	upstreamIdleTimeout     = 60 * time.Second
+
+	retryBudgetPercent        = 20
+	retryBudgetMinConcurrency = 3
 )
 
 // cluster builds the EDS cluster of a backend and its load assignment.
@@ -74,6 +77,13 @@ func cluster(b *model.Backend) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssig
 		}
 	}
 	if upstreamHTTP != nil {
+		// Retries (the virtual hosts' retry_policy) may add at most a fifth
+		// of the requests in flight, at least three: a dying backend cannot
+		// make the fleet multiply its load.
+		c.CircuitBreakers.Thresholds[0].RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+			BudgetPercent:       &typev3.Percent{Value: retryBudgetPercent},
+			MinRetryConcurrency: wrapperspb.UInt32(retryBudgetMinConcurrency),
+		}
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOpts: typed(&httpv3.HttpProtocolOptions{
 			// Below nginx's 75 s keepalive_timeout (the usual ingress in a tenant
 			// cluster), so a pooled connection is rarely reused just as the backend
@@ -100,36 +110,99 @@ func cluster(b *model.Backend) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssig
 		}
 	}
 	if hc := b.HealthCheck; hc != nil {
-		check := &corev3.HealthCheck{
-			Timeout:            duration(hc.Timeout, time.Second),
-			Interval:           duration(hc.Interval, 5*time.Second),
-			UnhealthyThreshold: wrapperspb.UInt32(cmp.Or(hc.UnhealthyThreshold, 3)),
-			HealthyThreshold:   wrapperspb.UInt32(cmp.Or(hc.HealthyThreshold, 2)),
-		}
-		switch hc.Type {
-		case model.HealthHTTP:
-			h := &corev3.HealthCheck_HttpHealthCheck{Path: hc.Path}
-			for _, s := range hc.ExpectedStatuses {
-				h.ExpectedStatuses = append(h.ExpectedStatuses, &typev3.Int64Range{Start: int64(s), End: int64(s) + 1})
-			}
-			if b.Protocol == model.BackendHTTP2 || b.Protocol == model.BackendGRPC {
-				h.CodecClientType = typev3.CodecClientType_HTTP2
-			}
-			check.HealthChecker = &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: h}
-		default:
-			check.HealthChecker = &corev3.HealthCheck_TcpHealthCheck_{TcpHealthCheck: &corev3.HealthCheck_TcpHealthCheck{}}
-		}
-		c.HealthChecks = []*corev3.HealthCheck{check}
+		c.HealthChecks = []*corev3.HealthCheck{healthCheck(b, hc)}
 	}
-	if o := b.Outlier; o != nil {
-		c.OutlierDetection = &clusterv3.OutlierDetection{
-			Consecutive_5Xx:    wrapperspb.UInt32(cmp.Or(o.Consecutive5xx, 5)),
-			Interval:           duration(o.Interval, 10*time.Second),
-			BaseEjectionTime:   duration(o.BaseEjectionTime, 30*time.Second),
-			MaxEjectionPercent: wrapperspb.UInt32(cmp.Or(o.MaxEjectionPercent, 50)),
-		}
+	if b.Protocol != model.BackendUDP {
+		// Passive detection on every TCP and HTTP backend: udp_proxy reports
+		// nothing to outlier detection.
+		c.OutlierDetection = outlierDetection(b.Outlier)
 	}
 	return c, loadAssignment(b), nil
+}
+
+// Active health-check defaults, chosen so a dead node is out in about a
+// second and a half (interval plus one edge check, see README.md) while an
+// idle cluster costs a fifth of that.
+const (
+	defaultHealthInterval  = time.Second
+	defaultHealthTimeout   = 500 * time.Millisecond
+	defaultUnhealthyAfter  = 2
+	defaultHealthyAfter    = 2
+	minNoTrafficInterval   = 5 * time.Second
+	healthJitterDivisor    = 10 // interval_jitter = interval / 10
+	unhealthyIntervalTimes = 2  // a host already down is probed at half the rate
+)
+
+// healthCheck is the active check of a backend. Intervals derive from the
+// (model or default) interval so a tenant's longer interval scales them all.
+func healthCheck(b *model.Backend, hc *model.HealthCheck) *corev3.HealthCheck {
+	interval := cmp.Or(hc.Interval.D(), defaultHealthInterval)
+	edge := max(interval/2, 100*time.Millisecond)
+	check := &corev3.HealthCheck{
+		Timeout:            duration(hc.Timeout, defaultHealthTimeout),
+		Interval:           durationpb.New(interval),
+		IntervalJitter:     durationpb.New(interval / healthJitterDivisor),
+		UnhealthyThreshold: wrapperspb.UInt32(cmp.Or(hc.UnhealthyThreshold, defaultUnhealthyAfter)),
+		HealthyThreshold:   wrapperspb.UInt32(cmp.Or(hc.HealthyThreshold, defaultHealthyAfter)),
+		// A healthy host that failed once is checked again soon, so the
+		// threshold costs half an interval, not a whole one; the same on
+		// the way back.
+		UnhealthyEdgeInterval: durationpb.New(edge),
+		HealthyEdgeInterval:   durationpb.New(edge),
+		UnhealthyInterval:     durationpb.New(unhealthyIntervalTimes * interval),
+		// A cluster that never carried traffic (Envoy's upstream_cx_total
+		// is 0) is checked less often; Envoy's default is 60 s.
+		NoTrafficInterval: durationpb.New(max(minNoTrafficInterval, interval)),
+	}
+	switch hc.Type {
+	case model.HealthHTTP:
+		h := &corev3.HealthCheck_HttpHealthCheck{Path: hc.Path}
+		for _, s := range hc.ExpectedStatuses {
+			h.ExpectedStatuses = append(h.ExpectedStatuses, &typev3.Int64Range{Start: int64(s), End: int64(s) + 1})
+		}
+		if len(h.ExpectedStatuses) == 0 {
+			// The model's default; Envoy's alone would be 200 only.
+			h.ExpectedStatuses = []*typev3.Int64Range{{Start: 200, End: 300}}
+		}
+		if b.Protocol == model.BackendHTTP2 || b.Protocol == model.BackendGRPC {
+			h.CodecClientType = typev3.CodecClientType_HTTP2
+		}
+		check.HealthChecker = &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: h}
+	default:
+		check.HealthChecker = &corev3.HealthCheck_TcpHealthCheck_{TcpHealthCheck: &corev3.HealthCheck_TcpHealthCheck{}}
+	}
+	return check
+}
+
+// Outlier-detection defaults: local-origin errors (connect failures,
+// resets, timeouts) are counted apart from HTTP 5xx, and one is enough to
+// eject, so the first refused connect takes a dead node out.
+const (
+	defaultOutlierInterval      = time.Second
+	defaultBaseEjectionTime     = 5 * time.Second
+	defaultMaxEjectionTime      = 30 * time.Second
+	defaultMaxEjectionPercent   = 100
+	defaultConsecutive5xx       = 5
+	defaultConsecutiveLocalFail = 1
+)
+
+func outlierDetection(o *model.Outlier) *clusterv3.OutlierDetection {
+	if o == nil {
+		o = &model.Outlier{}
+	}
+	return &clusterv3.OutlierDetection{
+		Consecutive_5Xx:                wrapperspb.UInt32(cmp.Or(o.Consecutive5xx, defaultConsecutive5xx)),
+		Interval:                       duration(o.Interval, defaultOutlierInterval),
+		BaseEjectionTime:               duration(o.BaseEjectionTime, defaultBaseEjectionTime),
+		MaxEjectionTime:                durationpb.New(max(defaultMaxEjectionTime, cmp.Or(o.BaseEjectionTime.D(), defaultBaseEjectionTime))),
+		MaxEjectionPercent:             wrapperspb.UInt32(cmp.Or(o.MaxEjectionPercent, defaultMaxEjectionPercent)),
+		SplitExternalLocalOriginErrors: true,
+		ConsecutiveLocalOriginFailure:  wrapperspb.UInt32(defaultConsecutiveLocalFail),
+		// Success-rate ejection is on by default in Envoy; fleetlb does not
+		// use it (and fleetlb-proxy does not implement it).
+		EnforcingSuccessRate:            wrapperspb.UInt32(0),
+		EnforcingLocalOriginSuccessRate: wrapperspb.UInt32(0),
+	}
 }
 
 // loadAssignment groups endpoints into localities (tenant cluster, zone) with

@@ -27,8 +27,12 @@ import (
 
 type noUpstreams struct{}
 
-func (noUpstreams) Pick(string, []byte) (string, error) { return "", fmt.Errorf("none") }
-func (noUpstreams) Report(string, string, bool)         {}
+func (noUpstreams) PickFor(string, []byte, *upstream.Selection) (upstream.Attempt, error) {
+	return upstream.Attempt{}, fmt.Errorf("none")
+}
+func (noUpstreams) Report(string, string, bool)       {}
+func (noUpstreams) ReportStatus(string, string, int)  {}
+func (noUpstreams) StartRetry(string) (func(), error) { return nil, fmt.Errorf("none") }
 func (noUpstreams) Transport(string) (http.RoundTripper, error) {
 	return nil, fmt.Errorf("none")
 }

@@ -37,11 +37,15 @@ const (
 	TransportProxyProt = "envoy.transport_sockets.upstream_proxy_protocol"
 	TransportRawBuffer = "envoy.transport_sockets.raw_buffer"
 	HTTPProtocolOpts   = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	// Extensions of the routes' retry_policy.
+	RetryPreviousHosts      = "envoy.retry_host_predicates.previous_hosts"
+	RetryPreviousPriorities = "envoy.retry_priorities.previous_priorities"
 )
 
 const (
-	defaultTCPIdle = time.Hour
-	defaultUDPIdle = time.Minute
+	tcpConnectAttempts = 3
+	defaultTCPIdle     = time.Hour
+	defaultUDPIdle     = time.Minute
 )
 
 func l4Listener(s *model.L4Service, b *model.Backend) (*listenerv3.Listener, error) {
@@ -98,6 +102,10 @@ func l4Listener(s *model.L4Service, b *model.Backend) (*listenerv3.Listener, err
 		StatPrefix:       stat,
 		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: s.Backend},
 		IdleTimeout:      duration(s.IdleTimeout, defaultTCPIdle),
+		// A refused connect is tried again on another host: the failed one
+		// is ejected by outlier detection at once, so a dead node costs a
+		// client no connection (Envoy's default is one attempt).
+		MaxConnectAttempts: wrapperspb.UInt32(tcpConnectAttempts),
 	}
 	if b.SessionAffinity {
 		tp.HashPolicy = []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}

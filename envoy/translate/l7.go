@@ -11,6 +11,8 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -184,7 +186,7 @@ func httpsRedirectHost(v *model.VirtualHost) *routev3.VirtualHost {
 }
 
 func virtualHost(v *model.VirtualHost) *routev3.VirtualHost {
-	vh := &routev3.VirtualHost{Name: v.Name, Domains: slices.Sorted(slices.Values(v.Hostnames))}
+	vh := &routev3.VirtualHost{Name: v.Name, Domains: slices.Sorted(slices.Values(v.Hostnames)), RetryPolicy: retryPolicy()}
 	for i := range v.Routes {
 		vh.Routes = append(vh.Routes, route(&v.Routes[i]))
 	}
@@ -270,7 +272,10 @@ func route(r *model.Route) *routev3.Route {
 		a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 	}
 	if fw.BackendTimeout > 0 {
-		a.RetryPolicy = &routev3.RetryPolicy{PerTryTimeout: durationpb.New(fw.BackendTimeout.D())}
+		// A route's retry_policy replaces the virtual host's whole: keep
+		// the retries and bound each try.
+		a.RetryPolicy = retryPolicy()
+		a.RetryPolicy.PerTryTimeout = durationpb.New(fw.BackendTimeout.D())
 	}
 	if fw.RewriteHost != "" {
 		a.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: fw.RewriteHost}
@@ -305,4 +310,45 @@ func headerOptions(h model.HeaderChanges) []*corev3.HeaderValueOption {
 		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: a.Name, Value: a.Value}, AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD})
 	}
 	return out
+}
+
+// Retries that make a dead backend invisible to clients: a request whose
+// connect is refused, whose stream is refused or reset, or that got a 503
+// goes to another host, and from the third attempt on to another priority
+// (the failover cluster). Only idempotent methods are retried at all:
+// Envoy's retriable_request_headers disables every retry_on condition for a
+// request that matches none of them, so a POST is never sent twice. The
+// clusters' retry budget bounds how many retries run at once.
+const (
+	retryNumRetries            = 2
+	retryHostSelectionAttempts = 3
+	retryPriorityUpdateEvery   = 2
+)
+
+var idempotentMethods = []string{"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
+
+func retryPolicy() *routev3.RetryPolicy {
+	rp := &routev3.RetryPolicy{
+		RetryOn:                       "connect-failure,refused-stream,reset,retriable-status-codes",
+		NumRetries:                    wrapperspb.UInt32(retryNumRetries),
+		RetriableStatusCodes:          []uint32{503},
+		HostSelectionRetryMaxAttempts: retryHostSelectionAttempts,
+		RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
+			Name:       RetryPreviousHosts,
+			ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: typed(&previoushostsv3.PreviousHostsPredicate{})},
+		}},
+		RetryPriority: &routev3.RetryPolicy_RetryPriority{
+			Name: RetryPreviousPriorities,
+			ConfigType: &routev3.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: typed(&previousprioritiesv3.PreviousPrioritiesConfig{
+				UpdateFrequency: retryPriorityUpdateEvery,
+			})},
+		},
+	}
+	for _, m := range idempotentMethods {
+		rp.RetriableRequestHeaders = append(rp.RetriableRequestHeaders, &routev3.HeaderMatcher{
+			Name:                 ":method",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: m}}},
+		})
+	}
+	return rp
 }

@@ -47,7 +47,7 @@ func TestFailoverToPriorityOneByHealthChecks(t *testing.T) {
 				{Cluster: "west", Priority: 1, Endpoints: []model.Endpoint{standby.endpoint()}},
 			},
 			HealthCheck: &model.HealthCheck{Type: model.HealthHTTP, Path: "/healthz",
-				Interval: model.Duration(100 * time.Millisecond), Timeout: model.Duration(200 * time.Millisecond),
+				Interval: model.Duration(time.Second), Timeout: model.Duration(200 * time.Millisecond),
 				UnhealthyThreshold: 1, HealthyThreshold: 1},
 		}},
 		VirtualHosts: []model.VirtualHost{{Name: "web", Hostnames: []string{"web.example.com"},
@@ -226,7 +226,7 @@ func TestNACKKeepsTheLastGoodConfiguration(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc := proto.Clone(out.Routes[0]).(*routev3.RouteConfiguration)
-	rc.VirtualHosts[0].Routes[0].GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx"}
+	rc.VirtualHosts[0].Routes[0].GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,retriable-4xx"}
 	out.Routes[0] = rc
 	e.xds.Set(fleetName, out.ByType())
 	eventually(t, "the NACK is recorded", func() error {
@@ -237,7 +237,7 @@ func TestNACKKeepsTheLastGoodConfiguration(t *testing.T) {
 		}
 		return fmt.Errorf("NACKs: %v", e.xds.NACKs(fleetName))
 	})
-	if n := e.proxy.LastNACK(); n == nil || !strings.Contains(n.Detail, "retry_policy: field retry_on is not supported") {
+	if n := e.proxy.LastNACK(); n == nil || !strings.Contains(n.Detail, `retry_policy: retry_on "retriable-4xx" is not supported`) {
 		t.Errorf("proxy's last NACK: %+v", n)
 	}
 	if r := get(t, c, "http://web.example.com/"); r.reply.Node != "web-1" {

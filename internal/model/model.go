@@ -260,7 +260,10 @@ const (
 	HealthHTTP HealthCheckType = "HTTP"
 )
 
-// HealthCheck is an active health check.
+// HealthCheck is an active health check. Zero fields take fleetlb's
+// defaults for failover in about a second (envoy/translate, README.md):
+// interval 1s, timeout 500ms, thresholds 2 and 2, with jitter, edge,
+// unhealthy and no-traffic intervals derived from the interval.
 type HealthCheck struct {
 	Type HealthCheckType `json:"type"`
 	// Port overrides the endpoint port (a healthCheckNodePort).
@@ -274,7 +277,10 @@ type HealthCheck struct {
 	HealthyThreshold   uint32   `json:"healthyThreshold,omitempty"`
 }
 
-// Outlier is passive outlier detection.
+// Outlier tunes passive outlier detection, which every TCP and HTTP backend
+// has: local-origin failures (connect, reset, timeout) are counted apart from
+// 5xx and one ejects. Zero fields take the defaults: 5 consecutive 5xx,
+// interval 1s, base ejection 5s, at most 100% of hosts ejected.
 type Outlier struct {
 	Consecutive5xx     uint32   `json:"consecutive5xx,omitempty"`
 	Interval           Duration `json:"interval,omitempty"`

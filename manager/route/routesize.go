@@ -14,6 +14,10 @@ const (
 	virtualHostBytes = 64
 	routeBytes       = 96
 	backendBytes     = 48
+	// retryPolicyBytes covers the retry policy (envoy/translate: about 480
+	// bytes) every virtual host carries, and a route with a backend timeout
+	// repeats with its per_try_timeout.
+	retryPolicyBytes = 512
 )
 
 // ConfigBytes estimates what a Route adds to its fleet's route configuration
@@ -30,6 +34,9 @@ func ConfigBytes(tenantName string, rt *v1.Route, hostnames []v1.Hostname) int {
 	for i := range rt.Spec.Rules {
 		rule := &rt.Spec.Rules[i]
 		action := jsonSize(rule.Filters) + jsonSize(rule.Timeouts)
+		if rule.Timeouts != nil && rule.Timeouts.BackendRequest != nil {
+			action += retryPolicyBytes
+		}
 		for _, b := range rule.Backends {
 			// The cluster name (tenant/namespace/service/protocol/port) and its weight.
 			action += backendBytes + len(tenantName) + len(rt.Spec.Source.Namespace) + len(b.ServiceName)
@@ -49,7 +56,7 @@ func ConfigBytes(tenantName string, rt *v1.Route, hostnames []v1.Hostname) int {
 		if slices.ContainsFunc(rt.Spec.TLS, func(tl v1.RouteTLS) bool { return CoveredBy(tl.Hostnames, h) }) {
 			copies = 2 // served on both the HTTP and the HTTPS route configuration
 		}
-		total += copies * (virtualHostBytes + 2*len(h) + perHost)
+		total += copies * (virtualHostBytes + retryPolicyBytes + 2*len(h) + perHost)
 	}
 	return total
 }

@@ -12,6 +12,8 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/go-logr/logr"
+
+	"github.com/fleetlb/fleetlb/internal/proxy/upstream"
 )
 
 // Upstreams is what the L4 listeners need from the cluster manager;
@@ -178,7 +180,17 @@ func (t *TCPListener) handle(s *tcpSession, src netip.AddrPort) {
 	}()
 	hashKey := src.Addr().Unmap().AsSlice()
 	ctx, cancel := context.WithTimeout(t.ctx, dialTimeout)
-	up, err := t.up.DialTCP(ctx, t.cfg.cluster, s.down.RemoteAddr(), s.down.LocalAddr(), hashKey)
+	var up net.Conn
+	var err error
+	for range max(t.cfg.connectAttempts, 1) {
+		// Each attempt picks a host anew; outlier detection has usually
+		// ejected the one that just failed. A full circuit breaker or a
+		// cluster without hosts is final, as in Envoy.
+		up, err = t.up.DialTCP(ctx, t.cfg.cluster, s.down.RemoteAddr(), s.down.LocalAddr(), hashKey)
+		if err == nil || ctx.Err() != nil || errors.Is(err, upstream.ErrOverflow) || errors.Is(err, upstream.ErrNoHealthyHost) || errors.Is(err, upstream.ErrNoCluster) {
+			break
+		}
+	}
 	cancel()
 	if err != nil {
 		t.log.V(1).Info("upstream connect failed", "cluster", t.cfg.cluster, "error", err.Error())

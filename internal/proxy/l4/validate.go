@@ -68,6 +68,9 @@ type tcpConfig struct {
 	// buffer is the copy buffer per direction: per_connection_buffer_limit_bytes
 	// when below the default 32 KiB, so no more is ever held for a connection.
 	buffer int
+	// connectAttempts is max_connect_attempts (Envoy's default 1): a failed
+	// connect is tried again on a host the load balancer picks anew.
+	connectAttempts int
 }
 
 // udpConfig is a validated UDP listener.
@@ -148,6 +151,10 @@ func parseTCP(l *listenerv3.Listener) (*tcpConfig, error) {
 				return nil, fmt.Errorf("%s: cluster is required", where)
 			}
 			cfg.cluster = c.GetCluster()
+			cfg.connectAttempts = 1
+			if v := c.GetMaxConnectAttempts(); v != nil {
+				cfg.connectAttempts = int(min(v.GetValue(), 16))
+			}
 			cfg.idle = defaultTCPIdle
 			if c.IdleTimeout != nil {
 				cfg.idle = c.GetIdleTimeout().AsDuration()

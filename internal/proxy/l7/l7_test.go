@@ -18,6 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/fleetlb/fleetlb/internal/proxy/upstream"
 )
 
 func hcm(t *testing.T, mut func(*hcmv3.HttpConnectionManager)) *listenerv3.Filter {
@@ -134,8 +136,12 @@ func TestListenerValidationNamesTheField(t *testing.T) {
 
 type nopUpstreams struct{}
 
-func (nopUpstreams) Pick(string, []byte) (string, error) { return "", nil }
-func (nopUpstreams) Report(string, string, bool)         {}
+func (nopUpstreams) PickFor(string, []byte, *upstream.Selection) (upstream.Attempt, error) {
+	return upstream.Attempt{}, nil
+}
+func (nopUpstreams) Report(string, string, bool)       {}
+func (nopUpstreams) ReportStatus(string, string, int)  {}
+func (nopUpstreams) StartRetry(string) (func(), error) { return func() {}, nil }
 func (nopUpstreams) Transport(string) (http.RoundTripper, error) {
 	return http.DefaultTransport, nil
 }
@@ -203,8 +209,14 @@ func TestRouteCompileNACKsUnsupported(t *testing.T) {
 		return &routev3.RouteConfiguration{Name: "http", VirtualHosts: []*routev3.VirtualHost{vh}}
 	}
 	cases := map[string]*routev3.RouteConfiguration{
-		"field retry_on is not supported": withAction(func(r *routev3.Route) {
-			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx"}
+		`retry_on "retriable-4xx" is not supported`: withAction(func(r *routev3.Route) {
+			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,retriable-4xx"}
+		}),
+		"field retriable_headers is not supported": withAction(func(r *routev3.Route) {
+			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", RetriableHeaders: []*routev3.HeaderMatcher{{Name: "x"}}}
+		}),
+		`"envoy.retry_host_predicates.omit_canary_hosts" is not supported`: withAction(func(r *routev3.Route) {
+			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{Name: "envoy.retry_host_predicates.omit_canary_hosts"}}}
 		}),
 		"field direct_response is not supported": withAction(func(r *routev3.Route) {
 			r.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200}}

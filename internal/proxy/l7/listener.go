@@ -29,10 +29,17 @@ import (
 // Upstreams is the cluster manager as the HTTP router uses it; *upstream.Manager
 // satisfies it.
 type Upstreams interface {
-	// Pick chooses a host ("ip:port") of the cluster by its load-balancing policy.
-	Pick(cluster string, hashKey []byte) (string, error)
-	// Report feeds outlier detection: a connect failure or a 5xx is false.
+	// PickFor chooses a host of the cluster by its load-balancing policy,
+	// narrowed for a retry by sel (previous hosts and priorities).
+	PickFor(cluster string, hashKey []byte, sel *upstream.Selection) (upstream.Attempt, error)
+	// Report feeds outlier detection a local-origin result: false is a
+	// connect failure, reset or timeout.
 	Report(cluster, addr string, success bool)
+	// ReportStatus feeds outlier detection an upstream response's status.
+	ReportStatus(cluster, addr string, status int)
+	// StartRetry counts a retry against the cluster's retry budget
+	// (upstream.ErrOverflow when none is left); done ends it.
+	StartRetry(cluster string) (done func(), err error)
 	// Transport is the cluster's connection pool (HTTP/1.1 or h2c, its circuit
 	// breaker's connection and pending limits). Requests carry upstream.WithRequest.
 	Transport(cluster string) (http.RoundTripper, error)
@@ -420,11 +427,6 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 	if fa.hashSourceIP {
 		hashKey = client.AsSlice()
 	}
-	addr, err := l.deps.Upstreams.Pick(cluster, hashKey)
-	if err != nil {
-		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
-		return
-	}
 	transport, err := l.deps.Upstreams.Transport(cluster)
 	if err != nil {
 		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
@@ -463,29 +465,35 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 	w = &watchedWriter{ResponseWriter: w, s: sw}
 	r = r.WithContext(upstream.WithRequest(ctx))
 
-	timeout := fa.timeout
-	if fa.perTryTimeout > 0 && (timeout == 0 || fa.perTryTimeout < timeout) {
-		timeout = fa.perTryTimeout
-	}
-	if timeout > 0 {
-		ctx, cancel := context.WithTimeoutCause(r.Context(), timeout, errTimeout)
+	if fa.timeout > 0 {
+		ctx, cancel := context.WithTimeoutCause(r.Context(), fa.timeout, errTimeout)
 		defer cancel()
 		r = r.WithContext(ctx)
+	}
+	policy := fa.retry
+	if policy == nil {
+		policy = vh.retry
+	}
+	at := &attempts{up: l.deps.Upstreams, cluster: cluster, hashKey: hashKey, base: transport, policy: policy, retries: policy.retriesFor(r)}
+	if policy != nil {
+		at.perTry = policy.perTryTimeout
+	}
+	if r.Body != nil && r.Body != http.NoBody && at.retries > 0 {
+		at.body = &replayBody{src: r.Body, limit: l.cfg.retryBuffer}
 	}
 	newPath := fa.rewritePath(&route.match, path)
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	up := l.deps.Upstreams
 	rp := &httputil.ReverseProxy{
 		// FlushInterval stays 0: ReverseProxy already streams responses of unknown
 		// length (gRPC, server-sent events) at once, and a response that ended with
 		// its headers (a gRPC trailers-only status) must leave as one HEADERS frame.
-		Transport:  transport,
+		Transport:  at, // sets each attempt's host
 		BufferPool: copyBuffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", addr
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", cluster
 			pr.Out.URL.RawPath = newPath
 			pr.Out.URL.Path, _ = url.PathUnescape(newPath)
 			pr.Out.Host = pr.In.Host
@@ -518,7 +526,6 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 				// cannot see its activity: it ends when either side closes.
 				sw.stop()
 			}
-			up.Report(cluster, addr, res.StatusCode < 500)
 			applyHeaders(res.Header, route.headers.respAdd, route.headers.respRemove)
 			applyHeaders(res.Header, vh.headers.respAdd, vh.headers.respRemove)
 			applyHeaders(res.Header, rt.headers.respAdd, rt.headers.respRemove)
@@ -526,7 +533,7 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 		},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			switch cause := context.Cause(req.Context()); {
-			case errors.Is(cause, errTimeout):
+			case errors.Is(cause, errTimeout), errors.Is(err, errTimeout):
 				http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
 				return
 			case errors.Is(cause, errStreamIdle), errors.Is(cause, errRequestTimeout):
@@ -544,12 +551,14 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 			case errors.Is(err, upstream.ErrOverflow):
 				overflow(w)
 				return
+			case errors.Is(err, errNoHealthyUpstream):
+				http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+				return
 			}
 			if r.Context().Err() != nil && req.Context().Err() != nil {
 				return // the client went away
 			}
-			up.Report(cluster, addr, false)
-			l.log.V(1).Info("upstream request failed", "cluster", cluster, "host", addr, "error", err.Error())
+			l.log.V(1).Info("upstream request failed", "cluster", cluster, "host", at.lastHost, "error", err.Error())
 			http.Error(w, "upstream connect error or disconnect/reset before headers", http.StatusServiceUnavailable)
 		},
 	}

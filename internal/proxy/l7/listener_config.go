@@ -119,6 +119,9 @@ type listenerConfig struct {
 	tls    bool
 	chains []*filterChain
 	limits hcmLimits
+	// retryBuffer bounds the request body kept for retries: Envoy buffers
+	// up to the listener's per_connection_buffer_limit_bytes (1 MiB unset).
+	retryBuffer int
 }
 
 // filterChain is one filter chain: the SNI names it serves (none: any), its TLS
@@ -145,7 +148,10 @@ func parseListener(l *listenerv3.Listener) (*listenerConfig, error) {
 	if err := pbcheck.BufferLimit(where, l.GetPerConnectionBufferLimitBytes()); err != nil {
 		return nil, err
 	}
-	cfg := &listenerConfig{name: l.GetName()}
+	cfg := &listenerConfig{name: l.GetName(), retryBuffer: 1 << 20}
+	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
+		cfg.retryBuffer = int(v.GetValue())
+	}
 	inspector := false
 	for i, lf := range l.GetListenerFilters() {
 		w := fmt.Sprintf("%s: listener_filters[%d]", where, i)

@@ -37,6 +37,7 @@ type virtualHost struct {
 	name    string
 	routes  []*route
 	headers headerOps
+	retry   *retryPolicy // for routes without their own
 }
 
 type route struct {
@@ -91,7 +92,7 @@ type forwardAction struct {
 	regexSubst    string
 	hostRewrite   string
 	timeout       time.Duration // 0: none
-	perTryTimeout time.Duration
+	retry         *retryPolicy  // nil: the virtual host's applies (a route's replaces it whole)
 	hashSourceIP  bool
 }
 
@@ -182,12 +183,17 @@ func (rt *RouteTable) virtualHost(host string) *virtualHost {
 }
 
 func compileVirtualHost(where string, v *routev3.VirtualHost) (*virtualHost, error) {
-	if err := pbcheck.Unsupported(where, v, "name", "domains", "routes",
+	if err := pbcheck.Unsupported(where, v, "name", "domains", "routes", "retry_policy",
 		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"); err != nil {
 		return nil, err
 	}
 	vh := &virtualHost{name: v.GetName()}
 	var err error
+	if rp := v.GetRetryPolicy(); rp != nil {
+		if vh.retry, err = compileRetryPolicy(where+": retry_policy", rp); err != nil {
+			return nil, err
+		}
+	}
 	if vh.headers, err = compileHeaderOps(where, v.GetRequestHeadersToAdd(), v.GetRequestHeadersToRemove(),
 		v.GetResponseHeadersToAdd(), v.GetResponseHeadersToRemove()); err != nil {
 		return nil, err
@@ -264,25 +270,9 @@ func compileMatch(where string, m *routev3.RouteMatch) (routeMatch, error) {
 		}
 	}
 	for i, h := range m.GetHeaders() {
-		hw := fmt.Sprintf("%s: headers[%d]", where, i)
-		if err := pbcheck.Unsupported(hw, h, "name", "string_match", "present_match", "invert_match"); err != nil {
+		hm, err := compileHeaderMatcher(fmt.Sprintf("%s: headers[%d]", where, i), h)
+		if err != nil {
 			return rm, err
-		}
-		hm := headerMatch{name: strings.ToLower(h.GetName()), invert: h.GetInvertMatch()}
-		switch {
-		case h.GetStringMatch() != nil:
-			sm, err := compileStringMatch(hw+": string_match", h.GetStringMatch())
-			if err != nil {
-				return rm, err
-			}
-			hm.str = sm
-		case h.GetHeaderMatchSpecifier() != nil:
-			hm.present = h.GetPresentMatch()
-			if _, ok := h.GetHeaderMatchSpecifier().(*routev3.HeaderMatcher_PresentMatch); !ok {
-				return rm, fmt.Errorf("%s: only string_match and present_match are supported", hw)
-			}
-		default:
-			hm.present = true // no specifier: the header must be present
 		}
 		rm.headers = append(rm.headers, hm)
 	}
@@ -308,6 +298,29 @@ func compileMatch(where string, m *routev3.RouteMatch) (routeMatch, error) {
 		rm.grpc = true
 	}
 	return rm, nil
+}
+
+func compileHeaderMatcher(hw string, h *routev3.HeaderMatcher) (headerMatch, error) {
+	if err := pbcheck.Unsupported(hw, h, "name", "string_match", "present_match", "invert_match"); err != nil {
+		return headerMatch{}, err
+	}
+	hm := headerMatch{name: strings.ToLower(h.GetName()), invert: h.GetInvertMatch()}
+	switch {
+	case h.GetStringMatch() != nil:
+		sm, err := compileStringMatch(hw+": string_match", h.GetStringMatch())
+		if err != nil {
+			return hm, err
+		}
+		hm.str = sm
+	case h.GetHeaderMatchSpecifier() != nil:
+		hm.present = h.GetPresentMatch()
+		if _, ok := h.GetHeaderMatchSpecifier().(*routev3.HeaderMatcher_PresentMatch); !ok {
+			return hm, fmt.Errorf("%s: only string_match and present_match are supported", hw)
+		}
+	default:
+		hm.present = true // no specifier: the header must be present
+	}
+	return hm, nil
 }
 
 func compileRegex(where string, m *matcherv3.RegexMatcher) (*regexp.Regexp, error) {
@@ -455,10 +468,10 @@ func compileForward(where string, a *routev3.RouteAction) (*forwardAction, error
 	}
 	if rp := a.GetRetryPolicy(); rp != nil {
 		// Without retry_on Envoy makes no retries; per_try_timeout still bounds the one try.
-		if err := pbcheck.Unsupported(where+": retry_policy", rp, "per_try_timeout"); err != nil {
+		var err error
+		if fa.retry, err = compileRetryPolicy(where+": retry_policy", rp); err != nil {
 			return nil, err
 		}
-		fa.perTryTimeout = rp.GetPerTryTimeout().AsDuration()
 	}
 	for i, hp := range a.GetHashPolicy() {
 		hw := fmt.Sprintf("%s: hash_policy[%d]", where, i)

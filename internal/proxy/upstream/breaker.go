@@ -20,19 +20,22 @@ import (
 var ErrOverflow = errors.New("upstream overflow (circuit breaker)")
 
 // Envoy's default thresholds, applied when circuit_breakers leaves one unset.
-const defaultThreshold = 1024
+const (
+	defaultThreshold  = 1024
+	defaultMaxRetries = 3
+)
 
 // overflows counts refusals by the breaker that refused (Envoy's
 // upstream_cx_overflow, upstream_rq_pending_overflow; max_requests counts
 // there too in Envoy, here as "requests").
 var overflows = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "fleetlb_proxy_upstream_overflow_total",
-	Help: "Upstream connections, sessions and requests refused by a cluster's circuit breaker, by limit (connections, pending, requests).",
+	Help: "Upstream connections, sessions, requests and retries refused by a cluster's circuit breaker, by limit (connections, pending, requests, retries).",
 }, []string{"limit"})
 
 func init() {
 	metrics.Registry.MustRegister(overflows)
-	for _, l := range []string{"connections", "pending", "requests"} {
+	for _, l := range []string{"connections", "pending", "requests", "retries"} {
 		overflows.WithLabelValues(l)
 	}
 }
@@ -49,10 +52,20 @@ type breaker struct {
 	freed   chan struct{} // closed (and replaced) whenever a connection slot frees
 
 	requests atomic.Int64
+
+	// Retries in flight, bounded by maxRetries or, when set, the retry
+	// budget: budgetPercent of the requests in flight and pending, at least
+	// minRetries.
+	retries       atomic.Int64
+	maxRetries    int64
+	budget        bool
+	budgetPercent float64
+	minRetries    int64
 }
 
 func newBreaker(cb *clusterv3.CircuitBreakers) *breaker {
-	b := &breaker{maxConns: defaultThreshold, maxPending: defaultThreshold, maxRequests: defaultThreshold, freed: make(chan struct{})}
+	b := &breaker{maxConns: defaultThreshold, maxPending: defaultThreshold, maxRequests: defaultThreshold, freed: make(chan struct{}),
+		maxRetries: defaultMaxRetries}
 	for _, t := range cb.GetThresholds() { // validated: at most one, priority DEFAULT
 		if v := t.GetMaxConnections(); v != nil {
 			b.maxConns = int64(v.GetValue())
@@ -62,6 +75,19 @@ func newBreaker(cb *clusterv3.CircuitBreakers) *breaker {
 		}
 		if v := t.GetMaxRequests(); v != nil {
 			b.maxRequests = int64(v.GetValue())
+		}
+		if v := t.GetMaxRetries(); v != nil {
+			b.maxRetries = int64(v.GetValue())
+		}
+		if rb := t.GetRetryBudget(); rb != nil {
+			// Envoy's defaults: 20 %, at least 3.
+			b.budget, b.budgetPercent, b.minRetries = true, 20, 3
+			if p := rb.GetBudgetPercent(); p != nil {
+				b.budgetPercent = p.GetValue()
+			}
+			if v := rb.GetMinRetryConcurrency(); v != nil {
+				b.minRetries = int64(v.GetValue())
+			}
 		}
 	}
 	return b
@@ -151,6 +177,27 @@ func (b *breaker) startRequest() (done func(), err error) {
 	return func() { once.Do(func() { b.requests.Add(-1) }) }, nil
 }
 
+// startRetry counts a retry against max_retries or the retry budget
+// (Envoy's RetryBudgetImpl: the limit follows the requests in flight and
+// pending at the time of the retry).
+func (b *breaker) startRetry() (done func(), err error) {
+	limit := b.maxRetries
+	if b.budget {
+		b.mu.Lock()
+		pending := b.pending
+		b.mu.Unlock()
+		active := b.requests.Load() + pending
+		limit = max(b.minRetries, int64(b.budgetPercent*float64(active)/100))
+	}
+	if b.retries.Add(1) > limit {
+		b.retries.Add(-1)
+		overflows.WithLabelValues("retries").Inc()
+		return nil, ErrOverflow
+	}
+	var once sync.Once
+	return func() { once.Do(func() { b.retries.Add(-1) }) }, nil
+}
+
 // releasingConn gives its connection slot back when closed.
 type releasingConn struct {
 	net.Conn
@@ -208,6 +255,7 @@ func (c *cluster) newTransport(idle time.Duration) *http.Transport {
 	d := &net.Dialer{Timeout: c.connectTimeout, KeepAliveConfig: c.keepalive}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c.traffic.Store(true)
 			req, _ := ctx.Value(requestKey{}).(*requestState)
 			return c.breaker.waitConn(ctx, req, func() (net.Conn, error) { return d.DialContext(ctx, network, addr) })
 		},

@@ -14,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -48,10 +49,12 @@ func TestValidateCircuitBreakersAndHTTPOptions(t *testing.T) {
 		mut  func(c *clusterv3.Cluster)
 		want string
 	}{
-		{"max_retries", func(c *clusterv3.Cluster) { c.CircuitBreakers.Thresholds[0].MaxRetries = wrapperspb.UInt32(3) }, "field max_retries is not supported"},
-		{"retry budget", func(c *clusterv3.Cluster) {
-			c.CircuitBreakers.Thresholds[0].RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{}
-		}, "field retry_budget is not supported"},
+		{"per-host thresholds", func(c *clusterv3.Cluster) {
+			c.CircuitBreakers.PerHostThresholds = []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: wrapperspb.UInt32(3)}}
+		}, "field per_host_thresholds is not supported"},
+		{"retry budget over 100%", func(c *clusterv3.Cluster) {
+			c.CircuitBreakers.Thresholds[0].RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{BudgetPercent: &typev3.Percent{Value: 150}}
+		}, "retry_budget.budget_percent must be 0-100"},
 		{"two thresholds", func(c *clusterv3.Cluster) {
 			c.CircuitBreakers.Thresholds = append(c.CircuitBreakers.Thresholds, &clusterv3.CircuitBreakers_Thresholds{Priority: corev3.RoutingPriority_HIGH})
 		}, "only one (priority DEFAULT) is supported"},
@@ -180,5 +183,49 @@ func TestUpstreamIdleTimeoutClosesPooledConnection(t *testing.T) {
 			t.Fatal("the idle pooled connection was never closed")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRetryBudgetFollowsRequestsInFlight: a retry budget allows
+// budget_percent of the requests in flight (at least min_retry_concurrency);
+// without one, max_retries (default 3) bounds retries.
+func TestRetryBudgetFollowsRequestsInFlight(t *testing.T) {
+	b := newBreaker(&clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{BudgetPercent: &typev3.Percent{Value: 20}, MinRetryConcurrency: wrapperspb.UInt32(3)},
+	}}})
+	take := func(n int) (got int) {
+		for range n {
+			if _, err := b.startRetry(); err == nil {
+				got++
+			}
+		}
+		return got
+	}
+	if got := take(10); got != 3 {
+		t.Fatalf("no requests in flight: %d retries allowed, want the minimum 3", got)
+	}
+	for range 50 {
+		if _, err := b.startRequest(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 20% of 50 requests in flight: 10 retries, 3 of them already running.
+	if got := take(20); got != 7 {
+		t.Fatalf("50 requests in flight: %d more retries allowed, want 7", got)
+	}
+
+	plain := newBreaker(nil)
+	done, err := plain.startRetry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.startRetry()
+	plain.startRetry()
+	if _, err := plain.startRetry(); !errors.Is(err, ErrOverflow) {
+		t.Fatalf("a fourth retry under the default max_retries 3: %v", err)
+	}
+	done()
+	if _, err := plain.startRetry(); err != nil {
+		t.Fatalf("a retry after one ended: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -15,7 +16,10 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	proxyprotocolv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 type host struct {
@@ -30,15 +34,21 @@ type host struct {
 	healthy  bool
 	hcPasses int
 	hcFails  int
-	// Outlier detection.
-	consecFail   int
-	ejections    int
-	ejectedUntil time.Time
-	current      int64 // smooth weighted round robin
-	stopHC       context.CancelFunc
+	// Outlier detection (Envoy's DetectorHostMonitor): consecutive external
+	// (HTTP 5xx) and local-origin (connect failure, reset, timeout) errors,
+	// the ejection and its back-off multiplier.
+	consec5xx     int
+	consecLocal   int
+	ejected       bool
+	ejectedAt     time.Time
+	ejectJitter   time.Duration
+	ejectBackoff  int
+	lastUnejected time.Time
+	current       int64 // smooth weighted round robin
+	stopHC        context.CancelFunc
 }
 
-func (h *host) available(now time.Time) bool { return h.healthy && now.After(h.ejectedUntil) }
+func (h *host) available() bool { return h.healthy && !h.ejected }
 
 type cluster struct {
 	proto          *clusterv3.Cluster
@@ -54,9 +64,13 @@ type cluster struct {
 	outlier        *clusterv3.OutlierDetection
 	breaker        *breaker
 	transport      *http.Transport // HTTP clusters' connection pool
+	// traffic is set by the first upstream connection: until then health
+	// checks run at no_traffic_interval (Envoy: upstream_cx_total unused).
+	traffic atomic.Bool
 
-	mu    sync.Mutex
-	hosts map[string]*host
+	mu        sync.Mutex
+	hosts     map[string]*host
+	nextSweep time.Time // outlier detection's next interval tick
 }
 
 func newCluster(c *clusterv3.Cluster, log logr.Logger) *cluster {
@@ -164,15 +178,79 @@ func (c *cluster) setHosts(cla *endpointv3.ClusterLoadAssignment) {
 	c.hosts = next
 }
 
+// Selection narrows a retry's host choice as Envoy's retry plugins do.
+type Selection struct {
+	// Attempted hosts so far, with their priorities (previous_hosts and
+	// previous_priorities look at them).
+	Attempted []Attempt
+	// AvoidAttempted rejects a host already tried (previous_hosts); the
+	// choice is redone up to SelectionAttempts times, then the last pick stands.
+	AvoidAttempted    bool
+	SelectionAttempts int
+	// PriorityUpdateEvery > 0 excludes the priorities of attempted hosts
+	// (previous_priorities with this update_frequency).
+	PriorityUpdateEvery int
+}
+
+// Attempt is a host a request was sent to.
+type Attempt struct {
+	Addr     string
+	Priority uint32
+}
+
+func (s *Selection) tried(addr string) bool {
+	for _, a := range s.Attempted {
+		if a.Addr == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// excludedPriorities follows PreviousPrioritiesRetryPriority: below
+// update_frequency attempts the load is unchanged; every update_frequency
+// attempts the priorities of all attempts so far are excluded, and in
+// between the last exclusion holds.
+func (s *Selection) excludedPriorities() map[uint32]bool {
+	if s == nil || s.PriorityUpdateEvery <= 0 || len(s.Attempted) < s.PriorityUpdateEvery {
+		return nil
+	}
+	upto := len(s.Attempted) - len(s.Attempted)%s.PriorityUpdateEvery
+	out := map[uint32]bool{}
+	for _, a := range s.Attempted[:upto] {
+		out[a.Priority] = true
+	}
+	return out
+}
+
 // pick implements Envoy's priority and locality selection, then weighted
 // round robin (or hashing) within the chosen set.
-func (c *cluster) pick(hashKey []byte) (*host, error) {
+func (c *cluster) pick(hashKey []byte, sel *Selection) (*host, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.hosts) == 0 {
 		return nil, ErrNoHealthyHost
 	}
 	now := time.Now()
+	c.sweepLocked(now)
+	tries := 1
+	if sel != nil && sel.AvoidAttempted {
+		tries = max(sel.SelectionAttempts, 1)
+	}
+	var h *host
+	for range tries {
+		var err error
+		if h, err = c.pickOnce(hashKey, sel.excludedPriorities()); err != nil {
+			return nil, err
+		}
+		if sel == nil || !sel.AvoidAttempted || !sel.tried(h.addr) {
+			break
+		}
+	}
+	return h, nil
+}
+
+func (c *cluster) pickOnce(hashKey []byte, excluded map[uint32]bool) (*host, error) {
 	byPrio := map[uint32][]*host{}
 	var prios []uint32
 	for _, h := range c.hosts {
@@ -185,48 +263,75 @@ func (c *cluster) pick(hashKey []byte) (*host, error) {
 	// Health of each priority, scaled by the overprovisioning factor and
 	// capped at 100; load cascades from priority 0 down.
 	health := make([]float64, len(prios))
+	availPct := make([]float64, len(prios))
 	total := 0.0
 	for i, p := range prios {
 		hs := byPrio[p]
 		avail := 0
 		for _, h := range hs {
-			if h.available(now) {
+			if h.available() {
 				avail++
 			}
 		}
+		availPct[i] = 100 * float64(avail) / float64(len(hs))
 		health[i] = min(100, float64(c.overprov)*float64(avail)/float64(len(hs)))
 		total += health[i]
 	}
-	panicMode := min(total, 100) < panicThreshold
+	// Envoy's per-priority panic: while the normalized total availability
+	// is 100 no priority panics; below it, a priority whose own share of
+	// available hosts is under the threshold routes to all its hosts.
+	allAvailable := min(total, 100) >= 100
+	// previous_priorities: the load is computed as if the excluded
+	// priorities had no healthy host; when nothing healthy is left the
+	// original load applies.
+	load := health
+	if len(excluded) > 0 {
+		adj, sum := slices.Clone(health), 0.0
+		for i, p := range prios {
+			if excluded[p] {
+				adj[i] = 0
+			}
+			sum += adj[i]
+		}
+		if sum > 0 {
+			load = adj
+		}
+	}
+	loadTotal := 0.0
+	for _, l := range load {
+		loadTotal += l
+	}
 	var chosen uint32
-	if total == 0 {
+	chosenIdx := 0
+	if loadTotal == 0 {
 		chosen = prios[0]
 	} else {
 		// Loads cascade from priority 0; when total health is below 100 they
 		// are normalised, which picking uniformly below that total does.
-		x := randFloat() * min(total, 100)
+		x := randFloat() * min(loadTotal, 100)
 		remaining, acc := 100.0, 0.0
-		chosen = prios[len(prios)-1]
+		chosen, chosenIdx = prios[len(prios)-1], len(prios)-1
 		for i, p := range prios {
-			load := min(remaining, health[i])
-			remaining -= load
-			acc += load
+			l := min(remaining, load[i])
+			remaining -= l
+			acc += l
 			if x < acc {
-				chosen = p
+				chosen, chosenIdx = p, i
 				break
 			}
 		}
 	}
+	panicMode := !allAvailable && availPct[chosenIdx] < panicThreshold
 	candidates := byPrio[chosen]
 	if !panicMode {
-		candidates = slices.DeleteFunc(slices.Clone(candidates), func(h *host) bool { return !h.available(now) })
+		candidates = slices.DeleteFunc(slices.Clone(candidates), func(h *host) bool { return !h.available() })
 		if len(candidates) == 0 {
 			return nil, ErrNoHealthyHost
 		}
 	}
 	slices.SortFunc(candidates, func(a, b *host) int { return cmp.Compare(a.addr, b.addr) })
 	if c.localityLB {
-		candidates = c.pickLocality(candidates, now, panicMode)
+		candidates = c.pickLocality(candidates, panicMode)
 	}
 	if c.ringHash && hashKey != nil {
 		// Rendezvous hashing: the same key keeps its host while that host is a
@@ -256,7 +361,7 @@ func (c *cluster) pick(hashKey []byte) (*host, error) {
 
 // pickLocality chooses one locality by weight × availability, as Envoy's
 // locality-weighted load balancing does.
-func (c *cluster) pickLocality(hs []*host, now time.Time, panicMode bool) []*host {
+func (c *cluster) pickLocality(hs []*host, panicMode bool) []*host {
 	type loc struct {
 		hosts  []*host
 		weight float64
@@ -300,8 +405,26 @@ func (c *cluster) pickLocality(hs []*host, now time.Time, panicMode bool) []*hos
 	return locs[keys[len(keys)-1]].hosts
 }
 
-// report is passive outlier detection (consecutive_5xx / connect failures).
-func (c *cluster) report(addr string, success bool) {
+// Outcome is what an upstream attempt reports to outlier detection: a
+// local-origin result (the connection) or an HTTP status from the host.
+type Outcome int
+
+const (
+	// LocalFailure: connect failure, reset or timeout (Envoy's
+	// LocalOriginConnectFailed / LocalOriginTimeout).
+	LocalFailure Outcome = -1
+	// LocalSuccess: the connection was made and nothing follows on it that
+	// reports (tcp_proxy; Envoy's LocalOriginConnectSuccessFinal).
+	LocalSuccess Outcome = -2
+	// Statuses 100-599 are HTTP responses (external origin); the connection
+	// they came on was made (LocalOriginConnectSuccess).
+)
+
+// report feeds outlier detection with Envoy's consecutive-error counters.
+// Without split_external_local_origin_errors a local failure counts as a
+// 503 and a final local success as a 200; with it they count apart, in
+// consecutive_local_origin_failure.
+func (c *cluster) report(addr string, o Outcome) {
 	if c.outlier == nil {
 		return
 	}
@@ -311,111 +434,282 @@ func (c *cluster) report(addr string, success bool) {
 	if h == nil {
 		return
 	}
-	if success {
-		h.consecFail = 0
-		return
-	}
-	h.consecFail++
-	limit := int(c.outlier.GetConsecutive_5Xx().GetValue())
-	if limit == 0 {
-		limit = 5
-	}
-	if h.consecFail < limit {
-		return
-	}
-	maxPct := c.outlier.GetMaxEjectionPercent().GetValue()
-	if c.outlier.GetMaxEjectionPercent() == nil {
-		maxPct = 10
-	}
 	now := time.Now()
+	c.sweepLocked(now)
+	split := c.outlier.GetSplitExternalLocalOriginErrors()
+	status := int(o)
+	switch {
+	case o == LocalFailure && split:
+		h.consecLocal++
+		if h.consecLocal == int(u32(c.outlier.GetConsecutiveLocalOriginFailure(), 5)) {
+			c.ejectLocked(h, now, u32(c.outlier.GetEnforcingConsecutiveLocalOriginFailure(), 100), "consecutive local-origin failures")
+		}
+		return
+	case o == LocalSuccess && split:
+		h.consecLocal = 0
+		return
+	case o == LocalFailure:
+		status = http.StatusServiceUnavailable
+	case o == LocalSuccess:
+		status = http.StatusOK
+	case split:
+		h.consecLocal = 0 // a response means the connection worked
+	}
+	if status < 500 {
+		h.consec5xx = 0
+		return
+	}
+	h.consec5xx++
+	if h.consec5xx == int(u32(c.outlier.GetConsecutive_5Xx(), 5)) {
+		c.ejectLocked(h, now, u32(c.outlier.GetEnforcingConsecutive_5Xx(), 100), "consecutive 5xx")
+	}
+}
+
+func u32(v *wrapperspb.UInt32Value, def uint32) uint32 {
+	if v == nil {
+		return def
+	}
+	return v.GetValue()
+}
+
+// ejectLocked ejects h unless max_ejection_percent of the cluster's hosts are
+// ejected already; as in Envoy one host is always ejectable.
+func (c *cluster) ejectLocked(h *host, now time.Time, enforcing uint32, why string) {
+	if h.ejected {
+		return
+	}
 	ejected := 0
 	for _, o := range c.hosts {
-		if now.Before(o.ejectedUntil) {
+		if o.ejected {
 			ejected++
 		}
 	}
-	if float64(ejected+1)*100/float64(len(c.hosts)) > float64(maxPct) {
+	maxPct := min(u32(c.outlier.GetMaxEjectionPercent(), 10), 100)
+	if ejected > 0 && float64(ejected+1)*100/float64(len(c.hosts)) > float64(maxPct) {
 		return
 	}
-	base := 30 * time.Second
+	if enforcing < 100 && uint32(randFloat()*100) >= enforcing {
+		return
+	}
+	base, maxT := c.ejectionTimes()
+	if time.Duration(h.ejectBackoff)*base < maxT+base {
+		h.ejectBackoff++
+	}
+	h.ejected, h.ejectedAt = true, now
+	h.ejectJitter = 0
+	if j := c.outlier.GetMaxEjectionTimeJitter().AsDuration(); j > 0 {
+		h.ejectJitter = time.Duration(randFloat() * float64(j))
+	}
+	c.log.V(1).Info("host ejected", "host", h.addr, "reason", why, "for", min(base*time.Duration(h.ejectBackoff), maxT)+h.ejectJitter)
+}
+
+func (c *cluster) ejectionTimes() (base, maxT time.Duration) {
+	base, maxT = 30*time.Second, 300*time.Second
 	if d := c.outlier.GetBaseEjectionTime(); d != nil {
 		base = d.AsDuration()
 	}
-	h.ejections++
-	h.ejectedUntil = now.Add(base * time.Duration(h.ejections))
-	h.consecFail = 0
-	c.log.V(1).Info("host ejected", "host", addr, "for", base*time.Duration(h.ejections))
+	if d := c.outlier.GetMaxEjectionTime(); d != nil {
+		maxT = d.AsDuration()
+	}
+	return base, max(maxT, base)
 }
 
-// healthCheck probes one host until ctx ends.
-func (c *cluster) healthCheck(ctx context.Context, h *host) {
-	interval, timeout := 5*time.Second, time.Second
-	if d := c.hc.GetInterval(); d != nil {
+// sweepLocked runs the outlier detector's interval ticks that are due: an
+// ejected host returns once min(base_ejection_time × back-off,
+// max_ejection_time) + jitter has passed, and each tick a host that stayed
+// in for an interval lowers its back-off by one. Ticks run when the cluster
+// is next used rather than on a timer; nothing reads ejections in between.
+func (c *cluster) sweepLocked(now time.Time) {
+	if c.outlier == nil || now.Before(c.nextSweep) {
+		return
+	}
+	interval := 10 * time.Second
+	if d := c.outlier.GetInterval(); d != nil {
 		interval = d.AsDuration()
 	}
-	if d := c.hc.GetTimeout(); d != nil {
-		timeout = d.AsDuration()
+	ticks := 1
+	if !c.nextSweep.IsZero() {
+		ticks = min(int(now.Sub(c.nextSweep)/interval)+1, 1<<10)
 	}
-	unhealthyAfter, healthyAfter := int(c.hc.GetUnhealthyThreshold().GetValue()), int(c.hc.GetHealthyThreshold().GetValue())
+	c.nextSweep = now.Add(interval)
+	base, maxT := c.ejectionTimes()
+	for _, h := range c.hosts {
+		if !h.ejected {
+			if !h.lastUnejected.IsZero() && now.Sub(h.lastUnejected) >= interval {
+				h.ejectBackoff = max(h.ejectBackoff-ticks, 0)
+			}
+			continue
+		}
+		if min(base*time.Duration(h.ejectBackoff), maxT)+h.ejectJitter <= now.Sub(h.ejectedAt) {
+			c.unejectLocked(h, now)
+		}
+	}
+}
+
+func (c *cluster) unejectLocked(h *host, now time.Time) {
+	h.ejected, h.lastUnejected = false, now
+	h.consec5xx, h.consecLocal = 0, 0
+}
+
+// healthCheck probes one host until ctx ends, scheduling each probe as
+// Envoy's HealthCheckerImplBase::interval does: after a success
+// healthy_edge_interval while the host waits to turn healthy, else
+// interval; after a failure unhealthy_edge_interval while it waits to turn
+// unhealthy, else unhealthy_interval; and no_traffic_interval (for a healthy
+// host no_traffic_healthy_interval) until the cluster carries traffic; plus
+// interval_jitter and interval_jitter_percent.
+func (c *cluster) healthCheck(ctx context.Context, h *host) {
+	hc := c.hc
+	sched := newHCSchedule(hc)
+	timeout := hc.GetTimeout().AsDuration()
+	unhealthyAfter, healthyAfter := int(hc.GetUnhealthyThreshold().GetValue()), int(hc.GetHealthyThreshold().GetValue())
 	unhealthyAfter, healthyAfter = max(unhealthyAfter, 1), max(healthyAfter, 1)
-	httpCheck := c.hc.GetHttpHealthCheck()
-	client := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
-	t := time.NewTimer(0) // the first check runs at once: a new host is pending until it passes
+	httpCheck := hc.GetHttpHealthCheck()
+	var client *http.Client
+	if httpCheck != nil {
+		var protocols http.Protocols
+		if httpCheck.GetCodecClientType() == typev3.CodecClientType_HTTP2 {
+			protocols.SetUnencryptedHTTP2(true)
+		} else {
+			protocols.SetHTTP1(true)
+		}
+		client = &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true, Protocols: &protocols, Proxy: nil}}
+	}
+	first := time.Duration(0) // a new host is pending until its first check passes
+	if d := hc.GetInitialJitter().AsDuration(); d > 0 {
+		first = time.Duration(randFloat() * float64(d))
+	}
+	t := time.NewTimer(first)
 	defer t.Stop()
-	first := true
+	firstCheck := true
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		ok := c.probe(ctx, client, h.hcAddr, httpCheck, timeout)
+		ok, immediate := c.probe(ctx, client, h.hcAddr, httpCheck, timeout)
+		if ctx.Err() != nil {
+			return
+		}
 		c.mu.Lock()
+		pending := false // the result moved the host toward a change that has not happened yet
 		if ok {
 			h.hcPasses, h.hcFails = h.hcPasses+1, 0
-			if first || h.hcPasses >= healthyAfter {
-				h.healthy = true
+			if !h.healthy {
+				if firstCheck || h.hcPasses >= healthyAfter {
+					h.healthy = true
+				} else {
+					pending = true
+				}
+			}
+			// successful_active_health_check_uneject_host (default true).
+			if h.ejected && (c.outlier.GetSuccessfulActiveHealthCheckUnejectHost() == nil || c.outlier.GetSuccessfulActiveHealthCheckUnejectHost().GetValue()) {
+				c.unejectLocked(h, time.Now())
 			}
 		} else {
 			h.hcFails, h.hcPasses = h.hcFails+1, 0
-			if h.hcFails >= unhealthyAfter {
-				h.healthy = false
+			if h.healthy {
+				// An unexpected HTTP status is not retriable: the host goes at once.
+				if immediate || h.hcFails >= unhealthyAfter {
+					h.healthy = false
+				} else {
+					pending = true
+				}
 			}
 		}
+		healthy := h.healthy
 		c.mu.Unlock()
-		first = false
-		t.Reset(interval)
+		firstCheck = false
+		next := sched.next(ok, pending, healthy, c.traffic.Load())
+		t.Reset(max(next, time.Millisecond))
 	}
 }
 
-func (c *cluster) probe(ctx context.Context, client *http.Client, addr string, hc *corev3.HealthCheck_HttpHealthCheck, timeout time.Duration) bool {
+// hcSchedule holds a health check's intervals with Envoy's defaults.
+type hcSchedule struct {
+	interval, unhealthy, unhealthyEdge, healthyEdge, noTraffic, noTrafficHealthy, jitter time.Duration
+	jitterPct                                                                            uint32
+}
+
+func newHCSchedule(hc *corev3.HealthCheck) hcSchedule {
+	dur := func(d *durationpb.Duration, def time.Duration) time.Duration {
+		if d == nil {
+			return def
+		}
+		return d.AsDuration()
+	}
+	s := hcSchedule{interval: hc.GetInterval().AsDuration(), jitter: hc.GetIntervalJitter().AsDuration(), jitterPct: hc.GetIntervalJitterPercent()}
+	s.unhealthy = dur(hc.GetUnhealthyInterval(), s.interval)
+	s.unhealthyEdge = dur(hc.GetUnhealthyEdgeInterval(), s.unhealthy)
+	s.healthyEdge = dur(hc.GetHealthyEdgeInterval(), s.interval)
+	s.noTraffic = dur(hc.GetNoTrafficInterval(), 60*time.Second)
+	s.noTrafficHealthy = dur(hc.GetNoTrafficHealthyInterval(), s.noTraffic)
+	return s
+}
+
+// base is the wait before the next check without jitter: ok is the last
+// result, pending that it moved the host toward a change the threshold
+// holds back, healthy the host's state after it, traffic whether the
+// cluster has carried any.
+func (s hcSchedule) base(ok, pending, healthy, traffic bool) time.Duration {
+	switch {
+	case !traffic && ok && healthy && !pending:
+		return s.noTrafficHealthy
+	case !traffic:
+		return s.noTraffic
+	case ok && pending:
+		return s.healthyEdge
+	case ok:
+		return s.interval
+	case pending:
+		return s.unhealthyEdge
+	}
+	return s.unhealthy
+}
+
+func (s hcSchedule) next(ok, pending, healthy, traffic bool) time.Duration {
+	next := s.base(ok, pending, healthy, traffic)
+	if s.jitterPct > 0 {
+		next += time.Duration(randFloat() * float64(next) * float64(s.jitterPct) / 100)
+	}
+	if s.jitter > 0 {
+		next += time.Duration(randFloat() * float64(s.jitter))
+	}
+	return next
+}
+
+// probe runs one check. immediate says a failure skips unhealthy_threshold
+// (an HTTP status outside expected_statuses, as in Envoy); connect failures
+// and timeouts are network failures and count against it.
+func (c *cluster) probe(ctx context.Context, client *http.Client, addr string, hc *corev3.HealthCheck_HttpHealthCheck, timeout time.Duration) (ok, immediate bool) {
 	if hc == nil {
 		conn, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
 		if err != nil {
-			return false
+			return false, false
 		}
 		conn.Close()
-		return true
+		return true, false
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+hc.GetPath(), nil)
 	if err != nil {
-		return false
+		return false, false
 	}
 	if hc.GetHost() != "" {
 		req.Host = hc.GetHost()
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return false
+		return false, false
 	}
 	resp.Body.Close()
 	if len(hc.GetExpectedStatuses()) == 0 {
-		return resp.StatusCode >= 200 && resp.StatusCode < 300
+		return resp.StatusCode == http.StatusOK, resp.StatusCode != http.StatusOK
 	}
 	for _, r := range hc.GetExpectedStatuses() {
 		if int64(resp.StatusCode) >= r.GetStart() && int64(resp.StatusCode) < r.GetEnd() {
-			return true
+			return true, false
 		}
 	}
-	return false
+	return false, true
 }

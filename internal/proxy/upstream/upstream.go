@@ -119,22 +119,53 @@ func (m *Manager) get(name string) (*cluster, error) {
 
 // Pick chooses a host ("ip:port") of the cluster.
 func (m *Manager) Pick(cluster string, hashKey []byte) (string, error) {
-	c, err := m.get(cluster)
-	if err != nil {
-		return "", err
-	}
-	h, err := c.pick(hashKey)
-	if err != nil {
-		return "", err
-	}
-	return h.addr, nil
+	a, err := m.PickFor(cluster, hashKey, nil)
+	return a.Addr, err
 }
 
-// Report feeds passive outlier detection: a connect failure or 5xx is false.
+// PickFor chooses a host for an attempt of a request; sel (nil for a first
+// attempt) carries the retry host predicate and retry priority.
+func (m *Manager) PickFor(cluster string, hashKey []byte, sel *Selection) (Attempt, error) {
+	c, err := m.get(cluster)
+	if err != nil {
+		return Attempt{}, err
+	}
+	h, err := c.pick(hashKey, sel)
+	if err != nil {
+		return Attempt{}, err
+	}
+	return Attempt{Addr: h.addr, Priority: h.priority}, nil
+}
+
+// Report feeds passive outlier detection with a local-origin result: false
+// is a connect failure, reset or timeout, true a connection made with
+// nothing after it to report (tcp_proxy).
 func (m *Manager) Report(cluster, addr string, success bool) {
 	if c, err := m.get(cluster); err == nil {
-		c.report(addr, success)
+		o := LocalFailure
+		if success {
+			o = LocalSuccess
+		}
+		c.report(addr, o)
 	}
+}
+
+// ReportStatus feeds outlier detection with an HTTP response's status.
+func (m *Manager) ReportStatus(cluster, addr string, status int) {
+	if c, err := m.get(cluster); err == nil {
+		c.report(addr, Outcome(status))
+	}
+}
+
+// StartRetry counts a retry against the cluster's retry budget (or
+// max_retries); ErrOverflow when none is left, else done, to call when the
+// retry ends.
+func (m *Manager) StartRetry(cluster string) (done func(), err error) {
+	c, err := m.get(cluster)
+	if err != nil {
+		return nil, err
+	}
+	return c.breaker.startRetry()
 }
 
 // Transport is the cluster's HTTP connection pool (HTTP/1.1 or h2c). Requests
@@ -168,10 +199,11 @@ func (m *Manager) DialTCP(ctx context.Context, cluster string, src, dst net.Addr
 	if err != nil {
 		return nil, err
 	}
-	h, err := c.pick(hashKey)
+	h, err := c.pick(hashKey, nil)
 	if err != nil {
 		return nil, err
 	}
+	c.traffic.Store(true)
 	// tcp_proxy does not queue: past max_connections the connection is refused.
 	release, ok := c.breaker.tryConn()
 	if !ok {
@@ -181,7 +213,7 @@ func (m *Manager) DialTCP(ctx context.Context, cluster string, src, dst net.Addr
 	raw, err := d.DialContext(ctx, "tcp", h.addr)
 	if err != nil {
 		release()
-		c.report(h.addr, false)
+		c.report(h.addr, LocalFailure)
 		return nil, fmt.Errorf("connecting to %s of cluster %s: %w", h.addr, cluster, err)
 	}
 	conn := net.Conn(&releasingConn{Conn: raw, release: release})
@@ -191,7 +223,7 @@ func (m *Manager) DialTCP(ctx context.Context, cluster string, src, dst net.Addr
 			return nil, fmt.Errorf("writing the PROXY header to %s: %w", h.addr, err)
 		}
 	}
-	c.report(h.addr, true)
+	c.report(h.addr, LocalSuccess)
 	return conn, nil
 }
 
@@ -217,10 +249,10 @@ func (m *Manager) HealthyHosts(cluster string) []string {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.sweepLocked(time.Now())
 	var out []string
-	now := time.Now()
 	for _, h := range c.hosts {
-		if h.available(now) {
+		if h.available() {
 			out = append(out, h.addr)
 		}
 	}

@@ -53,12 +53,26 @@ type group struct {
 func build(t *testing.T, b model.Backend) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment) {
 	t.Helper()
 	b.Name, b.Protocol = "c", cmpOr(b.Protocol, model.BackendTCP)
+	// Admission refuses intervals under 1 s; tests probe faster, so the
+	// interval is set on the translated check, every derived interval with it.
+	var fast time.Duration
+	if hc := b.HealthCheck; hc != nil && hc.Interval != 0 && hc.Interval.D() < time.Second {
+		fast = hc.Interval.D()
+		c := *hc
+		c.Interval = 0
+		b.HealthCheck = &c
+	}
 	svc := model.L4Service{Ref: model.Ref{Tenant: "t", Namespace: "n", Name: "s"}, VIP: mustAddr("127.0.0.1"), Port: 1, Protocol: model.TCP, Backend: "c"}
 	out, err := fasthealth.Translate(&model.Fleet{Name: "f", L4: []model.L4Service{svc}, Backends: []model.Backend{b}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, cla := out.Clusters[0].(*clusterv3.Cluster), out.Endpoints[0].(*endpointv3.ClusterLoadAssignment)
+	if fast != 0 {
+		hc := c.HealthChecks[0]
+		hc.Interval, hc.UnhealthyInterval, hc.UnhealthyEdgeInterval = durationpb.New(fast), durationpb.New(fast), durationpb.New(fast)
+		hc.HealthyEdgeInterval, hc.NoTrafficInterval, hc.IntervalJitter = durationpb.New(fast), durationpb.New(fast), nil
+	}
 	if err := ValidateCluster(c); err != nil {
 		t.Fatal(err)
 	}
@@ -253,22 +267,52 @@ func TestHashKeepsClientOnOneHost(t *testing.T) {
 func TestOutlierEjectionAndReturn(t *testing.T) {
 	a, b := listener(t, "127.0.0.1:0").Addr().String(), listener(t, "127.0.0.1:0").Addr().String()
 	m := manager(t, model.Backend{
-		Outlier: &model.Outlier{Consecutive5xx: 2, BaseEjectionTime: model.Duration(200 * time.Millisecond), MaxEjectionPercent: 50},
-		Groups:  groups(group{addrs: []string{a, b}})})
-	m.Report("c", a, false)
-	m.Report("c", a, false)
+		Outlier: &model.Outlier{Consecutive5xx: 2, Interval: model.Duration(20 * time.Millisecond),
+			BaseEjectionTime: model.Duration(100 * time.Millisecond), MaxEjectionPercent: 50},
+		Groups: groups(group{addrs: []string{a, b}})})
+	// Two 503s in a row eject a (consecutive_5xx 2); a success in between resets.
+	m.ReportStatus("c", a, 503)
+	m.ReportStatus("c", a, 200)
+	m.ReportStatus("c", a, 503)
+	if got := count(t, m, 20, nil); got[a] == 0 {
+		t.Fatalf("host ejected though its 5xx were not consecutive: %v", got)
+	}
+	m.ReportStatus("c", a, 503)
 	if got := count(t, m, 20, nil); got[a] != 0 {
 		t.Fatalf("ejected host picked: %v", got)
 	}
-	// max_ejection_percent 50: the second host is never ejected too.
-	m.Report("c", b, false)
+	// A local-origin failure ejects at once (consecutive_local_origin_failure
+	// 1), but max_ejection_percent 50 keeps the second host in.
 	m.Report("c", b, false)
 	if got := count(t, m, 20, nil); got[b] != 20 {
 		t.Fatalf("more than 50%% of hosts ejected: %v", got)
 	}
-	time.Sleep(250 * time.Millisecond)
-	if got := count(t, m, 20, nil); got[a] == 0 {
-		t.Fatalf("host not back after its ejection time: %v", got)
+	deadline := time.Now().Add(10 * time.Second)
+	for count(t, m, 20, nil)[a] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("host not back after its ejection time")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestLocalOriginFailureEjectsAtOnce(t *testing.T) {
+	a, b := listener(t, "127.0.0.1:0").Addr().String(), closedAddr(t)
+	m := manager(t, model.Backend{Groups: groups(group{addrs: []string{a, b}})})
+	// 503s from a do not count toward local-origin failures, and four of
+	// them stay under consecutive_5xx 5.
+	for range 4 {
+		m.ReportStatus("c", a, 503)
+	}
+	// One refused connect to b: out at once.
+	for range 4 {
+		conn, err := m.DialTCP(context.Background(), "c", nil, nil, nil)
+		if err == nil {
+			conn.Close()
+		}
+	}
+	if got := count(t, m, 20, nil); got[a] != 20 {
+		t.Fatalf("the refusing host was not ejected after one failed connect, or 503s ejected the other: %v", got)
 	}
 }
 
@@ -332,7 +376,7 @@ func TestValidateNamesTheUnsupportedField(t *testing.T) {
 	c.HealthChecks = append(c.HealthChecks, &corev3.HealthCheck{Timeout: durationpb.New(time.Second), Interval: durationpb.New(time.Second),
 		UnhealthyThreshold: wrapperspb.UInt32(1), HealthyThreshold: wrapperspb.UInt32(1),
 		HealthChecker: &corev3.HealthCheck_GrpcHealthCheck_{GrpcHealthCheck: &corev3.HealthCheck_GrpcHealthCheck{}}})
-	if err := ValidateCluster(c); err == nil || !strings.Contains(err.Error(), "health check kind") {
+	if err := ValidateCluster(c); err == nil || !strings.Contains(err.Error(), "field grpc_health_check is not supported") {
 		t.Fatalf("grpc health check: %v", err)
 	}
 }
@@ -348,3 +392,51 @@ func TestUnknownClusterAndEmptyCluster(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestHealthCheckScheduleFollowsEnvoy: the wait before the next check by
+// result and state, as Envoy's HealthCheckerImplBase::interval chooses it.
+func TestHealthCheckScheduleFollowsEnvoy(t *testing.T) {
+	c, _ := build(t, model.Backend{HealthCheck: &model.HealthCheck{Type: model.HealthTCP, Interval: model.Duration(2 * time.Second)},
+		Groups: groups(group{addrs: []string{"127.0.0.1:1"}})})
+	s := newHCSchedule(c.HealthChecks[0])
+	for _, tc := range []struct {
+		name                          string
+		ok, pending, healthy, traffic bool
+		want                          time.Duration
+	}{
+		{"healthy, passes", true, false, true, true, 2 * time.Second},
+		{"unhealthy, passes once of two", true, true, false, true, time.Second},  // healthy_edge_interval
+		{"healthy, fails once of two", false, true, true, true, time.Second},     // unhealthy_edge_interval
+		{"unhealthy, fails", false, false, false, true, 4 * time.Second},         // unhealthy_interval
+		{"no traffic yet, healthy", true, false, true, false, 5 * time.Second},   // no_traffic_interval (healthy defaults to it)
+		{"no traffic yet, failing", false, false, false, false, 5 * time.Second}, // no_traffic_interval
+	} {
+		if got := s.base(tc.ok, tc.pending, tc.healthy, tc.traffic); got != tc.want {
+			t.Errorf("%s: next check after %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// interval_jitter adds up to a tenth of the interval, never less than the base.
+	for range 100 {
+		if got := s.next(true, false, true, true); got < 2*time.Second || got >= 2*time.Second+200*time.Millisecond {
+			t.Fatalf("jittered interval %v outside [2s, 2.2s)", got)
+		}
+	}
+}
+
+// TestPanicIsPerPriority: with too few available hosts overall, a priority
+// whose own share is under 50% routes to all its hosts (Envoy's per-priority
+// panic), while the total health alone would not panic.
+func TestPanicIsPerPriority(t *testing.T) {
+	up1, up2 := listener(t, "127.0.0.1:0").Addr().String(), listener(t, "127.0.0.1:0").Addr().String()
+	down1, down2, down3 := closedAddr(t), closedAddr(t), closedAddr(t)
+	spare := closedAddr(t)
+	m := manager(t, model.Backend{HealthCheck: fastTCPCheck,
+		Groups: groups(group{prio: 0, addrs: []string{up1, up2, down1, down2, down3}}, group{prio: 1, addrs: []string{spare}})})
+	waitHealthy(t, m, up1, up2)
+	// Priority 0: 2 of 5 available (40% < 50%) and health 56 < 100 in
+	// total: priority 0 panics and its unhealthy hosts get traffic too.
+	got := count(t, m, 500, nil)
+	if got[down1]+got[down2]+got[down3] == 0 {
+		t.Fatalf("priority 0 in panic, yet only its healthy hosts were picked: %v", got)
+	}
+}
