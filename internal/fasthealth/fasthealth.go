@@ -39,7 +39,9 @@ func Translate(f *model.Fleet) (*translate.Output, error) {
 		c := r.(*clusterv3.Cluster)
 		if d, ok := fast[c.Name]; ok {
 			for _, hc := range c.HealthChecks {
-				hc.Interval = durationpb.New(d)
+				// Every interval the translator derives from the interval, and no jitter.
+				hc.Interval, hc.UnhealthyInterval, hc.UnhealthyEdgeInterval = durationpb.New(d), durationpb.New(d), durationpb.New(d)
+				hc.HealthyEdgeInterval, hc.NoTrafficInterval, hc.IntervalJitter = durationpb.New(d), durationpb.New(d), nil
 			}
 		}
 	}

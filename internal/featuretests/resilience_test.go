@@ -47,7 +47,7 @@ func TestFailoverToPriorityOneByHealthChecks(t *testing.T) {
 				{Cluster: "west", Priority: 1, Endpoints: []model.Endpoint{standby.endpoint()}},
 			},
 			HealthCheck: &model.HealthCheck{Type: model.HealthHTTP, Path: "/healthz",
-				Interval: model.Duration(time.Second), Timeout: model.Duration(200 * time.Millisecond),
+				Interval: model.Duration(100 * time.Millisecond), Timeout: model.Duration(200 * time.Millisecond),
 				UnhealthyThreshold: 1, HealthyThreshold: 1},
 		}},
 		VirtualHosts: []model.VirtualHost{{Name: "web", Hostnames: []string{"web.example.com"},

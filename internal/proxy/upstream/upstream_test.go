@@ -53,26 +53,12 @@ type group struct {
 func build(t *testing.T, b model.Backend) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment) {
 	t.Helper()
 	b.Name, b.Protocol = "c", cmpOr(b.Protocol, model.BackendTCP)
-	// Admission refuses intervals under 1 s; tests probe faster, so the
-	// interval is set on the translated check, every derived interval with it.
-	var fast time.Duration
-	if hc := b.HealthCheck; hc != nil && hc.Interval != 0 && hc.Interval.D() < time.Second {
-		fast = hc.Interval.D()
-		c := *hc
-		c.Interval = 0
-		b.HealthCheck = &c
-	}
 	svc := model.L4Service{Ref: model.Ref{Tenant: "t", Namespace: "n", Name: "s"}, VIP: mustAddr("127.0.0.1"), Port: 1, Protocol: model.TCP, Backend: "c"}
 	out, err := fasthealth.Translate(&model.Fleet{Name: "f", L4: []model.L4Service{svc}, Backends: []model.Backend{b}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, cla := out.Clusters[0].(*clusterv3.Cluster), out.Endpoints[0].(*endpointv3.ClusterLoadAssignment)
-	if fast != 0 {
-		hc := c.HealthChecks[0]
-		hc.Interval, hc.UnhealthyInterval, hc.UnhealthyEdgeInterval = durationpb.New(fast), durationpb.New(fast), durationpb.New(fast)
-		hc.HealthyEdgeInterval, hc.NoTrafficInterval, hc.IntervalJitter = durationpb.New(fast), durationpb.New(fast), nil
-	}
 	if err := ValidateCluster(c); err != nil {
 		t.Fatal(err)
 	}
