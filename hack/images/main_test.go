@@ -3,10 +3,13 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"debug/elf"
 	"fmt"
 	"io"
 	"io/fs"
+	"log"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,9 +18,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -363,5 +369,52 @@ func TestEntrypointRuns(t *testing.T) {
 		if !strings.Contains(string(output), want) {
 			t.Errorf("%s --help output lacks %q:\n%s", entry, want, output)
 		}
+	}
+}
+
+// TestPushToRegistry pushes a layout to a registry on loopback (the library's
+// own in-memory registry) and reads it back: the registry serves the tag with
+// the digest the build printed, and its images keep their config.
+func TestPushToRegistry(t *testing.T) {
+	t.Setenv("DOCKER_CONFIG", t.TempDir()) // anonymous: no credentials of this machine
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	prefix := strings.TrimPrefix(srv.URL, "http://") + "/fleetlb"
+
+	const binary = "fleetlb-ccm"
+	exes := fakeExes(binary, bothPlatforms)
+	dir, idx := writeTestLayout(t, binary, bothPlatforms, exes, testMeta)
+	want, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pushLayouts(context.Background(), filepath.Dir(dir), prefix, []string{binary}); err != nil {
+		t.Fatal(err)
+	}
+
+	ref, err := name.NewTag(prefix + "/" + binary + ":" + testMeta.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushed, err := remote.Index(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := pushed.Digest(); got != want {
+		t.Errorf("registry serves %s as %s, the layout's index is %s", ref, got, want)
+	}
+	im, err := pushed.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(im.Manifests) != len(bothPlatforms) {
+		t.Fatalf("%d manifests pushed, want %d", len(im.Manifests), len(bothPlatforms))
+	}
+	for i, desc := range im.Manifests {
+		img, err := pushed.Image(desc.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkImage(t, img, binary, bothPlatforms[i], exes[i])
 	}
 }
