@@ -19,6 +19,24 @@ build: ## Build the binaries into bin/.
 	go build ./...
 	go build -o bin/ $(addprefix ./cmd/,$(BINARIES))
 
+# Image metadata: everything comes from the commit, nothing from the clock, so
+# the same commit (and Go toolchain) gives the same digests.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+IMAGE_SOURCE ?= https://github.com/fleetlb/fleetlb
+PLATFORMS ?= linux/amd64,linux/arm64
+
+.PHONY: images
+images: ## Build OCI images (static, nonroot, PLATFORMS) of the binaries into bin/images/<binary>/, no Docker needed.
+	go run ./hack/images -out bin/images -platforms $(PLATFORMS) -version $(VERSION) -revision $(REVISION) \
+		-source-date-epoch $(SOURCE_DATE_EPOCH) -source $(IMAGE_SOURCE) $(BINARIES)
+
+.PHONY: push
+push: images ## Push the images to REGISTRY/<binary>:VERSION (make push REGISTRY=ghcr.io/you; credentials from the Docker config).
+	@if [ -z "$(REGISTRY)" ]; then echo "make push REGISTRY=registry.example.com/fleetlb"; exit 2; fi
+	go run ./hack/images -out bin/images -push $(REGISTRY) $(BINARIES)
+
 .PHONY: tools
 tools: ## Build (or reuse from ~/.cache/fleetlb) kube-apiserver, etcd and kubectl into bin/k8s/.
 	@hack/tools/build.sh >/dev/null
