@@ -362,26 +362,43 @@ func TestKubectlColumnsAndExplain(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("kubectl get lb -o wide:\n%s", out)
 	}
-	for _, col := range []string{"NAME", "ADDRESS", "PORT", "PORTS", "SOURCE", "CLUSTER", "ACCEPTED", "PROGRAMMED", "AGE"} {
+	for _, col := range []string{"NAME", "ADDRESS", "PORT", "PORTS", "SOURCE", "CLUSTER", "ACCEPTED", "PROGRAMMED", "REASON", "AGE"} {
 		if !strings.Contains(lines[0], col) {
 			t.Errorf("column %s missing from %q", col, lines[0])
 		}
 	}
-	for _, val := range []string{"lb-kubectl", "127.0.10.9", `"port":80`, `"port":443`, "web", "True", "False"} {
+	// REASON is the reason of the first condition that is not True: here Programmed's.
+	for _, val := range []string{"lb-kubectl", "127.0.10.9", `"port":80`, `"port":443`, "web", "True", "False", v1.ReasonPending} {
 		if !strings.Contains(lines[1], val) {
 			t.Errorf("value %s missing from %q", val, lines[1])
 		}
 	}
 
-	if _, err := env.Client.Create(ctx, route("rt-kubectl", nil)), error(nil); err != nil {
+	rt := route("rt-kubectl", nil).(*v1.Route)
+	if err := env.Client.Create(ctx, rt); err != nil {
 		t.Fatal(err)
 	}
 	out, err = env.Kubectl(ctx, "get", "rt", "-n", ns, "rt-kubectl")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "HOSTNAMES") || !strings.Contains(out, "web.team-a.example.com") {
+	if !strings.Contains(out, "HOSTNAMES") || !strings.Contains(out, "web.team-a.example.com") || !strings.Contains(out, "REASON") {
 		t.Errorf("kubectl get rt:\n%s", out)
+	}
+	// A refused Route shows why in REASON, whatever comes after Accepted.
+	rt.Status.Conditions = []metav1.Condition{
+		{Type: v1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: v1.ReasonHostnameNotAllowed, Message: "m", LastTransitionTime: metav1.Now()},
+		{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending, LastTransitionTime: metav1.Now()},
+	}
+	if err := env.Client.Status().Update(ctx, rt); err != nil {
+		t.Fatal(err)
+	}
+	out, err = env.Kubectl(ctx, "get", "rt", "-n", ns, "rt-kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.Contains(lines[1], v1.ReasonHostnameNotAllowed) || strings.Contains(lines[1], v1.ReasonPending) {
+		t.Errorf("kubectl get rt of a refused Route shows no reason, or not Accepted's:\n%s", out)
 	}
 
 	out, err = env.Kubectl(ctx, "explain", "route.spec")

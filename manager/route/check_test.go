@@ -134,3 +134,53 @@ func TestCheckSecretRefusesKeysTheProxyRefuses(t *testing.T) {
 		t.Fatalf("CheckSecret = %q %q, want SecretNotTLS for a 1024-bit key", reason, msg)
 	}
 }
+
+// A public suffix, or a wildcard directly under one, would hand one tenant
+// every domain registered under it: such a pattern allows nothing.
+func TestPublicSuffixPatternsAllowNothing(t *testing.T) {
+	for p, want := range map[v1.Hostname]bool{
+		"com":                  true,
+		"*.com":                true,
+		"co.uk":                true,
+		"*.co.uk":              true,
+		"*.uk":                 true,
+		"github.io":            true, // private section of the list
+		"*.github.io":          true,
+		"*.example.com":        false,
+		"example.co.uk":        false,
+		"*.example.co.uk":      false,
+		"team.github.io":       false,
+		"*.team-a.example.com": false,
+		"*.corp":               false, // not on the list: a private top-level name
+		"*.internal.corp":      false,
+	} {
+		if got := PublicSuffixPattern(p); got != want {
+			t.Errorf("PublicSuffixPattern(%s) = %v, want %v", p, got, want)
+		}
+	}
+	for _, c := range []struct {
+		patterns []v1.Hostname
+		h        v1.Hostname
+		want     bool
+	}{
+		{[]v1.Hostname{"*.com"}, "shop.com", false},
+		{[]v1.Hostname{"*.com"}, "*.shop.com", false},
+		{[]v1.Hostname{"*.co.uk"}, "shop.co.uk", false},
+		{[]v1.Hostname{"co.uk"}, "co.uk", false},
+		{[]v1.Hostname{"*.uk"}, "co.uk", false},
+		// Another pattern of the tenant still allows its own names.
+		{[]v1.Hostname{"*.com", "*.shop.com"}, "www.shop.com", true},
+		{[]v1.Hostname{"*.example.co.uk"}, "www.example.co.uk", true},
+		{[]v1.Hostname{"*.corp"}, "wiki.corp", true},
+	} {
+		if got := Allowed(c.patterns, c.h); got != c.want {
+			t.Errorf("Allowed(%v, %s) = %v, want %v", c.patterns, c.h, got, c.want)
+		}
+	}
+	if p, ok := publicSuffixCover([]v1.Hostname{"*.shop.com", "*.com"}, "www.other.com"); !ok || p != "*.com" {
+		t.Errorf("publicSuffixCover = %s, %v, want *.com", p, ok)
+	}
+	if _, ok := publicSuffixCover([]v1.Hostname{"*.com"}, "www.other.org"); ok {
+		t.Error("publicSuffixCover names a pattern that does not cover the name")
+	}
+}

@@ -272,8 +272,12 @@ func (r *Reconciler) admit(ctx context.Context, rt *v1.Route) (*admission, error
 			continue
 		}
 		if !Allowed(t.Spec.Hostnames, h) {
-			a.hostIssues = append(a.hostIssues, refusal{v1.ReasonHostnameNotAllowed,
-				fmt.Sprintf("hostname %s is not allowed for tenant %s (allowed: %s)", h, t.Name, joinHosts(t.Spec.Hostnames))})
+			msg := fmt.Sprintf("hostname %s is not allowed for tenant %s (allowed: %s)", h, t.Name, joinHosts(t.Spec.Hostnames))
+			if p, ok := publicSuffixCover(t.Spec.Hostnames, h); ok {
+				msg = fmt.Sprintf("hostname %s is not allowed for tenant %s: its pattern %s is a public suffix or a wildcard directly under one, "+
+					"which would claim every domain registered under it, so it allows nothing (list the tenant's own domains in spec.hostnames)", h, t.Name, p)
+			}
+			a.hostIssues = append(a.hostIssues, refusal{v1.ReasonHostnameNotAllowed, msg})
 			continue
 		}
 		if ref, ok := b.hostRefused[rt.Name][h]; ok {

@@ -386,3 +386,22 @@ func TestRouteLimitAndMissingFleet(t *testing.T) {
 		return all(cond(rt, v1.ConditionAccepted, metav1.ConditionTrue, v1.ReasonAccepted), addr(rt, "127.0.51.1"))
 	})
 }
+
+// A Tenant pattern that is a public suffix wildcard claims nothing, and the
+// refusal says why.
+func TestPublicSuffixPatternRefused(t *testing.T) {
+	start(t)
+	fleet, vip, u := fixture(t)
+	own := v1.Hostname("www.own-" + u + ".example.com")
+	ns := mkTenant(t, "tps-"+u, fleet, "", v1.TenantLimits{}, "*.com", "*.co.uk", own)
+	mkRoute(t, ns, "r", nil, own, v1.Hostname("shop-"+u+".com"), v1.Hostname("*.shop-"+u+".co.uk"))
+	rt := expect(t, ns, "r", "only its own name accepted", func(rt *v1.Route) error {
+		return all(cond(rt, v1.ConditionAccepted, metav1.ConditionTrue, v1.ReasonHostnameNotAllowed), hosts(rt, own), addr(rt, vip))
+	})
+	c := meta.FindStatusCondition(rt.Status.Conditions, v1.ConditionAccepted)
+	for _, want := range []string{"pattern *.com is a public suffix", "pattern *.co.uk is a public suffix"} {
+		if !strings.Contains(c.Message, want) {
+			t.Errorf("Accepted message %q lacks %q", c.Message, want)
+		}
+	}
+}
