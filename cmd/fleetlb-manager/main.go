@@ -117,6 +117,12 @@ func run(o options) error {
 	if ca == nil {
 		ca = cfg.CAData
 	}
+	if ca == nil && cfg.CAFile != "" {
+		// In-cluster configs name the CA by file: tenant kubeconfigs still need its bytes.
+		if ca, err = os.ReadFile(cfg.CAFile); err != nil {
+			return fmt.Errorf("management cluster CA %s: %w", cfg.CAFile, err)
+		}
+	}
 	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme.New(),
