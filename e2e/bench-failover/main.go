@@ -71,10 +71,20 @@ func main() {
 
 // trial is one kill and one restore.
 type trial struct {
-	Failover       time.Duration `json:"failoverNs"`
-	FailedFailover int           `json:"failedDuringFailover"`
-	Failback       time.Duration `json:"failbackNs"`
-	FailedFailback int           `json:"failedDuringFailback"`
+	Failover       time.Duration  `json:"failoverNs"`
+	FailedFailover int            `json:"failedDuringFailover"`
+	FailoverKinds  map[string]int `json:"failedDuringFailoverKinds,omitempty"` // timeout, refused, reset, status NNN, ...
+	Failback       time.Duration  `json:"failbackNs"`
+	FailedFailback int            `json:"failedDuringFailback"`
+	FailbackKinds  map[string]int `json:"failedDuringFailbackKinds,omitempty"`
+}
+
+func total(kinds map[string]int) int {
+	n := 0
+	for _, v := range kinds {
+		n += v
+	}
+	return n
 }
 
 type caseResult struct {
@@ -83,15 +93,16 @@ type caseResult struct {
 	Trials []trial `json:"trials"`
 	Error  string  `json:"error,omitempty"`
 
-	FailoverP50     time.Duration `json:"failoverP50Ns"`
-	FailoverP99     time.Duration `json:"failoverP99Ns"`
-	FailoverMax     time.Duration `json:"failoverMaxNs"`
-	FailbackP50     time.Duration `json:"failbackP50Ns"`
-	FailbackP99     time.Duration `json:"failbackP99Ns"`
-	FailbackMax     time.Duration `json:"failbackMaxNs"`
-	FailedTotal     int           `json:"failedDuringFailoverTotal"`
-	FailedMax       int           `json:"failedDuringFailoverMax"` // worst trial
-	FailedBackTotal int           `json:"failedDuringFailbackTotal"`
+	FailoverP50     time.Duration  `json:"failoverP50Ns"`
+	FailoverP99     time.Duration  `json:"failoverP99Ns"`
+	FailoverMax     time.Duration  `json:"failoverMaxNs"`
+	FailbackP50     time.Duration  `json:"failbackP50Ns"`
+	FailbackP99     time.Duration  `json:"failbackP99Ns"`
+	FailbackMax     time.Duration  `json:"failbackMaxNs"`
+	FailedTotal     int            `json:"failedDuringFailoverTotal"`
+	FailedMax       int            `json:"failedDuringFailoverMax"` // worst trial
+	FailedBackTotal int            `json:"failedDuringFailbackTotal"`
+	FailedKinds     map[string]int `json:"failedKinds,omitempty"` // during failover and fail-back, all trials
 }
 
 type report struct {
@@ -178,7 +189,7 @@ func runCase(ctx context.Context, c config, tgt *target, k, mode string) caseRes
 			_ = tgt.primary.restore(mode)
 			break
 		}
-		t.Failover, t.FailedFailover = max(0, tr.startOf(first).Sub(killed)), failed
+		t.Failover, t.FailedFailover, t.FailoverKinds = max(0, tr.startOf(first).Sub(killed)), total(failed), failed
 
 		restored := time.Now()
 		from = tr.mark()
@@ -191,7 +202,7 @@ func runCase(ctx context.Context, c config, tgt *target, k, mode string) caseRes
 			res.Error = fmt.Sprintf("trial %d fail-back: %v", i, err)
 			break
 		}
-		t.Failback, t.FailedFailback = max(0, tr.startOf(first).Sub(restored)), failed
+		t.Failback, t.FailedFailback, t.FailbackKinds = max(0, tr.startOf(first).Sub(restored)), total(failed), failed
 		res.Trials = append(res.Trials, t)
 	}
 	summarize(&res)
@@ -215,7 +226,14 @@ func summarize(res *caseResult) {
 	fb := func(t trial) time.Duration { return t.Failback }
 	res.FailoverP50, res.FailoverP99, res.FailoverMax = q(fo, 0.5), q(fo, 0.99), q(fo, 1)
 	res.FailbackP50, res.FailbackP99, res.FailbackMax = q(fb, 0.5), q(fb, 0.99), q(fb, 1)
+	res.FailedKinds = map[string]int{}
 	for _, t := range res.Trials {
+		for k, v := range t.FailoverKinds {
+			res.FailedKinds[k] += v
+		}
+		for k, v := range t.FailbackKinds {
+			res.FailedKinds[k] += v
+		}
 		res.FailedTotal += t.FailedFailover
 		res.FailedMax = max(res.FailedMax, t.FailedFailover)
 		res.FailedBackTotal += t.FailedFailback
@@ -228,6 +246,9 @@ func printRow(r caseResult) {
 	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
 	fmt.Printf(header, r.Case, r.Mode, fmt.Sprint(len(r.Trials)), ms(r.FailoverP50), ms(r.FailoverP99), ms(r.FailoverMax),
 		fmt.Sprintf("%d (max %d)", r.FailedTotal, r.FailedMax), ms(r.FailbackP50), ms(r.FailbackP99), ms(r.FailbackMax), fmt.Sprint(r.FailedBackTotal))
+	if len(r.FailedKinds) > 0 {
+		fmt.Printf("     failed requests by kind: %v\n", r.FailedKinds)
+	}
 	if r.Error != "" {
 		fmt.Printf("     %s/%s stopped: %s\n", r.Case, r.Mode, r.Error)
 	}

@@ -2,13 +2,16 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fleetlb/fleetlb/internal/echo"
@@ -58,7 +61,7 @@ func l7Probe(addr, host string, timeout time.Duration) probe {
 			return "", err
 		}
 		if resp.StatusCode != http.StatusOK {
-			return "", fmt.Errorf("status %d", resp.StatusCode)
+			return "", statusError(resp.StatusCode)
 		}
 		var rep echo.Reply
 		if err := json.Unmarshal(b, &rep); err != nil {
@@ -73,7 +76,30 @@ type result struct {
 	start   time.Time
 	done    bool
 	cluster string // who answered, "" when the request failed
+	failure string // why it failed (kind), "" when it did not
 }
+
+// kind sorts a failed request: the client gave up (timeout), the connection
+// was refused or reset, the proxy or backend answered an error status, other.
+func kind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "reset"
+	case errors.As(err, new(statusError)):
+		return err.Error()
+	}
+	return "other"
+}
+
+// statusError is an HTTP answer other than 200.
+type statusError int
+
+func (e statusError) Error() string { return fmt.Sprintf("status %d", int(e)) }
 
 // traffic sends one request every interval, each in its own goroutine (so a
 // hanging request does not slow the rate), at most maxInFlight at once.
@@ -100,7 +126,7 @@ func (t *traffic) run(ctx context.Context, p probe, interval time.Duration, maxI
 			default:
 				t.mu.Lock()
 				t.skipped++
-				t.results = append(t.results, result{start: now, done: true})
+				t.results = append(t.results, result{start: now, done: true, failure: "client overloaded"})
 				t.mu.Unlock()
 				continue
 			}
@@ -113,11 +139,12 @@ func (t *traffic) run(ctx context.Context, p probe, interval time.Duration, maxI
 				defer t.wg.Done()
 				defer func() { <-slots }()
 				cluster, err := p(ctx)
+				failure := ""
 				if err != nil {
-					cluster = ""
+					cluster, failure = "", kind(err)
 				}
 				t.mu.Lock()
-				t.results[i].done, t.results[i].cluster = true, cluster
+				t.results[i].done, t.results[i].cluster, t.results[i].failure = true, cluster, failure
 				t.mu.Unlock()
 			}()
 		}
@@ -136,14 +163,14 @@ func (t *traffic) mark() int {
 // n consecutive finished requests (in start order, none still running
 // before them) were answered by cluster; it returns the first of them and how
 // many requests from `from` up to the end of that run failed.
-func (t *traffic) settled(from int, cluster string, n int) (first int, failed int, ok bool) {
+func (t *traffic) settled(from int, cluster string, n int) (first int, failed map[string]int, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	run := 0
 	for i := from; i < len(t.results); i++ {
 		r := t.results[i]
 		if !r.done {
-			return 0, 0, false
+			return 0, nil, false
 		}
 		if r.cluster == cluster {
 			run++
@@ -152,15 +179,16 @@ func (t *traffic) settled(from int, cluster string, n int) (first int, failed in
 		}
 		if run == n {
 			first = i - n + 1
+			failed = map[string]int{}
 			for j := from; j <= i; j++ {
-				if t.results[j].cluster == "" {
-					failed++
+				if r := t.results[j]; r.cluster == "" {
+					failed[cmp.Or(r.failure, "other")]++
 				}
 			}
 			return first, failed, true
 		}
 	}
-	return 0, 0, false
+	return 0, nil, false
 }
 
 func (t *traffic) startOf(i int) time.Time {
@@ -170,7 +198,7 @@ func (t *traffic) startOf(i int) time.Time {
 }
 
 // waitSettled polls settled every interval until it holds or timeout passes.
-func (t *traffic) waitSettled(from int, cluster string, n int, interval, timeout time.Duration) (first, failed int, err error) {
+func (t *traffic) waitSettled(from int, cluster string, n int, interval, timeout time.Duration) (first int, failed map[string]int, err error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if first, failed, ok := t.settled(from, cluster, n); ok {
@@ -178,5 +206,5 @@ func (t *traffic) waitSettled(from int, cluster string, n int, interval, timeout
 		}
 		time.Sleep(interval)
 	}
-	return 0, 0, fmt.Errorf("%d consecutive requests did not all reach cluster %s within %s", n, cluster, timeout)
+	return 0, nil, fmt.Errorf("%d consecutive requests did not all reach cluster %s within %s", n, cluster, timeout)
 }
