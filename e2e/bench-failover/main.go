@@ -31,6 +31,7 @@ type config struct {
 	reqTimeout  time.Duration
 	jsonOut     string
 	timeout     time.Duration
+	settle      time.Duration // backends run this long before the first kill
 }
 
 func main() {
@@ -45,6 +46,7 @@ func main() {
 	flag.DurationVar(&c.reqTimeout, "request-timeout", 2*time.Second, "a client request that takes longer has failed")
 	flag.StringVar(&c.jsonOut, "json", filepath.Join(os.TempDir(), "fleetlb-bench-failover.json"), "write the samples and percentiles here")
 	flag.DurationVar(&c.timeout, "timeout", 40*time.Minute, "give up after this long")
+	flag.DurationVar(&c.settle, "settle", 10*time.Second, "let the backends run this long before the first kill, as a standby cluster's would have (0: kill as soon as the primary serves)")
 	flag.Parse()
 	c.cases, c.modes = strings.Split(cases, ","), strings.Split(modes, ",")
 	if c.trials < 1 || c.trials > 1000 || c.consecutive < 1 || c.interval < time.Millisecond {
@@ -170,6 +172,16 @@ func runCase(ctx context.Context, c config, tgt *target, k, mode string) caseRes
 	if _, _, err := tr.waitSettled(tr.mark(), tgt.primary.id.Cluster, c.consecutive, c.interval, 2*c.phase); err != nil {
 		res.Error = "before the first trial: " + err.Error()
 		return res
+	}
+	// The standby's backend started with the primary's: until the proxy's
+	// health checks (every no_traffic_interval, 5 s, on a cluster without
+	// traffic yet, healthy_threshold 2) have passed it, it is not available.
+	// A real standby has been up for long; the first kill waits as long.
+	if c.settle > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(c.settle):
+		}
 	}
 	for i := range c.trials {
 		if ctx.Err() != nil {
