@@ -71,6 +71,10 @@ bench-propagation: tools ## Measure apply → address and apply → traffic for 
 bench-propagation-routes: tools ## Measure apply → Ingress address and apply → HTTPS 200 for N Ingresses with TLS (N=100).
 	go run ./e2e/bench-propagation -routes -n $(or $(N),100)
 
+.PHONY: bench-failover
+bench-failover: tools ## Measure failover between two clusters (L4, L7; refuse, 503, black hole): TRIALS=20 per case, under the e2e lock.
+	flock /tmp/fleetlb-e2e.lock go run ./e2e/bench-failover -trials $(or $(TRIALS),20)
+
 .PHONY: conformance
 conformance: tools ## Gateway API conformance, API level: the gateway-api suite against a tenant control plane with the real binaries (README).
 	go test -tags conformance -timeout 30m ./e2e/conformance/ -v -count=1

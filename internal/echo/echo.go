@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -80,6 +81,7 @@ type Server struct {
 	closers []io.Closer
 	conns   map[net.Conn]struct{} // open TCP connections, closed with the server
 	wg      sync.WaitGroup
+	status  atomic.Int32 // forced HTTP status (SetHTTPStatus), 0 for none
 }
 
 // New returns a server that answers as id.
@@ -110,6 +112,11 @@ func (s *Server) Close() error {
 	s.wg.Wait()
 	return errors.Join(errs...)
 }
+
+// SetHTTPStatus makes every HTTP answer carry code (still with the identity
+// body), as a failing backend that answers 503 would; 0 restores normal answers.
+// It takes effect for requests that arrive afterwards, health checks included.
+func (s *Server) SetHTTPStatus(code int) { s.status.Store(int32(code)) }
 
 // ServeTCP listens on addr ("127.0.0.1:0" for any port) and returns the bound address.
 func (s *Server) ServeTCP(addr string) (net.Addr, error) {
@@ -177,6 +184,13 @@ func (s *Server) ServeUDP(addr string) (net.Addr, error) {
 // Handler is the HTTP echo as a handler (h1; wrap with h2c for cleartext h2).
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if forced := s.status.Load(); forced != 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("X-Echo-Node", s.ID.Node)
+			w.WriteHeader(int(forced))
+			_ = json.NewEncoder(w).Encode(Reply{Identity: s.ID, Method: r.Method, Host: r.Host, Path: r.URL.Path, Proto: r.Proto})
+			return
+		}
 		if code := r.URL.Query().Get("status"); code != "" {
 			var c int
 			if _, err := fmt.Sscan(code, &c); err == nil && c >= 200 && c < 600 {

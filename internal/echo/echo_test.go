@@ -153,3 +153,37 @@ func TestGRPCHealthNamesTheBackend(t *testing.T) {
 		t.Fatalf("another backend's name: %v, want NotFound", err)
 	}
 }
+
+func TestSetHTTPStatusForcesEveryAnswer(t *testing.T) {
+	s := New(id)
+	t.Cleanup(func() { _ = s.Close() })
+	addr, err := s.ServeHTTP("127.0.0.1:0", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func() (int, Identity) {
+		t.Helper()
+		resp, err := c.Get("http://" + addr.String() + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var rep Reply
+		if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, rep.Identity
+	}
+	if code, got := get(); code != 200 || got != id {
+		t.Fatalf("before: status %d from %+v", code, got)
+	}
+	s.SetHTTPStatus(503)
+	if code, got := get(); code != 503 || got != id {
+		t.Fatalf("forced: status %d from %+v, want 503 from %+v", code, got, id)
+	}
+	s.SetHTTPStatus(0)
+	if code, _ := get(); code != 200 {
+		t.Fatalf("restored: status %d, want 200", code)
+	}
+}
