@@ -104,6 +104,31 @@ func (p *ackingProxy) endpoints(t *testing.T) map[string]*endpointv3.ClusterLoad
 	return out
 }
 
+// startXDS runs an xDS server on loopback until the test ends and returns
+// it with a client connection to it. Plaintext: these tests are about
+// snapshots; envoy/server tests mTLS.
+func startXDS(t *testing.T) (*server.Server, *grpc.ClientConn) {
+	t.Helper()
+	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, Insecure: true})
+	g := grpc.NewServer()
+	xds.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ln) }()
+	t.Cleanup(g.Stop)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = xds.Run(ctx) }()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return xds, conn
+}
+
 // The builder tests' tenants have their nodes on 127.0.x.x: their nodeCIDRs
 // allow that, and the deny-list keeps only 127.0.0.1 (and link-local) out.
 var (
@@ -115,18 +140,7 @@ func TestLoadBalancersAreServedAndProgrammedAfterAck(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ctx := context.Background()
 
-	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, Insecure: true}) // plaintext: these tests are about snapshots, envoy/server tests mTLS
-	g := grpc.NewServer()
-	xds.Register(g)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(ln) }()
-	t.Cleanup(g.Stop)
-	xctx, xcancel := context.WithCancel(ctx)
-	t.Cleanup(xcancel)
-	go func() { _ = xds.Run(xctx) }()
+	xds, conn := startXDS(t)
 
 	mgr := env.NewManager(t)
 	b := &Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t), BackendDeny: testDeny}
@@ -205,11 +219,6 @@ func TestLoadBalancersAreServedAndProgrammedAfterAck(t *testing.T) {
 		t.Fatalf("dns condition %+v", c)
 	}
 
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
 	p := &ackingProxy{last: map[string]*discoveryv3.DiscoveryResponse{}}
 	p.run(t, conn, v1.DefaultFleetName)
 

@@ -3,7 +3,6 @@ package snapshot
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -17,14 +16,12 @@ import (
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
-	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/internal/testenv"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
@@ -115,18 +112,7 @@ func TestConflictExcludesTheYoungerObject(t *testing.T) {
 func TestHostileLoadBalancersDoNotFreezeTheFleet(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ctx := context.Background()
-	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, Insecure: true}) // plaintext: envoy/server tests mTLS
-	g := grpc.NewServer()
-	xds.Register(g)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(ln) }()
-	t.Cleanup(g.Stop)
-	xctx, xcancel := context.WithCancel(ctx)
-	t.Cleanup(xcancel)
-	go func() { _ = xds.Run(xctx) }()
+	xds, conn := startXDS(t)
 	mgr := env.NewManager(t)
 	if err := (&Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t)}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
@@ -169,11 +155,6 @@ func TestHostileLoadBalancersDoNotFreezeTheFleet(t *testing.T) {
 		return meta.FindStatusCondition(lb.Status.Conditions, v1.ConditionProgrammed)
 	}
 
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
 	p := &ackingProxy{last: map[string]*discoveryv3.DiscoveryResponse{}}
 	p.run(t, conn, v1.DefaultFleetName)
 
@@ -289,18 +270,7 @@ func TestNACKIsContainedToItsObject(t *testing.T) {
 func testNACKContained(t *testing.T, named bool) {
 	env := testenv.Start(t, testenv.Options{})
 	ctx := context.Background()
-	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, Insecure: true}) // plaintext: envoy/server tests mTLS
-	g := grpc.NewServer()
-	xds.Register(g)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(ln) }()
-	t.Cleanup(g.Stop)
-	xctx, xcancel := context.WithCancel(ctx)
-	t.Cleanup(xcancel)
-	go func() { _ = xds.Run(xctx) }()
+	xds, conn := startXDS(t)
 	mgr := env.NewManager(t)
 	if err := (&Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t)}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
@@ -351,11 +321,6 @@ func testNACKContained(t *testing.T, named bool) {
 			return nil
 		}
 	}
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
 	p := refusingProxy(t, conn, v1.DefaultFleetName, "evil", named)
 
 	admit("a", "web", "127.0.40.1")

@@ -3,21 +3,16 @@ package snapshot
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
-	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/go-logr/logr/testr"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
-	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/internal/testenv"
 	"github.com/fleetlb/fleetlb/manager/admission"
 	"github.com/fleetlb/fleetlb/manager/tenant"
@@ -29,18 +24,7 @@ import (
 func TestGlobalLoadBalancersShareOneVIP(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ctx := context.Background()
-	xds := server.New(server.Options{Log: testr.New(t), Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, Insecure: true}) // plaintext: these tests are about snapshots, envoy/server tests mTLS
-	g := grpc.NewServer()
-	xds.Register(g)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(ln) }()
-	t.Cleanup(g.Stop)
-	xctx, xcancel := context.WithCancel(ctx)
-	t.Cleanup(xcancel)
-	go func() { _ = xds.Run(xctx) }()
+	xds, conn := startXDS(t)
 
 	mgr := env.NewManager(t)
 	if err := (&admission.LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("admission")}).SetupWithManager(mgr); err != nil {
@@ -50,11 +34,6 @@ func TestGlobalLoadBalancersShareOneVIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Run(t, mgr)
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
 	p := &ackingProxy{last: map[string]*discoveryv3.DiscoveryResponse{}}
 	p.run(t, conn, v1.DefaultFleetName)
 
