@@ -444,13 +444,16 @@ func (l *Listener) forward(w http.ResponseWriter, r *http.Request, fc *filterCha
 	rc := http.NewResponseController(w)
 	sw := &streamWatch{}
 	sw.start(l.cfg.limits, func(cause error) {
+		// Whether the response had started is read before the cancel: after it,
+		// the handler may already be writing the 408/504, which must go out.
+		started := sw.respStarted.Load()
 		cancelCtx(cause)
 		if !sw.bodyDone.Load() {
 			// A read of the stalled body holds net/http's body lock, which the
 			// 408 must take: end the read now.
 			_ = rc.SetReadDeadline(time.Now())
 		}
-		if sw.respStarted.Load() {
+		if started {
 			// The stream is reset; a write to a client that stopped reading
 			// must not hold the request forever.
 			_ = rc.SetWriteDeadline(time.Now())
