@@ -110,28 +110,8 @@ func TestConflictExcludesTheYoungerObject(t *testing.T) {
 // meanwhile, are served and Programmed; only the squat is left out, with a
 // reason that names nobody else.
 func TestHostileLoadBalancersDoNotFreezeTheFleet(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{})
+	env, conn := startTwoTenants(t)
 	ctx := context.Background()
-	xds, conn := startXDS(t)
-	mgr := env.NewManager(t)
-	if err := (&Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t)}).SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Run(t, mgr)
-
-	for _, name := range []string{"a", "b"} {
-		ns := tenant.Namespace(name)
-		for _, o := range []client.Object{
-			&v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{AddressPool: "p"}},
-			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
-			&v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1.TenantNodesName},
-				Spec: v1.TenantNodesSpec{Cluster: "cluster-" + name, Nodes: []v1.TenantNode{{Name: "n1", Addresses: []v1.IPAddress{"127.0.1.1"}}}}},
-		} {
-			if err := env.Client.Create(ctx, o); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	admit := func(tenantName, name, source, vip string, port int32) {
 		t.Helper()
 		lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: tenant.Namespace(tenantName), Name: name}, Spec: v1.LoadBalancerSpec{
@@ -268,27 +248,8 @@ func TestNACKIsContainedToItsObject(t *testing.T) {
 }
 
 func testNACKContained(t *testing.T, named bool) {
-	env := testenv.Start(t, testenv.Options{})
+	env, conn := startTwoTenants(t)
 	ctx := context.Background()
-	xds, conn := startXDS(t)
-	mgr := env.NewManager(t)
-	if err := (&Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t)}).SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Run(t, mgr)
-	for _, name := range []string{"a", "b"} {
-		ns := tenant.Namespace(name)
-		for _, o := range []client.Object{
-			&v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{AddressPool: "p"}},
-			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
-			&v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1.TenantNodesName},
-				Spec: v1.TenantNodesSpec{Cluster: "cluster-" + name, Nodes: []v1.TenantNode{{Name: "n1", Addresses: []v1.IPAddress{"127.0.1.1"}}}}},
-		} {
-			if err := env.Client.Create(ctx, o); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	admit := func(tenantName, name, vip string) {
 		t.Helper()
 		lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: tenant.Namespace(tenantName), Name: name}, Spec: v1.LoadBalancerSpec{
@@ -346,4 +307,32 @@ func testNACKContained(t *testing.T, named bool) {
 	if _, ok := ls["l4/tcp/127.0.40.2:80"]; ok {
 		t.Fatal("the refused load balancer is still in the configuration")
 	}
+}
+
+// startTwoTenants runs the builder against a real API server and an xDS
+// server, with tenants a and b, each with one node, and returns the API
+// server and a client connection to the xDS server.
+func startTwoTenants(t *testing.T) (*testenv.Env, *grpc.ClientConn) {
+	t.Helper()
+	env := testenv.Start(t, testenv.Options{})
+	xds, conn := startXDS(t)
+	mgr := env.NewManager(t)
+	if err := (&Builder{Client: mgr.GetClient(), XDS: xds, Log: testr.New(t)}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Run(t, mgr)
+	for _, name := range []string{"a", "b"} {
+		ns := tenant.Namespace(name)
+		for _, o := range []client.Object{
+			&v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.TenantSpec{AddressPool: "p"}},
+			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+			&v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1.TenantNodesName},
+				Spec: v1.TenantNodesSpec{Cluster: "cluster-" + name, Nodes: []v1.TenantNode{{Name: "n1", Addresses: []v1.IPAddress{"127.0.1.1"}}}}},
+		} {
+			if err := env.Client.Create(context.Background(), o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return env, conn
 }
