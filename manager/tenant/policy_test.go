@@ -79,9 +79,30 @@ func TestTenantPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The policy takes effect once the apiserver has loaded it.
-	eventually(t, "policy in effect", func() error {
+	// Each policy takes effect once the apiserver has loaded it; they load
+	// independently, so probe both.
+	eventually(t, "secrets policy in effect", func() error {
 		return refused(as.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"}}), "kubernetes.io/tls")
+	})
+	probe := lb(ns, "probe")
+	probe.Finalizers = []string{"fleetlb.io/address-release"}
+	if err := env.Client.Create(ctx, probe); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "finalizers policy in effect", func() error {
+		// A try before the policy loaded removed the finalizer: put it back.
+		var cur v1.LoadBalancer
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(probe), &cur); err != nil {
+			return err
+		}
+		if len(cur.Finalizers) == 0 {
+			cur.Finalizers = probe.Finalizers
+			if err := env.Client.Update(ctx, &cur); err != nil {
+				return err
+			}
+		}
+		cur.Finalizers = nil
+		return refused(as.Update(ctx, &cur), "is managed by fleetlb-manager")
 	})
 
 	// Secrets: kubernetes.io/tls only.
