@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -32,7 +31,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 )
 
 // Options configure a Server.
@@ -75,6 +73,8 @@ type Server struct {
 	onProxies []func(fleet string)
 	onNACK    []func(fleet string, n NACK)
 	lastErrs  map[string]error // fleet → why the newest Set was refused
+	// checked is, per fleet, what the last applied Set's resources were found to be.
+	checked map[string]map[resource.Type]map[string]checked
 }
 
 type pendingSet struct {
@@ -114,6 +114,7 @@ func New(opts Options) *Server {
 		acked:    map[string]uint64{},
 		streams:  map[streamKey]*stream{},
 		lastErrs: map[string]error{},
+		checked:  map[string]map[resource.Type]map[string]checked{},
 	}
 	s.cache = cachev3.NewSnapshotCache(true, fleetHash{}, nil)
 	s.xds = serverv3.NewServer(context.Background(), s.cache, s)
@@ -240,23 +241,61 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 }
 
 // Hash is the content version of a list of resources: the same resources,
-// in any order, give the same hash.
+// in any order, give the same hash. It is what apply computes per type.
 func Hash(rs []types.Resource) (string, error) {
-	sorted := slices.Clone(rs)
-	sort.Slice(sorted, func(i, j int) bool { return cachev3.GetResourceName(sorted[i]) < cachev3.GetResourceName(sorted[j]) })
-	h := sha256.New()
-	for _, r := range sorted {
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	hashes := map[string]string{}
+	for _, r := range rs {
+		b, err := cachev3.MarshalResource(r)
 		if err != nil {
 			return "", err
 		}
-		fmt.Fprintf(h, "%s\x00%d\x00", cachev3.GetResourceName(r), len(b))
-		h.Write(b)
+		hashes[cachev3.GetResourceName(r)] = cachev3.HashResource(b)
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16], nil
+	return typeVersion(hashes), nil
+}
+
+// typeVersion is the version of a type: a hash over its resources' names and
+// content hashes (the per-resource versions delta xDS uses).
+func typeVersion(hashes map[string]string) string {
+	h := sha256.New()
+	for _, name := range slices.Sorted(mapsKeys(hashes)) {
+		fmt.Fprintf(h, "%s\x00%s\x00", name, hashes[name])
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 var xdsTypes = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
+
+// checked is what apply learned about one resource: whether it is valid and
+// its content hash. A Set that hands the same resource (the same pointer:
+// translate reuses what did not change, and a resource is never modified once
+// set) is not validated, marshalled or hashed again.
+type checked struct {
+	res  types.Resource
+	hash string
+	err  error
+}
+
+// check validates and hashes r, or reuses what was learned when the same
+// resource was last applied.
+func check(prev map[string]checked, typ resource.Type, name string, r types.Resource) checked {
+	if c, ok := prev[name]; ok && c.res == r {
+		return c
+	}
+	c := checked{res: r}
+	if v, ok := r.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			c.err = fmt.Errorf("%s %q: %w", typ, name, err)
+		}
+	}
+	b, err := cachev3.MarshalResource(r)
+	if err != nil {
+		c.err = errors.Join(c.err, err)
+		return c
+	}
+	c.hash = cachev3.HashResource(b)
+	return c
+}
 
 func (s *Server) apply(fleet string, p *pendingSet) error {
 	fail := func(err error) error {
@@ -266,38 +305,46 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 		s.mu.Unlock()
 		return err
 	}
+	s.mu.Lock()
+	prev := s.checked[fleet]
+	s.mu.Unlock()
+	next := map[resource.Type]map[string]checked{}
 	var errs []error
 	versions := map[resource.Type]string{}
-	snap := &cachev3.Snapshot{}
+	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
 	all := sha256.New()
 	for _, typ := range xdsTypes {
 		items := p.resources[typ]
+		seen := make(map[string]checked, len(items))
+		indexed := make(map[string]types.ResourceWithTTL, len(items))
+		hashes := make(map[string]string, len(items))
 		for _, r := range items {
-			if v, ok := r.(interface{ Validate() error }); ok {
-				if err := v.Validate(); err != nil {
-					errs = append(errs, fmt.Errorf("%s %q: %w", typ, cachev3.GetResourceName(r), err))
-				}
+			name := cachev3.GetResourceName(r)
+			c := check(prev[typ], typ, name, r)
+			if c.err != nil {
+				errs = append(errs, c.err)
 			}
+			seen[name] = c
+			indexed[name] = types.ResourceWithTTL{Resource: r}
+			hashes[name] = c.hash
 		}
-		v, err := Hash(items)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
+		next[typ] = seen
+		v := typeVersion(hashes)
 		versions[typ] = v
 		fmt.Fprintf(all, "%s=%s;", typ, v)
-		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(v, items)
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.Resources{Version: v, Items: indexed}
+		// Delta ACK tracking compares against per-resource versions: the
+		// content hashes, as go-control-plane's ConstructVersionMap makes them.
+		snap.VersionMap[typ] = hashes
 	}
+	s.mu.Lock()
+	s.checked[fleet] = next
+	s.mu.Unlock()
 	if err := errors.Join(errs...); err != nil {
 		return fail(err)
 	}
 	if err := snap.Consistent(); err != nil {
 		return fail(fmt.Errorf("snapshot is not consistent: %w", err))
-	}
-	// Delta ACK tracking compares against per-resource versions; build them
-	// now rather than letting the cache build them lazily on first use.
-	if err := snap.ConstructVersionMap(); err != nil {
-		return fail(err)
 	}
 	version := hex.EncodeToString(all.Sum(nil))[:16]
 
@@ -397,4 +444,17 @@ func (s *Server) checkAcked(fleet string) {
 // Register adds the ADS service (SotW and delta) to a gRPC server.
 func (s *Server) Register(g grpc.ServiceRegistrar) {
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+}
+
+// Proxies is the number of proxies of the fleet connected to this server.
+func (s *Server) Proxies(fleet string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, st := range s.streams {
+		if st.fleet == fleet && st.node != "" {
+			n++
+		}
+	}
+	return n
 }
