@@ -1,0 +1,343 @@
+package translate
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/fleetlb/fleetlb/internal/model"
+)
+
+// Incremental translates the successive models of one fleet, reusing the
+// resources of the model parts that did not change since the previous call:
+// an unchanged part gives the very same resource (the same pointer), which the
+// xDS server then neither validates nor hashes again, and delta xDS does not
+// push. Its output and errors equal Translate's for the same model; only the
+// work differs. The models handed to it must not be modified afterwards (it
+// keeps them to compare with). Not safe for concurrent use.
+type Incremental struct {
+	backends map[string]*backendMemo
+	l4       map[string]*l4Memo
+	vhosts   map[string]*vhostMemo
+	certs    map[string]*certMemo
+	httpRC   *rcMemo
+	httpsRCs map[string]*rcMemo
+	httpL    *listenerMemo
+	httpsL   *listenerMemo
+	chains   map[string]*chainMemo
+	valid    validMemo
+	last     *Output
+}
+
+type backendMemo struct {
+	b      model.Backend
+	c, cla types.Resource
+}
+
+type l4Memo struct {
+	s        model.L4Service
+	affinity bool
+	res      types.Resource
+}
+
+type vhostMemo struct {
+	v               model.VirtualHost
+	plain, redirect *routev3.VirtualHost
+}
+
+type certMemo struct {
+	c      model.Certificate
+	secret types.Resource
+}
+
+type rcMemo struct {
+	vhosts []*routev3.VirtualHost
+	rc     *routev3.RouteConfiguration
+}
+
+type listenerMemo struct {
+	at     model.SharedListener
+	chains []*listenerv3.FilterChain
+	l      *listenerv3.Listener
+}
+
+type chainMemo struct {
+	names []string
+	chain *listenerv3.FilterChain
+}
+
+// Translate returns f's resources, as the package's Translate does, and
+// whether any resource differs from the previous call's.
+func (x *Incremental) Translate(f *model.Fleet) (*Output, bool, error) {
+	out, err := x.translate(f)
+	if err != nil {
+		return nil, true, err
+	}
+	changed := x.last == nil || !sameOutput(x.last, out)
+	if !changed {
+		out = x.last
+	}
+	x.last = out
+	return out, changed, nil
+}
+
+func sameOutput(a, b *Output) bool {
+	same := func(x, y []types.Resource) bool {
+		return slices.Equal(x, y) // the same resources, by identity
+	}
+	return same(a.Listeners, b.Listeners) && same(a.Routes, b.Routes) && same(a.Clusters, b.Clusters) &&
+		same(a.Endpoints, b.Endpoints) && same(a.Secrets, b.Secrets)
+}
+
+func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
+	if !x.valid.check(f) {
+		// The authoritative check, with Translate's messages.
+		if err := f.Validate(); err != nil {
+			return nil, fmt.Errorf("invalid fleet model: %w", err)
+		}
+	}
+	out := &Output{}
+	var errs []error
+	var fresh []types.Resource // built now: validated below
+
+	backends := map[string]*model.Backend{}
+	nextB := make(map[string]*backendMemo, len(f.Backends))
+	for i := range f.Backends {
+		b := &f.Backends[i]
+		backends[b.Name] = b
+		m := x.backends[b.Name]
+		if m == nil || m.c == nil || !reflect.DeepEqual(&m.b, b) {
+			c, cla, err := cluster(b)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			next := &backendMemo{b: *b, c: c, cla: cla}
+			// A node change alters endpoints, not the cluster: keep what is equal.
+			if m != nil && m.c != nil && proto.Equal(m.c, c) {
+				next.c = m.c
+			} else {
+				fresh = append(fresh, c)
+			}
+			if m != nil && m.cla != nil && proto.Equal(m.cla, cla) {
+				next.cla = m.cla
+			} else {
+				fresh = append(fresh, cla)
+			}
+			m = next
+		}
+		nextB[b.Name] = m
+		out.Clusters = append(out.Clusters, m.c)
+		out.Endpoints = append(out.Endpoints, m.cla)
+	}
+
+	nextL4 := make(map[string]*l4Memo, len(f.L4))
+	for i := range f.L4 {
+		s := &f.L4[i]
+		b := backends[s.Backend]
+		name := L4ListenerName(s.Protocol, s.VIP.String(), s.Port)
+		m := x.l4[name]
+		if m == nil || m.res == nil || m.affinity != b.SessionAffinity || !reflect.DeepEqual(&m.s, s) {
+			l, err := l4Listener(s, b)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			m = &l4Memo{s: *s, affinity: b.SessionAffinity, res: l}
+			fresh = append(fresh, l)
+		}
+		nextL4[name] = m
+		out.Listeners = append(out.Listeners, m.res)
+	}
+
+	l7, built := x.httpResources(f)
+	out.Listeners = append(out.Listeners, l7.listeners...)
+	out.Routes = append(out.Routes, l7.routes...)
+	out.Secrets = append(out.Secrets, l7.secrets...)
+	fresh = append(fresh, built...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, list := range [][]types.Resource{out.Listeners, out.Routes, out.Clusters, out.Endpoints, out.Secrets} {
+		slices.SortFunc(list, func(a, b types.Resource) int { return cmp.Compare(nameOf(a), nameOf(b)) })
+	}
+	for _, r := range fresh {
+		if v, ok := r.(interface{ Validate() error }); ok {
+			if err := v.Validate(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", nameOf(r), err))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("generated resources are invalid (a translator bug): %w", err)
+	}
+	// Only what this model used is kept.
+	x.backends, x.l4 = nextB, nextL4
+	return out, nil
+}
+
+// httpResources is httpResources of the package, reusing virtual hosts,
+// route configurations, secrets, filter chains and listeners whose inputs
+// did not change. It returns the resources it had to build.
+func (x *Incremental) httpResources(f *model.Fleet) (*l7Resources, []types.Resource) {
+	out := &l7Resources{}
+	var built []types.Resource
+	vhosts := slices.Clone(f.VirtualHosts)
+	slices.SortFunc(vhosts, func(a, b model.VirtualHost) int { return cmp.Compare(a.Name, b.Name) })
+	nextV := make(map[string]*vhostMemo, len(vhosts))
+	memo := func(v *model.VirtualHost) *vhostMemo {
+		m := nextV[v.Name]
+		if m != nil {
+			return m
+		}
+		if old := x.vhosts[v.Name]; old != nil && reflect.DeepEqual(&old.v, v) {
+			m = old
+		} else {
+			m = &vhostMemo{v: *v}
+		}
+		nextV[v.Name] = m
+		return m
+	}
+
+	if f.HTTP != nil {
+		var list []*routev3.VirtualHost
+		for i := range vhosts {
+			v := &vhosts[i]
+			m := memo(v)
+			if v.Certificate != "" && v.RedirectToHTTPS {
+				if m.redirect == nil {
+					m.redirect = httpsRedirectHost(v)
+				}
+				list = append(list, m.redirect)
+				continue
+			}
+			if m.plain == nil {
+				m.plain = virtualHost(v)
+			}
+			list = append(list, m.plain)
+		}
+		rc := x.routeConfig(x.httpRC, HTTPRouteName, list, &built)
+		x.httpRC = &rcMemo{vhosts: list, rc: rc}
+		out.routes = append(out.routes, rc)
+		if x.httpL == nil || x.httpL.at != *f.HTTP {
+			l := &listenerv3.Listener{
+				Name:                          HTTPListenerName,
+				Address:                       socketAddress(f.HTTP.VIP, f.HTTP.Port, false),
+				FilterChains:                  []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(HTTPListenerName, HTTPRouteName)}}},
+				PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
+			}
+			x.httpL = &listenerMemo{at: *f.HTTP, l: l}
+			built = append(built, l)
+		}
+		out.listeners = append(out.listeners, x.httpL.l)
+	} else {
+		x.httpRC, x.httpL = nil, nil
+	}
+
+	nextRC := map[string]*rcMemo{}
+	nextCerts := map[string]*certMemo{}
+	nextChains := map[string]*chainMemo{}
+	if f.HTTPS != nil {
+		serverNames := map[string][]string{}
+		lists := map[string][]*routev3.VirtualHost{}
+		for i := range vhosts {
+			v := &vhosts[i]
+			if v.Certificate == "" {
+				continue
+			}
+			serverNames[v.Certificate] = append(serverNames[v.Certificate], v.Hostnames...)
+			m := memo(v)
+			if m.plain == nil {
+				m.plain = virtualHost(v)
+			}
+			lists[v.Certificate] = append(lists[v.Certificate], m.plain)
+		}
+		certs := slices.Clone(f.Certificates)
+		slices.SortFunc(certs, func(a, b model.Certificate) int { return cmp.Compare(a.Name, b.Name) })
+		var chains []*listenerv3.FilterChain
+		for i := range certs {
+			c := &certs[i]
+			names := serverNames[c.Name]
+			if len(names) == 0 {
+				continue
+			}
+			slices.Sort(names)
+			names = slices.Compact(names)
+			cm := x.certs[c.Name]
+			if cm == nil || cm.secret == nil || !reflect.DeepEqual(&cm.c, c) {
+				s := &tlsv3.Secret{Name: c.Name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+					CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte(c.CertPEM)}},
+					PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte(c.KeyPEM)}},
+				}}}
+				cm = &certMemo{c: *c, secret: s}
+				built = append(built, s)
+			}
+			nextCerts[c.Name] = cm
+			out.secrets = append(out.secrets, cm.secret)
+			rc := x.routeConfig(x.httpsRCs[c.Name], HTTPSRouteNameFor(c.Name), lists[c.Name], &built)
+			nextRC[c.Name] = &rcMemo{vhosts: lists[c.Name], rc: rc}
+			out.routes = append(out.routes, rc)
+			ch := x.chains[c.Name]
+			if ch == nil || !slices.Equal(ch.names, names) {
+				ch = &chainMemo{names: names, chain: &listenerv3.FilterChain{
+					Name:             c.Name,
+					FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: names},
+					TransportSocket: &corev3.TransportSocket{Name: TransportTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: typed(&tlsv3.DownstreamTlsContext{
+						CommonTlsContext: &tlsv3.CommonTlsContext{
+							TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: c.Name, SdsConfig: adsSource()}},
+							AlpnProtocols:                  []string{"h2", "http/1.1"},
+						},
+					})}},
+					Filters: []*listenerv3.Filter{hcm(HTTPSListenerName, HTTPSRouteNameFor(c.Name))},
+				}}
+			}
+			nextChains[c.Name] = ch
+			chains = append(chains, ch.chain)
+		}
+		if len(chains) > 0 {
+			if x.httpsL == nil || x.httpsL.at != *f.HTTPS || !slices.Equal(x.httpsL.chains, chains) {
+				l := &listenerv3.Listener{
+					Name:    HTTPSListenerName,
+					Address: socketAddress(f.HTTPS.VIP, f.HTTPS.Port, false),
+					ListenerFilters: []*listenerv3.ListenerFilter{{
+						Name:       FilterTLSInspector,
+						ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: typed(&tlsinspectorv3.TlsInspector{})},
+					}},
+					FilterChains:                  chains,
+					PerConnectionBufferLimitBytes: wrapperspb.UInt32(connectionBufferLimit),
+				}
+				x.httpsL = &listenerMemo{at: *f.HTTPS, chains: chains, l: l}
+				built = append(built, l)
+			}
+			out.listeners = append(out.listeners, x.httpsL.l)
+		} else {
+			x.httpsL = nil
+		}
+	} else {
+		x.httpsL = nil
+	}
+	x.vhosts, x.httpsRCs, x.certs, x.chains = nextV, nextRC, nextCerts, nextChains
+	return out, built
+}
+
+// routeConfig is the previous route configuration when it holds the same
+// virtual hosts (the same resources), a new one otherwise.
+func (x *Incremental) routeConfig(prev *rcMemo, name string, vhosts []*routev3.VirtualHost, built *[]types.Resource) *routev3.RouteConfiguration {
+	if prev != nil && prev.rc.GetName() == name && slices.Equal(prev.vhosts, vhosts) {
+		return prev.rc
+	}
+	rc := &routev3.RouteConfiguration{Name: name, VirtualHosts: vhosts}
+	*built = append(*built, rc)
+	return rc
+}
