@@ -18,7 +18,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -28,7 +27,6 @@ import (
 	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -86,8 +84,11 @@ type Builder struct {
 	// Recorder, when set, tells a tenant which of its nodes its limits leave
 	// unserved (a Warning event on its TenantNodes).
 	Recorder events.EventRecorder
+	// StatusWorkers bounds the Programmed conditions written at once (0: DefaultStatusWorkers).
+	StatusWorkers int
 
 	mu    sync.Mutex
+	trans map[string]*translate.Incremental     // fleet → its translator, holding the resources last handed to the server
 	last  map[string]*model.Fleet               // fleet → model last handed to the server
 	gen   map[string]uint64                     // fleet → its generation
 	since map[string]map[string]programmedSince // fleet → "Kind/ns/name" → generation that first served its current spec
@@ -96,6 +97,12 @@ type Builder struct {
 	contain map[string]*containment
 
 	nodeLimits sync.Map // tenant namespace → the node-limit refusal last told
+
+	// Incremental building (cache.go).
+	seq     map[string]uint64       // tenant namespace → events seen by the watch handlers
+	parts   map[string]*tenantParts // tenant namespace → what its objects made
+	deny    map[string]*denyEntry   // fleet → its deny-list and version
+	denySeq uint64
 }
 
 type programmedSince struct {
@@ -103,10 +110,26 @@ type programmedSince struct {
 	xdsGeneration    uint64
 }
 
+func (b *Builder) init() {
+	b.trans, b.last, b.gen, b.since = map[string]*translate.Incremental{}, map[string]*model.Fleet{}, map[string]uint64{}, map[string]map[string]programmedSince{}
+	b.contain = map[string]*containment{}
+	b.seq, b.parts, b.deny = map[string]uint64{}, map[string]*tenantParts{}, map[string]*denyEntry{}
+}
+
+func (b *Builder) translator(fleet string) *translate.Incremental {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	tr := b.trans[fleet]
+	if tr == nil {
+		tr = &translate.Incremental{}
+		b.trans[fleet] = tr
+	}
+	return tr
+}
+
 // SetupWithManager registers the builder.
 func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
-	b.last, b.gen, b.since = map[string]*model.Fleet{}, map[string]uint64{}, map[string]map[string]programmedSince{}
-	b.contain = map[string]*containment{}
+	b.init()
 	b.acks = make(chan event.GenericEvent, 256)
 	if n, ok := b.XDS.(NACKSource); ok {
 		n.OnNACK(func(fleet string, nack server.NACK) {
@@ -141,10 +164,10 @@ func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 	return bld.
 		Named("snapshot").
 		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
-		Watches(&v1.LoadBalancer{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
+		Watches(&v1.LoadBalancer{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
 		Watches(&v1.TenantNodes{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
-		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
+		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
 		Watches(&v1.ProxyFleet{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(route.AddressesChanged)).
 		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fleetName(o.(*v1.Tenant))}}}
@@ -168,6 +191,16 @@ func (b *Builder) allFleets(ctx context.Context, _ client.Object) []reconcile.Re
 }
 
 func fleetName(t *v1.Tenant) string { return cmp.Or(t.Spec.Fleet, v1.DefaultFleetName) }
+
+// changedInNamespace counts an event of a tenant's LoadBalancers, Routes or
+// Secrets (so the next reconcile lists that namespace again) and names the
+// fleet to reconcile.
+func (b *Builder) changedInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	if strings.HasPrefix(o.GetNamespace(), tenant.NamespacePrefix) {
+		b.namespaceChanged(o.GetNamespace())
+	}
+	return b.fleetOfNamespace(ctx, o)
+}
 
 func (b *Builder) fleetOfNamespace(ctx context.Context, o client.Object) []reconcile.Request {
 	name, ok := strings.CutPrefix(o.GetNamespace(), tenant.NamespacePrefix)
@@ -222,9 +255,11 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		return ctrl.Result{}, err
 	}
 
-	var lbs []admittedLB
-	var lbErrs []error
-	var routes []*admittedRoute
+	listeners := fmt.Sprintf("%v|%v|%s", httpL, httpsL, noL7)
+	denyV := b.denyVersion(fleet, deny)
+
+	var lbs []*lbPart
+	var routes []*routePart
 	var objects []served // Programmed is reported on these
 	var unserved []*v1.Route
 	for i := range tenants.Items {
@@ -235,84 +270,44 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		ns := tenant.Namespace(t.Name)
 		nodes := &v1.TenantNodes{}
 		_ = b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1.TenantNodesName}, nodes) // none yet: no endpoints
+		key := tenantKey{tenantUID: string(t.UID), tenantGen: t.Generation, nodesUID: string(nodes.UID), nodesGen: nodes.Generation, deny: denyV, listeners: listeners}
 		// Only node addresses the tenant may use; manager/nodes reports the rest.
 		nodes, _ = backends.Confine(t, nodes, deny)
 		nodes, refused := NodesWithinLimits(t, nodes)
 		b.tellNodeLimit(nodes, refused)
-		var lbList v1.LoadBalancerList
-		if err := b.Client.List(ctx, &lbList, client.InNamespace(ns)); err != nil {
+		parts, err := b.tenantObjects(ctx, t, nodes, key)
+		if err != nil {
 			return ctrl.Result{}, err
 		}
-		for j := range lbList.Items {
-			lb := &lbList.Items[j]
-			if !lb.DeletionTimestamp.IsZero() || !meta.IsStatusConditionTrue(lb.Status.Conditions, v1.ConditionAccepted) || len(lb.Status.Addresses) == 0 {
+		lbs = append(lbs, parts.lbs...)
+		for _, p := range parts.routes {
+			if p.a == nil {
+				unserved = append(unserved, p.rt)
 				continue
 			}
-			a, err := fromLoadBalancer(t.Name, lb, nodes)
-			a.global = globalKey(t, lb)
-			lbs, lbErrs = append(lbs, a), append(lbErrs, err)
-		}
-		var rtList v1.RouteList
-		if err := b.Client.List(ctx, &rtList, client.InNamespace(ns)); err != nil {
-			return ctrl.Result{}, err
-		}
-		for j := range rtList.Items {
-			rt := &rtList.Items[j]
-			if len(servedHostnames(rt)) == 0 {
-				unserved = append(unserved, rt)
-				continue
-			}
-			a := fromRoute(t, rt, nodes, func(name string) *corev1.Secret {
-				var s corev1.Secret
-				if b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &s) != nil {
-					return nil
-				}
-				return &s
-			})
-			routes = append(routes, &a)
+			routes = append(routes, p)
 		}
 	}
 
 	// Each Route must translate on its own, so one bad Route never stalls the fleet.
-	slices.SortFunc(routes, func(x, y *admittedRoute) int { return route.Older(x.rt, y.rt) })
+	slices.SortFunc(routes, func(x, y *routePart) int { return route.Older(x.rt, y.rt) })
 	var okRoutes []*admittedRoute
-	for _, a := range routes {
-		o := served{obj: a.rt, gen: a.rt.Generation}
-		mini := &model.Fleet{Name: fleet, HTTP: httpL, HTTPS: httpsL, Certificates: a.certs, Backends: a.backends}
-		switch {
-		case noL7 != "":
-			o.reason, o.msg = v1.ReasonPending, noL7
-		case len(a.hosts) == 0:
-			o.reason, o.msg = v1.ReasonInvalidSpec, "no rule of the route can be served"
-		default:
-			mini.VirtualHosts, _ = virtualHosts([]*admittedRoute{a}, httpL, httpsL)
-			if len(mini.VirtualHosts) == 0 {
-				o.reason, o.msg = v1.ReasonInvalidSpec, "no hostname of the route can be served on the fleet's listeners"
-			} else if _, err := translate.Translate(mini); err != nil {
-				o.reason, o.msg = v1.ReasonInvalidSpec, err.Error()
-			} else {
-				okRoutes = append(okRoutes, a)
-			}
+	for _, p := range routes {
+		checkRoute(p, fleet, httpL, httpsL, noL7)
+		objects = append(objects, served{obj: p.rt, gen: p.rt.Generation, reason: p.reason, msg: p.msg})
+		if p.reason == "" {
+			okRoutes = append(okRoutes, p.a)
 		}
-		objects = append(objects, o)
 	}
 	// Each LoadBalancer must translate on its own (next to the shared
 	// listeners), so one bad object never stalls the fleet.
-	shared := &model.Fleet{Name: fleet}
-	if len(okRoutes) > 0 {
-		shared.HTTP, shared.HTTPS = httpL, httpsL
-	}
 	var okLBs []admittedLB
-	for i, a := range lbs {
-		o := served{obj: a.lb, gen: a.lb.Generation}
-		err := lbErrs[i]
-		if err == nil {
-			_, err = translate.Translate(&model.Fleet{Name: fleet, L4: a.services, Backends: a.backends, HTTP: shared.HTTP, HTTPS: shared.HTTPS})
-		}
-		if err != nil {
+	for _, p := range lbs {
+		o := served{obj: p.a.lb, gen: p.a.lb.Generation}
+		if err := checkLB(p, fleet, httpL, httpsL, len(okRoutes) > 0); err != nil {
 			o.reason, o.msg = v1.ReasonInvalidSpec, err.Error()
 		} else {
-			okLBs = append(okLBs, a)
+			okLBs = append(okLBs, p.a)
 		}
 		objects = append(objects, o)
 	}
@@ -322,7 +317,9 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 
 	// Objects were checked one by one; what is left is a conflict between
 	// them. The younger object of a conflict is left out, never the fleet.
-	f, err := assemble(fleet, httpL, httpsL, okRoutes, okLBs)
+	f := assemble(fleet, httpL, httpsL, okRoutes, okLBs)
+	tr := b.translator(fleet)
+	out, changed, err := tr.Translate(f)
 	if err != nil {
 		var excluded []client.Object
 		f, excluded = resolveConflicts(fleet, httpL, httpsL, okRoutes, okLBs)
@@ -334,20 +331,19 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 			}
 		}
 		b.Log.Info("fleet-level conflict: younger objects left out", "fleet", fleet, "excluded", len(excluded), "error", err.Error())
-	}
-
-	b.mu.Lock()
-	gen, same := b.gen[fleet], reflect.DeepEqual(b.last[fleet], f)
-	b.mu.Unlock()
-	if !same {
-		out, err := translate.Translate(f)
-		if err != nil {
+		if out, changed, err = tr.Translate(f); err != nil {
 			// resolveConflicts made f translate; this is a translator bug.
 			return ctrl.Result{}, fmt.Errorf("fleet %s: %w", fleet, err)
 		}
+	}
+
+	b.mu.Lock()
+	gen, set := b.gen[fleet]
+	b.mu.Unlock()
+	if changed || !set {
 		gen = b.XDS.Set(fleet, out.ByType())
 		b.mu.Lock()
-		b.last[fleet], b.gen[fleet] = f, gen
+		b.gen[fleet], b.last[fleet] = gen, f
 		b.mu.Unlock()
 	}
 
@@ -376,58 +372,26 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		c.trialGen = gen
 	}
 	b.mu.Unlock()
+	var writes []programmedWrite
 	for _, o := range objects {
 		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: o.reason, Message: o.msg, ObservedGeneration: o.gen}
 		if o.reason == "" {
-			cond.Reason, cond.Message = v1.ReasonPending, "waiting for every proxy of fleet "+fleet+" to acknowledge the configuration"
+			cond.Reason, cond.Message = v1.ReasonPending, waitingMessage(fleet)
 			if acked >= next[servedKey(o.obj)].xdsGeneration {
 				cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, v1.ReasonProgrammed, "served by fleet "+fleet
 			}
 		}
-		if err := b.setProgrammed(ctx, o.obj, cond); err != nil {
-			return ctrl.Result{}, err
-		}
+		writes = append(writes, programmedWrite{o.obj, cond})
 	}
 	// A Route no longer accepted is no longer programmed either.
 	for _, rt := range unserved {
 		if meta.FindStatusCondition(rt.Status.Conditions, v1.ConditionProgrammed) == nil {
 			continue
 		}
-		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending,
-			Message: "no hostname of the route is accepted", ObservedGeneration: rt.Generation}
-		if err := b.setProgrammed(ctx, rt, cond); err != nil {
-			return ctrl.Result{}, err
-		}
+		writes = append(writes, programmedWrite{rt, metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending,
+			Message: "no hostname of the route is accepted", ObservedGeneration: rt.Generation}})
 	}
-	return ctrl.Result{}, nil
-}
-
-func (b *Builder) setProgrammed(ctx context.Context, obj client.Object, c metav1.Condition) error {
-	if b.WriteStatus != nil && !b.WriteStatus() {
-		return nil
-	}
-	switch o := obj.(type) {
-	case *v1.LoadBalancer:
-		status := o.Status.DeepCopy()
-		meta.SetStatusCondition(&status.Conditions, c)
-		if equality.Semantic.DeepEqual(&o.Status, status) {
-			return nil
-		}
-		patch := client.MergeFrom(o.DeepCopy())
-		o.Status = *status
-		return client.IgnoreNotFound(b.Client.Status().Patch(ctx, o, patch))
-	case *v1.Route:
-		status := o.Status.DeepCopy()
-		meta.SetStatusCondition(&status.Conditions, c)
-		if equality.Semantic.DeepEqual(&o.Status, status) {
-			return nil
-		}
-		// Admission writes the other conditions of a Route: never overwrite them with a stale list.
-		patch := client.MergeFromWithOptions(o.DeepCopy(), client.MergeFromWithOptimisticLock{})
-		o.Status = *status
-		return client.IgnoreNotFound(b.Client.Status().Patch(ctx, o, patch))
-	}
-	return fmt.Errorf("programmed: unexpected %T", obj)
+	return ctrl.Result{}, b.writeProgrammed(ctx, fleet, writes)
 }
 
 // BackendName is the stable, readable Envoy cluster name of one LoadBalancer

@@ -18,8 +18,8 @@ import (
 const ReasonConflicted = "Conflicted"
 
 // assemble builds the fleet's model from admitted Routes (oldest first) and
-// LoadBalancers that each translate on their own, and translates it.
-func assemble(fleet string, httpL, httpsL *model.SharedListener, routes []*admittedRoute, lbs []admittedLB) (*model.Fleet, error) {
+// LoadBalancers that each translate on their own.
+func assemble(fleet string, httpL, httpsL *model.SharedListener, routes []*admittedRoute, lbs []admittedLB) *model.Fleet {
 	f := &model.Fleet{Name: fleet}
 	vhosts, global := virtualHosts(routes, httpL, httpsL)
 	if f.VirtualHosts = vhosts; len(vhosts) > 0 {
@@ -77,8 +77,7 @@ func assemble(fleet string, httpL, httpsL *model.SharedListener, routes []*admit
 	slices.SortFunc(f.L4, func(x, y model.L4Service) int { return cmp.Compare(x.Backend, y.Backend) })
 	slices.SortFunc(f.Backends, func(x, y model.Backend) int { return cmp.Compare(x.Name, y.Name) })
 	slices.SortFunc(f.Certificates, func(x, y model.Certificate) int { return cmp.Compare(x.Name, y.Name) })
-	_, err := translate.Translate(f)
-	return f, err
+	return f
 }
 
 func olderLB(x, y *v1.LoadBalancer) int {
@@ -119,7 +118,9 @@ func resolveConflicts(fleet string, httpL, httpsL *model.SharedListener, routes 
 		}
 		// Routes keep their precedence order (oldest first, as route.Older).
 		slices.SortStableFunc(rs, func(x, y *admittedRoute) int { return route.Older(x.rt, y.rt) })
-		return assemble(fleet, httpL, httpsL, rs, ls)
+		f := assemble(fleet, httpL, httpsL, rs, ls)
+		_, err := translate.Translate(f)
+		return f, err
 	}
 	var kept []entry
 	var excluded []client.Object

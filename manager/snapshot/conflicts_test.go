@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/envoy/translate"
 	"github.com/fleetlb/fleetlb/internal/testenv"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
@@ -55,8 +56,8 @@ func TestSameSourceDoesNotCollide(t *testing.T) {
 		lbFor(t, "a", "two", "127.0.40.2", 80, 1, src),
 		lbFor(t, "b", "one", "127.0.40.3", 80, 2, src),
 	}
-	f, err := assemble("default", nil, nil, nil, lbs)
-	if err != nil {
+	f := assemble("default", nil, nil, nil, lbs)
+	if _, err := translate.Translate(f); err != nil {
 		t.Fatalf("fleet does not translate: %v", err)
 	}
 	var names []string
@@ -81,7 +82,7 @@ func TestConflictExcludesTheYoungerObject(t *testing.T) {
 	also := lbFor(t, "b", "late", "127.0.40.5", 443, 3, src("late")) // after the culprit: still served
 	lbs := []admittedLB{younger, also, older, other}
 
-	if _, err := assemble("default", nil, nil, nil, lbs); err == nil {
+	if _, err := translate.Translate(assemble("default", nil, nil, nil, lbs)); err == nil {
 		t.Fatal("two services on one VIP and port translated: the test does not test a conflict")
 	}
 	f, excluded := resolveConflicts("default", nil, nil, nil, lbs)

@@ -585,8 +585,8 @@ func TestHostHeaderRuleIsLeftOutNotTheFleet(t *testing.T) {
 		v1.RouteRule{Backends: []v1.RouteBackend{{NodePort: 30002}}})
 	victim := mk("victim", "r", "victim.example.com", v1.RouteRule{Backends: []v1.RouteBackend{{NodePort: 30003}}})
 	httpL := &model.SharedListener{VIP: netip.MustParseAddr("127.0.20.1"), Port: 8080}
-	f, err := assemble("default", httpL, nil, []*admittedRoute{hostile, victim}, nil)
-	if err != nil {
+	f := assemble("default", httpL, nil, []*admittedRoute{hostile, victim}, nil)
+	if _, err := translate.Translate(f); err != nil {
 		t.Fatalf("the fleet does not translate: %v", err)
 	}
 	var routes []string

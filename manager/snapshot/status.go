@@ -1,0 +1,109 @@
+package snapshot
+
+import (
+	"context"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+)
+
+// DefaultStatusWorkers is how many Programmed conditions are written at once
+// when Builder.StatusWorkers is 0.
+const DefaultStatusWorkers = 16
+
+// FieldOwner is the server-side-apply field manager of the Programmed
+// condition: the builder owns that one entry of status.conditions (a map
+// keyed by type), admission owns the others, so neither write can undo the
+// other's and none needs an optimistic lock.
+const FieldOwner = "fleetlb-snapshot"
+
+// ProxyCounter is the part of envoy/server that says how many proxies of a
+// fleet are connected here.
+type ProxyCounter interface {
+	Proxies(fleet string) int
+}
+
+type programmedWrite struct {
+	obj  client.Object
+	cond metav1.Condition
+}
+
+func waitingMessage(fleet string) string {
+	return "waiting for every proxy of fleet " + fleet + " to acknowledge the configuration"
+}
+
+// writeProgrammed writes the Programmed conditions that differ from what the
+// objects carry, StatusWorkers at a time. "Waiting for the proxies" is not
+// written while proxies of the fleet are connected here: their ACK follows
+// within moments and brings the final condition, so it would only double the
+// writes (a stale observedGeneration already says the object is not
+// programmed yet). Without a connected proxy it is written, so a fleet with
+// no proxy says why nothing is Programmed.
+func (b *Builder) writeProgrammed(ctx context.Context, fleet string, writes []programmedWrite) error {
+	if b.WriteStatus != nil && !b.WriteStatus() {
+		return nil
+	}
+	skipWaiting := false
+	if pc, ok := b.XDS.(ProxyCounter); ok && b.Replicas == nil {
+		skipWaiting = pc.Proxies(fleet) > 0
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	workers := b.StatusWorkers
+	if workers <= 0 {
+		workers = DefaultStatusWorkers
+	}
+	g.SetLimit(workers)
+	now := metav1.NewTime(time.Now().Truncate(time.Second))
+	for _, w := range writes {
+		cur := meta.FindStatusCondition(conditionsOf(w.obj), v1.ConditionProgrammed)
+		if cur != nil && cur.Status == w.cond.Status && cur.Reason == w.cond.Reason && cur.Message == w.cond.Message && cur.ObservedGeneration == w.cond.ObservedGeneration {
+			continue // never rewrite an unchanged condition
+		}
+		if skipWaiting && w.cond.Status == metav1.ConditionFalse && w.cond.Message == waitingMessage(fleet) {
+			continue
+		}
+		w.cond.LastTransitionTime = now
+		if cur != nil && cur.Status == w.cond.Status {
+			w.cond.LastTransitionTime = cur.LastTransitionTime
+		}
+		g.Go(func() error { return b.applyProgrammed(ctx, w) })
+	}
+	return g.Wait()
+}
+
+func conditionsOf(o client.Object) []metav1.Condition {
+	switch o := o.(type) {
+	case *v1.LoadBalancer:
+		return o.Status.Conditions
+	case *v1.Route:
+		return o.Status.Conditions
+	}
+	return nil
+}
+
+// applyProgrammed writes one Programmed condition by server-side apply of
+// that condition alone. The object (shared with the cache) is not modified.
+func (b *Builder) applyProgrammed(ctx context.Context, w programmedWrite) error {
+	kind := "LoadBalancer"
+	if _, ok := w.obj.(*v1.Route); ok {
+		kind = "Route"
+	}
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion(v1.GroupVersion.String())
+	u.SetKind(kind)
+	u.SetNamespace(w.obj.GetNamespace())
+	u.SetName(w.obj.GetName())
+	c := w.cond
+	u.Object["status"] = map[string]any{"conditions": []any{map[string]any{
+		"type": c.Type, "status": string(c.Status), "reason": c.Reason, "message": c.Message,
+		"observedGeneration": c.ObservedGeneration, "lastTransitionTime": c.LastTransitionTime.UTC().Format(time.RFC3339),
+	}}}
+	err := b.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)
+	return client.IgnoreNotFound(err)
+}
