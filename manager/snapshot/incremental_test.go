@@ -1,0 +1,301 @@
+package snapshot
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/envoy/server"
+	"github.com/fleetlb/fleetlb/manager/tenant"
+)
+
+// world is a management cluster's objects in a fake client, changed at
+// random, and the builder that follows it incrementally.
+type world struct {
+	t       *testing.T
+	ctx     context.Context
+	c       client.Client
+	rng     *rand.Rand
+	certs   []*corev1.Secret // TLS data to copy into Secrets
+	tenants []string
+	b       *Builder
+	xds     *recorder
+	n       int
+}
+
+func newWorld(t *testing.T, seed uint64, certs []*corev1.Secret) *world {
+	scheme := runtime.NewScheme()
+	if err := v1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).
+		WithStatusSubresource(&v1.LoadBalancer{}, &v1.Route{}, &v1.ProxyFleet{}, &v1.Tenant{}, &v1.TenantNodes{}).Build()
+	w := &world{t: t, ctx: context.Background(), c: c, rng: rand.New(rand.NewPCG(seed, 7)), certs: certs}
+	w.create(&v1.ProxyFleet{ObjectMeta: metav1.ObjectMeta{Name: v1.DefaultFleetName}, Spec: v1.ProxyFleetSpec{
+		VIP: "127.0.60.1", Exposure: v1.ExposureNone, HTTP: &v1.FleetListener{Port: 8080}, HTTPS: &v1.FleetListener{Port: 8443}}})
+	for i, group := range []string{"g", "g", ""} {
+		name := fmt.Sprintf("t%d", i)
+		w.tenants = append(w.tenants, name)
+		w.create(&v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1, UID: types.UID("uid-" + name)},
+			Spec: v1.TenantSpec{AddressPool: "p", Group: group, Hostnames: []v1.Hostname{"*.example.com"}, NodeCIDRs: testNodeCIDRs}})
+		w.create(&v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: tenant.Namespace(name), Name: v1.TenantNodesName, Generation: 1},
+			Spec: v1.TenantNodesSpec{Cluster: "c-" + name, Nodes: []v1.TenantNode{{Name: "n1", Zone: "z1", Addresses: []v1.IPAddress{v1.IPAddress(fmt.Sprintf("127.0.%d.1", i+1))}}}}})
+	}
+	w.xds = &recorder{}
+	w.b = newTestBuilder(c, w.xds)
+	return w
+}
+
+func newTestBuilder(c client.Client, xds XDS) *Builder {
+	b := &Builder{Client: c, XDS: xds, Log: logr.Discard(), BackendDeny: testDeny, WriteStatus: func() bool { return false }}
+	b.init()
+	return b
+}
+
+func (w *world) create(o client.Object) {
+	w.t.Helper()
+	if err := w.c.Create(w.ctx, o); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// touched is what a watch handler of the builder does for an event of o.
+func (w *world) touched(o client.Object) { w.b.changedInNamespace(w.ctx, o) }
+
+func pick[T any](rng *rand.Rand, items []T) *T {
+	if len(items) == 0 {
+		return nil
+	}
+	return &items[rng.IntN(len(items))]
+}
+
+// step makes one random change, as a tenant, admission or an admin would.
+func (w *world) step() string {
+	rng, ctx := w.rng, w.ctx
+	tn := w.tenants[rng.IntN(len(w.tenants))]
+	ns := tenant.Namespace(tn)
+	var lbs v1.LoadBalancerList
+	var rts v1.RouteList
+	must(w.t, w.c.List(ctx, &lbs, client.InNamespace(ns)))
+	must(w.t, w.c.List(ctx, &rts, client.InNamespace(ns)))
+	w.n++
+	switch rng.IntN(14) {
+	case 0, 1: // a LoadBalancer is admitted (VIPs collide now and then: a conflict)
+		lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("lb%d", w.n), Generation: 1, UID: types.UID(fmt.Sprint("lb", w.n)),
+			CreationTimestamp: metav1.Unix(int64(w.n), 0)},
+			Spec: v1.LoadBalancerSpec{Source: v1.ServiceSource{Cluster: "c", Namespace: "default", Name: "s", UID: "u"},
+				Ports: []v1.LoadBalancerPort{{Port: 80 + v1.PortNumber(rng.IntN(2)), Protocol: v1.ProtocolTCP, NodePort: 30000 + v1.PortNumber(rng.IntN(50))}}}}
+		if rng.IntN(3) == 0 {
+			lb.Spec.Global = &v1.GlobalOptions{Name: "shared", Strategy: v1.StrategyFailover, Priority: ptr.To(int32(rng.IntN(3)))}
+		}
+		w.create(lb)
+		lb.Status.Addresses = []v1.Address{{IP: v1.IPAddress(fmt.Sprintf("127.0.50.%d", 1+rng.IntN(20))), IPMode: v1.IPModeProxy}}
+		lb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted, LastTransitionTime: metav1.Now()}}
+		must(w.t, w.c.Status().Update(ctx, lb))
+		w.touched(lb)
+		return "create LoadBalancer"
+	case 2: // a LoadBalancer's spec
+		if lb := pick(rng, lbs.Items); lb != nil {
+			lb.Generation++
+			lb.Spec.Ports[0].NodePort = 30000 + v1.PortNumber(rng.IntN(50))
+			lb.Spec.SessionAffinity = []v1.SessionAffinity{v1.SessionAffinityNone, v1.SessionAffinityClientIP}[rng.IntN(2)]
+			must(w.t, w.c.Update(ctx, lb))
+			w.touched(lb)
+			return "update LoadBalancer"
+		}
+	case 3: // a status write that changes nothing the fleet serves (Programmed)
+		if lb := pick(rng, lbs.Items); lb != nil {
+			lb.Status.Conditions = append(lb.Status.Conditions, metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionTrue, Reason: v1.ReasonProgrammed, LastTransitionTime: metav1.Now()})
+			must(w.t, w.c.Status().Update(ctx, lb))
+			w.touched(lb)
+			return "LoadBalancer status"
+		}
+	case 4: // admission withdraws or moves an address
+		if lb := pick(rng, lbs.Items); lb != nil {
+			if rng.IntN(2) == 0 {
+				lb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: "Refused", LastTransitionTime: metav1.Now()}}
+			} else {
+				lb.Status.Addresses[0].IP = v1.IPAddress(fmt.Sprintf("127.0.50.%d", 1+rng.IntN(20)))
+			}
+			must(w.t, w.c.Status().Update(ctx, lb))
+			w.touched(lb)
+			return "LoadBalancer admission"
+		}
+	case 5:
+		if lb := pick(rng, lbs.Items); lb != nil {
+			must(w.t, w.c.Delete(ctx, lb))
+			w.touched(lb)
+			return "delete LoadBalancer"
+		}
+	case 6, 7: // a Route is admitted (hostnames collide now and then)
+		host := v1.Hostname(fmt.Sprintf("h%d.example.com", rng.IntN(8)))
+		rt := &v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("rt%d", w.n), Generation: 1, UID: types.UID(fmt.Sprint("rt", w.n)),
+			CreationTimestamp: metav1.Unix(int64(w.n), 0)}, Spec: v1.RouteSpec{
+			Source:    v1.RouteSource{Kind: v1.SourceIngress, Cluster: "c", Namespace: "default", Name: "r", UID: "u"},
+			Hostnames: []v1.Hostname{host},
+			Rules: []v1.RouteRule{{Matches: []v1.RouteMatch{pathMatch(v1.PathPrefix, fmt.Sprintf("/p%d", rng.IntN(3)))},
+				Backends: []v1.RouteBackend{{ServiceName: "web", NodePort: 30000 + v1.PortNumber(rng.IntN(50))}}}},
+		}}
+		if rng.IntN(2) == 0 {
+			rt.Spec.TLS = []v1.RouteTLS{{Hostnames: []v1.Hostname{host}, SecretName: fmt.Sprintf("cert%d", rng.IntN(3))}}
+		}
+		w.create(rt)
+		must(w.t, w.c.Status().Update(ctx, accepted(rt, host)))
+		w.touched(rt)
+		return "create Route"
+	case 8: // a Route's rules
+		if rt := pick(rng, rts.Items); rt != nil {
+			rt.Generation++
+			rt.Spec.Rules[0].Matches = []v1.RouteMatch{pathMatch(v1.PathPrefix, fmt.Sprintf("/p%d", rng.IntN(3)))}
+			rt.Spec.Rules[0].Backends[0].NodePort = 30000 + v1.PortNumber(rng.IntN(50))
+			must(w.t, w.c.Update(ctx, rt))
+			w.touched(rt)
+			return "update Route"
+		}
+	case 9:
+		if rt := pick(rng, rts.Items); rt != nil {
+			must(w.t, w.c.Delete(ctx, rt))
+			w.touched(rt)
+			return "delete Route"
+		}
+	case 10: // a TLS Secret comes, changes or goes
+		name := fmt.Sprintf("cert%d", rng.IntN(3))
+		var s corev1.Secret
+		err := w.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &s)
+		switch {
+		case err != nil:
+			src := w.certs[rng.IntN(len(w.certs))]
+			s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Type: src.Type, Data: src.Data}
+			w.create(&s)
+		case rng.IntN(2) == 0:
+			s.Data = w.certs[rng.IntN(len(w.certs))].Data
+			must(w.t, w.c.Update(ctx, &s))
+		default:
+			must(w.t, w.c.Delete(ctx, &s))
+		}
+		w.touched(&s)
+		return "Secret"
+	case 11: // the tenant's nodes
+		var nodes v1.TenantNodes
+		must(w.t, w.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1.TenantNodesName}, &nodes))
+		nodes.Generation++
+		nodes.Spec.Nodes = append(nodes.Spec.Nodes, v1.TenantNode{Name: fmt.Sprint("n", w.n), Zone: fmt.Sprint("z", rng.IntN(2)),
+			Addresses: []v1.IPAddress{v1.IPAddress(fmt.Sprintf("127.0.%d.%d", 10+rng.IntN(5), 1+rng.IntN(200)))}})
+		must(w.t, w.c.Update(ctx, &nodes))
+		return "TenantNodes" // watched without counting: its generation is in the key
+	case 12: // the tenant's spec (limits, group)
+		var t v1.Tenant
+		must(w.t, w.c.Get(ctx, client.ObjectKey{Name: tn}, &t))
+		t.Generation++
+		if rng.IntN(2) == 0 {
+			t.Spec.Limits.MaxNodes = ptr.To(int32(1 + rng.IntN(3)))
+		} else {
+			t.Spec.Group = []string{"g", "", "h"}[rng.IntN(3)]
+		}
+		must(w.t, w.c.Update(ctx, &t))
+		return "Tenant"
+	case 13: // the fleet's listeners
+		var pf v1.ProxyFleet
+		must(w.t, w.c.Get(ctx, client.ObjectKey{Name: v1.DefaultFleetName}, &pf))
+		switch rng.IntN(3) {
+		case 0:
+			pf.Spec.HTTPS = nil
+		case 1:
+			pf.Spec.HTTPS = &v1.FleetListener{Port: 8443}
+		default:
+			pf.Spec.HTTP.Port = 8080 + v1.PortNumber(rng.IntN(2))
+		}
+		must(w.t, w.c.Update(ctx, &pf))
+		return "ProxyFleet"
+	}
+	return "nothing"
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func reconcileFleet(t *testing.T, b *Builder) {
+	t.Helper()
+	if _, err := b.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: v1.DefaultFleetName}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIncrementalSnapshotMatchesFullBuild applies random sequences of
+// changes (objects created, changed, deleted and re-admitted, Secrets, nodes,
+// tenants, the fleet's listeners; conflicts included) and after each compares
+// what the incremental builder serves with what a builder that starts from
+// nothing builds: the same resources and the same versions.
+func TestIncrementalSnapshotMatchesFullBuild(t *testing.T) {
+	var certs []*corev1.Secret
+	for i := range 2 {
+		certs = append(certs, tlsSecret(t, "x", "x", fmt.Sprintf("h%d.example.com", i), "*.example.com"))
+	}
+	for seed := range uint64(4) {
+		w := newWorld(t, seed, certs)
+		counts := map[string]int{}
+		for step := range 120 {
+			what := w.step()
+			counts[what]++
+			reconcileFleet(t, w.b)
+			full := &recorder{}
+			reconcileFleet(t, newTestBuilder(w.c, full))
+			where := fmt.Sprintf("seed %d step %d (%s)", seed, step, what)
+			sameSnapshot(t, where, w.xds.res, full.res)
+		}
+		t.Logf("seed %d: %v", seed, counts)
+	}
+}
+
+func sameSnapshot(t *testing.T, where string, got, want map[resource.Type][]cachetypes.Resource) {
+	t.Helper()
+	for _, typ := range []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.SecretType} {
+		g, w := got[typ], want[typ]
+		names := func(rs []cachetypes.Resource) []string {
+			var out []string
+			for _, r := range rs {
+				out = append(out, cachev3.GetResourceName(r))
+			}
+			return out
+		}
+		if !slices.Equal(names(g), names(w)) {
+			t.Fatalf("%s: %s %v, a full build has %v", where, typ, names(g), names(w))
+		}
+		for i := range g {
+			if !proto.Equal(g[i], w[i]) {
+				t.Fatalf("%s: %s %q differs from a full build", where, typ, cachev3.GetResourceName(w[i]))
+			}
+		}
+		vg, err := server.Hash(g)
+		must(t, err)
+		vw, err := server.Hash(w)
+		must(t, err)
+		if vg != vw {
+			t.Fatalf("%s: %s version %s, a full build's %s", where, typ, vg, vw)
+		}
+	}
+}
