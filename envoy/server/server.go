@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,7 +75,7 @@ type Server struct {
 	onNACK    []func(fleet string, n NACK)
 	lastErrs  map[string]error // fleet → why the newest Set was refused
 	// checked is, per fleet, what the last applied Set's resources were found to be.
-	checked map[string]map[resource.Type]map[string]checked
+	checked map[string]*fleetChecked
 }
 
 type pendingSet struct {
@@ -114,7 +115,7 @@ func New(opts Options) *Server {
 		acked:    map[string]uint64{},
 		streams:  map[streamKey]*stream{},
 		lastErrs: map[string]error{},
-		checked:  map[string]map[resource.Type]map[string]checked{},
+		checked:  map[string]*fleetChecked{},
 	}
 	s.cache = cachev3.NewSnapshotCache(true, fleetHash{}, nil)
 	s.xds = serverv3.NewServer(context.Background(), s.cache, s)
@@ -197,7 +198,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 // flushDue applies every pending Set whose debounce or maximum delay has
 // passed, and returns how long until the next one is due.
-func (s *Server) flushDue(now time.Time) (time.Duration, bool) {
+func (s *Server) flushDue(now time.Time) (time.Duration, bool) { return s.flush(now, false) }
+
+func (s *Server) flush(now time.Time, all bool) (time.Duration, bool) {
 	s.mu.Lock()
 	var due []string
 	next := time.Duration(-1)
@@ -206,7 +209,7 @@ func (s *Server) flushDue(now time.Time) (time.Duration, bool) {
 		if maxAt := p.first.Add(s.opts.MaxDelay); maxAt.Before(at) {
 			at = maxAt
 		}
-		if !at.After(now) {
+		if all || !at.After(now) {
 			due = append(due, fleet)
 			continue
 		}
@@ -243,46 +246,70 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 // Hash is the content version of a list of resources: the same resources,
 // in any order, give the same hash. It is what apply computes per type.
 func Hash(rs []types.Resource) (string, error) {
-	hashes := map[string]string{}
+	entries := make([]named, 0, len(rs))
 	for _, r := range rs {
 		b, err := cachev3.MarshalResource(r)
 		if err != nil {
 			return "", err
 		}
-		hashes[cachev3.GetResourceName(r)] = cachev3.HashResource(b)
+		entries = append(entries, named{cachev3.GetResourceName(r), cachev3.HashResource(b)})
 	}
-	return typeVersion(hashes), nil
+	return typeVersion(entries), nil
 }
 
+type named struct{ name, hash string }
+
 // typeVersion is the version of a type: a hash over its resources' names and
-// content hashes (the per-resource versions delta xDS uses).
-func typeVersion(hashes map[string]string) string {
-	h := sha256.New()
-	for _, name := range slices.Sorted(mapsKeys(hashes)) {
-		fmt.Fprintf(h, "%s\x00%s\x00", name, hashes[name])
+// content hashes (the per-resource versions delta xDS uses), by name.
+func typeVersion(entries []named) string {
+	byName := func(a, b named) int { return strings.Compare(a.name, b.name) }
+	if !slices.IsSortedFunc(entries, byName) {
+		entries = slices.Clone(entries)
+		slices.SortFunc(entries, byName)
 	}
+	h := sha256.New()
+	var buf []byte
+	for _, e := range entries {
+		buf = append(buf, e.name...)
+		buf = append(buf, 0)
+		buf = append(buf, e.hash...)
+		buf = append(buf, 0)
+		if len(buf) > 32<<10 {
+			h.Write(buf)
+			buf = buf[:0]
+		}
+	}
+	h.Write(buf)
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 var xdsTypes = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
 
-// checked is what apply learned about one resource: whether it is valid and
-// its content hash. A Set that hands the same resource (the same pointer:
-// translate reuses what did not change, and a resource is never modified once
-// set) is not validated, marshalled or hashed again.
+// checked is what apply learned about one resource: whether it is valid, its
+// content hash and the resources it refers to. A Set that hands the same
+// resource (the same pointer: translate reuses what did not change, and a
+// resource is never modified once set) is not validated, marshalled, hashed
+// or searched for references again.
 type checked struct {
 	res  types.Resource
 	hash string
+	refs map[resource.Type]map[string]bool // of clusters and listeners
 	err  error
 }
 
+// fleetChecked is what the last applied Set of a fleet was found to be.
+type fleetChecked struct {
+	byType   map[resource.Type]map[string]checked
+	versions map[resource.Type]string
+}
+
 // check validates and hashes r, or reuses what was learned when the same
-// resource was last applied.
-func check(prev map[string]checked, typ resource.Type, name string, r types.Resource) checked {
+// resource was last applied. reused says which.
+func check(prev map[string]checked, typ resource.Type, name string, r types.Resource) (c checked, reused bool) {
 	if c, ok := prev[name]; ok && c.res == r {
-		return c
+		return c, true
 	}
-	c := checked{res: r}
+	c = checked{res: r}
 	if v, ok := r.(interface{ Validate() error }); ok {
 		if err := v.Validate(); err != nil {
 			c.err = fmt.Errorf("%s %q: %w", typ, name, err)
@@ -291,10 +318,39 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 	b, err := cachev3.MarshalResource(r)
 	if err != nil {
 		c.err = errors.Join(c.err, err)
-		return c
+		return c, false
 	}
 	c.hash = cachev3.HashResource(b)
-	return c
+	if typ == resource.ClusterType || typ == resource.ListenerType {
+		c.refs = cachev3.GetResourceReferences(map[string]types.ResourceWithTTL{name: {Resource: r}})
+	}
+	return c, false
+}
+
+// consistent is go-control-plane's Snapshot.Consistent from the references
+// found per resource: the endpoints the clusters name and the route
+// configurations the listeners name are exactly those in the snapshot.
+func consistent(byType map[resource.Type]map[string]checked) error {
+	for _, typ := range []resource.Type{resource.EndpointType, resource.RouteType} {
+		referenced := map[string]bool{}
+		for _, from := range []resource.Type{resource.ClusterType, resource.ListenerType} {
+			for _, c := range byType[from] {
+				for name := range c.refs[typ] {
+					referenced[name] = true
+				}
+			}
+		}
+		items := byType[typ]
+		if len(referenced) != len(items) {
+			return fmt.Errorf("mismatched %q reference and resource lengths: %d != %d", typ, len(referenced), len(items))
+		}
+		for name := range referenced {
+			if _, ok := items[name]; !ok {
+				return fmt.Errorf("inconsistent %q reference: %q not listed", typ, name)
+			}
+		}
+	}
+	return nil
 }
 
 func (s *Server) apply(fleet string, p *pendingSet) error {
@@ -308,9 +364,12 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 	s.mu.Lock()
 	prev := s.checked[fleet]
 	s.mu.Unlock()
-	next := map[resource.Type]map[string]checked{}
+	if prev == nil {
+		prev = &fleetChecked{}
+	}
+	next := &fleetChecked{byType: map[resource.Type]map[string]checked{}, versions: map[resource.Type]string{}}
 	var errs []error
-	versions := map[resource.Type]string{}
+	changed := map[resource.Type]bool{}
 	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
 	all := sha256.New()
 	for _, typ := range xdsTypes {
@@ -318,34 +377,51 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 		seen := make(map[string]checked, len(items))
 		indexed := make(map[string]types.ResourceWithTTL, len(items))
 		hashes := make(map[string]string, len(items))
+		entries := make([]named, 0, len(items))
+		changed[typ] = len(items) != len(prev.byType[typ]) || prev.versions[typ] == ""
 		for _, r := range items {
 			name := cachev3.GetResourceName(r)
-			c := check(prev[typ], typ, name, r)
+			c, reused := check(prev.byType[typ], typ, name, r)
 			if c.err != nil {
 				errs = append(errs, c.err)
 			}
+			changed[typ] = changed[typ] || !reused
 			seen[name] = c
 			indexed[name] = types.ResourceWithTTL{Resource: r}
 			hashes[name] = c.hash
+			entries = append(entries, named{name, c.hash})
 		}
-		next[typ] = seen
-		v := typeVersion(hashes)
-		versions[typ] = v
+		next.byType[typ] = seen
+		v := prev.versions[typ]
+		if changed[typ] || len(seen) != len(items) {
+			v = typeVersion(entries)
+		}
+		next.versions[typ] = v
 		fmt.Fprintf(all, "%s=%s;", typ, v)
 		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.Resources{Version: v, Items: indexed}
 		// Delta ACK tracking compares against per-resource versions: the
 		// content hashes, as go-control-plane's ConstructVersionMap makes them.
 		snap.VersionMap[typ] = hashes
 	}
+	if err := errors.Join(errs...); err != nil {
+		next.versions = nil // nothing of it is served
+		s.mu.Lock()
+		s.checked[fleet] = next
+		s.mu.Unlock()
+		return fail(err)
+	}
+	if changed[resource.ClusterType] || changed[resource.ListenerType] || changed[resource.EndpointType] || changed[resource.RouteType] {
+		if err := consistent(next.byType); err != nil {
+			next.versions = nil
+			s.mu.Lock()
+			s.checked[fleet] = next
+			s.mu.Unlock()
+			return fail(fmt.Errorf("snapshot is not consistent: %w", err))
+		}
+	}
 	s.mu.Lock()
 	s.checked[fleet] = next
 	s.mu.Unlock()
-	if err := errors.Join(errs...); err != nil {
-		return fail(err)
-	}
-	if err := snap.Consistent(); err != nil {
-		return fail(fmt.Errorf("snapshot is not consistent: %w", err))
-	}
 	version := hex.EncodeToString(all.Sum(nil))[:16]
 
 	s.mu.Lock()
@@ -365,7 +441,7 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 			setAt[g] = t
 		}
 	}
-	s.serving[fleet] = &served{snap: snap, versions: versions, version: version, gen: p.gen, setAt: setAt}
+	s.serving[fleet] = &served{snap: snap, versions: next.versions, version: version, gen: p.gen, setAt: setAt}
 	s.mu.Unlock()
 
 	if err := s.cache.SetSnapshot(context.Background(), fleet, snap); err != nil {
@@ -457,4 +533,10 @@ func (s *Server) Proxies(fleet string) int {
 		}
 	}
 	return n
+}
+
+// Flush applies every pending Set now, without waiting for the debounce
+// (benchmarks and tests that measure the work of a Set).
+func (s *Server) Flush() {
+	s.flush(time.Now(), true)
 }

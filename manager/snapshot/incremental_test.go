@@ -299,3 +299,7 @@ func sameSnapshot(t *testing.T, where string, got, want map[resource.Type][]cach
 		}
 	}
 }
+
+func reconcileRequest() ctrl.Request {
+	return ctrl.Request{NamespacedName: types.NamespacedName{Name: v1.DefaultFleetName}}
+}

@@ -1,0 +1,76 @@
+package server
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+func edsCluster(name string) *clusterv3.Cluster {
+	return &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(time.Second),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}}
+}
+
+// Resources handed again (the same pointers) are not checked again, yet a
+// Set stays refused while it holds an invalid or inconsistent resource, and
+// versions are those of the content, however the Set was put together.
+func TestApplyReusesCheckedResources(t *testing.T) {
+	s := New(Options{Log: logr.Discard()})
+	a, b := edsCluster("a"), edsCluster("b")
+	claA, claB := &endpointv3.ClusterLoadAssignment{ClusterName: "a"}, &endpointv3.ClusterLoadAssignment{ClusterName: "b"}
+	set := func(cs, es []types.Resource) error {
+		s.Set(fleet, map[resource.Type][]types.Resource{resource.ClusterType: cs, resource.EndpointType: es})
+		s.Flush()
+		return s.LastError(fleet)
+	}
+	if err := set([]types.Resource{a, b}, []types.Resource{claA, claB}); err != nil {
+		t.Fatal(err)
+	}
+	v1, _ := s.Version(fleet)
+
+	// b's endpoints missing: not consistent, whatever was reused.
+	if err := set([]types.Resource{a, b}, []types.Resource{claA}); err == nil || !strings.Contains(err.Error(), "consistent") {
+		t.Fatalf("a cluster without its endpoints: %v", err)
+	}
+	// An invalid cluster, handed twice: refused both times.
+	bad := &clusterv3.Cluster{Name: "bad", ConnectTimeout: durationpb.New(-time.Second)}
+	for range 2 {
+		if err := set([]types.Resource{a, b, bad}, []types.Resource{claA, claB}); err == nil {
+			t.Fatal("an invalid cluster was accepted")
+		}
+	}
+	// Equal content in new resources: the same version as before.
+	if err := set([]types.Resource{edsCluster("b"), a}, []types.Resource{claB, &endpointv3.ClusterLoadAssignment{ClusterName: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if v2, _ := s.Version(fleet); v2 != v1 {
+		t.Fatalf("version %s for the same content, was %s", v2, v1)
+	}
+	// A changed endpoint: a new version, and Hash agrees with what apply computed per type.
+	claA2 := &endpointv3.ClusterLoadAssignment{ClusterName: "a", Endpoints: []*endpointv3.LocalityLbEndpoints{{}}}
+	if err := set([]types.Resource{a, b}, []types.Resource{claA2, claB}); err != nil {
+		t.Fatal(err)
+	}
+	if v3, _ := s.Version(fleet); v3 == v1 {
+		t.Fatal("a changed endpoint kept the version")
+	}
+	want, err := Hash([]types.Resource{claB, claA2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	got := s.serving[fleet].versions[resource.EndpointType]
+	s.mu.Unlock()
+	if got != want {
+		t.Fatalf("endpoint version %s, Hash says %s", got, want)
+	}
+}

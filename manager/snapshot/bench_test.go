@@ -1,0 +1,180 @@
+package snapshot
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/envoy/server"
+	"github.com/fleetlb/fleetlb/manager/tenant"
+)
+
+// memCache reads like controller-runtime's informer cache (a deep copy of
+// every object read, none with client.UnsafeDisableDeepCopy), from objects
+// held in memory, so a benchmark measures the builder and not an apiserver.
+type memCache struct {
+	client.Client // unused: only reads are served
+	tenants       []*v1.Tenant
+	fleets        []*v1.ProxyFleet
+	nodes         map[string]*v1.TenantNodes
+	lbs           map[string][]*v1.LoadBalancer
+	routes        map[string][]*v1.Route
+	secrets       map[string][]*corev1.Secret
+}
+
+func (m *memCache) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	switch o := obj.(type) {
+	case *v1.Tenant:
+		for _, t := range m.tenants {
+			if t.Name == key.Name {
+				t.DeepCopyInto(o)
+				return nil
+			}
+		}
+	case *v1.ProxyFleet:
+		for _, f := range m.fleets {
+			if f.Name == key.Name {
+				f.DeepCopyInto(o)
+				return nil
+			}
+		}
+	case *v1.TenantNodes:
+		if n := m.nodes[key.Namespace]; n != nil {
+			n.DeepCopyInto(o)
+			return nil
+		}
+	}
+	return apierrors.NewNotFound(schema.GroupResource{}, key.Name)
+}
+
+func listOf[T any, P interface {
+	*T
+	DeepCopy() P
+}](items []P, opts []client.ListOption) []T {
+	var lo client.ListOptions
+	lo.ApplyOptions(opts)
+	out := make([]T, 0, len(items))
+	for _, it := range items {
+		if lo.UnsafeDisableDeepCopy != nil && *lo.UnsafeDisableDeepCopy {
+			out = append(out, *it)
+		} else {
+			out = append(out, *it.DeepCopy())
+		}
+	}
+	return out
+}
+
+func (m *memCache) List(_ context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	var lo client.ListOptions
+	lo.ApplyOptions(opts)
+	switch l := list.(type) {
+	case *v1.TenantList:
+		l.Items = listOf(m.tenants, opts)
+	case *v1.ProxyFleetList:
+		l.Items = listOf(m.fleets, opts)
+	case *v1.AddressPoolList:
+	case *v1.LoadBalancerList:
+		l.Items = listOf(m.lbs[lo.Namespace], opts)
+	case *v1.RouteList:
+		l.Items = listOf(m.routes[lo.Namespace], opts)
+	case *corev1.SecretList:
+		l.Items = listOf(m.secrets[lo.Namespace], opts)
+	default:
+		return fmt.Errorf("memCache: %T", list)
+	}
+	return nil
+}
+
+// benchWorld is n LoadBalancers and n Routes (each its own hostname) over 5 tenants.
+func benchWorld(n int) *memCache {
+	m := &memCache{nodes: map[string]*v1.TenantNodes{}, lbs: map[string][]*v1.LoadBalancer{}, routes: map[string][]*v1.Route{}, secrets: map[string][]*corev1.Secret{}}
+	m.fleets = []*v1.ProxyFleet{{ObjectMeta: metav1.ObjectMeta{Name: v1.DefaultFleetName}, Spec: v1.ProxyFleetSpec{
+		VIP: "127.0.60.1", Exposure: v1.ExposureNone, HTTP: &v1.FleetListener{Port: 8080}, HTTPS: &v1.FleetListener{Port: 8443}}}}
+	accepted := []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted}}
+	for ti := range 5 {
+		name := fmt.Sprint("t", ti)
+		ns := tenant.Namespace(name)
+		m.tenants = append(m.tenants, &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID(name), Generation: 1},
+			Spec: v1.TenantSpec{AddressPool: "p", Hostnames: []v1.Hostname{"*.example.com"}, NodeCIDRs: testNodeCIDRs}})
+		m.nodes[ns] = &v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1.TenantNodesName, UID: types.UID(ns), Generation: 1},
+			Spec: v1.TenantNodesSpec{Cluster: name, Nodes: []v1.TenantNode{
+				{Name: "n1", Zone: "z1", Addresses: []v1.IPAddress{v1.IPAddress(fmt.Sprintf("127.0.%d.1", ti+1))}},
+				{Name: "n2", Zone: "z2", Addresses: []v1.IPAddress{v1.IPAddress(fmt.Sprintf("127.0.%d.2", ti+1))}}}}}
+	}
+	for i := range n {
+		ns := tenant.Namespace(fmt.Sprint("t", i%5))
+		lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprint("lb", i), UID: types.UID(fmt.Sprint("lb", i)), Generation: 1, ResourceVersion: "1"},
+			Spec: v1.LoadBalancerSpec{Source: v1.ServiceSource{Cluster: "c", Namespace: "default", Name: "s", UID: "u"},
+				Ports: []v1.LoadBalancerPort{{Port: 80, Protocol: v1.ProtocolTCP, NodePort: 30080}}},
+			Status: v1.LoadBalancerStatus{Addresses: []v1.Address{{IP: v1.IPAddress(fmt.Sprintf("127.1%d.%d.%d", i>>16, (i>>8)&255, i&255)), IPMode: v1.IPModeProxy}},
+				Conditions: accepted}}
+		m.lbs[ns] = append(m.lbs[ns], lb)
+		host := v1.Hostname(fmt.Sprintf("h%d.example.com", i))
+		rt := &v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprint("rt", i), UID: types.UID(fmt.Sprint("rt", i)), Generation: 1, ResourceVersion: "1",
+			CreationTimestamp: metav1.Unix(int64(i), 0)},
+			Spec: v1.RouteSpec{Source: v1.RouteSource{Kind: v1.SourceIngress, Cluster: "c", Namespace: "default", Name: "r", UID: "u"},
+				Hostnames: []v1.Hostname{host},
+				Rules: []v1.RouteRule{{Matches: []v1.RouteMatch{pathMatch(v1.PathPrefix, "/api")}, Backends: []v1.RouteBackend{{ServiceName: "api", NodePort: 30081}}},
+					{Backends: []v1.RouteBackend{{ServiceName: "web", NodePort: 30082}}}}},
+			Status: v1.RouteStatus{AcceptedHostnames: []v1.Hostname{host}, Conditions: accepted}}
+		m.routes[ns] = append(m.routes[ns], rt)
+	}
+	return m
+}
+
+// BenchmarkOneChange measures what one changed object costs the manager
+// between the event and the proxies' new configuration at N LoadBalancers +
+// N Routes: the fleet's reconcile (model, translation, Set) and the xDS
+// server's apply of the Set (validation, hashing, snapshot). Each iteration
+// changes one LoadBalancer's node port (alternating objects and tenants).
+func BenchmarkOneChange(b *testing.B) {
+	for _, n := range []int{1000, 5000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			m := benchWorld(n)
+			srv := server.New(server.Options{Log: logr.Discard()})
+			bld := &Builder{Client: m, XDS: srv, Log: logr.Discard(), BackendDeny: testDeny, WriteStatus: func() bool { return false }}
+			bld.init()
+			ctx := context.Background()
+			req := reconcileRequest()
+			if _, err := bld.Reconcile(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+			srv.Flush()
+			if v, _ := srv.Version(v1.DefaultFleetName); v == "" {
+				b.Fatalf("no snapshot: %v", srv.LastError(v1.DefaultFleetName))
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				ns := tenant.Namespace(fmt.Sprint("t", i%5))
+				old := m.lbs[ns][(i/5)%len(m.lbs[ns])]
+				lb := old.DeepCopy()
+				lb.Generation++
+				lb.ResourceVersion = strconv.Itoa(int(lb.Generation))
+				lb.Spec.Ports[0].NodePort = 30000 + v1.PortNumber(i%500)
+				m.lbs[ns][(i/5)%len(m.lbs[ns])] = lb
+				bld.changedInNamespace(ctx, lb) // what the watch handler does
+				i++
+				if _, err := bld.Reconcile(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+				srv.Flush()
+			}
+			b.StopTimer()
+			if err := srv.LastError(v1.DefaultFleetName); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
