@@ -299,8 +299,52 @@ type checked struct {
 
 // fleetChecked is what the last applied Set of a fleet was found to be.
 type fleetChecked struct {
-	byType   map[resource.Type]map[string]checked
-	versions map[resource.Type]string
+	types      map[resource.Type]*typeState
+	consistent bool
+}
+
+// typeState is the resources of one type as last handed, and what a
+// snapshot needs of them. A type handed again unchanged (the same resources
+// in the same order) is taken as it is; maps are never modified once built,
+// since snapshots in use share them.
+type typeState struct {
+	items   []types.Resource
+	byName  map[string]checked
+	indexed map[string]types.ResourceWithTTL
+	hashes  map[string]string
+	version string
+	err     error // of its resources, joined
+}
+
+// checkType builds the state of a type's resources, checking only those
+// not in prev; namesChanged says whether the set of names differs from prev's.
+func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *typeState, namesChanged bool) {
+	var prevByName map[string]checked
+	if prev != nil {
+		prevByName = prev.byName
+	}
+	t = &typeState{items: items, byName: make(map[string]checked, len(items)),
+		indexed: make(map[string]types.ResourceWithTTL, len(items)), hashes: make(map[string]string, len(items))}
+	namesChanged = len(items) != len(prevByName)
+	entries := make([]named, 0, len(items))
+	var errs []error
+	for _, r := range items {
+		name := cachev3.GetResourceName(r)
+		c, _ := check(prevByName, typ, name, r)
+		if c.err != nil {
+			errs = append(errs, c.err)
+		}
+		if _, ok := prevByName[name]; !ok {
+			namesChanged = true
+		}
+		t.byName[name] = c
+		t.indexed[name] = types.ResourceWithTTL{Resource: r}
+		t.hashes[name] = c.hash
+		entries = append(entries, named{name, c.hash})
+	}
+	t.err = errors.Join(errs...)
+	t.version = typeVersion(entries)
+	return t, namesChanged
 }
 
 // check validates and hashes r, or reuses what was learned when the same
@@ -330,17 +374,17 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 // consistent is go-control-plane's Snapshot.Consistent from the references
 // found per resource: the endpoints the clusters name and the route
 // configurations the listeners name are exactly those in the snapshot.
-func consistent(byType map[resource.Type]map[string]checked) error {
+func consistent(byType map[resource.Type]*typeState) error {
 	for _, typ := range []resource.Type{resource.EndpointType, resource.RouteType} {
 		referenced := map[string]bool{}
 		for _, from := range []resource.Type{resource.ClusterType, resource.ListenerType} {
-			for _, c := range byType[from] {
+			for _, c := range byType[from].byName {
 				for name := range c.refs[typ] {
 					referenced[name] = true
 				}
 			}
 		}
-		items := byType[typ]
+		items := byType[typ].byName
 		if len(referenced) != len(items) {
 			return fmt.Errorf("mismatched %q reference and resource lengths: %d != %d", typ, len(referenced), len(items))
 		}
@@ -365,63 +409,51 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 	prev := s.checked[fleet]
 	s.mu.Unlock()
 	if prev == nil {
-		prev = &fleetChecked{}
+		prev = &fleetChecked{types: map[resource.Type]*typeState{}}
 	}
-	next := &fleetChecked{byType: map[resource.Type]map[string]checked{}, versions: map[resource.Type]string{}}
+	next := &fleetChecked{types: map[resource.Type]*typeState{}}
 	var errs []error
-	changed := map[resource.Type]bool{}
+	// Consistency depends on the references of clusters and listeners and
+	// on the names of endpoints and route configurations.
+	recheck := !prev.consistent
 	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
 	all := sha256.New()
 	for _, typ := range xdsTypes {
 		items := p.resources[typ]
-		seen := make(map[string]checked, len(items))
-		indexed := make(map[string]types.ResourceWithTTL, len(items))
-		hashes := make(map[string]string, len(items))
-		entries := make([]named, 0, len(items))
-		changed[typ] = len(items) != len(prev.byType[typ]) || prev.versions[typ] == ""
-		for _, r := range items {
-			name := cachev3.GetResourceName(r)
-			c, reused := check(prev.byType[typ], typ, name, r)
-			if c.err != nil {
-				errs = append(errs, c.err)
+		t := prev.types[typ]
+		if t == nil || !slices.Equal(t.items, items) {
+			var namesChanged bool
+			t, namesChanged = checkType(t, typ, items)
+			switch typ {
+			case resource.ClusterType, resource.ListenerType:
+				recheck = true
+			case resource.EndpointType, resource.RouteType:
+				recheck = recheck || namesChanged
 			}
-			changed[typ] = changed[typ] || !reused
-			seen[name] = c
-			indexed[name] = types.ResourceWithTTL{Resource: r}
-			hashes[name] = c.hash
-			entries = append(entries, named{name, c.hash})
 		}
-		next.byType[typ] = seen
-		v := prev.versions[typ]
-		if changed[typ] || len(seen) != len(items) {
-			v = typeVersion(entries)
+		next.types[typ] = t
+		if t.err != nil {
+			errs = append(errs, t.err)
 		}
-		next.versions[typ] = v
-		fmt.Fprintf(all, "%s=%s;", typ, v)
-		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.Resources{Version: v, Items: indexed}
+		fmt.Fprintf(all, "%s=%s;", typ, t.version)
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.Resources{Version: t.version, Items: t.indexed}
 		// Delta ACK tracking compares against per-resource versions: the
 		// content hashes, as go-control-plane's ConstructVersionMap makes them.
-		snap.VersionMap[typ] = hashes
+		snap.VersionMap[typ] = t.hashes
 	}
-	if err := errors.Join(errs...); err != nil {
-		next.versions = nil // nothing of it is served
-		s.mu.Lock()
-		s.checked[fleet] = next
-		s.mu.Unlock()
-		return fail(err)
-	}
-	if changed[resource.ClusterType] || changed[resource.ListenerType] || changed[resource.EndpointType] || changed[resource.RouteType] {
-		if err := consistent(next.byType); err != nil {
-			next.versions = nil
-			s.mu.Lock()
-			s.checked[fleet] = next
-			s.mu.Unlock()
-			return fail(fmt.Errorf("snapshot is not consistent: %w", err))
+	err := errors.Join(errs...)
+	if err == nil && recheck {
+		if err = consistent(next.types); err != nil {
+			err = fmt.Errorf("snapshot is not consistent: %w", err)
 		}
 	}
+	next.consistent = err == nil
 	s.mu.Lock()
 	s.checked[fleet] = next
 	s.mu.Unlock()
+	if err != nil {
+		return fail(err)
+	}
 	version := hex.EncodeToString(all.Sum(nil))[:16]
 
 	s.mu.Lock()
@@ -441,7 +473,11 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 			setAt[g] = t
 		}
 	}
-	s.serving[fleet] = &served{snap: snap, versions: next.versions, version: version, gen: p.gen, setAt: setAt}
+	versions := map[resource.Type]string{}
+	for typ, t := range next.types {
+		versions[typ] = t.version
+	}
+	s.serving[fleet] = &served{snap: snap, versions: versions, version: version, gen: p.gen, setAt: setAt}
 	s.mu.Unlock()
 
 	if err := s.cache.SetSnapshot(context.Background(), fleet, snap); err != nil {

@@ -4,8 +4,11 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
+	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -27,8 +30,9 @@ import (
 // work differs. The models handed to it must not be modified afterwards (it
 // keeps them to compare with). Not safe for concurrent use.
 type Incremental struct {
+	call     uint64 // numbers the calls, to find memos no longer used
 	backends map[string]*backendMemo
-	l4       map[string]*l4Memo
+	l4       map[l4Key]*l4Memo
 	vhosts   map[string]*vhostMemo
 	certs    map[string]*certMemo
 	httpRC   *rcMemo
@@ -43,17 +47,45 @@ type Incremental struct {
 type backendMemo struct {
 	b      model.Backend
 	c, cla types.Resource
+	mark   uint64 // the call that last used it
+}
+
+type l4Key struct {
+	proto model.Protocol
+	vip   netip.Addr
+	port  uint16
 }
 
 type l4Memo struct {
 	s        model.L4Service
 	affinity bool
+	name     string
 	res      types.Resource
+	mark     uint64
+}
+
+type namedResource struct {
+	name string
+	res  types.Resource
+}
+
+// sortedByName is the resources in name order, as Translate lists them.
+func sortedByName(rs []namedResource) []types.Resource {
+	byName := func(a, b namedResource) int { return strings.Compare(a.name, b.name) }
+	if !slices.IsSortedFunc(rs, byName) {
+		slices.SortFunc(rs, byName)
+	}
+	out := make([]types.Resource, len(rs))
+	for i := range rs {
+		out[i] = rs[i].res
+	}
+	return out
 }
 
 type vhostMemo struct {
 	v               model.VirtualHost
 	plain, redirect *routev3.VirtualHost
+	mark            uint64
 }
 
 type certMemo struct {
@@ -80,8 +112,16 @@ type chainMemo struct {
 // Translate returns f's resources, as the package's Translate does, and
 // whether any resource differs from the previous call's.
 func (x *Incremental) Translate(f *model.Fleet) (*Output, bool, error) {
+	if !x.valid.check(f) {
+		// The authoritative check, with Translate's messages.
+		if err := f.Validate(); err != nil {
+			return nil, true, fmt.Errorf("invalid fleet model: %w", err)
+		}
+	}
 	out, err := x.translate(f)
 	if err != nil {
+		// Resources were built but not all checked: build everything again next time.
+		*x = Incremental{valid: x.valid}
 		return nil, true, err
 	}
 	changed := x.last == nil || !sameOutput(x.last, out)
@@ -101,23 +141,22 @@ func sameOutput(a, b *Output) bool {
 }
 
 func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
-	if !x.valid.check(f) {
-		// The authoritative check, with Translate's messages.
-		if err := f.Validate(); err != nil {
-			return nil, fmt.Errorf("invalid fleet model: %w", err)
-		}
-	}
 	out := &Output{}
 	var errs []error
 	var fresh []types.Resource // built now: validated below
 
-	backends := map[string]*model.Backend{}
-	nextB := make(map[string]*backendMemo, len(f.Backends))
+	x.call++
+	backends := make(map[string]*model.Backend, len(f.Backends))
+	if x.backends == nil {
+		x.backends, x.l4 = map[string]*backendMemo{}, map[l4Key]*l4Memo{}
+	}
+	clusters := make([]namedResource, 0, len(f.Backends))
+	endpoints := make([]namedResource, 0, len(f.Backends))
 	for i := range f.Backends {
 		b := &f.Backends[i]
 		backends[b.Name] = b
 		m := x.backends[b.Name]
-		if m == nil || m.c == nil || !reflect.DeepEqual(&m.b, b) {
+		if m == nil || !reflect.DeepEqual(&m.b, b) {
 			c, cla, err := cluster(b)
 			if err != nil {
 				errs = append(errs, err)
@@ -125,51 +164,59 @@ func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
 			}
 			next := &backendMemo{b: *b, c: c, cla: cla}
 			// A node change alters endpoints, not the cluster: keep what is equal.
-			if m != nil && m.c != nil && proto.Equal(m.c, c) {
+			if m != nil && proto.Equal(m.c, c) {
 				next.c = m.c
 			} else {
 				fresh = append(fresh, c)
 			}
-			if m != nil && m.cla != nil && proto.Equal(m.cla, cla) {
+			if m != nil && proto.Equal(m.cla, cla) {
 				next.cla = m.cla
 			} else {
 				fresh = append(fresh, cla)
 			}
 			m = next
+			x.backends[b.Name] = m
 		}
-		nextB[b.Name] = m
-		out.Clusters = append(out.Clusters, m.c)
-		out.Endpoints = append(out.Endpoints, m.cla)
+		m.mark = x.call
+		clusters = append(clusters, namedResource{b.Name, m.c})
+		endpoints = append(endpoints, namedResource{b.Name, m.cla})
 	}
 
-	nextL4 := make(map[string]*l4Memo, len(f.L4))
+	listeners := make([]namedResource, 0, len(f.L4)+2)
 	for i := range f.L4 {
 		s := &f.L4[i]
 		b := backends[s.Backend]
-		name := L4ListenerName(s.Protocol, s.VIP.String(), s.Port)
-		m := x.l4[name]
-		if m == nil || m.res == nil || m.affinity != b.SessionAffinity || !reflect.DeepEqual(&m.s, s) {
+		key := l4Key{s.Protocol, s.VIP, s.Port}
+		m := x.l4[key]
+		if m == nil || m.affinity != b.SessionAffinity || !reflect.DeepEqual(&m.s, s) {
 			l, err := l4Listener(s, b)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			m = &l4Memo{s: *s, affinity: b.SessionAffinity, res: l}
+			m = &l4Memo{s: *s, affinity: b.SessionAffinity, res: l, name: l.Name}
 			fresh = append(fresh, l)
+			x.l4[key] = m
 		}
-		nextL4[name] = m
-		out.Listeners = append(out.Listeners, m.res)
+		m.mark = x.call
+		listeners = append(listeners, namedResource{m.name, m.res})
 	}
+	// Only what this model used is kept.
+	maps.DeleteFunc(x.backends, func(_ string, m *backendMemo) bool { return m.mark != x.call })
+	maps.DeleteFunc(x.l4, func(_ l4Key, m *l4Memo) bool { return m.mark != x.call })
 
 	l7, built := x.httpResources(f)
-	out.Listeners = append(out.Listeners, l7.listeners...)
-	out.Routes = append(out.Routes, l7.routes...)
-	out.Secrets = append(out.Secrets, l7.secrets...)
 	fresh = append(fresh, built...)
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, err // a translator bug
 	}
-	for _, list := range [][]types.Resource{out.Listeners, out.Routes, out.Clusters, out.Endpoints, out.Secrets} {
+	for _, r := range l7.listeners {
+		listeners = append(listeners, namedResource{nameOf(r), r})
+	}
+	out.Listeners, out.Clusters, out.Endpoints = sortedByName(listeners), sortedByName(clusters), sortedByName(endpoints)
+	// Few: route configurations and secrets.
+	out.Routes, out.Secrets = l7.routes, l7.secrets
+	for _, list := range [][]types.Resource{out.Routes, out.Secrets} {
 		slices.SortFunc(list, func(a, b types.Resource) int { return cmp.Compare(nameOf(a), nameOf(b)) })
 	}
 	for _, r := range fresh {
@@ -182,8 +229,6 @@ func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("generated resources are invalid (a translator bug): %w", err)
 	}
-	// Only what this model used is kept.
-	x.backends, x.l4 = nextB, nextL4
 	return out, nil
 }
 
@@ -195,18 +240,16 @@ func (x *Incremental) httpResources(f *model.Fleet) (*l7Resources, []types.Resou
 	var built []types.Resource
 	vhosts := slices.Clone(f.VirtualHosts)
 	slices.SortFunc(vhosts, func(a, b model.VirtualHost) int { return cmp.Compare(a.Name, b.Name) })
-	nextV := make(map[string]*vhostMemo, len(vhosts))
+	if x.vhosts == nil {
+		x.vhosts = map[string]*vhostMemo{}
+	}
 	memo := func(v *model.VirtualHost) *vhostMemo {
-		m := nextV[v.Name]
-		if m != nil {
-			return m
-		}
-		if old := x.vhosts[v.Name]; old != nil && reflect.DeepEqual(&old.v, v) {
-			m = old
-		} else {
+		m := x.vhosts[v.Name]
+		if m == nil || (m.mark != x.call && !reflect.DeepEqual(&m.v, v)) {
 			m = &vhostMemo{v: *v}
+			x.vhosts[v.Name] = m
 		}
-		nextV[v.Name] = m
+		m.mark = x.call
 		return m
 	}
 
@@ -327,7 +370,8 @@ func (x *Incremental) httpResources(f *model.Fleet) (*l7Resources, []types.Resou
 	} else {
 		x.httpsL = nil
 	}
-	x.vhosts, x.httpsRCs, x.certs, x.chains = nextV, nextRC, nextCerts, nextChains
+	maps.DeleteFunc(x.vhosts, func(_ string, m *vhostMemo) bool { return m.mark != x.call })
+	x.httpsRCs, x.certs, x.chains = nextRC, nextCerts, nextChains
 	return out, built
 }
 

@@ -3,6 +3,7 @@ package translate
 import (
 	"maps"
 	"reflect"
+	"slices"
 
 	"github.com/fleetlb/fleetlb/internal/model"
 )
@@ -15,27 +16,68 @@ import (
 // fleet of its own, with the fleet-wide fields and what it refers to; the
 // clashes are checked across the whole model every time.
 type validMemo struct {
+	call     uint64
 	base     model.Fleet // the fleet-wide fields last found valid
-	backends map[string]model.Backend
-	l4       map[string]l4Valid
-	certs    map[string]model.Certificate
-	vhosts   map[string]vhostValid
+	backends map[string]*backendValid
+	l4       map[l4Key]*l4Valid
+	certs    map[string]*certValid
+	vhosts   map[string]*vhostValid
+	hosts    map[string]uint64 // hostname → the call that last saw it
+}
+
+type backendValid struct {
+	b    model.Backend
+	mark uint64
 }
 
 type l4Valid struct {
 	s     model.L4Service
 	proto model.BackendProtocol // of its backend; "" for none
+	mark  uint64
+}
+
+type certValid struct {
+	c    model.Certificate
+	mark uint64
+}
+
+type backendRef struct {
+	name  string
+	proto model.BackendProtocol // "" for none
 }
 
 type vhostValid struct {
-	v      model.VirtualHost
-	protos map[string]model.BackendProtocol // backends its routes name → protocol ("" for none)
-	cert   bool                             // its certificate exists
+	v    model.VirtualHost
+	refs []backendRef // the backends its routes name, in order
+	cert bool         // its certificate exists
+	mark uint64
 }
 
 // check reports whether f is valid. false does not mean invalid: the caller
 // then runs f.Validate(), which is authoritative (and words the errors).
 func (m *validMemo) check(f *model.Fleet) bool {
+	if m.backends == nil {
+		m.backends, m.l4, m.certs, m.vhosts, m.hosts = map[string]*backendValid{}, map[l4Key]*l4Valid{}, map[string]*certValid{}, map[string]*vhostValid{}, map[string]uint64{}
+	}
+	m.call++
+	// What a part was found to be next to what holds: true whatever the
+	// rest of the model. Only a valid model says which parts are in use.
+	if !m.parts(f) {
+		return false
+	}
+	drop := func(mark uint64) bool { return mark != m.call }
+	maps.DeleteFunc(m.backends, func(_ string, v *backendValid) bool { return drop(v.mark) })
+	maps.DeleteFunc(m.l4, func(_ l4Key, v *l4Valid) bool { return drop(v.mark) })
+	maps.DeleteFunc(m.certs, func(_ string, v *certValid) bool { return drop(v.mark) })
+	maps.DeleteFunc(m.vhosts, func(_ string, v *vhostValid) bool { return drop(v.mark) })
+	if len(m.hosts) > 2*len(m.vhosts)+64 {
+		maps.DeleteFunc(m.hosts, func(_ string, mark uint64) bool { return drop(mark) })
+	}
+	return true
+}
+
+func (m *validMemo) parts(f *model.Fleet) bool {
+	call := m.call
 	base := model.Fleet{Name: f.Name, HTTP: f.HTTP, HTTPS: f.HTTPS}
 	if !reflect.DeepEqual(m.base, base) {
 		if base.Validate() != nil {
@@ -43,23 +85,26 @@ func (m *validMemo) check(f *model.Fleet) bool {
 		}
 		m.base = base
 		// Parts were checked next to other shared listeners.
-		m.l4, m.vhosts = nil, nil
+		clear(m.l4)
+		clear(m.vhosts)
 	}
 
 	backends := make(map[string]*model.Backend, len(f.Backends))
-	nextB := make(map[string]model.Backend, len(f.Backends))
 	for i := range f.Backends {
 		b := &f.Backends[i]
 		if _, dup := backends[b.Name]; dup {
 			return false
 		}
 		backends[b.Name] = b
-		if old, ok := m.backends[b.Name]; !ok || !reflect.DeepEqual(&old, b) {
+		v := m.backends[b.Name]
+		if v == nil || !reflect.DeepEqual(&v.b, b) {
 			if (&model.Fleet{Name: f.Name, Backends: []model.Backend{*b}}).Validate() != nil {
 				return false
 			}
+			v = &backendValid{b: *b}
+			m.backends[b.Name] = v
 		}
-		nextB[b.Name] = *b
+		v.mark = call
 	}
 	protocol := func(name string) model.BackendProtocol {
 		if b := backends[name]; b != nil {
@@ -68,15 +113,14 @@ func (m *validMemo) check(f *model.Fleet) bool {
 		return ""
 	}
 
-	nextL4 := make(map[string]l4Valid, len(f.L4))
 	for i := range f.L4 {
 		s := &f.L4[i]
-		key := L4ListenerName(s.Protocol, s.VIP.String(), s.Port)
-		if _, dup := nextL4[key]; dup {
-			return false
+		key := l4Key{s.Protocol, s.VIP, s.Port}
+		v := m.l4[key]
+		if v != nil && v.mark == call {
+			return false // two services on one VIP port
 		}
-		v := l4Valid{s: *s, proto: protocol(s.Backend)}
-		if old, ok := m.l4[key]; !ok || !reflect.DeepEqual(old, v) {
+		if v == nil || v.proto != protocol(s.Backend) || !reflect.DeepEqual(&v.s, s) {
 			mini := base
 			mini.L4 = []model.L4Service{*s}
 			if b := backends[s.Backend]; b != nil {
@@ -85,64 +129,70 @@ func (m *validMemo) check(f *model.Fleet) bool {
 			if mini.Validate() != nil {
 				return false
 			}
+			v = &l4Valid{s: *s, proto: protocol(s.Backend)}
+			m.l4[key] = v
 		}
-		nextL4[key] = v
+		v.mark = call
 	}
 
 	certs := make(map[string]*model.Certificate, len(f.Certificates))
-	nextC := make(map[string]model.Certificate, len(f.Certificates))
 	for i := range f.Certificates {
 		c := &f.Certificates[i]
 		if _, dup := certs[c.Name]; dup {
 			return false
 		}
 		certs[c.Name] = c
-		if old, ok := m.certs[c.Name]; !ok || old != *c {
+		v := m.certs[c.Name]
+		if v == nil || v.c != *c {
 			if (&model.Fleet{Name: f.Name, Certificates: []model.Certificate{*c}}).Validate() != nil {
 				return false
 			}
+			v = &certValid{c: *c}
+			m.certs[c.Name] = v
 		}
-		nextC[c.Name] = *c
+		v.mark = call
 	}
 
-	hosts := map[string]bool{}
-	nextV := make(map[string]vhostValid, len(f.VirtualHosts))
+	var refs []backendRef
 	for i := range f.VirtualHosts {
-		v := &f.VirtualHosts[i]
-		if _, dup := nextV[v.Name]; dup {
-			return false
-		}
-		for _, h := range v.Hostnames {
-			if hosts[h] {
-				return false
+		vh := &f.VirtualHosts[i]
+		for _, h := range vh.Hostnames {
+			if m.hosts[h] == call {
+				return false // served by two virtual hosts (or twice by one)
 			}
-			hosts[h] = true
+			m.hosts[h] = call
 		}
-		val := vhostValid{v: *v, protos: map[string]model.BackendProtocol{}, cert: certs[v.Certificate] != nil}
-		for _, r := range v.Routes {
+		refs = refs[:0]
+		for _, r := range vh.Routes {
 			if r.Forward != nil {
 				for _, wb := range r.Forward.Backends {
-					val.protos[wb.Backend] = protocol(wb.Backend)
+					refs = append(refs, backendRef{wb.Backend, protocol(wb.Backend)})
 				}
 			}
 		}
-		if old, ok := m.vhosts[v.Name]; !ok || old.cert != val.cert || !maps.Equal(old.protos, val.protos) || !reflect.DeepEqual(&old.v, v) {
+		hasCert := certs[vh.Certificate] != nil
+		v := m.vhosts[vh.Name]
+		if v != nil && v.mark == call {
+			return false // two virtual hosts of one name
+		}
+		if v == nil || v.cert != hasCert || !slices.Equal(v.refs, refs) || !reflect.DeepEqual(&v.v, vh) {
 			mini := base
-			mini.VirtualHosts = []model.VirtualHost{*v}
-			if c := certs[v.Certificate]; c != nil {
+			mini.VirtualHosts = []model.VirtualHost{*vh}
+			if c := certs[vh.Certificate]; c != nil {
 				mini.Certificates = []model.Certificate{*c}
 			}
-			for name := range val.protos {
-				if b := backends[name]; b != nil {
+			for _, r := range refs {
+				if b := backends[r.name]; b != nil && !slices.ContainsFunc(mini.Backends, func(x model.Backend) bool { return x.Name == r.name }) {
 					mini.Backends = append(mini.Backends, *b)
 				}
 			}
 			if mini.Validate() != nil {
 				return false
 			}
+			v = &vhostValid{v: *vh, refs: slices.Clone(refs), cert: hasCert}
+			m.vhosts[vh.Name] = v
 		}
-		nextV[v.Name] = val
+		v.mark = call
 	}
-	m.backends, m.l4, m.certs, m.vhosts = nextB, nextL4, nextC, nextV
 	return true
 }

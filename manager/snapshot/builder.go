@@ -225,6 +225,7 @@ type admittedLB struct {
 // served is an object the Programmed condition is reported on.
 type served struct {
 	obj client.Object
+	key string // servedKey(obj)
 	gen int64
 	// reason and msg say why the object is not served ("" when it is).
 	reason, msg string
@@ -294,7 +295,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	var okRoutes []*admittedRoute
 	for _, p := range routes {
 		checkRoute(p, fleet, httpL, httpsL, noL7)
-		objects = append(objects, served{obj: p.rt, gen: p.rt.Generation, reason: p.reason, msg: p.msg})
+		objects = append(objects, served{obj: p.rt, key: p.skey, gen: p.rt.Generation, reason: p.reason, msg: p.msg})
 		if p.reason == "" {
 			okRoutes = append(okRoutes, p.a)
 		}
@@ -303,7 +304,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	// listeners), so one bad object never stalls the fleet.
 	var okLBs []admittedLB
 	for _, p := range lbs {
-		o := served{obj: p.a.lb, gen: p.a.lb.Generation}
+		o := served{obj: p.a.lb, key: p.skey, gen: p.a.lb.Generation}
 		if err := checkLB(p, fleet, httpL, httpsL, len(okRoutes) > 0); err != nil {
 			o.reason, o.msg = v1.ReasonInvalidSpec, err.Error()
 		} else {
@@ -355,12 +356,12 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		}
 	}
 	b.mu.Lock()
-	prev, next := b.since[fleet], map[string]programmedSince{}
+	prev, next := b.since[fleet], make(map[string]programmedSince, len(objects))
 	for _, o := range objects {
 		if o.reason != "" {
 			continue
 		}
-		key := servedKey(o.obj)
+		key := o.key
 		s, ok := prev[key]
 		if !ok || s.objectGeneration != o.gen {
 			s = programmedSince{objectGeneration: o.gen, xdsGeneration: gen}
@@ -372,13 +373,14 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		c.trialGen = gen
 	}
 	b.mu.Unlock()
-	var writes []programmedWrite
+	writes := make([]programmedWrite, 0, len(objects))
+	waiting, programmed := waitingMessage(fleet), "served by fleet "+fleet
 	for _, o := range objects {
 		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: o.reason, Message: o.msg, ObservedGeneration: o.gen}
 		if o.reason == "" {
-			cond.Reason, cond.Message = v1.ReasonPending, waitingMessage(fleet)
-			if acked >= next[servedKey(o.obj)].xdsGeneration {
-				cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, v1.ReasonProgrammed, "served by fleet "+fleet
+			cond.Reason, cond.Message = v1.ReasonPending, waiting
+			if acked >= next[o.key].xdsGeneration {
+				cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, v1.ReasonProgrammed, programmed
 			}
 		}
 		writes = append(writes, programmedWrite{o.obj, cond})

@@ -51,9 +51,10 @@ type lbKey struct {
 }
 
 type lbPart struct {
-	key lbKey
-	a   admittedLB
-	err error // the LoadBalancer cannot be mapped onto the model
+	key  lbKey
+	skey string // servedKey
+	a    admittedLB
+	err  error // the LoadBalancer cannot be mapped onto the model
 	// trial is the outcome of translating it on its own, without and with
 	// the fleet's shared listeners; nil until needed.
 	trial [2]*trialOutcome
@@ -70,6 +71,7 @@ type routeKey struct {
 
 type routePart struct {
 	key     routeKey
+	skey    string // servedKey
 	rt      *v1.Route
 	secrets map[string]string // Secrets read → resourceVersion ("" for none)
 	a       *admittedRoute    // nil when no hostname is served
@@ -163,7 +165,7 @@ func (b *Builder) tenantObjects(ctx context.Context, t *v1.Tenant, nodes *v1.Ten
 		}
 		a, err := fromLoadBalancer(t.Name, lb, nodes)
 		a.global = globalKey(t, lb)
-		next.lbs = append(next.lbs, &lbPart{key: k, a: a, err: err})
+		next.lbs = append(next.lbs, &lbPart{key: k, skey: servedKey(lb), a: a, err: err})
 	}
 	slices.SortFunc(next.lbs, func(x, y *lbPart) int { return strings.Compare(x.a.lb.Name, y.a.lb.Name) })
 
@@ -205,7 +207,7 @@ func (b *Builder) tenantObjects(ctx context.Context, t *v1.Tenant, nodes *v1.Ten
 			next.routes = append(next.routes, p)
 			continue
 		}
-		p := &routePart{key: k, rt: rt, secrets: map[string]string{}}
+		p := &routePart{key: k, skey: servedKey(rt), rt: rt, secrets: map[string]string{}}
 		if len(servedHostnames(rt)) > 0 {
 			a := fromRoute(t, rt, nodes, func(name string) *corev1.Secret {
 				p.secrets[name] = secretRV(name)

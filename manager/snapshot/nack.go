@@ -65,6 +65,13 @@ const maxDetail = 512
 // holdBack drops culprits and held-back suspects from the admitted objects
 // and reports why on their served entries.
 func (b *Builder) holdBack(fleet string, routes []*admittedRoute, lbs []admittedLB, objects []served) ([]*admittedRoute, []admittedLB) {
+	b.mu.Lock()
+	c := b.contain[fleet]
+	idle := c == nil || len(c.nacks) == 0 && len(c.queue) == 0 && c.trial == "" && len(c.rejected) == 0
+	b.mu.Unlock()
+	if idle {
+		return routes, lbs // nothing was refused: nothing to find or hold back
+	}
 	acked := b.XDS.AckedGeneration(fleet)
 	cands := map[string]client.Object{}
 	gens := map[string]int64{}
@@ -93,7 +100,7 @@ func (b *Builder) holdBack(fleet string, routes []*admittedRoute, lbs []admitted
 	}
 
 	b.mu.Lock()
-	c := b.containmentOf(fleet)
+	c = b.containmentOf(fleet)
 	for k, r := range c.rejected {
 		if g, ok := gens[k]; !ok || g != r.objectGeneration {
 			delete(c.rejected, k) // changed or gone: try it again
