@@ -43,14 +43,15 @@ func waitingMessage(fleet string) string {
 // written while proxies of the fleet are connected here: their ACK follows
 // within moments and brings the final condition, so it would only double the
 // writes (a stale observedGeneration already says the object is not
-// programmed yet). Without a connected proxy it is written, so a fleet with
-// no proxy says why nothing is Programmed.
+// programmed yet). Without a proxy connected here it is written, so a fleet
+// with no proxy says why nothing is Programmed (with proxies only on other
+// replicas that costs a write, nothing else).
 func (b *Builder) writeProgrammed(ctx context.Context, fleet string, writes []programmedWrite) error {
 	if b.WriteStatus != nil && !b.WriteStatus() {
 		return nil
 	}
 	skipWaiting := false
-	if pc, ok := b.XDS.(ProxyCounter); ok && b.Replicas == nil {
+	if pc, ok := b.XDS.(ProxyCounter); ok {
 		skipWaiting = pc.Proxies(fleet) > 0
 	}
 	g, ctx := errgroup.WithContext(ctx)
