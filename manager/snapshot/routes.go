@@ -241,11 +241,21 @@ func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) (
 		origins []*admittedRoute // of each route in vh.Routes
 	}
 	byHost := map[string]*acc{}
-	backends := map[string]*model.Backend{}
-	for _, a := range parts {
-		for i := range a.backends {
-			backends[a.backends[i].Name] = &a.backends[i]
+	// Only hostnames served by several tenants look backends up: the map is
+	// made on first use.
+	var backends map[string]*model.Backend
+	backend := func(name string) *model.Backend {
+		if backends == nil {
+			backends = map[string]*model.Backend{}
+			for _, a := range parts {
+				for i := range a.backends {
+					backends[a.backends[i].Name] = &a.backends[i]
+				}
+			}
 		}
+		return backends[name]
+	}
+	for _, a := range parts {
 		for _, hp := range a.hosts {
 			cert := hp.cert
 			if httpsL == nil {
@@ -274,7 +284,7 @@ func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) (
 	var global []model.Backend
 	for _, h := range slices.Sorted(mapKeys(byHost)) {
 		x := byHost[h]
-		routes, extra := mergeGlobal(h, x.vh.Routes, x.origins, backends)
+		routes, extra := mergeGlobal(h, x.vh.Routes, x.origins, backend)
 		x.vh.Routes = routes
 		global = append(global, extra...)
 		slices.SortStableFunc(x.vh.Routes, precedence)
@@ -292,7 +302,7 @@ func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) (
 // (each Route's global priority, lower first, as Envoy priorities). Otherwise
 // the joined route forwards to all their backends, each cluster's share set
 // by the strategy's weights (failover is then approximated by round robin).
-func mergeGlobal(host string, routes []model.Route, origins []*admittedRoute, backends map[string]*model.Backend) ([]model.Route, []model.Backend) {
+func mergeGlobal(host string, routes []model.Route, origins []*admittedRoute, backend func(string) *model.Backend) ([]model.Route, []model.Backend) {
 	used := make([]bool, len(routes))
 	var out []model.Route
 	var extra []model.Backend
@@ -302,12 +312,12 @@ func mergeGlobal(host string, routes []model.Route, origins []*admittedRoute, ba
 		}
 		used[i] = true
 		same := []int{i}
-		if routes[i].Forward != nil {
-			tenants := map[string]bool{origins[i].tenant.Name: true}
+		if routes[i].Forward != nil && i+1 < len(routes) {
+			tenants := []string{origins[i].tenant.Name}
 			for j := i + 1; j < len(routes); j++ {
-				if !used[j] && routes[j].Forward != nil && !tenants[origins[j].tenant.Name] && reflect.DeepEqual(routes[i].Match, routes[j].Match) {
+				if !used[j] && routes[j].Forward != nil && !slices.Contains(tenants, origins[j].tenant.Name) && reflect.DeepEqual(routes[i].Match, routes[j].Match) {
 					used[j] = true
-					tenants[origins[j].tenant.Name] = true
+					tenants = append(tenants, origins[j].tenant.Name)
 					same = append(same, j)
 				}
 			}
@@ -329,16 +339,16 @@ func mergeGlobal(host string, routes []model.Route, origins []*admittedRoute, ba
 		var proto model.BackendProtocol
 		for n, k := range same {
 			wbs := routes[k].Forward.Backends
-			if len(wbs) != 1 || backends[wbs[0].Backend] == nil || (n > 0 && backends[wbs[0].Backend].Protocol != proto) {
+			if len(wbs) != 1 || backend(wbs[0].Backend) == nil || (n > 0 && backend(wbs[0].Backend).Protocol != proto) {
 				single = false
 				break
 			}
-			proto = backends[wbs[0].Backend].Protocol
+			proto = backend(wbs[0].Backend).Protocol
 		}
 		if single {
 			var members []globalMember
 			for _, k := range same {
-				members = append(members, memberOf(backends[routes[k].Forward.Backends[0].Backend].Groups, strategy, origins[k].rt.Spec.Global))
+				members = append(members, memberOf(backend(routes[k].Forward.Backends[0].Backend).Groups, strategy, origins[k].rt.Spec.Global))
 			}
 			gb := globalBackend(model.Backend{Name: "global/" + host + "/" + routes[i].Name, Protocol: proto,
 				HealthCheck: &model.HealthCheck{Type: model.HealthTCP}}, strategy, members)
