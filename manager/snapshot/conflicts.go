@@ -43,17 +43,25 @@ func assemble(fleet string, httpL, httpsL *model.SharedListener, routes []*admit
 					f.Certificates = append(f.Certificates, c)
 				}
 			}
-			for _, be := range append(slices.Clone(a.backends), global...) {
+			for _, be := range a.backends {
 				if backends[be.Name] {
 					delete(backends, be.Name)
 					f.Backends = append(f.Backends, be)
 				}
 			}
 		}
+		for _, be := range global {
+			if backends[be.Name] {
+				delete(backends, be.Name)
+				f.Backends = append(f.Backends, be)
+			}
+		}
 	}
 
 	globals := map[string][]admittedLB{}
 	var globalOrder []string
+	f.L4 = slices.Grow(f.L4, len(lbs))
+	f.Backends = slices.Grow(f.Backends, len(lbs))
 	for _, a := range lbs {
 		if a.global != "" && len(a.services) > 0 {
 			// Members of a global load balancer are joined below, per shared VIP.
