@@ -55,6 +55,7 @@ type options struct {
 	fleet                           fleetOptions
 	xdsInsecure                     bool
 	xdsCertHosts                    string
+	pprofAddr                       string
 }
 
 func main() {
@@ -76,6 +77,7 @@ func main() {
 	flag.DurationVar(&o.maxDelay, "xds-max-delay", time.Second, "Never delay a configuration change longer than this.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 100, "Requests per second to the Kubernetes API (client-side limit).")
 	flag.IntVar(&o.burst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API.")
+	flag.StringVar(&o.pprofAddr, "pprof-address", "", "Address of net/http/pprof (/debug/pprof/), on its own listener; empty disables it. Keep it on loopback.")
 	flag.StringVar(&o.backendDeny, "backend-deny-cidrs", backends.FormatPrefixes(backends.DefaultDeny),
 		"Comma-separated CIDRs no tenant node address may be in; add the management cluster's pod, Service and node networks. Every AddressPool range and every fleet address are always added (\"\" adds nothing more).")
 	o.fleet.bind(flag.CommandLine)
@@ -129,6 +131,7 @@ func run(o options) error {
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		Cache:                   cache.Options{ByObject: o.fleet.cacheByObject()},
 		HealthProbeBindAddress:  o.probeAddr,
+		PprofBindAddress:        o.pprofAddr,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "fleetlb-manager.fleetlb.io",
 		LeaderElectionNamespace: o.leaderNS,
