@@ -56,6 +56,7 @@ type options struct {
 	xdsInsecure                     bool
 	xdsCertHosts                    string
 	pprofAddr                       string
+	admissionWorkers                int
 }
 
 func main() {
@@ -77,6 +78,7 @@ func main() {
 	flag.DurationVar(&o.maxDelay, "xds-max-delay", time.Second, "Never delay a configuration change longer than this.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 100, "Requests per second to the Kubernetes API (client-side limit).")
 	flag.IntVar(&o.burst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API.")
+	flag.IntVar(&o.admissionWorkers, "admission-workers", admission.DefaultWorkers, "LoadBalancers admitted at once (each waits on its writes; the allocator itself is locked).")
 	flag.StringVar(&o.pprofAddr, "pprof-address", "", "Address of net/http/pprof (/debug/pprof/), on its own listener; empty disables it. Keep it on loopback.")
 	flag.StringVar(&o.backendDeny, "backend-deny-cidrs", backends.FormatPrefixes(backends.DefaultDeny),
 		"Comma-separated CIDRs no tenant node address may be in; add the management cluster's pod, Service and node networks. Every AddressPool range and every fleet address are always added (\"\" adds nothing more).")
@@ -172,7 +174,8 @@ func run(o options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	lbAdmission := &admission.LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-admission"), Quarantine: o.quarantine}
+	lbAdmission := &admission.LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-admission"), Quarantine: o.quarantine,
+		Workers: o.admissionWorkers}
 	if err := lbAdmission.SetupWithManager(mgr); err != nil {
 		return err
 	}
