@@ -156,7 +156,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1.Route{}).
+		// Status writes (ours, the snapshot's Programmed) are no news: each
+		// admission reads every Route of the tenant.
+		For(&v1.Route{}, builder.WithPredicates(claimChanged)).
 		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(r.sharingHostnames), builder.WithPredicates(claimChanged)).
 		// Tenant status (counts) changes with every Route: only its spec and deletion matter.
 		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.allRoutes), builder.WithPredicates(claimChanged)).
