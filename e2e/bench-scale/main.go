@@ -31,6 +31,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/fleetlb/fleetlb/e2e/harness"
 	"github.com/fleetlb/fleetlb/internal/testenv"
 )
@@ -62,6 +65,8 @@ func main() {
 	flag.IntVar(&c.cpuSeconds, "cpu-profile-seconds", 30, "length of the CPU profile, from the first create")
 	margs := flag.String("manager-args", "", "extra fleetlb-manager flags, space-separated (e.g. \"--kube-api-qps=400\")")
 	flag.Parse()
+	// The watch and the control planes log through controller-runtime: quiet.
+	log.SetLogger(logr.Discard())
 	var err error
 	if c.lbSteps, err = ints(*lbs); err != nil {
 		fail(fmt.Errorf("-lbs: %w", err))
