@@ -71,6 +71,12 @@ bench-propagation: tools ## Measure apply → address and apply → traffic for 
 bench-propagation-routes: tools ## Measure apply → Ingress address and apply → HTTPS 200 for N Ingresses with TLS (N=100).
 	go run ./e2e/bench-propagation -routes -n $(or $(N),100)
 
+LBS ?= 1000,5000,10000
+ROUTES ?= 1000,5000,10000
+.PHONY: bench-scale
+bench-scale: tools ## Measure 1k/5k/10k LoadBalancers + Routes → admitted, Programmed, reconciles, RSS, one change (LBS=, ROUTES=, BENCH_SCALE_FLAGS=), under the e2e lock.
+	flock /tmp/fleetlb-e2e.lock go run ./e2e/bench-scale -lbs $(LBS) -routes $(ROUTES) $(BENCH_SCALE_FLAGS)
+
 .PHONY: bench-failover
 bench-failover: tools ## Measure failover between two clusters (L4, L7; refuse, 503, black hole): TRIALS=20 per case, under the e2e lock.
 	flock /tmp/fleetlb-e2e.lock go run ./e2e/bench-failover -trials $(or $(TRIALS),20)

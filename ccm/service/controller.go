@@ -6,6 +6,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -25,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -59,11 +61,18 @@ type Reconciler struct {
 	// ServeUnclassed also serves Services with no loadBalancerClass (the cluster's default LB).
 	ServeUnclassed bool
 	Recorder       recorder.EventRecorder
+	// Workers is how many Services are reconciled at once (DefaultWorkers
+	// when 0): each reconcile waits on management round trips, so one worker
+	// would serialise a burst of Services behind them.
+	Workers int
 
 	// refusals remembers the refusal last told per Service, so each one is
 	// an event once, not on every reconcile.
 	refusals sync.Map // "<namespace>/<name>" → reason and message
 }
+
+// DefaultWorkers is Reconciler.Workers when unset.
+const DefaultWorkers = 4
 
 // LoadBalancerName is the management object's name for a tenant Service.
 // Service names and namespaces are DNS labels (no dots), so the dot keeps it unique.
@@ -89,6 +98,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, mgmt cluster.Cluster) er
 			return r.wants(svc) || servicehelper.HasLBFinalizer(svc)
 		}))).
 		WatchesRawSource(source.Kind(mgmt.GetCache(), &v1.LoadBalancer{}, toService)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: cmp.Or(r.Workers, DefaultWorkers)}).
 		Named("service").
 		Complete(r)
 }

@@ -38,6 +38,8 @@ type options struct {
 	serveUnclassed, leaderElect                     bool
 	leaderNS, metricsAddr, probeAddr                string
 	tokenFile, persistKubeconfig                    string
+	pprofAddr                                       string
+	serviceWorkers                                  int
 }
 
 func main() {
@@ -57,6 +59,8 @@ func main() {
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 100, "Requests per second to the Kubernetes API (client-side limit).")
 	flag.IntVar(&o.burst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API.")
+	flag.IntVar(&o.serviceWorkers, "service-workers", service.DefaultWorkers, "Services reconciled at once (each waits on round trips to the management cluster).")
+	flag.StringVar(&o.pprofAddr, "pprof-address", "", "Address of net/http/pprof (/debug/pprof/), on its own listener; empty disables it. Keep it on loopback.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Usage = func() {
@@ -126,7 +130,7 @@ func run(o options) error {
 		return err
 	}
 	mgr, err := ctrl.NewManager(tenantCfg, ctrl.Options{
-		Scheme: s, Metrics: metricsserver.Options{BindAddress: o.metricsAddr}, HealthProbeBindAddress: o.probeAddr,
+		Scheme: s, Metrics: metricsserver.Options{BindAddress: o.metricsAddr}, HealthProbeBindAddress: o.probeAddr, PprofBindAddress: o.pprofAddr,
 		LeaderElection: o.leaderElect, LeaderElectionID: "fleetlb-ccm.fleetlb.io", LeaderElectionNamespace: o.leaderNS,
 	})
 	if err != nil {
@@ -152,7 +156,7 @@ func run(o options) error {
 	}
 	if err := (&service.Reconciler{
 		Tenant: mgr.GetClient(), Mgmt: mgmt.GetClient(), Namespace: ns, ClusterName: o.clusterName,
-		Class: o.class, ServeUnclassed: o.serveUnclassed, Recorder: mgr.GetEventRecorder("fleetlb-ccm"),
+		Class: o.class, ServeUnclassed: o.serveUnclassed, Recorder: mgr.GetEventRecorder("fleetlb-ccm"), Workers: o.serviceWorkers,
 	}).SetupWithManager(mgr, mgmt); err != nil {
 		return err
 	}

@@ -55,6 +55,8 @@ type options struct {
 	fleet                           fleetOptions
 	xdsInsecure                     bool
 	xdsCertHosts                    string
+	pprofAddr                       string
+	admissionWorkers                int
 }
 
 func main() {
@@ -79,6 +81,8 @@ func main() {
 		"at 500/s 10,000 objects take about 20 s of the budget. Reads come from the informer cache and do not count.")
 	flag.IntVar(&o.burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API above --kube-api-qps (absorbs one burst of Programmed writes of ~1,000 objects).")
 	flag.IntVar(&o.statusWorkers, "status-workers", snapshot.DefaultStatusWorkers, "Programmed conditions written at once after an ACK (server-side apply, bounded by --kube-api-qps).")
+	flag.IntVar(&o.admissionWorkers, "admission-workers", admission.DefaultWorkers, "LoadBalancers admitted at once (each waits on its writes; the allocator itself is locked).")
+	flag.StringVar(&o.pprofAddr, "pprof-address", "", "Address of net/http/pprof (/debug/pprof/), on its own listener; empty disables it. Keep it on loopback.")
 	flag.StringVar(&o.backendDeny, "backend-deny-cidrs", backends.FormatPrefixes(backends.DefaultDeny),
 		"Comma-separated CIDRs no tenant node address may be in; add the management cluster's pod, Service and node networks. Every AddressPool range and every fleet address are always added (\"\" adds nothing more).")
 	o.fleet.bind(flag.CommandLine)
@@ -132,6 +136,7 @@ func run(o options) error {
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		Cache:                   cache.Options{ByObject: o.fleet.cacheByObject()},
 		HealthProbeBindAddress:  o.probeAddr,
+		PprofBindAddress:        o.pprofAddr,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "fleetlb-manager.fleetlb.io",
 		LeaderElectionNamespace: o.leaderNS,
@@ -172,7 +177,8 @@ func run(o options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	lbAdmission := &admission.LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-admission"), Quarantine: o.quarantine}
+	lbAdmission := &admission.LoadBalancerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-admission"), Quarantine: o.quarantine,
+		Workers: o.admissionWorkers}
 	if err := lbAdmission.SetupWithManager(mgr); err != nil {
 		return err
 	}

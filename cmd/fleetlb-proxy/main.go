@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -40,6 +41,7 @@ func main() {
 		serverName   = flag.String("xds-server-name", "", "name the xDS server's certificate must carry (default: the host of --xds-address)")
 		xdsInsecure  = flag.Bool("xds-insecure", false, "connect to xDS in plaintext, without a client certificate (only against a manager run with --xds-insecure)")
 		drainTimeout = flag.Duration("drain-timeout", 30*time.Second, "how long a removed or changed listener's connections may continue")
+		pprofAddress = flag.String("pprof-address", "", "address of net/http/pprof (/debug/pprof/), on its own listener; empty disables it; keep it on loopback")
 	)
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
@@ -72,6 +74,15 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *pprofAddress != "" {
+		closePprof, err := servePprof(*pprofAddress)
+		if err != nil {
+			log.Error(err, "--pprof-address")
+			os.Exit(2)
+		}
+		defer closePprof()
+		log.Info("serving pprof", "address", *pprofAddress)
+	}
 	if err := run(ctx, log, *xdsAddress, creds, &corev3.Node{Id: *nodeID, Cluster: *fleet}, *delta, *adminAddress, *drainTimeout); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error(err, "exiting")
 		os.Exit(1)
@@ -109,6 +120,24 @@ func run(ctx context.Context, log logr.Logger, xdsAddress string, creds credenti
 	defer admin.Close()
 	log.Info("starting", "xds", xdsAddress, "mTLS", creds != nil, "node", node.GetId(), "fleet", node.GetCluster(), "delta", delta, "admin", ln.Addr().String())
 	return p.Run(ctx)
+}
+
+// servePprof serves net/http/pprof on its own listener and mux, so profiles
+// are never reachable through the admin address.
+func servePprof(addr string) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return func() { _ = srv.Close() }, nil
 }
 
 // adminHandler serves /ready and /metrics (controller-runtime's registry).

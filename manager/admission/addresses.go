@@ -9,7 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
@@ -198,23 +197,19 @@ func (r *LoadBalancerReconciler) forget(ctx context.Context, lbOwner string) err
 }
 
 // released persists the quarantine of addr's pools and wakes the
-// LoadBalancers waiting for an address: those refused for an exhausted pool,
-// and those that asked for an address someone held (it may be this one).
+// LoadBalancers that may now get it: those that asked for addr and found it
+// held, and those refused for an exhausted pool that contains it.
 func (r *LoadBalancerReconciler) released(ctx context.Context, addr netip.Addr) error {
 	if err := r.persistQuarantine(ctx, addr); err != nil {
 		return err
 	}
-	var list v1.LoadBalancerList
-	if err := r.Client.List(ctx, &list); err != nil {
-		return err
-	}
-	for i := range list.Items {
-		if c := meta.FindStatusCondition(list.Items[i].Status.Conditions, v1.ConditionAccepted); c != nil &&
-			(c.Reason == v1.ReasonPoolExhausted || c.Reason == v1.ReasonAddressInUse) {
-			select {
-			case r.retry <- event.TypedGenericEvent[*v1.LoadBalancer]{Object: &list.Items[i]}:
-			default: // full: those waiting are retried on their next change
-			}
+	for _, lb := range r.waiting(ctx, v1.ReasonPoolExhausted, v1.ReasonAddressInUse) {
+		if !r.canUse(ctx, &lb, addr) {
+			continue
+		}
+		select {
+		case r.retry <- event.TypedGenericEvent[*v1.LoadBalancer]{Object: &lb}:
+		default: // full: those waiting are retried on their next change
 		}
 	}
 	return nil

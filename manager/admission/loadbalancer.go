@@ -31,6 +31,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -57,6 +58,9 @@ type LoadBalancerReconciler struct {
 	Quarantine time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Workers is how many LoadBalancers are admitted at once (DefaultWorkers
+	// when 0): each reconcile waits on its writes, the allocator is locked.
+	Workers int
 
 	mu sync.Mutex
 	// space is the one allocator over every pool (nil until rebuilt from status).
@@ -67,18 +71,37 @@ type LoadBalancerReconciler struct {
 	members   map[string]string
 	persistMu sync.Mutex
 	retry     chan event.TypedGenericEvent[*v1.LoadBalancer]
+
+	// liveMu guards live: namespace → names of its LoadBalancers not being
+	// deleted, kept from the watch, so the limits cost nothing while a
+	// tenant is below them.
+	liveMu sync.Mutex
+	live   map[string]map[string]bool
 }
 
-// SetupWithManager registers the controller.
+// DefaultWorkers is LoadBalancerReconciler.Workers when unset.
+const DefaultWorkers = 8
+
+// SetupWithManager registers the index and the controller.
 func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.pools = map[string]*poolDef{}
 	r.retry = make(chan event.TypedGenericEvent[*v1.LoadBalancer], 1024)
+	r.live = map[string]map[string]bool{}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.LoadBalancer{}, IndexRefused, indexRefused); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1.LoadBalancer{}).
-		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.forTenant)).
+		// Our own writes (the finalizer, status) and the snapshot's Programmed
+		// are no news: only a new spec, a deletion or a lost finalizer is.
+		For(&v1.LoadBalancer{}, builder.WithPredicates(admissionRelevant)).
+		// The tenant's count, and, over a limit, the others it moves.
+		Watches(&v1.LoadBalancer{}, handler.Funcs{CreateFunc: r.counted, UpdateFunc: r.countedUpdate, DeleteFunc: r.uncounted}).
+		// Tenant status (counts, hostname claims) changes with every object: only its spec and deletion matter.
+		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.forTenant), builder.WithPredicates(specOrDeletion)).
 		// Spec changes only: the quarantine annotation written here is no news.
 		Watches(&v1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(r.forPool), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(source.Channel(r.retry, &handler.TypedEnqueueRequestForObject[*v1.LoadBalancer]{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: cmp.Or(r.Workers, DefaultWorkers)}).
 		Named("loadbalancer-admission").
 		Complete(r)
 }
@@ -103,7 +126,7 @@ func (r *LoadBalancerReconciler) releaseFor(ctx context.Context, _ *v1.Tenant, l
 }
 
 // Reconcile implements reconcile.Reconciler.
-func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
 	var lb v1.LoadBalancer
 	if err := r.Client.Get(ctx, req.NamespacedName, &lb); apierrors.IsNotFound(err) {
 		// Gone, with or without our finalizer: what it held goes back to the
@@ -137,11 +160,9 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 		return ctrl.Result{}, r.refuse(ctx, &lb, netip.Addr{}, v1.ReasonTenantNotFound, fmt.Sprintf("namespace %s belongs to no Tenant", lb.Namespace))
 	}
-	if controllerutil.AddFinalizer(&lb, Finalizer) {
-		if err := r.Client.Update(ctx, &lb); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
+	// The finalizer goes on in parallel with the status write below: two
+	// round trips at once, not one after the other.
+	defer r.addFinalizer(ctx, &lb)(&err)
 
 	if reason, msg, err := r.checkLimits(ctx, &t, &lb); err != nil {
 		return ctrl.Result{}, err
@@ -182,6 +203,23 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	return ctrl.Result{}, r.writeStatus(ctx, &lb, status)
 }
 
+// addFinalizer starts adding the Finalizer (when missing) to a copy of lb and
+// returns the wait for it, which sets *err if the write failed and *err was nil.
+func (r *LoadBalancerReconciler) addFinalizer(ctx context.Context, lb *v1.LoadBalancer) func(*error) {
+	if controllerutil.ContainsFinalizer(lb, Finalizer) {
+		return func(*error) {}
+	}
+	withFinalizer := lb.DeepCopy()
+	controllerutil.AddFinalizer(withFinalizer, Finalizer)
+	done := make(chan error, 1)
+	go func() { done <- r.Client.Update(ctx, withFinalizer) }()
+	return func(err *error) {
+		if ferr := <-done; ferr != nil && *err == nil {
+			*err = ferr
+		}
+	}
+}
+
 // refuse records why a LoadBalancer is not admitted (an event once per
 // change). Its status keeps only an address it still holds: a refused request
 // for a new address leaves the old one serving.
@@ -217,8 +255,15 @@ func (r *LoadBalancerReconciler) writeStatus(ctx context.Context, lb *v1.LoadBal
 // VIPs, where LoadBalancers joined by a global name share one.
 func (r *LoadBalancerReconciler) checkLimits(ctx context.Context, t *v1.Tenant, lb *v1.LoadBalancer) (string, string, error) {
 	lim := &t.Spec.Limits
+	// Within the limits no order matters: nothing to list. The count comes
+	// from the watch; one that lags behind is corrected when the watch sees
+	// the tenant go over (overLimits enqueues every LoadBalancer of it).
+	if underLimits(t, r.liveCount(lb.Namespace)) {
+		return "", "", nil
+	}
 	var list v1.LoadBalancerList
-	if err := r.Client.List(ctx, &list, client.InNamespace(lb.Namespace)); err != nil {
+	// Only read here (the slice is ours, the objects the cache's): no copies.
+	if err := r.Client.List(ctx, &list, client.InNamespace(lb.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return "", "", err
 	}
 	items := slices.DeleteFunc(list.Items, func(o v1.LoadBalancer) bool { return !o.DeletionTimestamp.IsZero() })
@@ -380,14 +425,8 @@ func (r *LoadBalancerReconciler) forPool(ctx context.Context, o client.Object) [
 		}
 	}
 	reqs := r.inNamespaces(ctx, ns...)
-	var all v1.LoadBalancerList
-	if err := r.Client.List(ctx, &all); err != nil {
-		return reqs
-	}
-	for i := range all.Items {
-		if c := meta.FindStatusCondition(all.Items[i].Status.Conditions, v1.ConditionAccepted); c != nil && c.Status == metav1.ConditionFalse {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&all.Items[i])})
-		}
+	for _, lb := range r.waiting(ctx, refusedAny) {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&lb)})
 	}
 	return reqs
 }
@@ -396,7 +435,7 @@ func (r *LoadBalancerReconciler) inNamespaces(ctx context.Context, namespaces ..
 	var reqs []reconcile.Request
 	for _, ns := range namespaces {
 		var list v1.LoadBalancerList
-		if err := r.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		if err := r.Client.List(ctx, &list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 			continue
 		}
 		for _, lb := range list.Items {

@@ -81,8 +81,9 @@ func createLB(t *testing.T, ns, name, requested string) {
 	}
 }
 
-// admitted waits until the LoadBalancer is Accepted with want (or, when want
-// starts with "reason:", refused with that reason) and returns its condition message.
+// admitted waits until the LoadBalancer is Accepted with want (any address
+// when want is "any"; or, when want starts with "reason:", refused with that
+// reason) and returns its condition message.
 func admitted(t *testing.T, ns, name, want string) string {
 	t.Helper()
 	var lb v1.LoadBalancer
@@ -101,7 +102,7 @@ func admitted(t *testing.T, ns, name, want string) string {
 			if c.Status == metav1.ConditionFalse && c.Reason == reason {
 				return c.Message
 			}
-		} else if c.Status == metav1.ConditionTrue && len(lb.Status.Addresses) == 1 && string(lb.Status.Addresses[0].IP) == want &&
+		} else if c.Status == metav1.ConditionTrue && len(lb.Status.Addresses) == 1 && (want == "any" || string(lb.Status.Addresses[0].IP) == want) &&
 			lb.Status.Addresses[0].IPMode == v1.IPModeProxy {
 			return c.Message
 		}
@@ -201,6 +202,11 @@ func TestTenantLimit(t *testing.T) {
 	if msg := admitted(t, ns, "second", "reason:"+v1.ReasonLimitExceeded); !strings.Contains(msg, "maxLoadBalancers=1") {
 		t.Errorf("LimitExceeded message does not name the limit: %q", msg)
 	}
+	// The first one gone, the second is within the limit: admitted without any change to it.
+	if err := env.Client.Delete(context.Background(), &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "first"}}); err != nil {
+		t.Fatal(err)
+	}
+	admitted(t, ns, "second", "any")
 }
 
 // Limits are finite when the Tenant names none; LoadBalancers joined by a

@@ -13,12 +13,14 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -39,27 +41,58 @@ const ReasonOverlap = "OverlappingPools"
 type Reconciler struct {
 	Client   client.Client
 	Recorder recorder.EventRecorder
+	// CountDelay coalesces the counts: a burst of allocations is counted once
+	// per pool per CountDelay, not once per object (DefaultCountDelay when 0).
+	CountDelay time.Duration
 }
+
+// DefaultCountDelay is Reconciler.CountDelay when unset.
+const DefaultCountDelay = time.Second
 
 // SetupWithManager registers the controller.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.CountDelay <= 0 {
+		r.CountDelay = DefaultCountDelay
+	}
 	all := handler.EnqueueRequestsFromMapFunc(r.allPools)
+	// Every pool, after CountDelay: the queue keeps one entry per pool, so
+	// the allocations of a burst are counted together.
+	allLater := handler.Funcs{
+		CreateFunc: func(ctx context.Context, _ event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.countLater(ctx, q)
+		},
+		UpdateFunc: func(ctx context.Context, _ event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.countLater(ctx, q)
+		},
+		DeleteFunc: func(ctx context.Context, _ event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.countLater(ctx, q)
+		},
+	}
 	// Only a change of the addresses an object holds can change a count.
 	addressesChanged := builder.WithPredicates(predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return len(addresses(e.Object)) > 0 },
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			return !slices.Equal(addresses(e.ObjectOld), addresses(e.ObjectNew))
 		},
+		DeleteFunc:  func(e event.DeleteEvent) bool { return len(addresses(e.Object)) > 0 },
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	})
 	return ctrl.NewControllerManagedBy(mgr).
+		// Our own status writes and the quarantine annotation are no news.
+		For(&v1.AddressPool{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// Another pool's ranges decide this one's overlap condition.
-		For(&v1.AddressPool{}).
 		Watches(&v1.AddressPool{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&v1.LoadBalancer{}, all, addressesChanged).
-		Watches(&v1.Route{}, all, addressesChanged).
-		Watches(&v1.ProxyFleet{}, all, addressesChanged).
+		Watches(&v1.LoadBalancer{}, allLater, addressesChanged).
+		Watches(&v1.Route{}, allLater, addressesChanged).
+		Watches(&v1.ProxyFleet{}, allLater, addressesChanged).
 		Named("addresspool").
 		Complete(r)
+}
+
+func (r *Reconciler) countLater(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	for _, req := range r.allPools(ctx, nil) {
+		q.AddAfter(req, r.CountDelay)
+	}
 }
 
 func addresses(o client.Object) []v1.Address {

@@ -136,7 +136,8 @@ func (c *claims) budgetOf(ctx context.Context, t *v1.Tenant) (*budget, error) {
 		return b, nil
 	}
 	var list v1.RouteList
-	if err := c.c.List(ctx, &list, client.InNamespace(tenant.Namespace(t.Name))); err != nil {
+	// Only read (the budget keeps names, hostnames and timestamps): no copies.
+	if err := c.c.List(ctx, &list, client.InNamespace(tenant.Namespace(t.Name)), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	items := make([]*v1.Route, 0, len(list.Items))
@@ -173,7 +174,7 @@ func (c *claims) budgetOf(ctx context.Context, t *v1.Tenant) (*budget, error) {
 				fresh = append(fresh, h)
 			}
 		}
-		size := ConfigBytes(t.Name, rt, hosts)
+		size := c.sizes.configBytes(t.Name, rt, hosts)
 		if used+size > lim.RouteConfigBytes() {
 			b.refused[rt.Name] = refusal{v1.ReasonLimitExceeded,
 				fmt.Sprintf("the Route's route configuration (about %d bytes) would take the tenant over its limit maxRouteConfigBytes=%d (older Routes use %d)",

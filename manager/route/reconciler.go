@@ -51,6 +51,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/manager/tenant"
@@ -62,6 +63,11 @@ const (
 	IndexHostname = "fleetlb.io/route-hostname"
 	// IndexSecret indexes Routes by each spec.tls[].secretName.
 	IndexSecret = "fleetlb.io/route-secret"
+	// IndexRefused indexes Routes not wholly accepted (Accepted=False, or
+	// True with a reason other than Accepted: some hostname or rule
+	// refused) under "true": what a change of the tenant's other Routes may
+	// admit is found without listing the namespace.
+	IndexRefused = "fleetlb.io/route-refused"
 )
 
 // maxMessage keeps condition messages under the API's limit.
@@ -77,6 +83,10 @@ type Reconciler struct {
 	ClaimGrace time.Duration
 
 	now func() time.Time
+	// sizes caches ConfigBytes per Route generation and hostnames.
+	sizes sizeCache
+	// wake enqueues Routes whose limits outcome another Route's admission moved.
+	wake chan event.TypedGenericEvent[*v1.Route]
 }
 
 // SetupWithManager registers the indexes and the controller.
@@ -107,6 +117,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.now == nil {
 		r.now = time.Now
 	}
+	if err := idx.IndexField(ctx, &v1.Route{}, IndexRefused, indexRefused); err != nil {
+		return err
+	}
+	r.wake = make(chan event.TypedGenericEvent[*v1.Route], 1024)
 	if err := idx.IndexField(ctx, &v1.Route{}, IndexSecret, func(o client.Object) []string {
 		var out []string
 		for _, t := range o.(*v1.Route).Spec.TLS {
@@ -142,7 +156,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1.Route{}).
+		// Status writes (ours, the snapshot's Programmed) are no news: each
+		// admission reads every Route of the tenant.
+		For(&v1.Route{}, builder.WithPredicates(claimChanged)).
 		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(r.sharingHostnames), builder.WithPredicates(claimChanged)).
 		// Tenant status (counts) changes with every Route: only its spec and deletion matter.
 		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.allRoutes), builder.WithPredicates(claimChanged)).
@@ -151,6 +167,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.usingSecret)).
 		// ProxyFleet status changes with every acknowledged configuration: only its addresses matter.
 		Watches(&v1.ProxyFleet{}, handler.EnqueueRequestsFromMapFunc(r.ofFleet), builder.WithPredicates(AddressesChanged)).
+		WatchesRawSource(source.Channel(r.wake, &handler.TypedEnqueueRequestForObject[*v1.Route]{})).
+		// A deleted Route's size is not asked for again.
+		Watches(&v1.Route{}, handler.Funcs{DeleteFunc: func(_ context.Context, e event.DeleteEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.sizes.forget(e.Object.GetUID())
+		}}).
 		Named("route-admission").
 		Complete(r)
 }
@@ -187,6 +208,9 @@ type admission struct {
 	// refIssues: Secrets and backends that cannot be used.
 	refIssues []refusal
 	addresses []v1.Address
+	// budget is the tenant's limits outcome for all its Routes (nil when
+	// the Route has no Tenant).
+	budget *budget
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -202,13 +226,76 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, r.writeStatus(ctx, &rt, a)
+	if err := r.writeStatus(ctx, &rt, a); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.wakeOverLimits(ctx, &rt, a.budget)
+	return ctrl.Result{}, nil
+}
+
+// indexRefused is the IndexRefused value of a Route.
+func indexRefused(o client.Object) []string {
+	rt, ok := o.(*v1.Route)
+	if !ok {
+		return nil
+	}
+	if c := meta.FindStatusCondition(rt.Status.Conditions, v1.ConditionAccepted); c != nil &&
+		(c.Status != metav1.ConditionTrue || c.Reason != v1.ReasonAccepted) {
+		return []string{"true"}
+	}
+	return nil
+}
+
+// refusedIn lists the Routes of ns that are not wholly accepted.
+func (r *Reconciler) refusedIn(ctx context.Context, ns string) ([]v1.Route, error) {
+	var list v1.RouteList
+	err := r.Client.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{IndexRefused: "true"})
+	return list.Items, err
+}
+
+// wakeOverLimits enqueues the Routes of rt's tenant that its limits now
+// refuse (wholly or some hostname) while their status does not say so yet:
+// a Route created in the same second with a lower name, or an older one
+// that grew, pushes younger ones out. Those the limits now admit again are
+// refused ones, which every change in the namespace enqueues
+// (sharingHostnames).
+func (r *Reconciler) wakeOverLimits(ctx context.Context, rt *v1.Route, b *budget) {
+	if b == nil || len(b.refused)+len(b.hostRefused) == 0 {
+		return
+	}
+	refused, err := r.refusedIn(ctx, rt.Namespace)
+	if err != nil {
+		return
+	}
+	known := map[string]bool{rt.Name: true}
+	for i := range refused {
+		known[refused[i].Name] = true
+	}
+	wake := func(name string) {
+		if known[name] {
+			return
+		}
+		known[name] = true
+		o := &v1.Route{}
+		o.Namespace, o.Name = rt.Namespace, name
+		select {
+		case r.wake <- event.TypedGenericEvent[*v1.Route]{Object: o}:
+		case <-ctx.Done():
+		}
+	}
+	for name := range b.refused {
+		wake(name)
+	}
+	for name := range b.hostRefused {
+		wake(name)
+	}
 }
 
 // claims decides hostname ownership and limits for one reconcile; it caches
 // what it read, so deciding several hostnames costs one read each.
 type claims struct {
 	c       client.Client
+	sizes   *sizeCache // nil: ConfigBytes computed each time
 	tenants map[string]*v1.Tenant
 	budgets map[string]*budget           // tenant name → what its limits admit
 	decided map[string]map[claimKey]bool // "*.root" or exact name → winning claims
@@ -221,7 +308,7 @@ func (r *Reconciler) newClaims(ctx context.Context) (*claims, error) {
 	if err := r.Client.List(ctx, &list); err != nil {
 		return nil, err
 	}
-	c := &claims{c: r.Client, tenants: map[string]*v1.Tenant{}, budgets: map[string]*budget{},
+	c := &claims{c: r.Client, sizes: &r.sizes, tenants: map[string]*v1.Tenant{}, budgets: map[string]*budget{},
 		decided: map[string]map[claimKey]bool{}, now: r.now(), grace: r.ClaimGrace}
 	for i := range list.Items {
 		if list.Items[i].DeletionTimestamp.IsZero() {
@@ -254,6 +341,7 @@ func (r *Reconciler) admit(ctx context.Context, rt *v1.Route) (*admission, error
 	if err != nil {
 		return nil, err
 	}
+	a.budget = b
 	if ref, ok := b.refused[rt.Name]; ok {
 		a.refused = ref
 		return a, nil
@@ -411,13 +499,13 @@ func (r *Reconciler) sharingHostnames(ctx context.Context, o client.Object) []re
 	}
 	seen := map[types.NamespacedName]bool{}
 	var reqs []reconcile.Request
-	// The Route's own namespace too: a Route created or deleted moves the
-	// tenant's route limit for the others.
-	opts := [][]client.ListOption{{client.InNamespace(rt.Namespace)}}
+	// In the Route's own namespace, the refused ones: a Route deleted or
+	// shrunk may leave room under the tenant's limits for them. (Those a new
+	// or grown Route pushes over the limits are found by its own admission,
+	// wakeOverLimits.) Found by index: a create costs no list of the namespace.
 	var lists [][]v1.Route
-	var own v1.RouteList
-	if err := r.Client.List(ctx, &own, opts[0]...); err == nil {
-		lists = append(lists, own.Items)
+	if items, err := r.refusedIn(ctx, rt.Namespace); err == nil {
+		lists = append(lists, items)
 	}
 	c := &claims{c: r.Client}
 	for _, h := range rt.Spec.Hostnames {

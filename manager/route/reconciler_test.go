@@ -387,6 +387,41 @@ func TestRouteLimitAndMissingFleet(t *testing.T) {
 	})
 }
 
+// An older Route that grows takes the tenant's limit from a younger one,
+// which is refused without any change to it, and admitted again when the
+// older one shrinks back.
+func TestOlderRouteGrowingPushesAYoungerOneOverTheLimit(t *testing.T) {
+	start(t)
+	ctx := context.Background()
+	fleet, vip, u := fixture(t)
+	dom := "g-" + u + ".example.com"
+	ns := mkTenant(t, "tg-"+u, fleet, "", v1.TenantLimits{MaxHostnames: ptr.To[int32](2)}, v1.Hostname("*."+dom))
+	older := mkRoute(t, ns, "older", nil, v1.Hostname("a."+dom))
+	time.Sleep(1100 * time.Millisecond) // creation timestamps have second resolution
+	mkRoute(t, ns, "younger", nil, v1.Hostname("b."+dom))
+	expect(t, ns, "younger", "admitted", func(rt *v1.Route) error {
+		return all(cond(rt, v1.ConditionAccepted, metav1.ConditionTrue, v1.ReasonAccepted), addr(rt, vip))
+	})
+	grow := func(hs ...v1.Hostname) {
+		t.Helper()
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(older), older); err != nil {
+			t.Fatal(err)
+		}
+		older.Spec.Hostnames = hs
+		if err := env.Client.Update(ctx, older); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grow(v1.Hostname("a."+dom), v1.Hostname("c."+dom))
+	expect(t, ns, "younger", "over maxHostnames", func(rt *v1.Route) error {
+		return all(cond(rt, v1.ConditionAccepted, metav1.ConditionFalse, v1.ReasonLimitExceeded), hosts(rt))
+	})
+	grow(v1.Hostname("a." + dom))
+	expect(t, ns, "younger", "admitted again", func(rt *v1.Route) error {
+		return all(cond(rt, v1.ConditionAccepted, metav1.ConditionTrue, v1.ReasonAccepted), addr(rt, vip))
+	})
+}
+
 // A Tenant pattern that is a public suffix wildcard claims nothing, and the
 // refusal says why.
 func TestPublicSuffixPatternRefused(t *testing.T) {

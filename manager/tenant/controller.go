@@ -10,6 +10,8 @@ package tenant
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,12 +26,16 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -67,8 +73,15 @@ type Reconciler struct {
 	Client   client.Client
 	Recorder recorder.EventRecorder
 	Options  Options
-	now      func() time.Time
+	// CountDelay coalesces the status counts: a burst of LoadBalancers and
+	// Routes is counted once per tenant per CountDelay, not once per object
+	// (DefaultCountDelay when 0).
+	CountDelay time.Duration
+	now        func() time.Time
 }
+
+// DefaultCountDelay is Reconciler.CountDelay when unset.
+const DefaultCountDelay = time.Second
 
 // SetupWithManager registers the controller.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -81,26 +94,77 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.now == nil {
 		r.now = time.Now
 	}
-	// A change to anything the tenant's namespace holds (its LoadBalancers and
-	// Routes, for the counts; its own objects, for drift) maps to the Tenant.
+	if r.CountDelay <= 0 {
+		r.CountDelay = DefaultCountDelay
+	}
+	// A change to the tenant's own objects (drift) maps to the Tenant at once.
 	byNamespace := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		name, ok := Of(o.GetNamespace())
-		if !ok {
-			return nil
+		if req, ok := tenantOf(o); ok {
+			return []reconcile.Request{req}
 		}
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
+		return nil
+	})
+	// Its LoadBalancers and Routes only move the counts: one reconcile per
+	// tenant per CountDelay however many change.
+	counted := handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.countLater(e.Object, q)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.countLater(e.ObjectNew, q)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.countLater(e.Object, q)
+		},
+	}
+	// Only what a count reads: an object appearing or going, or the number
+	// of addresses a LoadBalancer holds.
+	countChanged := builder.WithPredicates(predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*v1.LoadBalancer)
+			n, ok2 := e.ObjectNew.(*v1.LoadBalancer)
+			return ok1 && ok2 && len(o.Status.Addresses) != len(n.Status.Addresses)
+		},
+		GenericFunc: func(event.GenericEvent) bool { return false },
 	})
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1.Tenant{}).
+		// Our own status writes (and the hostname claims others record there) are no news.
+		For(&v1.Tenant{}, builder.WithPredicates(notStatusOnly)).
 		Owns(&corev1.Namespace{}).
 		Watches(&corev1.ServiceAccount{}, byNamespace).
 		Watches(&rbacv1.Role{}, byNamespace).
 		Watches(&rbacv1.RoleBinding{}, byNamespace).
 		Watches(&corev1.Secret{}, byNamespace).
-		Watches(&v1.LoadBalancer{}, byNamespace).
-		Watches(&v1.Route{}, byNamespace).
+		Watches(&v1.LoadBalancer{}, counted, countChanged).
+		Watches(&v1.Route{}, counted, countChanged).
 		Named("tenant").
 		Complete(r)
+}
+
+// notStatusOnly passes Tenant updates other than of its status alone.
+var notStatusOnly = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld, e.ObjectNew
+		return o.GetGeneration() != n.GetGeneration() || o.GetDeletionTimestamp().IsZero() != n.GetDeletionTimestamp().IsZero() ||
+			!slices.Equal(o.GetFinalizers(), n.GetFinalizers()) || !maps.Equal(o.GetLabels(), n.GetLabels()) ||
+			!maps.Equal(o.GetAnnotations(), n.GetAnnotations())
+	},
+}
+
+func tenantOf(o client.Object) (reconcile.Request, bool) {
+	name, ok := Of(o.GetNamespace())
+	if !ok {
+		return reconcile.Request{}, false
+	}
+	return reconcile.Request{NamespacedName: types.NamespacedName{Name: name}}, true
+}
+
+// countLater enqueues o's Tenant after CountDelay; the queue keeps one entry
+// per Tenant, so every change in between is counted by the same reconcile.
+func (r *Reconciler) countLater(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if req, ok := tenantOf(o); ok {
+		q.AddAfter(req, r.CountDelay)
+	}
 }
 
 // Of names the Tenant that owns namespace ns (tenant-<name>).
@@ -311,12 +375,13 @@ func (r *Reconciler) kubeconfig(ns, token string) ([]byte, error) {
 }
 
 func (r *Reconciler) count(ctx context.Context, ns string, status *v1.TenantStatus) error {
+	// Only counted: no copies of the cache's objects.
 	var lbs v1.LoadBalancerList
-	if err := r.Client.List(ctx, &lbs, client.InNamespace(ns)); err != nil {
+	if err := r.Client.List(ctx, &lbs, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
 	var routes v1.RouteList
-	if err := r.Client.List(ctx, &routes, client.InNamespace(ns)); err != nil {
+	if err := r.Client.List(ctx, &routes, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
 	addrs := 0
