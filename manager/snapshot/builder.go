@@ -259,6 +259,8 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	listeners := fmt.Sprintf("%v|%v|%s", httpL, httpsL, noL7)
 	denyV := b.denyVersion(fleet, deny)
 
+	b.forgetTenantsBut(tenants.Items)
+
 	var lbs []*lbPart
 	var routes []*routePart
 	var objects []served // Programmed is reported on these
