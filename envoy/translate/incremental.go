@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
-	"reflect"
 	"slices"
 	"strings"
 
@@ -156,7 +155,7 @@ func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
 		b := &f.Backends[i]
 		backends[b.Name] = b
 		m := x.backends[b.Name]
-		if m == nil || !reflect.DeepEqual(&m.b, b) {
+		if m == nil || !m.b.Equal(b) {
 			c, cla, err := cluster(b)
 			if err != nil {
 				errs = append(errs, err)
@@ -188,7 +187,7 @@ func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
 		b := backends[s.Backend]
 		key := l4Key{s.Protocol, s.VIP, s.Port}
 		m := x.l4[key]
-		if m == nil || m.affinity != b.SessionAffinity || !reflect.DeepEqual(&m.s, s) {
+		if m == nil || m.affinity != b.SessionAffinity || !m.s.Equal(s) {
 			l, err := l4Listener(s, b)
 			if err != nil {
 				errs = append(errs, err)
@@ -245,7 +244,7 @@ func (x *Incremental) httpResources(f *model.Fleet) (*l7Resources, []types.Resou
 	}
 	memo := func(v *model.VirtualHost) *vhostMemo {
 		m := x.vhosts[v.Name]
-		if m == nil || (m.mark != x.call && !reflect.DeepEqual(&m.v, v)) {
+		if m == nil || (m.mark != x.call && !m.v.Equal(v)) {
 			m = &vhostMemo{v: *v}
 			x.vhosts[v.Name] = m
 		}
@@ -318,7 +317,7 @@ func (x *Incremental) httpResources(f *model.Fleet) (*l7Resources, []types.Resou
 			slices.Sort(names)
 			names = slices.Compact(names)
 			cm := x.certs[c.Name]
-			if cm == nil || cm.secret == nil || !reflect.DeepEqual(&cm.c, c) {
+			if cm == nil || cm.secret == nil || cm.c != *c {
 				s := &tlsv3.Secret{Name: c.Name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 					CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte(c.CertPEM)}},
 					PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte(c.KeyPEM)}},
