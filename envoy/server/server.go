@@ -24,6 +24,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -32,6 +33,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Options configure a Server.
@@ -354,10 +356,8 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 		return c, true
 	}
 	c = checked{res: r}
-	if v, ok := r.(interface{ Validate() error }); ok {
-		if err := v.Validate(); err != nil {
-			c.err = fmt.Errorf("%s %q: %w", typ, name, err)
-		}
+	if err := validate(r, prev[name]); err != nil {
+		c.err = fmt.Errorf("%s %q: %w", typ, name, err)
 	}
 	b, err := cachev3.MarshalResource(r)
 	if err != nil {
@@ -369,6 +369,43 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 		c.refs = cachev3.GetResourceReferences(map[string]types.ResourceWithTTL{name: {Resource: r}})
 	}
 	return c, false
+}
+
+// validate runs r's Validate(). A route configuration that follows a valid
+// one of the same name is validated for its own fields and the virtual hosts
+// that are new (by identity): the big shared one changes by a host at a time.
+func validate(r types.Resource, prev checked) error {
+	rc, ok := r.(*routev3.RouteConfiguration)
+	old, okOld := prev.res.(*routev3.RouteConfiguration)
+	if !ok || !okOld || prev.err != nil {
+		if v, ok := r.(interface{ Validate() error }); ok {
+			return v.Validate()
+		}
+		return nil
+	}
+	known := make(map[*routev3.VirtualHost]bool, len(old.VirtualHosts))
+	for _, vh := range old.VirtualHosts {
+		known[vh] = true
+	}
+	// A shallow copy of every field but the virtual hosts.
+	shell := &routev3.RouteConfiguration{}
+	rc.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Name() != "virtual_hosts" {
+			shell.ProtoReflect().Set(fd, v)
+		}
+		return true
+	})
+	if err := shell.Validate(); err != nil {
+		return err
+	}
+	for i, vh := range rc.VirtualHosts {
+		if !known[vh] {
+			if err := vh.Validate(); err != nil {
+				return fmt.Errorf("invalid RouteConfiguration.VirtualHosts[%d]: %w", i, err)
+			}
+		}
+	}
+	return nil
 }
 
 // consistent is go-control-plane's Snapshot.Consistent from the references
