@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -320,29 +321,51 @@ type typeState struct {
 
 // checkType builds the state of a type's resources, checking only those
 // not in prev; namesChanged says whether the set of names differs from prev's.
+// The maps start as copies of prev's (a map copy is far cheaper than
+// rebuilding) and take the changes.
 func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *typeState, namesChanged bool) {
-	var prevByName map[string]checked
-	if prev != nil {
-		prevByName = prev.byName
+	if prev == nil {
+		prev = &typeState{}
 	}
-	t = &typeState{items: items, byName: make(map[string]checked, len(items)),
-		indexed: make(map[string]types.ResourceWithTTL, len(items)), hashes: make(map[string]string, len(items))}
-	namesChanged = len(items) != len(prevByName)
+	t = &typeState{items: items, byName: maps.Clone(prev.byName), indexed: maps.Clone(prev.indexed), hashes: maps.Clone(prev.hashes)}
+	if t.byName == nil {
+		t.byName, t.indexed, t.hashes = map[string]checked{}, map[string]types.ResourceWithTTL{}, map[string]string{}
+	}
 	entries := make([]named, 0, len(items))
 	var errs []error
+	kept := 0 // names of prev still here
 	for _, r := range items {
 		name := cachev3.GetResourceName(r)
-		c, _ := check(prevByName, typ, name, r)
+		old, had := prev.byName[name]
+		if had {
+			kept++
+		}
+		c := old
+		if !had || old.res != r {
+			c, _ = check(prev.byName, typ, name, r)
+			t.byName[name] = c
+			t.indexed[name] = types.ResourceWithTTL{Resource: r}
+			t.hashes[name] = c.hash
+		}
 		if c.err != nil {
 			errs = append(errs, c.err)
 		}
-		if _, ok := prevByName[name]; !ok {
-			namesChanged = true
-		}
-		t.byName[name] = c
-		t.indexed[name] = types.ResourceWithTTL{Resource: r}
-		t.hashes[name] = c.hash
 		entries = append(entries, named{name, c.hash})
+	}
+	namesChanged = kept != len(prev.byName) || len(items) != len(prev.byName)
+	if kept != len(prev.byName) || len(t.byName) != len(items) {
+		// Some are gone (or a name came twice): drop what is not handed now.
+		now := make(map[string]bool, len(items))
+		for _, e := range entries {
+			now[e.name] = true
+		}
+		for name := range t.byName {
+			if !now[name] {
+				delete(t.byName, name)
+				delete(t.indexed, name)
+				delete(t.hashes, name)
+			}
+		}
 	}
 	t.err = errors.Join(errs...)
 	t.version = typeVersion(entries)
