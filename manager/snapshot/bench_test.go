@@ -191,7 +191,9 @@ func benchOneChange(b *testing.B, n int, route bool) {
 			b.Fatal(err)
 		}
 		srv.Flush()
+		b.StopTimer()
 		rebuilt += differing(before, bld.trans[v1.DefaultFleetName].Last())
+		b.StartTimer()
 	}
 	b.StopTimer()
 	// What the proxies are sent (delta xDS): resources that are not the same as before.

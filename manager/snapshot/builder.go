@@ -264,6 +264,9 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	var lbs []*lbPart
 	var routes []*routePart
 	var objects []served // Programmed is reported on these
+	b.mu.Lock()
+	objects = make([]served, 0, len(b.since[fleet])+16)
+	b.mu.Unlock()
 	var unserved []*v1.Route
 	for i := range tenants.Items {
 		t := &tenants.Items[i]
