@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/go-logr/logr/testr"
@@ -67,10 +68,17 @@ func TestProgrammedInBulk(t *testing.T) {
 	// Every write of every LoadBalancer, in order, until all are Programmed.
 	writes := map[string][]*metav1.Condition{} // name → Programmed after each write that changed it
 	programmed := 0
+	deadline := time.After(time.Minute)
 	for programmed < n {
-		ev, ok := <-w.ResultChan()
-		if !ok {
-			t.Fatal("watch closed")
+		var ev watch.Event
+		select {
+		case e, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatal("watch closed")
+			}
+			ev = e
+		case <-deadline:
+			t.Fatalf("%d of %d LoadBalancers Programmed after a minute", programmed, n)
 		}
 		if ev.Type != watch.Modified {
 			continue
