@@ -143,7 +143,7 @@ func benchWorld(n int) *memCache {
 // configuration, which holds every virtual host, changes).
 func BenchmarkOneChange(b *testing.B) {
 	for _, kind := range []string{"LoadBalancer", "Route"} {
-		for _, n := range []int{1000, 5000} {
+		for _, n := range []int{1000, 5000, 10000} {
 			b.Run(kind+"/"+strconv.Itoa(n), func(b *testing.B) { benchOneChange(b, n, kind == "Route") })
 		}
 	}
