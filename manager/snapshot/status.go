@@ -2,9 +2,10 @@ package snapshot
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -54,12 +55,14 @@ func (b *Builder) writeProgrammed(ctx context.Context, fleet string, writes []pr
 	if pc, ok := b.XDS.(ProxyCounter); ok {
 		skipWaiting = pc.Proxies(fleet) > 0
 	}
-	g, ctx := errgroup.WithContext(ctx)
 	workers := b.StatusWorkers
 	if workers <= 0 {
 		workers = DefaultStatusWorkers
 	}
-	g.SetLimit(workers)
+	slots := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	for _, w := range writes {
 		cur := meta.FindStatusCondition(conditionsOf(w.obj), v1.ConditionProgrammed)
@@ -73,9 +76,18 @@ func (b *Builder) writeProgrammed(ctx context.Context, fleet string, writes []pr
 		if cur != nil && cur.Status == w.cond.Status {
 			w.cond.LastTransitionTime = cur.LastTransitionTime
 		}
-		g.Go(func() error { return b.applyProgrammed(ctx, w) })
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := b.applyProgrammed(ctx, w); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
 	}
-	return g.Wait()
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func conditionsOf(o client.Object) []metav1.Condition {
