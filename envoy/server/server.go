@@ -327,22 +327,25 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 	if prev == nil {
 		prev = &typeState{}
 	}
-	t = &typeState{items: items, byName: maps.Clone(prev.byName), indexed: maps.Clone(prev.indexed), hashes: maps.Clone(prev.hashes)}
+	// byName is only apply's: it is taken over and patched. The others are
+	// the snapshot's, which may still be read: copied, then patched.
+	t = &typeState{items: items, byName: prev.byName, indexed: maps.Clone(prev.indexed), hashes: maps.Clone(prev.hashes)}
+	prev.byName = nil
 	if t.byName == nil {
 		t.byName, t.indexed, t.hashes = map[string]checked{}, map[string]types.ResourceWithTTL{}, map[string]string{}
 	}
+	before := len(t.byName)
 	entries := make([]named, 0, len(items))
 	var errs []error
-	kept := 0 // names of prev still here
+	added := 0
 	for _, r := range items {
 		name := cachev3.GetResourceName(r)
-		old, had := prev.byName[name]
-		if had {
-			kept++
+		c, had := t.byName[name]
+		if !had {
+			added++
 		}
-		c := old
-		if !had || old.res != r {
-			c, _ = check(prev.byName, typ, name, r)
+		if !had || c.res != r {
+			c, _ = check(t.byName, typ, name, r)
 			t.byName[name] = c
 			t.indexed[name] = types.ResourceWithTTL{Resource: r}
 			t.hashes[name] = c.hash
@@ -352,8 +355,8 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 		}
 		entries = append(entries, named{name, c.hash})
 	}
-	namesChanged = kept != len(prev.byName) || len(items) != len(prev.byName)
-	if kept != len(prev.byName) || len(t.byName) != len(items) {
+	namesChanged = added > 0
+	if before+added != len(items) {
 		// Some are gone (or a name came twice): drop what is not handed now.
 		now := make(map[string]bool, len(items))
 		for _, e := range entries {
@@ -364,6 +367,7 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 				delete(t.byName, name)
 				delete(t.indexed, name)
 				delete(t.hashes, name)
+				namesChanged = true
 			}
 		}
 	}

@@ -207,6 +207,14 @@ func benchOneChange(b *testing.B, n int, route bool) {
 func differing(a, b *translate.Output) int {
 	n := 0
 	for _, pair := range [][2][]cachetypes.Resource{{a.Listeners, b.Listeners}, {a.Routes, b.Routes}, {a.Clusters, b.Clusters}, {a.Endpoints, b.Endpoints}, {a.Secrets, b.Secrets}} {
+		if len(pair[0]) == len(pair[1]) { // both in name order
+			for i := range pair[0] {
+				if pair[0][i] != pair[1][i] {
+					n++
+				}
+			}
+			continue
+		}
 		old := map[cachetypes.Resource]bool{}
 		for _, r := range pair[0] {
 			old[r] = true

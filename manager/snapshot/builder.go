@@ -378,7 +378,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		c.trialGen = gen
 	}
 	b.mu.Unlock()
-	writes := make([]programmedWrite, 0, len(objects))
+	var writes []programmedWrite
 	waiting, programmed := waitingMessage(fleet), "served by fleet "+fleet
 	for _, o := range objects {
 		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: o.reason, Message: o.msg, ObservedGeneration: o.gen}
@@ -388,15 +388,20 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 				cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, v1.ReasonProgrammed, programmed
 			}
 		}
-		writes = append(writes, programmedWrite{o.obj, cond})
+		if !programmedIs(o.obj, &cond) {
+			writes = append(writes, programmedWrite{o.obj, cond})
+		}
 	}
 	// A Route no longer accepted is no longer programmed either.
 	for _, rt := range unserved {
 		if meta.FindStatusCondition(rt.Status.Conditions, v1.ConditionProgrammed) == nil {
 			continue
 		}
-		writes = append(writes, programmedWrite{rt, metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending,
-			Message: "no hostname of the route is accepted", ObservedGeneration: rt.Generation}})
+		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending,
+			Message: "no hostname of the route is accepted", ObservedGeneration: rt.Generation}
+		if !programmedIs(rt, &cond) {
+			writes = append(writes, programmedWrite{rt, cond})
+		}
 	}
 	return ctrl.Result{}, b.writeProgrammed(ctx, fleet, writes)
 }

@@ -39,8 +39,8 @@ func waitingMessage(fleet string) string {
 	return "waiting for every proxy of fleet " + fleet + " to acknowledge the configuration"
 }
 
-// writeProgrammed writes the Programmed conditions that differ from what the
-// objects carry, StatusWorkers at a time. "Waiting for the proxies" is not
+// writeProgrammed writes Programmed conditions (each differs from what its
+// object carries: programmedIs), StatusWorkers at a time. "Waiting for the proxies" is not
 // written while proxies of the fleet are connected here: their ACK follows
 // within moments and brings the final condition, so it would only double the
 // writes (a stale observedGeneration already says the object is not
@@ -66,9 +66,6 @@ func (b *Builder) writeProgrammed(ctx context.Context, fleet string, writes []pr
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	for _, w := range writes {
 		cur := meta.FindStatusCondition(conditionsOf(w.obj), v1.ConditionProgrammed)
-		if cur != nil && cur.Status == w.cond.Status && cur.Reason == w.cond.Reason && cur.Message == w.cond.Message && cur.ObservedGeneration == w.cond.ObservedGeneration {
-			continue // never rewrite an unchanged condition
-		}
 		if skipWaiting && w.cond.Status == metav1.ConditionFalse && w.cond.Message == waitingMessage(fleet) {
 			continue
 		}
@@ -88,6 +85,13 @@ func (b *Builder) writeProgrammed(ctx context.Context, fleet string, writes []pr
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// programmedIs reports whether o's Programmed condition already says c
+// (a condition is never rewritten unchanged).
+func programmedIs(o client.Object, c *metav1.Condition) bool {
+	cur := meta.FindStatusCondition(conditionsOf(o), v1.ConditionProgrammed)
+	return cur != nil && cur.Status == c.Status && cur.Reason == c.Reason && cur.Message == c.Message && cur.ObservedGeneration == c.ObservedGeneration
 }
 
 func conditionsOf(o client.Object) []metav1.Condition {
