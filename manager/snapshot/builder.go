@@ -307,7 +307,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	}
 	// Each LoadBalancer must translate on its own (next to the shared
 	// listeners), so one bad object never stalls the fleet.
-	var okLBs []admittedLB
+	okLBs := make([]admittedLB, 0, len(lbs))
 	for _, p := range lbs {
 		o := served{obj: p.a.lb, key: p.skey, gen: p.a.lb.Generation}
 		if err := checkLB(p, fleet, httpL, httpsL, len(okRoutes) > 0); err != nil {
@@ -378,6 +378,9 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		c.trialGen = gen
 	}
 	b.mu.Unlock()
+	if b.WriteStatus != nil && !b.WriteStatus() {
+		return ctrl.Result{}, nil // another replica writes status
+	}
 	var writes []programmedWrite
 	waiting, programmed := waitingMessage(fleet), "served by fleet "+fleet
 	for _, o := range objects {
