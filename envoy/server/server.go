@@ -296,8 +296,14 @@ var xdsTypes = []resource.Type{resource.ClusterType, resource.EndpointType, reso
 type checked struct {
 	res  types.Resource
 	hash string
-	refs map[resource.Type]map[string]bool // of clusters and listeners
+	refs []reference // what a cluster or listener refers to
 	err  error
+}
+
+// reference is a resource another one names.
+type reference struct {
+	typ  resource.Type
+	name string
 }
 
 // fleetChecked is what the last applied Set of a fleet was found to be.
@@ -393,7 +399,11 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 	}
 	c.hash = cachev3.HashResource(b)
 	if typ == resource.ClusterType || typ == resource.ListenerType {
-		c.refs = cachev3.GetResourceReferences(map[string]types.ResourceWithTTL{name: {Resource: r}})
+		for t, names := range cachev3.GetResourceReferences(map[string]types.ResourceWithTTL{name: {Resource: r}}) {
+			for n := range names {
+				c.refs = append(c.refs, reference{t, n})
+			}
+		}
 	}
 	return c, false
 }
@@ -443,8 +453,10 @@ func consistent(byType map[resource.Type]*typeState) error {
 		referenced := map[string]bool{}
 		for _, from := range []resource.Type{resource.ClusterType, resource.ListenerType} {
 			for _, c := range byType[from].byName {
-				for name := range c.refs[typ] {
-					referenced[name] = true
+				for _, ref := range c.refs {
+					if ref.typ == typ {
+						referenced[ref.name] = true
+					}
 				}
 			}
 		}

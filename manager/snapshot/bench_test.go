@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"testing"
 
@@ -163,6 +164,11 @@ func benchOneChange(b *testing.B, n int, route bool) {
 	if v, _ := srv.Version(v1.DefaultFleetName); v == "" {
 		b.Fatalf("no snapshot: %v", srv.LastError(v1.DefaultFleetName))
 	}
+	// What the builder, translator and server keep, with the objects (as an informer cache would).
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	heap := ms.HeapAlloc
 	b.ReportAllocs()
 	b.ResetTimer()
 	i, rebuilt := 0, 0
@@ -198,6 +204,7 @@ func benchOneChange(b *testing.B, n int, route bool) {
 	b.StopTimer()
 	// What the proxies are sent (delta xDS): resources that are not the same as before.
 	b.ReportMetric(float64(rebuilt)/float64(i), "resources/change")
+	b.ReportMetric(float64(heap)/float64(2*n), "heap-B/object")
 	if err := srv.LastError(v1.DefaultFleetName); err != nil {
 		b.Fatal(err)
 	}
