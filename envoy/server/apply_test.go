@@ -8,9 +8,13 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -73,4 +77,40 @@ func TestApplyReusesCheckedResources(t *testing.T) {
 	if got != want {
 		t.Fatalf("endpoint version %s, Hash says %s", got, want)
 	}
+}
+
+// A route configuration that follows one of the same name is checked for
+// the virtual hosts it adds: an invalid one is refused, a known one is not
+// checked again.
+func TestApplyChecksNewVirtualHosts(t *testing.T) {
+	s := New(Options{Log: logr.Discard()})
+	good := &routev3.VirtualHost{Name: "a", Domains: []string{"a.example.com"}}
+	set := func(vhs ...*routev3.VirtualHost) error {
+		s.Set(fleet, map[resource.Type][]types.Resource{resource.RouteType: {&routev3.RouteConfiguration{Name: "http", VirtualHosts: vhs}},
+			resource.ListenerType: {httpListener()}})
+		s.Flush()
+		return s.LastError(fleet)
+	}
+	if err := set(good); err != nil {
+		t.Fatal(err)
+	}
+	bad := &routev3.VirtualHost{Name: "b"} // no domains
+	if err := set(good, bad); err == nil || !strings.Contains(err.Error(), "VirtualHosts[1]") {
+		t.Fatalf("a new invalid virtual host: %v", err)
+	}
+	if err := set(good, &routev3.VirtualHost{Name: "c", Domains: []string{"c.example.com"}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func httpListener() *listenerv3.Listener {
+	m := &hcmv3.HttpConnectionManager{StatPrefix: "http", RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+		RouteConfigName: "http", ConfigSource: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}}}
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(err)
+	}
+	return &listenerv3.Listener{Name: "http", Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 8080}}}},
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}}}}}
 }

@@ -18,12 +18,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -32,6 +34,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Options configure a Server.
@@ -293,8 +296,14 @@ var xdsTypes = []resource.Type{resource.ClusterType, resource.EndpointType, reso
 type checked struct {
 	res  types.Resource
 	hash string
-	refs map[resource.Type]map[string]bool // of clusters and listeners
+	refs []reference // what a cluster or listener refers to
 	err  error
+}
+
+// reference is a resource another one names.
+type reference struct {
+	typ  resource.Type
+	name string
 }
 
 // fleetChecked is what the last applied Set of a fleet was found to be.
@@ -318,29 +327,55 @@ type typeState struct {
 
 // checkType builds the state of a type's resources, checking only those
 // not in prev; namesChanged says whether the set of names differs from prev's.
+// The maps start as copies of prev's (a map copy is far cheaper than
+// rebuilding) and take the changes.
 func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *typeState, namesChanged bool) {
-	var prevByName map[string]checked
-	if prev != nil {
-		prevByName = prev.byName
+	if prev == nil {
+		prev = &typeState{}
 	}
-	t = &typeState{items: items, byName: make(map[string]checked, len(items)),
-		indexed: make(map[string]types.ResourceWithTTL, len(items)), hashes: make(map[string]string, len(items))}
-	namesChanged = len(items) != len(prevByName)
+	// byName is only apply's: it is taken over and patched. The others are
+	// the snapshot's, which may still be read: copied, then patched.
+	t = &typeState{items: items, byName: prev.byName, indexed: maps.Clone(prev.indexed), hashes: maps.Clone(prev.hashes)}
+	prev.byName = nil
+	if t.byName == nil {
+		t.byName, t.indexed, t.hashes = map[string]checked{}, map[string]types.ResourceWithTTL{}, map[string]string{}
+	}
+	before := len(t.byName)
 	entries := make([]named, 0, len(items))
 	var errs []error
+	added := 0
 	for _, r := range items {
 		name := cachev3.GetResourceName(r)
-		c, _ := check(prevByName, typ, name, r)
+		c, had := t.byName[name]
+		if !had {
+			added++
+		}
+		if !had || c.res != r {
+			c, _ = check(t.byName, typ, name, r)
+			t.byName[name] = c
+			t.indexed[name] = types.ResourceWithTTL{Resource: r}
+			t.hashes[name] = c.hash
+		}
 		if c.err != nil {
 			errs = append(errs, c.err)
 		}
-		if _, ok := prevByName[name]; !ok {
-			namesChanged = true
-		}
-		t.byName[name] = c
-		t.indexed[name] = types.ResourceWithTTL{Resource: r}
-		t.hashes[name] = c.hash
 		entries = append(entries, named{name, c.hash})
+	}
+	namesChanged = added > 0
+	if before+added != len(items) {
+		// Some are gone (or a name came twice): drop what is not handed now.
+		now := make(map[string]bool, len(items))
+		for _, e := range entries {
+			now[e.name] = true
+		}
+		for name := range t.byName {
+			if !now[name] {
+				delete(t.byName, name)
+				delete(t.indexed, name)
+				delete(t.hashes, name)
+				namesChanged = true
+			}
+		}
 	}
 	t.err = errors.Join(errs...)
 	t.version = typeVersion(entries)
@@ -354,10 +389,8 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 		return c, true
 	}
 	c = checked{res: r}
-	if v, ok := r.(interface{ Validate() error }); ok {
-		if err := v.Validate(); err != nil {
-			c.err = fmt.Errorf("%s %q: %w", typ, name, err)
-		}
+	if err := validate(r, prev[name]); err != nil {
+		c.err = fmt.Errorf("%s %q: %w", typ, name, err)
 	}
 	b, err := cachev3.MarshalResource(r)
 	if err != nil {
@@ -366,9 +399,50 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 	}
 	c.hash = cachev3.HashResource(b)
 	if typ == resource.ClusterType || typ == resource.ListenerType {
-		c.refs = cachev3.GetResourceReferences(map[string]types.ResourceWithTTL{name: {Resource: r}})
+		for t, names := range cachev3.GetResourceReferences(map[string]types.ResourceWithTTL{name: {Resource: r}}) {
+			for n := range names {
+				c.refs = append(c.refs, reference{t, n})
+			}
+		}
 	}
 	return c, false
+}
+
+// validate runs r's Validate(). A route configuration that follows a valid
+// one of the same name is validated for its own fields and the virtual hosts
+// that are new (by identity): the big shared one changes by a host at a time.
+func validate(r types.Resource, prev checked) error {
+	rc, ok := r.(*routev3.RouteConfiguration)
+	old, okOld := prev.res.(*routev3.RouteConfiguration)
+	if !ok || !okOld || prev.err != nil {
+		if v, ok := r.(interface{ Validate() error }); ok {
+			return v.Validate()
+		}
+		return nil
+	}
+	known := make(map[*routev3.VirtualHost]bool, len(old.VirtualHosts))
+	for _, vh := range old.VirtualHosts {
+		known[vh] = true
+	}
+	// A shallow copy of every field but the virtual hosts.
+	shell := &routev3.RouteConfiguration{}
+	rc.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Name() != "virtual_hosts" {
+			shell.ProtoReflect().Set(fd, v)
+		}
+		return true
+	})
+	if err := shell.Validate(); err != nil {
+		return err
+	}
+	for i, vh := range rc.VirtualHosts {
+		if !known[vh] {
+			if err := vh.Validate(); err != nil {
+				return fmt.Errorf("invalid RouteConfiguration.VirtualHosts[%d]: %w", i, err)
+			}
+		}
+	}
+	return nil
 }
 
 // consistent is go-control-plane's Snapshot.Consistent from the references
@@ -379,8 +453,10 @@ func consistent(byType map[resource.Type]*typeState) error {
 		referenced := map[string]bool{}
 		for _, from := range []resource.Type{resource.ClusterType, resource.ListenerType} {
 			for _, c := range byType[from].byName {
-				for name := range c.refs[typ] {
-					referenced[name] = true
+				for _, ref := range c.refs {
+					if ref.typ == typ {
+						referenced[ref.name] = true
+					}
 				}
 			}
 		}

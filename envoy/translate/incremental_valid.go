@@ -97,7 +97,7 @@ func (m *validMemo) parts(f *model.Fleet) bool {
 		}
 		backends[b.Name] = b
 		v := m.backends[b.Name]
-		if v == nil || !reflect.DeepEqual(&v.b, b) {
+		if v == nil || !v.b.Equal(b) {
 			if (&model.Fleet{Name: f.Name, Backends: []model.Backend{*b}}).Validate() != nil {
 				return false
 			}
@@ -120,7 +120,7 @@ func (m *validMemo) parts(f *model.Fleet) bool {
 		if v != nil && v.mark == call {
 			return false // two services on one VIP port
 		}
-		if v == nil || v.proto != protocol(s.Backend) || !reflect.DeepEqual(&v.s, s) {
+		if v == nil || v.proto != protocol(s.Backend) || !v.s.Equal(s) {
 			mini := base
 			mini.L4 = []model.L4Service{*s}
 			if b := backends[s.Backend]; b != nil {
@@ -175,7 +175,7 @@ func (m *validMemo) parts(f *model.Fleet) bool {
 		if v != nil && v.mark == call {
 			return false // two virtual hosts of one name
 		}
-		if v == nil || v.cert != hasCert || !slices.Equal(v.refs, refs) || !reflect.DeepEqual(&v.v, vh) {
+		if v == nil || v.cert != hasCert || !slices.Equal(v.refs, refs) || !v.v.Equal(vh) {
 			mini := base
 			mini.VirtualHosts = []model.VirtualHost{*vh}
 			if c := certs[vh.Certificate]; c != nil {

@@ -3,9 +3,11 @@ package snapshot
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"testing"
 
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -16,6 +18,7 @@ import (
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/envoy/server"
+	"github.com/fleetlb/fleetlb/envoy/translate"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
@@ -136,45 +139,98 @@ func benchWorld(n int) *memCache {
 // between the event and the proxies' new configuration at N LoadBalancers +
 // N Routes: the fleet's reconcile (model, translation, Set) and the xDS
 // server's apply of the Set (validation, hashing, snapshot). Each iteration
-// changes one LoadBalancer's node port (alternating objects and tenants).
+// changes one object (alternating objects and tenants): a LoadBalancer's node
+// port (its endpoints change), or a Route's path (the shared HTTP route
+// configuration, which holds every virtual host, changes).
 func BenchmarkOneChange(b *testing.B) {
-	for _, n := range []int{1000, 5000} {
-		b.Run(strconv.Itoa(n), func(b *testing.B) {
-			m := benchWorld(n)
-			srv := server.New(server.Options{Log: logr.Discard()})
-			bld := &Builder{Client: m, XDS: srv, Log: logr.Discard(), BackendDeny: testDeny, WriteStatus: func() bool { return false }}
-			bld.init()
-			ctx := context.Background()
-			req := reconcileRequest()
-			if _, err := bld.Reconcile(ctx, req); err != nil {
-				b.Fatal(err)
-			}
-			srv.Flush()
-			if v, _ := srv.Version(v1.DefaultFleetName); v == "" {
-				b.Fatalf("no snapshot: %v", srv.LastError(v1.DefaultFleetName))
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			i := 0
-			for b.Loop() {
-				ns := tenant.Namespace(fmt.Sprint("t", i%5))
-				old := m.lbs[ns][(i/5)%len(m.lbs[ns])]
-				lb := old.DeepCopy()
-				lb.Generation++
-				lb.ResourceVersion = strconv.Itoa(int(lb.Generation))
-				lb.Spec.Ports[0].NodePort = 30000 + v1.PortNumber(i%500)
-				m.lbs[ns][(i/5)%len(m.lbs[ns])] = lb
-				bld.changedInNamespace(ctx, lb) // what the watch handler does
-				i++
-				if _, err := bld.Reconcile(ctx, req); err != nil {
-					b.Fatal(err)
-				}
-				srv.Flush()
-			}
-			b.StopTimer()
-			if err := srv.LastError(v1.DefaultFleetName); err != nil {
-				b.Fatal(err)
-			}
-		})
+	for _, kind := range []string{"LoadBalancer", "Route"} {
+		for _, n := range []int{1000, 5000, 10000} {
+			b.Run(kind+"/"+strconv.Itoa(n), func(b *testing.B) { benchOneChange(b, n, kind == "Route") })
+		}
 	}
+}
+
+func benchOneChange(b *testing.B, n int, route bool) {
+	m := benchWorld(n)
+	srv := server.New(server.Options{Log: logr.Discard()})
+	bld := &Builder{Client: m, XDS: srv, Log: logr.Discard(), BackendDeny: testDeny, WriteStatus: func() bool { return false }}
+	bld.init()
+	ctx := context.Background()
+	req := reconcileRequest()
+	if _, err := bld.Reconcile(ctx, req); err != nil {
+		b.Fatal(err)
+	}
+	srv.Flush()
+	if v, _ := srv.Version(v1.DefaultFleetName); v == "" {
+		b.Fatalf("no snapshot: %v", srv.LastError(v1.DefaultFleetName))
+	}
+	// What the builder, translator and server keep, with the objects (as an informer cache would).
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	heap := ms.HeapAlloc
+	b.ReportAllocs()
+	b.ResetTimer()
+	i, rebuilt := 0, 0
+	for b.Loop() {
+		ns := tenant.Namespace(fmt.Sprint("t", i%5))
+		var changed client.Object
+		if route {
+			j := (i / 5) % len(m.routes[ns])
+			rt := m.routes[ns][j].DeepCopy()
+			rt.Generation++
+			rt.ResourceVersion = strconv.Itoa(int(rt.Generation))
+			rt.Spec.Rules[0].Matches = []v1.RouteMatch{pathMatch(v1.PathPrefix, fmt.Sprint("/api", i))}
+			m.routes[ns][j], changed = rt, rt
+		} else {
+			j := (i / 5) % len(m.lbs[ns])
+			lb := m.lbs[ns][j].DeepCopy()
+			lb.Generation++
+			lb.ResourceVersion = strconv.Itoa(int(lb.Generation))
+			lb.Spec.Ports[0].NodePort = 30000 + v1.PortNumber(i%500)
+			m.lbs[ns][j], changed = lb, lb
+		}
+		bld.changedInNamespace(ctx, changed) // what the watch handler does
+		i++
+		before := bld.trans[v1.DefaultFleetName].Last()
+		if _, err := bld.Reconcile(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+		srv.Flush()
+		b.StopTimer()
+		rebuilt += differing(before, bld.trans[v1.DefaultFleetName].Last())
+		b.StartTimer()
+	}
+	b.StopTimer()
+	// What the proxies are sent (delta xDS): resources that are not the same as before.
+	b.ReportMetric(float64(rebuilt)/float64(i), "resources/change")
+	b.ReportMetric(float64(heap)/float64(2*n), "heap-B/object")
+	if err := srv.LastError(v1.DefaultFleetName); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// differing counts the resources of b that are not (by identity) in a.
+func differing(a, b *translate.Output) int {
+	n := 0
+	for _, pair := range [][2][]cachetypes.Resource{{a.Listeners, b.Listeners}, {a.Routes, b.Routes}, {a.Clusters, b.Clusters}, {a.Endpoints, b.Endpoints}, {a.Secrets, b.Secrets}} {
+		if len(pair[0]) == len(pair[1]) { // both in name order
+			for i := range pair[0] {
+				if pair[0][i] != pair[1][i] {
+					n++
+				}
+			}
+			continue
+		}
+		old := map[cachetypes.Resource]bool{}
+		for _, r := range pair[0] {
+			old[r] = true
+		}
+		for _, r := range pair[1] {
+			if !old[r] {
+				n++
+			}
+		}
+	}
+	return n
 }

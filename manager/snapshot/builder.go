@@ -259,9 +259,14 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	listeners := fmt.Sprintf("%v|%v|%s", httpL, httpsL, noL7)
 	denyV := b.denyVersion(fleet, deny)
 
+	b.forgetTenantsBut(tenants.Items)
+
 	var lbs []*lbPart
 	var routes []*routePart
 	var objects []served // Programmed is reported on these
+	b.mu.Lock()
+	objects = make([]served, 0, len(b.since[fleet])+16)
+	b.mu.Unlock()
 	var unserved []*v1.Route
 	for i := range tenants.Items {
 		t := &tenants.Items[i]
@@ -302,7 +307,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	}
 	// Each LoadBalancer must translate on its own (next to the shared
 	// listeners), so one bad object never stalls the fleet.
-	var okLBs []admittedLB
+	okLBs := make([]admittedLB, 0, len(lbs))
 	for _, p := range lbs {
 		o := served{obj: p.a.lb, key: p.skey, gen: p.a.lb.Generation}
 		if err := checkLB(p, fleet, httpL, httpsL, len(okRoutes) > 0); err != nil {
@@ -373,7 +378,10 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		c.trialGen = gen
 	}
 	b.mu.Unlock()
-	writes := make([]programmedWrite, 0, len(objects))
+	if b.WriteStatus != nil && !b.WriteStatus() {
+		return ctrl.Result{}, nil // another replica writes status
+	}
+	var writes []programmedWrite
 	waiting, programmed := waitingMessage(fleet), "served by fleet "+fleet
 	for _, o := range objects {
 		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: o.reason, Message: o.msg, ObservedGeneration: o.gen}
@@ -383,15 +391,20 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 				cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, v1.ReasonProgrammed, programmed
 			}
 		}
-		writes = append(writes, programmedWrite{o.obj, cond})
+		if !programmedIs(o.obj, &cond) {
+			writes = append(writes, programmedWrite{o.obj, cond})
+		}
 	}
 	// A Route no longer accepted is no longer programmed either.
 	for _, rt := range unserved {
 		if meta.FindStatusCondition(rt.Status.Conditions, v1.ConditionProgrammed) == nil {
 			continue
 		}
-		writes = append(writes, programmedWrite{rt, metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending,
-			Message: "no hostname of the route is accepted", ObservedGeneration: rt.Generation}})
+		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending,
+			Message: "no hostname of the route is accepted", ObservedGeneration: rt.Generation}
+		if !programmedIs(rt, &cond) {
+			writes = append(writes, programmedWrite{rt, cond})
+		}
 	}
 	return ctrl.Result{}, b.writeProgrammed(ctx, fleet, writes)
 }

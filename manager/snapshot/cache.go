@@ -278,3 +278,19 @@ func checkLB(p *lbPart, fleet string, httpL, httpsL *model.SharedListener, withL
 	}
 	return p.trial[i].err
 }
+
+// forgetTenantsBut drops what is kept for tenants that no longer exist.
+func (b *Builder) forgetTenantsBut(tenants []v1.Tenant) {
+	keep := make(map[string]bool, len(tenants))
+	for i := range tenants {
+		keep[tenant.Namespace(tenants[i].Name)] = true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ns := range b.parts {
+		if !keep[ns] {
+			delete(b.parts, ns)
+			delete(b.seq, ns)
+		}
+	}
+}

@@ -26,6 +26,11 @@ func assemble(fleet string, httpL, httpsL *model.SharedListener, routes []*admit
 		f.HTTP, f.HTTPS = httpL, httpsL
 		// Only the certificates and backends the virtual hosts use.
 		certs, backends := map[string]bool{}, map[string]bool{}
+		n := len(global) + len(lbs)
+		for _, a := range routes {
+			n += len(a.backends)
+		}
+		f.Backends = make([]model.Backend, 0, n)
 		for _, v := range vhosts {
 			certs[v.Certificate] = true
 			for _, r := range v.Routes {
@@ -61,7 +66,9 @@ func assemble(fleet string, httpL, httpsL *model.SharedListener, routes []*admit
 	globals := map[string][]admittedLB{}
 	var globalOrder []string
 	f.L4 = slices.Grow(f.L4, len(lbs))
-	f.Backends = slices.Grow(f.Backends, len(lbs))
+	if f.Backends == nil {
+		f.Backends = make([]model.Backend, 0, len(lbs))
+	}
 	for _, a := range lbs {
 		if a.global != "" && len(a.services) > 0 {
 			// Members of a global load balancer are joined below, per shared VIP.

@@ -303,6 +303,9 @@ func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) (
 // the joined route forwards to all their backends, each cluster's share set
 // by the strategy's weights (failover is then approximated by round robin).
 func mergeGlobal(host string, routes []model.Route, origins []*admittedRoute, backend func(string) *model.Backend) ([]model.Route, []model.Backend) {
+	if !slices.ContainsFunc(origins, func(a *admittedRoute) bool { return a.tenant.Name != origins[0].tenant.Name }) {
+		return routes, nil // one tenant: nothing to join
+	}
 	used := make([]bool, len(routes))
 	var out []model.Route
 	var extra []model.Backend

@@ -2,9 +2,10 @@ package snapshot
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -38,8 +39,8 @@ func waitingMessage(fleet string) string {
 	return "waiting for every proxy of fleet " + fleet + " to acknowledge the configuration"
 }
 
-// writeProgrammed writes the Programmed conditions that differ from what the
-// objects carry, StatusWorkers at a time. "Waiting for the proxies" is not
+// writeProgrammed writes Programmed conditions (each differs from what its
+// object carries: programmedIs), StatusWorkers at a time. "Waiting for the proxies" is not
 // written while proxies of the fleet are connected here: their ACK follows
 // within moments and brings the final condition, so it would only double the
 // writes (a stale observedGeneration already says the object is not
@@ -54,18 +55,17 @@ func (b *Builder) writeProgrammed(ctx context.Context, fleet string, writes []pr
 	if pc, ok := b.XDS.(ProxyCounter); ok {
 		skipWaiting = pc.Proxies(fleet) > 0
 	}
-	g, ctx := errgroup.WithContext(ctx)
 	workers := b.StatusWorkers
 	if workers <= 0 {
 		workers = DefaultStatusWorkers
 	}
-	g.SetLimit(workers)
+	slots := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	for _, w := range writes {
 		cur := meta.FindStatusCondition(conditionsOf(w.obj), v1.ConditionProgrammed)
-		if cur != nil && cur.Status == w.cond.Status && cur.Reason == w.cond.Reason && cur.Message == w.cond.Message && cur.ObservedGeneration == w.cond.ObservedGeneration {
-			continue // never rewrite an unchanged condition
-		}
 		if skipWaiting && w.cond.Status == metav1.ConditionFalse && w.cond.Message == waitingMessage(fleet) {
 			continue
 		}
@@ -73,9 +73,25 @@ func (b *Builder) writeProgrammed(ctx context.Context, fleet string, writes []pr
 		if cur != nil && cur.Status == w.cond.Status {
 			w.cond.LastTransitionTime = cur.LastTransitionTime
 		}
-		g.Go(func() error { return b.applyProgrammed(ctx, w) })
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := b.applyProgrammed(ctx, w); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
 	}
-	return g.Wait()
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// programmedIs reports whether o's Programmed condition already says c
+// (a condition is never rewritten unchanged).
+func programmedIs(o client.Object, c *metav1.Condition) bool {
+	cur := meta.FindStatusCondition(conditionsOf(o), v1.ConditionProgrammed)
+	return cur != nil && cur.Status == c.Status && cur.Reason == c.Reason && cur.Message == c.Message && cur.ObservedGeneration == c.ObservedGeneration
 }
 
 func conditionsOf(o client.Object) []metav1.Condition {
