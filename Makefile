@@ -80,10 +80,10 @@ conformance: tools ## Gateway API conformance, API level: the gateway-api suite 
 	go test -tags conformance -timeout 30m ./e2e/conformance/ -v -count=1
 
 .PHONY: generate
-generate: ## Regenerate deepcopy code and the CRDs in deploy/crds/.
+generate: ## Regenerate deepcopy code and the CRDs in deploy/charts/fleetlb/crds/.
 	go run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION) \
 		object:headerFile=hack/boilerplate.go.txt paths=./api/... \
-		crd:allowDangerousTypes=false output:crd:artifacts:config=deploy/crds
+		crd:allowDangerousTypes=false output:crd:artifacts:config=deploy/charts/fleetlb/crds
 
 .PHONY: lint
 lint: ## gofmt and go vet.

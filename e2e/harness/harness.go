@@ -300,8 +300,8 @@ func (h *Harness) StartFleetWith(opts FleetOptions, pool ...v1.AddressRange) (*F
 	if err := mgmt.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: FleetNamespace}}); err != nil {
 		return nil, err
 	}
-	// What tenants may not write (deploy/manager/tenant-policy.yaml), as in a real installation.
-	if out, err := mgmt.Kubectl(ctx, "apply", "-f", filepath.Join(root, "deploy", "manager", "tenant-policy.yaml")); err != nil {
+	// What tenants may not write (deploy/charts/fleetlb/files/tenant-policy.yaml), as in a real installation.
+	if out, err := mgmt.Kubectl(ctx, "apply", "-f", filepath.Join(root, "deploy", "charts", "fleetlb", "files", "tenant-policy.yaml")); err != nil {
 		return nil, fmt.Errorf("tenant policy: %w\n%s", err, out)
 	}
 	u, err := url.Parse(mgmt.Config.Host)

@@ -19,7 +19,7 @@ import (
 	"github.com/fleetlb/fleetlb/internal/testenv"
 )
 
-// installPolicy applies deploy/manager/tenant-policy.yaml, as the harness and
+// installPolicy applies deploy/charts/fleetlb/files/tenant-policy.yaml, as the harness and
 // the kustomize base do.
 func installPolicy(t *testing.T) {
 	t.Helper()
@@ -27,7 +27,7 @@ func installPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := env.Kubectl(context.Background(), "apply", "-f", filepath.Join(root, "deploy", "manager", "tenant-policy.yaml")); err != nil {
+	if out, err := env.Kubectl(context.Background(), "apply", "-f", filepath.Join(root, "deploy", "charts", "fleetlb", "files", "tenant-policy.yaml")); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 }
