@@ -37,6 +37,10 @@ push: images ## Push the images to REGISTRY/<binary>:VERSION (make push REGISTRY
 	@if [ -z "$(REGISTRY)" ]; then echo "make push REGISTRY=registry.example.com/fleetlb"; exit 2; fi
 	go run ./hack/images -out bin/images -push $(REGISTRY) $(BINARIES)
 
+.PHONY: manifests
+manifests: ## Render deploy/charts into the plain manifests of deploy/install (and copy deploy/observability into the chart), with Helm's Go SDK.
+	go run ./hack/manifests
+
 .PHONY: tools
 tools: ## Build (or reuse from ~/.cache/fleetlb) kube-apiserver, etcd and kubectl into bin/k8s/.
 	@hack/tools/build.sh >/dev/null

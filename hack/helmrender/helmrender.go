@@ -6,7 +6,6 @@ package helmrender
 import (
 	"bytes"
 	"fmt"
-	"path"
 	"strings"
 
 	"helm.sh/helm/v3/pkg/chart"
@@ -73,7 +72,7 @@ func Render(dir, release, namespace string, values map[string]any) ([]byte, erro
 	}
 	var b bytes.Buffer
 	for _, crd := range c.CRDObjects() {
-		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", path.Join(c.Name(), crd.Filename), strings.TrimSpace(strings.TrimPrefix(string(crd.File.Data), "---\n")))
+		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", crd.Filename, strings.TrimSpace(strings.TrimPrefix(string(crd.File.Data), "---\n")))
 	}
 	for _, m := range manifests {
 		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", m.Name, strings.TrimSpace(m.Content))

@@ -25,7 +25,7 @@ var (
 		"LoadBalancers and Routes by tenant and by the status and reason of each condition (Accepted, Programmed; Routes also ResolvedRefs). A condition not yet written counts as status Unknown, reason Pending.",
 		[]string{"kind", "tenant", "condition", "status", "reason"}, nil)
 	notProgrammedDesc = prometheus.NewDesc("fleetlb_objects_not_programmed_since_timestamp_seconds",
-		"Since when (Unix time) the longest-waiting LoadBalancer or Route of the tenant has not been Programmed: the last transition of its Programmed condition, or its creation when it has none. Absent when all are Programmed.",
+		"Since when (Unix time) the longest-waiting accepted LoadBalancer or Route of the tenant has not been Programmed: the later of its Accepted and Programmed transitions (its creation when it has no Programmed condition). Objects not Accepted wait for their tenant, not for the fleet, and are not counted. Absent when every accepted object is Programmed.",
 		[]string{"kind", "tenant"}, nil)
 	tenantDesc = prometheus.NewDesc("fleetlb_tenant_condition",
 		"1 for each condition of each Tenant, with its status and reason.",
@@ -133,22 +133,26 @@ func (o *objectCounts) add(kind, namespace string, created metav1.Time, conds []
 	}
 	for _, typ := range types {
 		status, reason := string(metav1.ConditionUnknown), "Pending"
-		cond := meta.FindStatusCondition(conds, typ)
-		if cond != nil {
+		if cond := meta.FindStatusCondition(conds, typ); cond != nil {
 			status, reason = string(cond.Status), cond.Reason
 		}
 		o.counts[objectKey{kind, name, typ, status, reason}]++
-		if typ != v1.ConditionProgrammed || status == string(metav1.ConditionTrue) {
-			continue
-		}
-		since := created.Time
-		if cond != nil {
-			since = cond.LastTransitionTime.Time
-		}
-		k := waitKey{kind, name}
-		if t, seen := o.oldest[k]; !seen || since.Before(t) {
-			o.oldest[k] = since
-		}
+	}
+	accepted := meta.FindStatusCondition(conds, v1.ConditionAccepted)
+	programmed := meta.FindStatusCondition(conds, v1.ConditionProgrammed)
+	if accepted == nil || accepted.Status != metav1.ConditionTrue || (programmed != nil && programmed.Status == metav1.ConditionTrue) {
+		return
+	}
+	since := created.Time
+	if programmed != nil {
+		since = programmed.LastTransitionTime.Time
+	}
+	if accepted.LastTransitionTime.After(since) {
+		since = accepted.LastTransitionTime.Time
+	}
+	k := waitKey{kind, name}
+	if t, seen := o.oldest[k]; !seen || since.Before(t) {
+		o.oldest[k] = since
 	}
 }
 

@@ -31,9 +31,16 @@ func TestCollect(t *testing.T) {
 			cond(v1.ConditionAccepted, metav1.ConditionTrue, "Accepted", t0), cond(v1.ConditionProgrammed, metav1.ConditionTrue, "Programmed", t0)}}},
 		&v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: "waiting"}, Status: v1.LoadBalancerStatus{Conditions: []metav1.Condition{
 			cond(v1.ConditionAccepted, metav1.ConditionTrue, "Accepted", t0), cond(v1.ConditionProgrammed, metav1.ConditionFalse, "Pending", t0.Add(time.Minute))}}},
-		&v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: "older", CreationTimestamp: metav1.NewTime(t0.Add(-time.Hour))}},
+		// Accepted an hour ago, created two: waiting since the acceptance.
+		&v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: "older", CreationTimestamp: metav1.NewTime(t0.Add(-2 * time.Hour))},
+			Status: v1.LoadBalancerStatus{Conditions: []metav1.Condition{cond(v1.ConditionAccepted, metav1.ConditionTrue, "Accepted", t0.Add(-time.Hour))}}},
+		// Not accepted: the tenant's to fix, not counted as waiting.
+		&v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: "refused", CreationTimestamp: metav1.NewTime(t0.Add(-3 * time.Hour))}},
 		&v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-b", Name: "r"}, Status: v1.RouteStatus{Conditions: []metav1.Condition{
 			cond(v1.ConditionAccepted, metav1.ConditionFalse, "HostnameNotAllowed", t0), cond(v1.ConditionProgrammed, metav1.ConditionFalse, "NotAccepted", t0)}}},
+		// Refused for two hours, accepted since t0.
+		&v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-b", Name: "fixed"}, Status: v1.RouteStatus{Conditions: []metav1.Condition{
+			cond(v1.ConditionAccepted, metav1.ConditionTrue, "Accepted", t0), cond(v1.ConditionProgrammed, metav1.ConditionFalse, "Pending", t0.Add(-2*time.Hour))}}},
 		&v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Status: v1.TenantStatus{Conditions: []metav1.Condition{cond(v1.ConditionReady, metav1.ConditionTrue, "Ready", t0)}}},
 		&v1.ProxyFleet{ObjectMeta: metav1.ObjectMeta{Name: "edge"}, Status: v1.ProxyFleetStatus{Conditions: []metav1.Condition{cond(v1.ConditionProgrammed, metav1.ConditionFalse, "NACKed", t0)}}},
 		&v1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: "public"}, Spec: v1.AddressPoolSpec{Addresses: []v1.AddressRange{"192.0.2.0/30"}},
@@ -55,7 +62,7 @@ func TestCollect(t *testing.T) {
 # TYPE fleetlb_address_pool_addresses gauge
 fleetlb_address_pool_addresses{pool="public",state="allocated"} 3
 fleetlb_address_pool_addresses{pool="public",state="available"} 1
-# HELP fleetlb_objects_not_programmed_since_timestamp_seconds Since when (Unix time) the longest-waiting LoadBalancer or Route of the tenant has not been Programmed: the last transition of its Programmed condition, or its creation when it has none. Absent when all are Programmed.
+# HELP fleetlb_objects_not_programmed_since_timestamp_seconds Since when (Unix time) the longest-waiting accepted LoadBalancer or Route of the tenant has not been Programmed: the later of its Accepted and Programmed transitions (its creation when it has no Programmed condition). Objects not Accepted wait for their tenant, not for the fleet, and are not counted. Absent when every accepted object is Programmed.
 # TYPE fleetlb_objects_not_programmed_since_timestamp_seconds gauge
 fleetlb_objects_not_programmed_since_timestamp_seconds{kind="LoadBalancer",tenant="a"} ` + unix(t0.Add(-time.Hour)) + `
 fleetlb_objects_not_programmed_since_timestamp_seconds{kind="Route",tenant="b"} ` + unix(t0) + `
@@ -73,10 +80,12 @@ fleetlb_tenant_condition{condition="Ready",reason="Ready",status="True",tenant="
 	counts := map[string]float64{
 		`kind="LoadBalancer",tenant="a",condition="Programmed",status="True",reason="Programmed"`: 1,
 		`kind="LoadBalancer",tenant="a",condition="Programmed",status="False",reason="Pending"`:   1,
-		`kind="LoadBalancer",tenant="a",condition="Programmed",status="Unknown",reason="Pending"`: 1,
-		`kind="LoadBalancer",tenant="a",condition="Accepted",status="True",reason="Accepted"`:     2,
+		`kind="LoadBalancer",tenant="a",condition="Programmed",status="Unknown",reason="Pending"`: 2,
+		`kind="LoadBalancer",tenant="a",condition="Accepted",status="True",reason="Accepted"`:     3,
+		`kind="LoadBalancer",tenant="a",condition="Accepted",status="Unknown",reason="Pending"`:   1,
 		`kind="Route",tenant="b",condition="Accepted",status="False",reason="HostnameNotAllowed"`: 1,
-		`kind="Route",tenant="b",condition="ResolvedRefs",status="Unknown",reason="Pending"`:      1,
+		`kind="Route",tenant="b",condition="Accepted",status="True",reason="Accepted"`:            1,
+		`kind="Route",tenant="b",condition="ResolvedRefs",status="Unknown",reason="Pending"`:      2,
 	}
 	mfs, err := reg.Gather()
 	if err != nil {
