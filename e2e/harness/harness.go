@@ -263,6 +263,8 @@ type FleetOptions struct {
 	// --xds-insecure); by default every proxy connects over mTLS with its
 	// fleet's client certificate.
 	XDSInsecure bool
+	// MetricsAddress is the first replica's --metrics-bind-address; empty serves no metrics.
+	MetricsAddress string
 }
 
 // StartFleetWith is StartFleet with options.
@@ -338,8 +340,11 @@ func (h *Harness) StartFleetWith(opts FleetOptions, pool ...v1.AddressRange) (*F
 		leader = "--leader-elect=true"
 		f.managerArgs = append(f.managerArgs, "--leader-election-namespace", FleetNamespace)
 	}
-	if f.Manager, err = h.Start("fleetlb-manager", append(slices.Clone(f.managerArgs),
-		"--xds-address", f.XDSAddr, leader, "--replica-name", "manager-1")...); err != nil {
+	first := append(slices.Clone(f.managerArgs), "--xds-address", f.XDSAddr, leader, "--replica-name", "manager-1")
+	if opts.MetricsAddress != "" {
+		first = append(first, "--metrics-bind-address", opts.MetricsAddress) // the last one counts
+	}
+	if f.Manager, err = h.Start("fleetlb-manager", first...); err != nil {
 		return nil, err
 	}
 	if err := copyFile(mgmt.Kubeconfig, filepath.Join(h.Dir, "management.kubeconfig")); err != nil {
