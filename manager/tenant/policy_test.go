@@ -54,7 +54,7 @@ func tlsSecret(ns, name string) *corev1.Secret {
 	}
 }
 
-// The ValidatingAdmissionPolicy of deploy/manager, against the real
+// The ValidatingAdmissionPolicy of deploy/charts/fleetlb, against the real
 // apiserver, for a tenant's ServiceAccount: with its Role (issued by the
 // controller) and as itself (impersonated), every forbidden write is refused
 // with a message it can read; what the ccm does passes; the manager (here an
