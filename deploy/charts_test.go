@@ -126,7 +126,7 @@ func TestChartsLint(t *testing.T) {
 	}
 }
 
-// documents splits rendered manifests into their objects.
+// objects splits rendered manifests into their objects.
 func objects(t *testing.T, manifests []byte) []*unstructured.Unstructured {
 	t.Helper()
 	var out []*unstructured.Unstructured

@@ -53,10 +53,11 @@ func dedent(s string) string {
 // deploymentIn decodes the Deployment of rendered manifests.
 func deploymentIn(t *testing.T, manifests []byte) *appsv1.Deployment {
 	t.Helper()
-	for _, u := range objects(t, manifests) {
+	objs := objects(t, manifests)
+	for _, u := range objs {
 		if u.GetKind() == "Deployment" {
 			var d appsv1.Deployment
-			find(t, objects(t, manifests), "Deployment", u.GetName(), &d)
+			find(t, objs, "Deployment", u.GetName(), &d)
 			return &d
 		}
 	}
