@@ -37,6 +37,10 @@ push: images ## Push the images to REGISTRY/<binary>:VERSION (make push REGISTRY
 	@if [ -z "$(REGISTRY)" ]; then echo "make push REGISTRY=registry.example.com/fleetlb"; exit 2; fi
 	go run ./hack/images -out bin/images -push $(REGISTRY) $(BINARIES)
 
+.PHONY: manifests
+manifests: ## Render deploy/charts into the plain manifests of deploy/install (and copy deploy/observability into the chart), with Helm's Go SDK.
+	go run ./hack/manifests
+
 .PHONY: tools
 tools: ## Build (or reuse from ~/.cache/fleetlb) kube-apiserver, etcd and kubectl into bin/k8s/.
 	@hack/tools/build.sh >/dev/null
@@ -86,10 +90,10 @@ conformance: tools ## Gateway API conformance, API level: the gateway-api suite 
 	go test -tags conformance -timeout 30m ./e2e/conformance/ -v -count=1
 
 .PHONY: generate
-generate: ## Regenerate deepcopy code and the CRDs in deploy/crds/.
+generate: ## Regenerate deepcopy code and the CRDs in deploy/charts/fleetlb/crds/.
 	go run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION) \
 		object:headerFile=hack/boilerplate.go.txt paths=./api/... \
-		crd:allowDangerousTypes=false output:crd:artifacts:config=deploy/crds
+		crd:allowDangerousTypes=false output:crd:artifacts:config=deploy/charts/fleetlb/crds
 
 .PHONY: lint
 lint: ## gofmt and go vet.

@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"slices"
 	"strings"
 	"testing"
 
@@ -194,98 +192,6 @@ func TestExamplesMatchTheAPI(t *testing.T) {
 	for _, k := range []string{"Service", "Ingress", "Gateway", "HTTPRoute"} {
 		if kinds[k] == 0 {
 			t.Errorf("the tenant examples hold no %s", k)
-		}
-	}
-}
-
-// overlayBlocks returns the kustomization.yaml blocks of docs/install.md.
-func overlayBlocks(t *testing.T, root string) []string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, "docs", "install.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var blocks []string
-	for _, part := range strings.Split(string(b), "```yaml\n")[1:] {
-		block, _, _ := strings.Cut(part, "```")
-		if lines := strings.SplitN(strings.TrimSpace(block), "\n", 2); strings.HasPrefix(lines[0], "# kustomization.yaml") {
-			blocks = append(blocks, dedent(block))
-		}
-	}
-	return blocks
-}
-
-// dedent removes the indentation of the block's first line from every line.
-func dedent(s string) string {
-	first := strings.TrimLeft(s, "\n")
-	indent := first[:len(first)-len(strings.TrimLeft(first, " "))]
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		out = append(out, strings.TrimPrefix(l, indent))
-	}
-	return strings.Join(out, "\n")
-}
-
-// The overlays docs/install.md tells users to write render, with the bases of
-// this tree, into what the guide says: images renamed, flags patched, the
-// ccm's kubeconfig Secret next to the ccm.
-func TestInstallGuideOverlays(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{NoCRDs: true})
-	root, err := testenv.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := overlayBlocks(t, root)
-	if len(blocks) != 2 {
-		t.Fatalf("docs/install.md has %d kustomization.yaml blocks, want 2 (manager, ccm)", len(blocks))
-	}
-	remote := regexp.MustCompile(`github\.com/fleetlb/fleetlb/(deploy/[a-z]+)\?ref=<version>`)
-	for i, block := range blocks {
-		dir := t.TempDir()
-		m := remote.FindStringSubmatch(block)
-		if m == nil {
-			t.Fatalf("block %d names no github.com/fleetlb/fleetlb/deploy/... base:\n%s", i, block)
-		}
-		rel, err := filepath.Rel(dir, filepath.Join(root, m[1])) // kustomize takes no absolute bases
-		if err != nil {
-			t.Fatal(err)
-		}
-		k := remote.ReplaceAllString(block, rel)
-		k = strings.ReplaceAll(k, "<VERSION>", "v9.9.9")
-		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "kubeconfig"), []byte("apiVersion: v1\nkind: Config\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		out := render(t, env, dir)
-		dep := deployment(t, out)
-		c := dep.Spec.Template.Spec.Containers[0]
-		base := strings.TrimPrefix(m[1], "deploy/")
-		if want := "registry.example.com/fleetlb/fleetlb-" + base + ":v9.9.9"; c.Image != want {
-			t.Errorf("%s overlay: image %q, want %q", base, c.Image, want)
-		}
-		switch base {
-		case "manager":
-			if c.Args[0] != "--tenant-api-server=https://management.example.com:6443" || !slices.Contains(c.Args, "--tenant-api-ca-file=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt") {
-				t.Errorf("manager overlay args: %q", c.Args)
-			}
-		case "ccm":
-			if c.Args[0] != "--cluster-name=shop-eu" {
-				t.Errorf("ccm overlay args: %q", c.Args)
-			}
-			found := false
-			for _, doc := range bytes.Split(out, []byte("\n---\n")) {
-				var s corev1.Secret
-				if err := yaml.Unmarshal(doc, &s); err == nil && s.Kind == "Secret" {
-					found = s.Name == "fleetlb-management-kubeconfig" && s.Namespace == dep.Namespace && len(s.Data["kubeconfig"]) > 0
-				}
-			}
-			if !found {
-				t.Errorf("ccm overlay: no Secret fleetlb-management-kubeconfig with key kubeconfig in %s:\n%s", dep.Namespace, out)
-			}
-		default:
-			t.Errorf("unexpected base %s", base)
 		}
 	}
 }

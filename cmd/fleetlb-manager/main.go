@@ -34,6 +34,7 @@ import (
 	"github.com/fleetlb/fleetlb/manager/nodes"
 	"github.com/fleetlb/fleetlb/manager/route"
 	"github.com/fleetlb/fleetlb/manager/snapshot"
+	"github.com/fleetlb/fleetlb/manager/statusmetrics"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 	"github.com/fleetlb/fleetlb/manager/xdscerts"
 	"github.com/fleetlb/fleetlb/manager/xdsreport"
@@ -144,6 +145,8 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	// The objects' state (conditions, pool usage) as metrics, served by the leader.
+	metrics.Registry.MustRegister(&statusmetrics.Collector{Reader: mgr.GetCache(), Elected: mgr.Elected(), Log: ctrl.Log.WithName("status-metrics")})
 	fleetNS := o.fleet.fleetNamespace()
 	fleetXDS, err := o.fleet.xdsAddressFor(o.xdsAddr)
 	if err != nil {

@@ -263,6 +263,8 @@ type FleetOptions struct {
 	// --xds-insecure); by default every proxy connects over mTLS with its
 	// fleet's client certificate.
 	XDSInsecure bool
+	// MetricsAddress is the first replica's --metrics-bind-address; empty serves no metrics.
+	MetricsAddress string
 }
 
 // StartFleetWith is StartFleet with options.
@@ -300,8 +302,8 @@ func (h *Harness) StartFleetWith(opts FleetOptions, pool ...v1.AddressRange) (*F
 	if err := mgmt.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: FleetNamespace}}); err != nil {
 		return nil, err
 	}
-	// What tenants may not write (deploy/manager/tenant-policy.yaml), as in a real installation.
-	if out, err := mgmt.Kubectl(ctx, "apply", "-f", filepath.Join(root, "deploy", "manager", "tenant-policy.yaml")); err != nil {
+	// What tenants may not write (deploy/charts/fleetlb/files/tenant-policy.yaml), as in a real installation.
+	if out, err := mgmt.Kubectl(ctx, "apply", "-f", filepath.Join(root, "deploy", "charts", "fleetlb", "files", "tenant-policy.yaml")); err != nil {
 		return nil, fmt.Errorf("tenant policy: %w\n%s", err, out)
 	}
 	u, err := url.Parse(mgmt.Config.Host)
@@ -338,8 +340,11 @@ func (h *Harness) StartFleetWith(opts FleetOptions, pool ...v1.AddressRange) (*F
 		leader = "--leader-elect=true"
 		f.managerArgs = append(f.managerArgs, "--leader-election-namespace", FleetNamespace)
 	}
-	if f.Manager, err = h.Start("fleetlb-manager", append(slices.Clone(f.managerArgs),
-		"--xds-address", f.XDSAddr, leader, "--replica-name", "manager-1")...); err != nil {
+	first := append(slices.Clone(f.managerArgs), "--xds-address", f.XDSAddr, leader, "--replica-name", "manager-1")
+	if opts.MetricsAddress != "" {
+		first = append(first, "--metrics-bind-address", opts.MetricsAddress) // the last one counts
+	}
+	if f.Manager, err = h.Start("fleetlb-manager", first...); err != nil {
 		return nil, err
 	}
 	if err := copyFile(mgmt.Kubeconfig, filepath.Join(h.Dir, "management.kubeconfig")); err != nil {

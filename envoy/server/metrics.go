@@ -36,3 +36,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(m.refused, m.proxies, m.snapshots, m.rejects, m.pushes, m.pushedResources, m.nacks, m.propagation, m.debounce)
 	return m
 }
+
+// joined starts a fleet's NACK and reject counters at zero when its first
+// proxy joins, so they are served before anything goes wrong and an alert's
+// increase() sees the first NACK.
+func (m *metrics) joined(fleet string) {
+	m.rejects.WithLabelValues(fleet)
+	for _, t := range xdsTypes {
+		m.nacks.WithLabelValues(fleet, t)
+	}
+}

@@ -119,6 +119,7 @@ func (s *Server) setNode(st *stream, node *corev3.Node, exists bool) (bool, erro
 	}
 	st.node, st.fleet = node.GetId(), cluster
 	s.metrics.proxies.WithLabelValues(st.fleet).Inc()
+	s.metrics.joined(st.fleet)
 	return true, nil
 }
 

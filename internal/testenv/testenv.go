@@ -98,7 +98,7 @@ func New(opts Options) (*Env, error) {
 		if err != nil {
 			return nil, err
 		}
-		crdDirs = append(crdDirs, filepath.Join(root, "deploy", "crds"))
+		crdDirs = append(crdDirs, filepath.Join(root, "deploy", "charts", "fleetlb", "crds"))
 	}
 	crdDirs = append(crdDirs, opts.ExtraCRDDirs...)
 	scheme := fleetscheme.New()

@@ -33,7 +33,11 @@ const (
 	// of the pod, out of reach of any network client.
 	AdminSocket = adminDir + "/admin.sock"
 
-	defaultImage    = "envoyproxy/envoy:v1.36.2"
+	// DefaultImage is the Envoy of a ProxyFleet without spec.image: the one
+	// place its version is pinned. The CRD's default (api/v1alpha1) and the
+	// charts must agree; deploy's TestEnvoyImagePinnedOnce checks they do.
+	DefaultImage = "envoyproxy/envoy:v1.36.2"
+
 	defaultReplicas = int32(2)
 	envoyUID        = int64(101) // the envoy user of the official image
 	configDir       = "/etc/envoy"
@@ -183,7 +187,7 @@ func deployment(f *v1.ProxyFleet, namespace string, files map[string][]byte, sec
 		}},
 		Containers: []corev1.Container{{
 			Name:    "envoy",
-			Image:   cmp.Or(f.Spec.Image, defaultImage),
+			Image:   cmp.Or(f.Spec.Image, DefaultImage),
 			Command: []string{"envoy"},
 			Args: []string{
 				"--config-path", configDir + "/" + BootstrapKey,

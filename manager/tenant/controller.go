@@ -281,7 +281,7 @@ func (r *Reconciler) ensure(ctx context.Context, t *v1.Tenant, ns string) (time.
 
 // CCMRules is everything a tenant's ccm may do, all inside its own namespace.
 // RBAC cannot limit Secrets by type or spare one by name: the
-// ValidatingAdmissionPolicy of deploy/manager/tenant-policy.yaml lets the
+// ValidatingAdmissionPolicy of deploy/charts/fleetlb/files/tenant-policy.yaml lets the
 // tenant write only kubernetes.io/tls Secrets (no service-account-token
 // Secret), keeps the kubeconfig Secret read-only and keeps fleetlb.io/
 // finalizers. Nothing here reaches tokens (serviceaccounts/token).
@@ -307,6 +307,7 @@ func (r *Reconciler) ensureKubeconfig(ctx context.Context, t *v1.Tenant, ns stri
 	}
 	if err == nil {
 		if exp, perr := time.Parse(time.RFC3339, sec.Annotations[v1.AnnotationTokenExpires]); perr == nil {
+			observeToken(t.Name, exp, r.Options.TokenTTL)
 			renewAt := exp.Add(-r.Options.TokenTTL / 3)
 			if now.Before(renewAt) && len(sec.Data[KubeconfigKey]) > 0 && r.kubeconfigCurrent(sec.Data[KubeconfigKey]) {
 				return renewAt.Sub(now), nil
@@ -346,6 +347,7 @@ func (r *Reconciler) ensureKubeconfig(ctx context.Context, t *v1.Tenant, ns stri
 	if err := r.Client.Update(ctx, &sec); err != nil {
 		return 0, fmt.Errorf("kubeconfig secret: %w", err)
 	}
+	observeToken(t.Name, tr.Status.ExpirationTimestamp.Time, r.Options.TokenTTL)
 	r.Recorder.Eventf(t, nil, corev1.EventTypeNormal, "KubeconfigIssued", "Onboard",
 		"issued a ccm kubeconfig in %s/%s valid until %s", ns, KubeconfigSecretName, tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339))
 	if d := tr.Status.ExpirationTimestamp.Sub(now) * 2 / 3; d > 0 && d < renewAfter {
@@ -426,5 +428,6 @@ func (r *Reconciler) cleanup(ctx context.Context, t *v1.Tenant) (ctrl.Result, er
 		return ctrl.Result{}, err
 	}
 	controllerutil.RemoveFinalizer(t, Finalizer)
+	forgetToken(t.Name)
 	return ctrl.Result{}, r.Client.Update(ctx, t)
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/fleetlb/fleetlb/internal/testenv"
 )
 
-// installPolicy applies deploy/manager/tenant-policy.yaml, as the harness and
+// installPolicy applies deploy/charts/fleetlb/files/tenant-policy.yaml, as the harness and
 // the kustomize base do.
 func installPolicy(t *testing.T) {
 	t.Helper()
@@ -27,7 +27,7 @@ func installPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := env.Kubectl(context.Background(), "apply", "-f", filepath.Join(root, "deploy", "manager", "tenant-policy.yaml")); err != nil {
+	if out, err := env.Kubectl(context.Background(), "apply", "-f", filepath.Join(root, "deploy", "charts", "fleetlb", "files", "tenant-policy.yaml")); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 }
@@ -54,7 +54,7 @@ func tlsSecret(ns, name string) *corev1.Secret {
 	}
 }
 
-// The ValidatingAdmissionPolicy of deploy/manager, against the real
+// The ValidatingAdmissionPolicy of deploy/charts/fleetlb, against the real
 // apiserver, for a tenant's ServiceAccount: with its Role (issued by the
 // controller) and as itself (impersonated), every forbidden write is refused
 // with a message it can read; what the ccm does passes; the manager (here an
