@@ -69,7 +69,7 @@ func echoApps(env map[string]string, pc PodContext) map[int32]app {
 		h.ServeHTTP(w, r)
 	})
 	return map[int32]app{
-		httpPort:                httpApp(h, false),
+		httpPort:               httpApp(h, false),
 		port("H2C_PORT", 3001): httpApp(h2c, true),
 	}
 }

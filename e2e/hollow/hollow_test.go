@@ -391,4 +391,3 @@ func TestGRPCEchoAndNoEndpoints(t *testing.T) {
 	}
 	c.Close()
 }
-
