@@ -267,8 +267,14 @@ func runningStatus(p *corev1.Pod, ip, hostIP netip.Addr) *corev1.Pod {
 	return p
 }
 
-// allocateIP hands out the next free address of PodCIDR.
+// allocateIP hands out the next free address of PodCIDR, or the one uid got
+// before (its status write may have lost a race).
 func (h *Cluster) allocateIP(uid types.UID) (netip.Addr, error) {
+	for a, owner := range h.ips {
+		if owner == uid {
+			return a, nil
+		}
+	}
 	prefix := h.opts.PodCIDR.Masked()
 	size := 1 << min(prefix.Addr().BitLen()-prefix.Bits(), 20)
 	a := h.nextIP
