@@ -86,8 +86,8 @@ bench-failover: tools ## Measure failover between two clusters (L4, L7; refuse, 
 	flock /tmp/fleetlb-e2e.lock go run ./e2e/bench-failover -trials $(or $(TRIALS),20)
 
 .PHONY: conformance
-conformance: tools ## Gateway API conformance, API level: the gateway-api suite against a tenant control plane with the real binaries (README).
-	go test -tags conformance -timeout 30m ./e2e/conformance/ -v -count=1
+conformance: tools ## Gateway API conformance: the gateway-api suite (GATEWAY-HTTP, GATEWAY-GRPC) against a tenant control plane with the real binaries and hollow Pods; report in docs/conformance/ (README).
+	go test -tags conformance -timeout 60m ./e2e/conformance/ -v -count=1
 
 .PHONY: generate
 generate: ## Regenerate deepcopy code and the CRDs in deploy/charts/fleetlb/crds/.

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/e2e/hollow"
 	"github.com/fleetlb/fleetlb/internal/echo"
 	"github.com/fleetlb/fleetlb/internal/testenv"
 	"github.com/fleetlb/fleetlb/manager/tenant"
@@ -499,6 +500,21 @@ func (tc *Tenant) AddNode(name, ip, zone string) error {
 	}
 	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
 	return tc.Env.Client.Status().Update(ctx, n)
+}
+
+// StartHollowPods plays the deployment controller, kubelet, endpointslice
+// controller and kube-proxy for the tenant (e2e/hollow): Deployments get
+// Ready Pods, and every node port of a Service with a selector answers on
+// every Node's address as the Service's Pods, round-robin. Do not combine it
+// with ServeNodePorts or ServeCompanion on the same Services: both listen on
+// the node ports. It stops with the harness.
+func (tc *Tenant) StartHollowPods(opts hollow.Options) (*hollow.Cluster, error) {
+	c, err := hollow.Start(context.Background(), tc.Env.Config, opts)
+	if err != nil {
+		return nil, err
+	}
+	tc.h.onClose(c.Close)
+	return c, nil
 }
 
 // ServeNodePorts plays kube-proxy for a Service: an echo backend on every
