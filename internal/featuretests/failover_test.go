@@ -10,10 +10,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fleetlb/fleetlb/internal/blackhole"
 	"github.com/fleetlb/fleetlb/internal/echo"
 	"github.com/fleetlb/fleetlb/internal/model"
 )
@@ -360,40 +360,19 @@ func TestTCPConnectionsSurviveRefusingPriorityZero(t *testing.T) {
 	}
 }
 
-// blackholeEndpoint is a loopback port that neither accepts nor refuses: a
-// listening socket with an accept backlog of 0, its one queue slot taken by
-// the test's own connection, so Linux drops every further SYN (a node that
-// black-holes traffic, without root).
+// blackholeEndpoint is a loopback port that neither accepts nor refuses
+// connections: a node that black-holes traffic.
 func blackholeEndpoint(t *testing.T) model.Endpoint {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	h, err := blackhole.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := sa.(*syscall.SockaddrInet4).Port
-	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-	filler, err := net.DialTimeout("tcp", addr.String(), 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { filler.Close() })
-	// The slot is taken: a second connect must hang (bounded check).
-	if c, err := net.DialTimeout("tcp", addr.String(), 200*time.Millisecond); err == nil {
-		c.Close()
+	t.Cleanup(h.Close)
+	if !h.Holds() {
 		t.Skip("this kernel accepts connects beyond a full backlog-0 queue; no black hole on loopback")
 	}
-	return model.Endpoint{Address: addr.Addr(), Port: addr.Port()}
+	return model.Endpoint{Address: h.Addr().Addr(), Port: h.Addr().Port()}
 }
 
 // TestGETSurvivesBlackholedPriorityZero: the priority-0 node answers no SYN.
