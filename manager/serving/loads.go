@@ -20,9 +20,10 @@ import (
 // LoadBalancers, "global/<hostname>/<route>" for Routes.
 const GlobalPrefix = "global/"
 
-// Share is what one global backend took in the newest report window of the
-// proxies that carried its traffic: requests (TCP: connections) per tenant
-// cluster (the locality's region).
+// Share is what one global backend answered in the newest report window of
+// the proxies that carried its traffic: successful requests (TCP:
+// connections made) per tenant cluster (the locality's region). Requests a
+// dead cluster failed do not count: it is not serving them.
 type Share struct {
 	Fleet     string
 	ByCluster map[string]uint64
@@ -82,7 +83,7 @@ func (l *Loads) Record(fleet string, stream uint64, stats []*endpointv3.ClusterS
 			reported[name] = by
 		}
 		for _, ls := range cs.GetUpstreamLocalityStats() {
-			by[ls.GetLocality().GetRegion()] += ls.GetTotalIssuedRequests()
+			by[ls.GetLocality().GetRegion()] += ls.GetTotalSuccessfulRequests()
 		}
 	}
 	l.mu.Lock()

@@ -73,7 +73,7 @@ func report(backend string, byCluster map[string]uint64) []*endpointv3.ClusterSt
 	cs := &endpointv3.ClusterStats{ClusterName: backend}
 	for c, n := range byCluster {
 		cs.UpstreamLocalityStats = append(cs.UpstreamLocalityStats, &endpointv3.UpstreamLocalityStats{
-			Locality: &corev3.Locality{Region: c, Zone: "z1"}, TotalIssuedRequests: n})
+			Locality: &corev3.Locality{Region: c, Zone: "z1"}, TotalIssuedRequests: n + 1, TotalSuccessfulRequests: n, TotalErrorRequests: 1})
 	}
 	return []*endpointv3.ClusterStats{cs}
 }
