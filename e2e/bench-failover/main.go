@@ -73,12 +73,13 @@ func main() {
 
 // trial is one kill and one restore.
 type trial struct {
-	Failover       time.Duration  `json:"failoverNs"`
-	FailedFailover int            `json:"failedDuringFailover"`
-	FailoverKinds  map[string]int `json:"failedDuringFailoverKinds,omitempty"` // timeout, refused, reset, status NNN, ...
-	Failback       time.Duration  `json:"failbackNs"`
-	FailedFailback int            `json:"failedDuringFailback"`
-	FailbackKinds  map[string]int `json:"failedDuringFailbackKinds,omitempty"`
+	Failover        time.Duration  `json:"failoverNs"`
+	FailedFailover  int            `json:"failedDuringFailover"`
+	FailoverKinds   map[string]int `json:"failedDuringFailoverKinds,omitempty"` // timeout, refused, reset, status NNN, ...
+	SlowestFailover time.Duration  `json:"slowestDuringFailoverNs"`             // the longest answered request from the kill to the switch
+	Failback        time.Duration  `json:"failbackNs"`
+	FailedFailback  int            `json:"failedDuringFailback"`
+	FailbackKinds   map[string]int `json:"failedDuringFailbackKinds,omitempty"`
 }
 
 func total(kinds map[string]int) int {
@@ -101,6 +102,8 @@ type caseResult struct {
 	FailbackP50     time.Duration  `json:"failbackP50Ns"`
 	FailbackP99     time.Duration  `json:"failbackP99Ns"`
 	FailbackMax     time.Duration  `json:"failbackMaxNs"`
+	SlowestP50      time.Duration  `json:"slowestDuringFailoverP50Ns"`
+	SlowestMax      time.Duration  `json:"slowestDuringFailoverMaxNs"`
 	FailedTotal     int            `json:"failedDuringFailoverTotal"`
 	FailedMax       int            `json:"failedDuringFailoverMax"` // worst trial
 	FailedBackTotal int            `json:"failedDuringFailbackTotal"`
@@ -169,7 +172,7 @@ func runCase(ctx context.Context, c config, tgt *target, k, mode string) caseRes
 	defer tr.wg.Wait()
 	defer stop()
 	// Steady state first: the priority-0 cluster serves.
-	if _, _, err := tr.waitSettled(tr.mark(), tgt.primary.id.Cluster, c.consecutive, c.interval, 2*c.phase); err != nil {
+	if _, _, _, err := tr.waitSettled(tr.mark(), tgt.primary.id.Cluster, c.consecutive, c.interval, 2*c.phase); err != nil {
 		res.Error = "before the first trial: " + err.Error()
 		return res
 	}
@@ -195,13 +198,13 @@ func runCase(ctx context.Context, c config, tgt *target, k, mode string) caseRes
 			res.Error = err.Error()
 			break
 		}
-		first, failed, err := tr.waitSettled(from, tgt.secondary.id.Cluster, c.consecutive, c.interval, c.phase)
+		first, failed, slowest, err := tr.waitSettled(from, tgt.secondary.id.Cluster, c.consecutive, c.interval, c.phase)
 		if err != nil {
 			res.Error = fmt.Sprintf("trial %d failover: %v", i, err)
 			_ = tgt.primary.restore(mode)
 			break
 		}
-		t.Failover, t.FailedFailover, t.FailoverKinds = max(0, tr.startOf(first).Sub(killed)), total(failed), failed
+		t.Failover, t.FailedFailover, t.FailoverKinds, t.SlowestFailover = max(0, tr.startOf(first).Sub(killed)), total(failed), failed, slowest
 
 		restored := time.Now()
 		from = tr.mark()
@@ -209,7 +212,7 @@ func runCase(ctx context.Context, c config, tgt *target, k, mode string) caseRes
 			res.Error = err.Error()
 			break
 		}
-		first, failed, err = tr.waitSettled(from, tgt.primary.id.Cluster, c.consecutive, c.interval, c.phase)
+		first, failed, _, err = tr.waitSettled(from, tgt.primary.id.Cluster, c.consecutive, c.interval, c.phase)
 		if err != nil {
 			res.Error = fmt.Sprintf("trial %d fail-back: %v", i, err)
 			break
@@ -238,6 +241,8 @@ func summarize(res *caseResult) {
 	fb := func(t trial) time.Duration { return t.Failback }
 	res.FailoverP50, res.FailoverP99, res.FailoverMax = q(fo, 0.5), q(fo, 0.99), q(fo, 1)
 	res.FailbackP50, res.FailbackP99, res.FailbackMax = q(fb, 0.5), q(fb, 0.99), q(fb, 1)
+	sl := func(t trial) time.Duration { return t.SlowestFailover }
+	res.SlowestP50, res.SlowestMax = q(sl, 0.5), q(sl, 1)
 	res.FailedKinds = map[string]int{}
 	for _, t := range res.Trials {
 		for k, v := range t.FailoverKinds {
@@ -252,12 +257,12 @@ func summarize(res *caseResult) {
 	}
 }
 
-const header = "%-4s %-10s %6s  %10s %10s %10s  %12s  %10s %10s %10s  %12s\n"
+const header = "%-4s %-10s %6s  %10s %10s %10s  %12s  %10s %10s  %10s %10s %10s  %12s\n"
 
 func printRow(r caseResult) {
 	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
 	fmt.Printf(header, r.Case, r.Mode, fmt.Sprint(len(r.Trials)), ms(r.FailoverP50), ms(r.FailoverP99), ms(r.FailoverMax),
-		fmt.Sprintf("%d (max %d)", r.FailedTotal, r.FailedMax), ms(r.FailbackP50), ms(r.FailbackP99), ms(r.FailbackMax), fmt.Sprint(r.FailedBackTotal))
+		fmt.Sprintf("%d (max %d)", r.FailedTotal, r.FailedMax), ms(r.SlowestP50), ms(r.SlowestMax), ms(r.FailbackP50), ms(r.FailbackP99), ms(r.FailbackMax), fmt.Sprint(r.FailedBackTotal))
 	if len(r.FailedKinds) > 0 {
 		fmt.Printf("     failed requests by kind: %v\n", r.FailedKinds)
 	}
@@ -269,7 +274,7 @@ func printRow(r caseResult) {
 func printTable(rep report) {
 	fmt.Printf("\nfailover between two clusters of one group (strategy failover), a request every %s, done at %d consecutive; load average %s → %s\n",
 		rep.Interval, rep.Consecutive, rep.LoadAvg[0], rep.LoadAvg[len(rep.LoadAvg)-1])
-	fmt.Printf(header, "case", "kill", "trials", "fo p50", "fo p99", "fo max", "failed", "fb p50", "fb p99", "fb max", "failed (fb)")
+	fmt.Printf(header, "case", "kill", "trials", "fo p50", "fo p99", "fo max", "failed", "slow p50", "slow max", "fb p50", "fb p99", "fb max", "failed (fb)")
 	for _, r := range rep.Results {
 		printRow(r)
 	}
