@@ -19,6 +19,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 )
 
 type config struct {
@@ -38,7 +40,7 @@ func main() {
 	var c config
 	var cases, modes string
 	flag.IntVar(&c.trials, "trials", 20, "trials per case and kill mode (1-1000)")
-	flag.StringVar(&cases, "cases", "l4,l7", "cases to run: l4 (TCP LoadBalancer with a global name), l7 (HTTP Ingress on a shared hostname)")
+	flag.StringVar(&cases, "cases", "l4,l7", "cases to run: l4 (TCP LoadBalancer with a global name), l7 (HTTP Ingress on a shared hostname), both with strategy failover; l4w, l7w the same with strategy weighted (1:1)")
 	flag.StringVar(&modes, "modes", "refuse,503,blackhole", "kill modes: refuse (node port closed), 503 (backend answers 503; L7 only), blackhole (SYNs dropped)")
 	flag.DurationVar(&c.interval, "interval", 20*time.Millisecond, "one client request (L7) or connection (L4) every interval")
 	flag.IntVar(&c.consecutive, "consecutive", 10, "failover (fail-back) is complete when this many consecutive requests reach the other cluster")
@@ -60,7 +62,7 @@ func main() {
 		}
 	}
 	for _, k := range c.cases {
-		if k != "l4" && k != "l7" {
+		if k != "l4" && k != "l7" && k != "l4w" && k != "l7w" {
 			fmt.Fprintf(os.Stderr, "bench-failover: unknown case %q\n", k)
 			os.Exit(2)
 		}
@@ -130,16 +132,19 @@ func run(c config) error {
 	}
 	defer env.close()
 	for _, k := range c.cases {
-		setup := env.l4
-		if k == "l7" {
+		setup, strategy := env.l4, v1.StrategyFailover
+		if strings.HasPrefix(k, "l7") {
 			setup = env.l7
 		}
-		tgt, err := setup(ctx)
+		if strings.HasSuffix(k, "w") {
+			strategy = v1.StrategyWeighted
+		}
+		tgt, err := setup(ctx, strategy)
 		if err != nil {
 			return env.failed(fmt.Errorf("%s: %w", k, err))
 		}
 		for _, m := range c.modes {
-			if m == mode503 && k == "l4" {
+			if m == mode503 && strings.HasPrefix(k, "l4") {
 				continue // a TCP backend has no status to answer
 			}
 			res := runCase(ctx, c, tgt, k, m)
@@ -171,8 +176,17 @@ func runCase(ctx context.Context, c config, tgt *target, k, mode string) caseRes
 	go tr.run(tctx, tgt.probe(c.reqTimeout), c.interval, 200, maxRequests)
 	defer tr.wg.Wait()
 	defer stop()
-	// Steady state first: the priority-0 cluster serves.
-	if _, _, _, err := tr.waitSettled(tr.mark(), tgt.primary.id.Cluster, c.consecutive, c.interval, 2*c.phase); err != nil {
+	// Steady state first: the priority-0 cluster serves (weighted: both do;
+	// and fail-back is then the first answer from the restored cluster).
+	backN := c.consecutive
+	if tgt.weighted {
+		backN = 1
+		if _, _, _, err := tr.waitSettled(tr.mark(), tgt.secondary.id.Cluster, 1, c.interval, 2*c.phase); err != nil {
+			res.Error = "before the first trial: " + err.Error()
+			return res
+		}
+	}
+	if _, _, _, err := tr.waitSettled(tr.mark(), tgt.primary.id.Cluster, backN, c.interval, 2*c.phase); err != nil {
 		res.Error = "before the first trial: " + err.Error()
 		return res
 	}
@@ -212,7 +226,7 @@ func runCase(ctx context.Context, c config, tgt *target, k, mode string) caseRes
 			res.Error = err.Error()
 			break
 		}
-		first, failed, _, err = tr.waitSettled(from, tgt.primary.id.Cluster, c.consecutive, c.interval, c.phase)
+		first, failed, _, err = tr.waitSettled(from, tgt.primary.id.Cluster, backN, c.interval, c.phase)
 		if err != nil {
 			res.Error = fmt.Sprintf("trial %d fail-back: %v", i, err)
 			break
