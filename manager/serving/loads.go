@@ -5,6 +5,21 @@
 // Reconciler writes a Serving condition (with an event on change) on every
 // LoadBalancer and Route of the global name, plus the gauge
 // fleetlb_global_serving.
+//
+// Why LRS: it is the channel Envoy already has for telling a management
+// server where its load went, per locality (= tenant cluster) and priority,
+// over the same mTLS connection as xDS, so the manager learns the fleet of a
+// report from the client certificate and a tenant has no way in. Load rather
+// than health: it is what Envoy reports, and it is what an operator asks
+// ("where does the traffic go"); an idle global name keeps the status of its
+// last traffic.
+//
+// Limits: the server asks for every cluster (send_all_clusters) and a proxy
+// reports those that carried traffic in the interval, so a proxy busy on
+// 10 000 clusters sends ≈ 10 000 small ClusterStats a second, of which only
+// global backends are kept; asking for the global ones by name needs the
+// snapshot's cluster names here. With several manager replicas only the
+// leader writes status, from the proxies connected to it.
 package serving
 
 import (
