@@ -352,7 +352,8 @@ func (t *attempts) RoundTrip(req *http.Request) (*http.Response, error) {
 			out.Body = t.body.reader()
 		}
 		resp, err := t.base.RoundTrip(out)
-		if !perTry.stop() && err == nil {
+		timedOut := !perTry.stop()
+		if timedOut && err == nil {
 			// The timeout fired as the headers came: the attempt timed out.
 			resp.Body.Close()
 			resp, err = nil, errPerTryTimeout
@@ -378,7 +379,7 @@ func (t *attempts) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp.Body = &endingBody{ReadCloser: resp.Body, end: func() { cancel(); end() }}
 			return resp, nil
 		}
-		perTryExpired := errors.Is(context.Cause(ctx), errPerTryTimeout)
+		perTryExpired := timedOut || errors.Is(context.Cause(ctx), errPerTryTimeout)
 		cancel()
 		if req.Context().Err() != nil || errors.Is(err, upstream.ErrOverflow) {
 			// The client left, the route timeout fired, or a circuit breaker
