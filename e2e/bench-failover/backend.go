@@ -19,7 +19,7 @@ const (
 // itself (instead of harness.Tenant.ServeNodePorts) so it can fail in every mode.
 type backend struct {
 	id       echo.Identity
-	protocol string // "tcp" or "http"
+	protocol string // "tcp", "http" or "grpc"
 	addr     string // node IP:NodePort
 
 	srv  *echo.Server
@@ -34,6 +34,8 @@ func (b *backend) start() error {
 		_, err = s.ServeTCP(b.addr)
 	case "http":
 		_, err = s.ServeHTTP(b.addr, false)
+	case "grpc":
+		_, err = s.ServeGRPC(b.addr)
 	default:
 		err = fmt.Errorf("unknown protocol %q", b.protocol)
 	}

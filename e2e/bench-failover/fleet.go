@@ -33,6 +33,7 @@ const (
 	l4Port = 9090 // weighted: 9091
 	host   = "web.shop.example.com"
 	wHost  = "webw.shop.example.com"
+	gHost  = "grpc.shop.example.com"
 )
 
 type fleetEnv struct {
@@ -175,15 +176,29 @@ func (e *fleetEnv) l4(ctx context.Context, strategy v1.Strategy) (*target, error
 // clusters with the strategy (weighted: "sitew" for wHost) and waits for the
 // companion NodePort Services and the fleet's shared VIP.
 func (e *fleetEnv) l7(ctx context.Context, strategy v1.Strategy) (*target, error) {
+	return e.l7Of(ctx, strategy, false)
+}
+
+// l7gRPC is l7 with a gRPC backend (Service port appProtocol grpc, echo
+// health service) on gHost, strategy failover.
+func (e *fleetEnv) l7gRPC(ctx context.Context, _ v1.Strategy) (*target, error) {
+	return e.l7Of(ctx, v1.StrategyFailover, true)
+}
+
+func (e *fleetEnv) l7Of(ctx context.Context, strategy v1.Strategy, grpcBackend bool) (*target, error) {
 	var nodePorts []int32
 	name, host := "site"+suffix(strategy), host
 	if strategy == v1.StrategyWeighted {
 		host = wHost
 	}
+	var appProtocol *string
+	if grpcBackend {
+		name, host, appProtocol = "grpc", gHost, ptr.To("grpc")
+	}
 	for i, tc := range e.tenants {
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
 			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name},
-				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}
+				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP, AppProtocol: appProtocol}}}}
 		ing := &networkingv1.Ingress{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, Annotations: globalAnnotations(strategy, i)},
 			Spec: networkingv1.IngressSpec{IngressClassName: ptr.To("fleetlb"), Rules: []networkingv1.IngressRule{{Host: host,
@@ -227,12 +242,20 @@ func (e *fleetEnv) l7(ctx context.Context, strategy v1.Strategy) (*target, error
 	}); err != nil {
 		return nil, err
 	}
-	t, err := backends("http", "default/"+name+"-fleetlb", nodePorts)
+	protocol := "http"
+	if grpcBackend {
+		protocol = "grpc"
+	}
+	t, err := backends(protocol, "default/"+name+"-fleetlb", nodePorts)
 	if err != nil {
 		return nil, err
 	}
 	t.weighted = strategy == v1.StrategyWeighted
 	addr := net.JoinHostPort(vip, strconv.Itoa(harness.HTTPPort))
 	t.probe = func(timeout time.Duration) probe { return l7Probe(addr, host, timeout) }
+	if grpcBackend {
+		east := t.primary.id.GRPCService()
+		t.probe = func(timeout time.Duration) probe { return grpcProbe(addr, host, east, t.secondary.id.Cluster, timeout) }
+	}
 	return t, nil
 }

@@ -40,7 +40,7 @@ func main() {
 	var c config
 	var cases, modes string
 	flag.IntVar(&c.trials, "trials", 20, "trials per case and kill mode (1-1000)")
-	flag.StringVar(&cases, "cases", "l4,l7", "cases to run: l4 (TCP LoadBalancer with a global name), l7 (HTTP Ingress on a shared hostname), both with strategy failover; l4w, l7w the same with strategy weighted (1:1)")
+	flag.StringVar(&cases, "cases", "l4,l7", "cases to run: l4 (TCP LoadBalancer with a global name), l7 (HTTP Ingress on a shared hostname), both with strategy failover; l4w, l7w the same with strategy weighted (1:1); l7g a gRPC backend behind the Ingress, strategy failover")
 	flag.StringVar(&modes, "modes", "refuse,503,blackhole", "kill modes: refuse (node port closed), 503 (backend answers 503; L7 only), blackhole (SYNs dropped)")
 	flag.DurationVar(&c.interval, "interval", 20*time.Millisecond, "one client request (L7) or connection (L4) every interval")
 	flag.IntVar(&c.consecutive, "consecutive", 10, "failover (fail-back) is complete when this many consecutive requests reach the other cluster")
@@ -62,7 +62,7 @@ func main() {
 		}
 	}
 	for _, k := range c.cases {
-		if k != "l4" && k != "l7" && k != "l4w" && k != "l7w" {
+		if k != "l4" && k != "l7" && k != "l4w" && k != "l7w" && k != "l7g" {
 			fmt.Fprintf(os.Stderr, "bench-failover: unknown case %q\n", k)
 			os.Exit(2)
 		}
@@ -139,12 +139,15 @@ func run(c config) error {
 		if strings.HasSuffix(k, "w") {
 			strategy = v1.StrategyWeighted
 		}
+		if k == "l7g" {
+			setup = env.l7gRPC
+		}
 		tgt, err := setup(ctx, strategy)
 		if err != nil {
 			return env.failed(fmt.Errorf("%s: %w", k, err))
 		}
 		for _, m := range c.modes {
-			if m == mode503 && strings.HasPrefix(k, "l4") {
+			if m == mode503 && (strings.HasPrefix(k, "l4") || k == "l7g") {
 				continue // a TCP backend has no status to answer
 			}
 			res := runCase(ctx, c, tgt, k, m)

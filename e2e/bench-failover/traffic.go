@@ -10,9 +10,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/fleetlb/fleetlb/internal/echo"
 )
@@ -71,6 +78,37 @@ func l7Probe(addr, host string, timeout time.Duration) probe {
 	}
 }
 
+// grpcProbe calls grpc.health.v1.Health/Check for the primary's health
+// service on a new connection: SERVING comes only from the primary, NOT_FOUND
+// only from the other cluster (every other echo knows no such service). A
+// gRPC call is a POST: never retried by the fleet.
+func grpcProbe(addr, host, primaryService, other string, timeout time.Duration) probe {
+	return func(ctx context.Context) (string, error) {
+		conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(host))
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		r, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{Service: primaryService})
+		switch {
+		case status.Code(err) == codes.NotFound:
+			return other, nil
+		case err != nil:
+			return "", grpcError{status.Code(err)}
+		case r.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+			return "", fmt.Errorf("health status %v", r.GetStatus())
+		}
+		return strings.SplitN(primaryService, "/", 2)[0], nil
+	}
+}
+
+// grpcError is a failed gRPC call, by code.
+type grpcError struct{ code codes.Code }
+
+func (e grpcError) Error() string { return "grpc " + e.code.String() }
+
 // result is one client request, in the order they were started.
 type result struct {
 	start   time.Time
@@ -91,7 +129,7 @@ func kind(err error) string {
 		return "refused"
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "reset"
-	case errors.As(err, new(statusError)):
+	case errors.As(err, new(statusError)), errors.As(err, new(grpcError)):
 		return err.Error()
 	}
 	return "other"
