@@ -31,6 +31,10 @@ const (
 	ConditionResolvedRefs = "ResolvedRefs"
 	// ConditionReady: a Tenant, AddressPool or ProxyFleet is fully set up.
 	ConditionReady = "Ready"
+	// ConditionServing: on a LoadBalancer or Route of a global name or shared
+	// hostname, whether this tenant cluster takes its traffic (as the
+	// proxies' load reports say); absent until traffic was reported.
+	ConditionServing = "Serving"
 )
 
 // Condition reasons.
@@ -55,6 +59,10 @@ const (
 	ReasonFleetNotFound       = "FleetNotFound"
 	ReasonNoProxies           = "NoProxiesConnected"
 	ReasonTenantNotFound      = "TenantNotFound"
+	ReasonServing             = "Serving"
+	ReasonFailedOver          = "FailedOver" // a failover cluster of higher priority number serves instead
+	ReasonStandby             = "Standby"    // a cluster of lower priority number serves; this one waits
+	ReasonNotServing          = "NotServing" // other clusters serve (roundRobin/weighted: weight 0 or backends down)
 )
 
 // Hostname is a DNS name, or a wildcard of the form *.example.com that

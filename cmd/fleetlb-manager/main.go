@@ -33,6 +33,7 @@ import (
 	"github.com/fleetlb/fleetlb/manager/fleet"
 	"github.com/fleetlb/fleetlb/manager/nodes"
 	"github.com/fleetlb/fleetlb/manager/route"
+	"github.com/fleetlb/fleetlb/manager/serving"
 	"github.com/fleetlb/fleetlb/manager/snapshot"
 	"github.com/fleetlb/fleetlb/manager/statusmetrics"
 	"github.com/fleetlb/fleetlb/manager/tenant"
@@ -230,6 +231,14 @@ func run(o options) error {
 		}}).SetupWithManager(mgr); err != nil {
 		return err
 	}
+	// Load reports from the proxies (LRS on the xDS port) say which cluster
+	// serves each global name: the Serving condition and fleetlb_global_serving.
+	loads := serving.NewLoads()
+	loadReports := &serving.Server{Loads: loads, Insecure: o.xdsInsecure, FleetExists: fleetExists, Log: ctrl.Log.WithName("load-reports")}
+	if err := (&serving.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("fleetlb-serving"), Loads: loads,
+		Log: ctrl.Log.WithName("serving"), Registerer: metrics.Registry}).SetupWithManager(mgr); err != nil {
+		return err
+	}
 	var certs fleet.ClientCertificates // a nil interface, not a nil *Authority, when insecure
 	if authority != nil {
 		certs = authority
@@ -248,6 +257,7 @@ func run(o options) error {
 		}
 		g := grpc.NewServer(xdstransport.ServerOptions(creds)...)
 		xds.Register(g)
+		loadReports.Register(g)
 		log.Info("serving xDS", "address", ln.Addr().String(), "mTLS", creds != nil)
 		go func() { <-ctx.Done(); g.GracefulStop() }()
 		return g.Serve(ln)

@@ -2,11 +2,9 @@ package main
 
 import (
 	"fmt"
-	"net"
-	"net/netip"
-	"syscall"
 	"time"
 
+	"github.com/fleetlb/fleetlb/internal/blackhole"
 	"github.com/fleetlb/fleetlb/internal/echo"
 )
 
@@ -21,11 +19,11 @@ const (
 // itself (instead of harness.Tenant.ServeNodePorts) so it can fail in every mode.
 type backend struct {
 	id       echo.Identity
-	protocol string // "tcp" or "http"
+	protocol string // "tcp", "http" or "grpc"
 	addr     string // node IP:NodePort
 
 	srv  *echo.Server
-	hole *blackhole
+	hole *blackhole.Hole
 }
 
 func (b *backend) start() error {
@@ -36,6 +34,8 @@ func (b *backend) start() error {
 		_, err = s.ServeTCP(b.addr)
 	case "http":
 		_, err = s.ServeHTTP(b.addr, false)
+	case "grpc":
+		_, err = s.ServeGRPC(b.addr)
 	default:
 		err = fmt.Errorf("unknown protocol %q", b.protocol)
 	}
@@ -58,7 +58,7 @@ func (b *backend) kill(mode string) error {
 		if err := b.srv.Close(); err != nil {
 			return err
 		}
-		h, err := listenBlackhole(b.addr)
+		h, err := blackhole.Listen(b.addr)
 		if err != nil {
 			return err
 		}
@@ -74,7 +74,7 @@ func (b *backend) restore(mode string) error {
 		b.srv.SetHTTPStatus(0)
 		return nil
 	case modeBlackhole:
-		b.hole.close()
+		b.hole.Close()
 		b.hole = nil
 	}
 	// A closed listener's port may take a moment to be free again (bounded).
@@ -90,62 +90,9 @@ func (b *backend) restore(mode string) error {
 
 func (b *backend) close() {
 	if b.hole != nil {
-		b.hole.close()
+		b.hole.Close()
 	}
 	if b.srv != nil {
 		_ = b.srv.Close()
 	}
-}
-
-// blackhole is a listening socket with an accept backlog of 0 that is never
-// accepted from, its one queue slot taken by the benchmark's own connection.
-// Linux drops a SYN that arrives while the accept queue is full, so every other
-// connect to the port stays unanswered until it times out: on loopback and
-// without root this is what a node that black-holes traffic looks like to the
-// proxy (no RST, no SYN-ACK, no bytes).
-type blackhole struct {
-	fd     int
-	filler net.Conn
-}
-
-func listenBlackhole(addr string) (*blackhole, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	fail := func(err error) (*blackhole, error) {
-		_ = syscall.Close(fd)
-		return nil, fmt.Errorf("black hole on %s: %w", addr, err)
-	}
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
-		return fail(err)
-	}
-	sa := &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	var bindErr error
-	for range 50 { // the echo listener just closed; its port may be busy a moment
-		if bindErr = syscall.Bind(fd, sa); bindErr == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if bindErr != nil {
-		return fail(bindErr)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		return fail(err)
-	}
-	// If the proxy's connect came first it holds the slot, and this one times out.
-	filler, _ := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-	return &blackhole{fd: fd, filler: filler}, nil
-}
-
-func (h *blackhole) close() {
-	if h.filler != nil {
-		_ = h.filler.Close()
-	}
-	_ = syscall.Close(h.fd)
 }

@@ -30,8 +30,10 @@ var clusters = []struct{ name, node, ip string }{
 }
 
 const (
-	l4Port = 9090
+	l4Port = 9090 // weighted: 9091
 	host   = "web.shop.example.com"
+	wHost  = "webw.shop.example.com"
+	gHost  = "grpc.shop.example.com"
 )
 
 type fleetEnv struct {
@@ -89,8 +91,11 @@ func (e *fleetEnv) close() { e.h.Close(); os.RemoveAll(e.dir) }
 // target is one global name served by both clusters.
 type target struct {
 	primary, secondary *backend
-	probe              func(timeout time.Duration) probe
-	close              func()
+	// weighted: both clusters serve (weight 1 each) until one fails;
+	// otherwise the primary serves and the secondary is its failover.
+	weighted bool
+	probe    func(timeout time.Duration) probe
+	close    func()
 }
 
 // backends starts the echo backends of both clusters on the given node ports.
@@ -110,23 +115,44 @@ func backends(protocol, service string, nodePorts []int32) (*target, error) {
 	return &target{primary: bs[0], secondary: bs[1], close: func() { bs[0].close(); bs[1].close() }}, nil
 }
 
-// l4 creates a LoadBalancer Service "web" with global name "web" and
-// strategy failover in both clusters (east priority 0) and waits for the one
-// global VIP.
-func (e *fleetEnv) l4(ctx context.Context) (*target, error) {
+// globalAnnotations are cluster i's annotations for a strategy: failover
+// (east priority 0) or weighted (weight 1 each).
+func globalAnnotations(strategy v1.Strategy, i int) map[string]string {
+	if strategy == v1.StrategyWeighted {
+		return map[string]string{v1.AnnotationStrategy: string(strategy), v1.AnnotationWeight: "1"}
+	}
+	return map[string]string{v1.AnnotationStrategy: string(strategy), v1.AnnotationPriority: strconv.Itoa(i)}
+}
+
+// suffix tells the objects of the weighted cases from the failover ones.
+func suffix(strategy v1.Strategy) string {
+	if strategy == v1.StrategyWeighted {
+		return "w"
+	}
+	return ""
+}
+
+// l4 creates a LoadBalancer Service "web" with global name "web" (weighted:
+// "webw") and the strategy in both clusters and waits for the one global VIP.
+func (e *fleetEnv) l4(ctx context.Context, strategy v1.Strategy) (*target, error) {
 	var vips []string
 	var nodePorts []int32
+	name, port := "web"+suffix(strategy), int32(l4Port)
+	if strategy == v1.StrategyWeighted {
+		port++
+	}
 	for i, tc := range e.tenants {
+		ann := globalAnnotations(strategy, i)
+		ann[v1.AnnotationGlobalName] = name
 		svc := &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web", Annotations: map[string]string{
-				v1.AnnotationGlobalName: "web", v1.AnnotationStrategy: string(v1.StrategyFailover), v1.AnnotationPriority: strconv.Itoa(i)}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, Annotations: ann},
 			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: ptr.To(service.DefaultClass),
-				Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: l4Port, Protocol: corev1.ProtocolTCP}}},
+				Selector: map[string]string{"app": name}, Ports: []corev1.ServicePort{{Port: port, Protocol: corev1.ProtocolTCP}}},
 		}
 		if err := tc.Env.Client.Create(ctx, svc); err != nil {
 			return nil, err
 		}
-		ip, err := tc.Address("default", "web", 90*time.Second)
+		ip, err := tc.Address("default", name, 90*time.Second)
 		if err != nil {
 			return nil, err
 		}
@@ -136,31 +162,49 @@ func (e *fleetEnv) l4(ctx context.Context) (*target, error) {
 	if vips[0] != vips[1] {
 		return nil, fmt.Errorf("the two clusters got %s and %s, want one global VIP", vips[0], vips[1])
 	}
-	t, err := backends("tcp", "default/web", nodePorts)
+	t, err := backends("tcp", "default/"+name, nodePorts)
 	if err != nil {
 		return nil, err
 	}
-	addr := net.JoinHostPort(vips[0], strconv.Itoa(l4Port))
+	t.weighted = strategy == v1.StrategyWeighted
+	addr := net.JoinHostPort(vips[0], strconv.Itoa(int(port)))
 	t.probe = func(timeout time.Duration) probe { return l4Probe(addr, timeout) }
 	return t, nil
 }
 
 // l7 creates a ClusterIP Service "site" and an Ingress for host in both
-// clusters with strategy failover (east priority 0) and waits for the
+// clusters with the strategy (weighted: "sitew" for wHost) and waits for the
 // companion NodePort Services and the fleet's shared VIP.
-func (e *fleetEnv) l7(ctx context.Context) (*target, error) {
+func (e *fleetEnv) l7(ctx context.Context, strategy v1.Strategy) (*target, error) {
+	return e.l7Of(ctx, strategy, false)
+}
+
+// l7gRPC is l7 with a gRPC backend (Service port appProtocol grpc, echo
+// health service) on gHost, strategy failover.
+func (e *fleetEnv) l7gRPC(ctx context.Context, _ v1.Strategy) (*target, error) {
+	return e.l7Of(ctx, v1.StrategyFailover, true)
+}
+
+func (e *fleetEnv) l7Of(ctx context.Context, strategy v1.Strategy, grpcBackend bool) (*target, error) {
 	var nodePorts []int32
+	name, host := "site"+suffix(strategy), host
+	if strategy == v1.StrategyWeighted {
+		host = wHost
+	}
+	var appProtocol *string
+	if grpcBackend {
+		name, host, appProtocol = "grpc", gHost, ptr.To("grpc")
+	}
 	for i, tc := range e.tenants {
-		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "site"},
-			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "site"},
-				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name},
+				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP, AppProtocol: appProtocol}}}}
 		ing := &networkingv1.Ingress{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "site", Annotations: map[string]string{
-				v1.AnnotationStrategy: string(v1.StrategyFailover), v1.AnnotationPriority: strconv.Itoa(i)}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, Annotations: globalAnnotations(strategy, i)},
 			Spec: networkingv1.IngressSpec{IngressClassName: ptr.To("fleetlb"), Rules: []networkingv1.IngressRule{{Host: host,
 				IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{{
 					Path: "/", PathType: ptr.To(networkingv1.PathTypePrefix),
-					Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "site",
+					Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: name,
 						Port: networkingv1.ServiceBackendPort{Number: 80}}}}}}}}}},
 		}
 		for _, o := range []client.Object{svc, ing} {
@@ -171,11 +215,11 @@ func (e *fleetEnv) l7(ctx context.Context) (*target, error) {
 		var port int32
 		if err := harness.Eventually(90*time.Second, func() error {
 			var c corev1.Service
-			if err := tc.Env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "site-fleetlb"}, &c); err != nil {
+			if err := tc.Env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: name + "-fleetlb"}, &c); err != nil {
 				return err
 			}
 			if c.Spec.Type != corev1.ServiceTypeNodePort || len(c.Spec.Ports) == 0 || c.Spec.Ports[0].NodePort == 0 {
-				return fmt.Errorf("companion Service of site in %s is not ready", tc.Name)
+				return fmt.Errorf("companion Service of %s in %s is not ready", name, tc.Name)
 			}
 			port = c.Spec.Ports[0].NodePort
 			return nil
@@ -198,11 +242,20 @@ func (e *fleetEnv) l7(ctx context.Context) (*target, error) {
 	}); err != nil {
 		return nil, err
 	}
-	t, err := backends("http", "default/site-fleetlb", nodePorts)
+	protocol := "http"
+	if grpcBackend {
+		protocol = "grpc"
+	}
+	t, err := backends(protocol, "default/"+name+"-fleetlb", nodePorts)
 	if err != nil {
 		return nil, err
 	}
+	t.weighted = strategy == v1.StrategyWeighted
 	addr := net.JoinHostPort(vip, strconv.Itoa(harness.HTTPPort))
 	t.probe = func(timeout time.Duration) probe { return l7Probe(addr, host, timeout) }
+	if grpcBackend {
+		east := t.primary.id.GRPCService()
+		t.probe = func(timeout time.Duration) probe { return grpcProbe(addr, host, east, t.secondary.id.Cluster, timeout) }
+	}
 	return t, nil
 }

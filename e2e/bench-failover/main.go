@@ -19,6 +19,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 )
 
 type config struct {
@@ -38,7 +40,7 @@ func main() {
 	var c config
 	var cases, modes string
 	flag.IntVar(&c.trials, "trials", 20, "trials per case and kill mode (1-1000)")
-	flag.StringVar(&cases, "cases", "l4,l7", "cases to run: l4 (TCP LoadBalancer with a global name), l7 (HTTP Ingress on a shared hostname)")
+	flag.StringVar(&cases, "cases", "l4,l7", "cases to run: l4 (TCP LoadBalancer with a global name), l7 (HTTP Ingress on a shared hostname), both with strategy failover; l4w, l7w the same with strategy weighted (1:1); l7g a gRPC backend behind the Ingress, strategy failover")
 	flag.StringVar(&modes, "modes", "refuse,503,blackhole", "kill modes: refuse (node port closed), 503 (backend answers 503; L7 only), blackhole (SYNs dropped)")
 	flag.DurationVar(&c.interval, "interval", 20*time.Millisecond, "one client request (L7) or connection (L4) every interval")
 	flag.IntVar(&c.consecutive, "consecutive", 10, "failover (fail-back) is complete when this many consecutive requests reach the other cluster")
@@ -60,7 +62,7 @@ func main() {
 		}
 	}
 	for _, k := range c.cases {
-		if k != "l4" && k != "l7" {
+		if k != "l4" && k != "l7" && k != "l4w" && k != "l7w" && k != "l7g" {
 			fmt.Fprintf(os.Stderr, "bench-failover: unknown case %q\n", k)
 			os.Exit(2)
 		}
@@ -73,12 +75,13 @@ func main() {
 
 // trial is one kill and one restore.
 type trial struct {
-	Failover       time.Duration  `json:"failoverNs"`
-	FailedFailover int            `json:"failedDuringFailover"`
-	FailoverKinds  map[string]int `json:"failedDuringFailoverKinds,omitempty"` // timeout, refused, reset, status NNN, ...
-	Failback       time.Duration  `json:"failbackNs"`
-	FailedFailback int            `json:"failedDuringFailback"`
-	FailbackKinds  map[string]int `json:"failedDuringFailbackKinds,omitempty"`
+	Failover        time.Duration  `json:"failoverNs"`
+	FailedFailover  int            `json:"failedDuringFailover"`
+	FailoverKinds   map[string]int `json:"failedDuringFailoverKinds,omitempty"` // timeout, refused, reset, status NNN, ...
+	SlowestFailover time.Duration  `json:"slowestDuringFailoverNs"`             // the longest answered request from the kill to the switch
+	Failback        time.Duration  `json:"failbackNs"`
+	FailedFailback  int            `json:"failedDuringFailback"`
+	FailbackKinds   map[string]int `json:"failedDuringFailbackKinds,omitempty"`
 }
 
 func total(kinds map[string]int) int {
@@ -101,6 +104,8 @@ type caseResult struct {
 	FailbackP50     time.Duration  `json:"failbackP50Ns"`
 	FailbackP99     time.Duration  `json:"failbackP99Ns"`
 	FailbackMax     time.Duration  `json:"failbackMaxNs"`
+	SlowestP50      time.Duration  `json:"slowestDuringFailoverP50Ns"`
+	SlowestMax      time.Duration  `json:"slowestDuringFailoverMaxNs"`
 	FailedTotal     int            `json:"failedDuringFailoverTotal"`
 	FailedMax       int            `json:"failedDuringFailoverMax"` // worst trial
 	FailedBackTotal int            `json:"failedDuringFailbackTotal"`
@@ -127,16 +132,22 @@ func run(c config) error {
 	}
 	defer env.close()
 	for _, k := range c.cases {
-		setup := env.l4
-		if k == "l7" {
+		setup, strategy := env.l4, v1.StrategyFailover
+		if strings.HasPrefix(k, "l7") {
 			setup = env.l7
 		}
-		tgt, err := setup(ctx)
+		if strings.HasSuffix(k, "w") {
+			strategy = v1.StrategyWeighted
+		}
+		if k == "l7g" {
+			setup = env.l7gRPC
+		}
+		tgt, err := setup(ctx, strategy)
 		if err != nil {
 			return env.failed(fmt.Errorf("%s: %w", k, err))
 		}
 		for _, m := range c.modes {
-			if m == mode503 && k == "l4" {
+			if m == mode503 && (strings.HasPrefix(k, "l4") || k == "l7g") {
 				continue // a TCP backend has no status to answer
 			}
 			res := runCase(ctx, c, tgt, k, m)
@@ -168,8 +179,17 @@ func runCase(ctx context.Context, c config, tgt *target, k, mode string) caseRes
 	go tr.run(tctx, tgt.probe(c.reqTimeout), c.interval, 200, maxRequests)
 	defer tr.wg.Wait()
 	defer stop()
-	// Steady state first: the priority-0 cluster serves.
-	if _, _, err := tr.waitSettled(tr.mark(), tgt.primary.id.Cluster, c.consecutive, c.interval, 2*c.phase); err != nil {
+	// Steady state first: the priority-0 cluster serves (weighted: both do;
+	// and fail-back is then the first answer from the restored cluster).
+	backN := c.consecutive
+	if tgt.weighted {
+		backN = 1
+		if _, _, _, err := tr.waitSettled(tr.mark(), tgt.secondary.id.Cluster, 1, c.interval, 2*c.phase); err != nil {
+			res.Error = "before the first trial: " + err.Error()
+			return res
+		}
+	}
+	if _, _, _, err := tr.waitSettled(tr.mark(), tgt.primary.id.Cluster, backN, c.interval, 2*c.phase); err != nil {
 		res.Error = "before the first trial: " + err.Error()
 		return res
 	}
@@ -195,13 +215,13 @@ func runCase(ctx context.Context, c config, tgt *target, k, mode string) caseRes
 			res.Error = err.Error()
 			break
 		}
-		first, failed, err := tr.waitSettled(from, tgt.secondary.id.Cluster, c.consecutive, c.interval, c.phase)
+		first, failed, slowest, err := tr.waitSettled(from, tgt.secondary.id.Cluster, c.consecutive, c.interval, c.phase)
 		if err != nil {
 			res.Error = fmt.Sprintf("trial %d failover: %v", i, err)
 			_ = tgt.primary.restore(mode)
 			break
 		}
-		t.Failover, t.FailedFailover, t.FailoverKinds = max(0, tr.startOf(first).Sub(killed)), total(failed), failed
+		t.Failover, t.FailedFailover, t.FailoverKinds, t.SlowestFailover = max(0, tr.startOf(first).Sub(killed)), total(failed), failed, slowest
 
 		restored := time.Now()
 		from = tr.mark()
@@ -209,7 +229,7 @@ func runCase(ctx context.Context, c config, tgt *target, k, mode string) caseRes
 			res.Error = err.Error()
 			break
 		}
-		first, failed, err = tr.waitSettled(from, tgt.primary.id.Cluster, c.consecutive, c.interval, c.phase)
+		first, failed, _, err = tr.waitSettled(from, tgt.primary.id.Cluster, backN, c.interval, c.phase)
 		if err != nil {
 			res.Error = fmt.Sprintf("trial %d fail-back: %v", i, err)
 			break
@@ -238,6 +258,8 @@ func summarize(res *caseResult) {
 	fb := func(t trial) time.Duration { return t.Failback }
 	res.FailoverP50, res.FailoverP99, res.FailoverMax = q(fo, 0.5), q(fo, 0.99), q(fo, 1)
 	res.FailbackP50, res.FailbackP99, res.FailbackMax = q(fb, 0.5), q(fb, 0.99), q(fb, 1)
+	sl := func(t trial) time.Duration { return t.SlowestFailover }
+	res.SlowestP50, res.SlowestMax = q(sl, 0.5), q(sl, 1)
 	res.FailedKinds = map[string]int{}
 	for _, t := range res.Trials {
 		for k, v := range t.FailoverKinds {
@@ -252,12 +274,12 @@ func summarize(res *caseResult) {
 	}
 }
 
-const header = "%-4s %-10s %6s  %10s %10s %10s  %12s  %10s %10s %10s  %12s\n"
+const header = "%-4s %-10s %6s  %10s %10s %10s  %12s  %10s %10s  %10s %10s %10s  %12s\n"
 
 func printRow(r caseResult) {
 	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
 	fmt.Printf(header, r.Case, r.Mode, fmt.Sprint(len(r.Trials)), ms(r.FailoverP50), ms(r.FailoverP99), ms(r.FailoverMax),
-		fmt.Sprintf("%d (max %d)", r.FailedTotal, r.FailedMax), ms(r.FailbackP50), ms(r.FailbackP99), ms(r.FailbackMax), fmt.Sprint(r.FailedBackTotal))
+		fmt.Sprintf("%d (max %d)", r.FailedTotal, r.FailedMax), ms(r.SlowestP50), ms(r.SlowestMax), ms(r.FailbackP50), ms(r.FailbackP99), ms(r.FailbackMax), fmt.Sprint(r.FailedBackTotal))
 	if len(r.FailedKinds) > 0 {
 		fmt.Printf("     failed requests by kind: %v\n", r.FailedKinds)
 	}
@@ -269,7 +291,7 @@ func printRow(r caseResult) {
 func printTable(rep report) {
 	fmt.Printf("\nfailover between two clusters of one group (strategy failover), a request every %s, done at %d consecutive; load average %s → %s\n",
 		rep.Interval, rep.Consecutive, rep.LoadAvg[0], rep.LoadAvg[len(rep.LoadAvg)-1])
-	fmt.Printf(header, "case", "kill", "trials", "fo p50", "fo p99", "fo max", "failed", "fb p50", "fb p99", "fb max", "failed (fb)")
+	fmt.Printf(header, "case", "kill", "trials", "fo p50", "fo p99", "fo max", "failed", "slow p50", "slow max", "fb p50", "fb p99", "fb max", "failed (fb)")
 	for _, r := range rep.Results {
 		printRow(r)
 	}

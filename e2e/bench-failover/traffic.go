@@ -10,9 +10,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/fleetlb/fleetlb/internal/echo"
 )
@@ -71,9 +78,41 @@ func l7Probe(addr, host string, timeout time.Duration) probe {
 	}
 }
 
+// grpcProbe calls grpc.health.v1.Health/Check for the primary's health
+// service on a new connection: SERVING comes only from the primary, NOT_FOUND
+// only from the other cluster (every other echo knows no such service). A
+// gRPC call is a POST: never retried by the fleet.
+func grpcProbe(addr, host, primaryService, other string, timeout time.Duration) probe {
+	return func(ctx context.Context) (string, error) {
+		conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(host))
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		r, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{Service: primaryService})
+		switch {
+		case status.Code(err) == codes.NotFound:
+			return other, nil
+		case err != nil:
+			return "", grpcError{status.Code(err)}
+		case r.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+			return "", fmt.Errorf("health status %v", r.GetStatus())
+		}
+		return strings.SplitN(primaryService, "/", 2)[0], nil
+	}
+}
+
+// grpcError is a failed gRPC call, by code.
+type grpcError struct{ code codes.Code }
+
+func (e grpcError) Error() string { return "grpc " + e.code.String() }
+
 // result is one client request, in the order they were started.
 type result struct {
 	start   time.Time
+	end     time.Time
 	done    bool
 	cluster string // who answered, "" when the request failed
 	failure string // why it failed (kind), "" when it did not
@@ -90,7 +129,7 @@ func kind(err error) string {
 		return "refused"
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "reset"
-	case errors.As(err, new(statusError)):
+	case errors.As(err, new(statusError)), errors.As(err, new(grpcError)):
 		return err.Error()
 	}
 	return "other"
@@ -144,7 +183,7 @@ func (t *traffic) run(ctx context.Context, p probe, interval time.Duration, maxI
 					cluster, failure = "", kind(err)
 				}
 				t.mu.Lock()
-				t.results[i].done, t.results[i].cluster, t.results[i].failure = true, cluster, failure
+				t.results[i].done, t.results[i].end, t.results[i].cluster, t.results[i].failure = true, time.Now(), cluster, failure
 				t.mu.Unlock()
 			}()
 		}
@@ -161,16 +200,18 @@ func (t *traffic) mark() int {
 
 // settled reports whether, among the requests started from index from on,
 // n consecutive finished requests (in start order, none still running
-// before them) were answered by cluster; it returns the first of them and how
-// many requests from `from` up to the end of that run failed.
-func (t *traffic) settled(from int, cluster string, n int) (first int, failed map[string]int, ok bool) {
+// before them) were answered by cluster; it returns the first of them, how
+// many requests from `from` up to the end of that run failed, and the
+// longest an answered one among them took (a retry or a connect timeout
+// hides a failure but not its delay).
+func (t *traffic) settled(from int, cluster string, n int) (first int, failed map[string]int, slowest time.Duration, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	run := 0
 	for i := from; i < len(t.results); i++ {
 		r := t.results[i]
 		if !r.done {
-			return 0, nil, false
+			return 0, nil, 0, false
 		}
 		if r.cluster == cluster {
 			run++
@@ -183,12 +224,14 @@ func (t *traffic) settled(from int, cluster string, n int) (first int, failed ma
 			for j := from; j <= i; j++ {
 				if r := t.results[j]; r.cluster == "" {
 					failed[cmp.Or(r.failure, "other")]++
+				} else {
+					slowest = max(slowest, r.end.Sub(r.start))
 				}
 			}
-			return first, failed, true
+			return first, failed, slowest, true
 		}
 	}
-	return 0, nil, false
+	return 0, nil, 0, false
 }
 
 func (t *traffic) startOf(i int) time.Time {
@@ -198,13 +241,13 @@ func (t *traffic) startOf(i int) time.Time {
 }
 
 // waitSettled polls settled every interval until it holds or timeout passes.
-func (t *traffic) waitSettled(from int, cluster string, n int, interval, timeout time.Duration) (first int, failed map[string]int, err error) {
+func (t *traffic) waitSettled(from int, cluster string, n int, interval, timeout time.Duration) (first int, failed map[string]int, slowest time.Duration, err error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if first, failed, ok := t.settled(from, cluster, n); ok {
-			return first, failed, nil
+		if first, failed, slowest, ok := t.settled(from, cluster, n); ok {
+			return first, failed, slowest, nil
 		}
 		time.Sleep(interval)
 	}
-	return 0, nil, fmt.Errorf("%d consecutive requests did not all reach cluster %s within %s", n, cluster, timeout)
+	return 0, nil, 0, fmt.Errorf("%d consecutive requests did not all reach cluster %s within %s", n, cluster, timeout)
 }

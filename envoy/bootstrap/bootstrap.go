@@ -138,6 +138,12 @@ func Bootstrap(o Options) (*bootstrapv3.Bootstrap, error) {
 			LdsConfig: ads,
 			CdsConfig: ads,
 		},
+		// Load reports (LRS) to the manager over the xDS cluster: it tells
+		// operators which tenant cluster serves a global name.
+		ClusterManager: &bootstrapv3.ClusterManager{LoadStatsConfig: &corev3.ApiConfigSource{
+			ApiType: corev3.ApiConfigSource_GRPC, TransportApiVersion: corev3.ApiVersion_V3,
+			GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: xdsCluster}}}},
+		}},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
 			Clusters:  []*clusterv3.Cluster{xdsClusterFor(host, uint32(port), discovery, o)},
 			Listeners: []*listenerv3.Listener{healthListener(o.HealthPort)},

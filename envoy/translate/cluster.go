@@ -20,7 +20,15 @@ import (
 )
 
 const (
-	defaultConnectTimeout   = 5 * time.Second
+	// A tenant node that has not answered a SYN within a second is dead or
+	// black-holed for this connection: one second is more than three times
+	// the longest WAN round trip (≈ 300 ms antipodal), and Linux retransmits
+	// a lost SYN only after its initial 1 s RTO, so waiting longer saves a
+	// connect only after a lost SYN, which a retry on another host (HTTP
+	// retry_on connect-failure, tcp_proxy max_connect_attempts) does as well.
+	// Below the 2 s most clients give a request, so the retry to the failover
+	// cluster still reaches them (Envoy's default 5 s does not).
+	defaultConnectTimeout   = time.Second
 	circuitBreakerThreshold = 1024
 	upstreamIdleTimeout     = 60 * time.Second
 
@@ -128,7 +136,7 @@ const (
 	defaultHealthTimeout   = 500 * time.Millisecond
 	defaultUnhealthyAfter  = 2
 	defaultHealthyAfter    = 2
-	minNoTrafficInterval   = 5 * time.Second
+	minNoTrafficHealthy    = 5 * time.Second
 	healthJitterDivisor    = 10 // interval_jitter = interval / 10
 	unhealthyIntervalTimes = 2  // a host already down is probed at half the rate
 )
@@ -151,8 +159,13 @@ func healthCheck(b *model.Backend, hc *model.HealthCheck) *corev3.HealthCheck {
 		HealthyEdgeInterval:   durationpb.New(edge),
 		UnhealthyInterval:     durationpb.New(unhealthyIntervalTimes * interval),
 		// A cluster that never carried traffic (Envoy's upstream_cx_total
-		// is 0) is checked less often; Envoy's default is 60 s.
-		NoTrafficInterval: durationpb.New(max(minNoTrafficInterval, interval)),
+		// is 0), typically a standby, probes its healthy hosts less often
+		// (Envoy's default is 60 s) but a new or failing host at the normal
+		// interval, so a standby whose backends came up after their
+		// endpoints is known healthy within a second or two, before it is
+		// needed.
+		NoTrafficInterval:        durationpb.New(interval),
+		NoTrafficHealthyInterval: durationpb.New(max(minNoTrafficHealthy, interval)),
 	}
 	switch hc.Type {
 	case model.HealthHTTP:

@@ -42,6 +42,9 @@ func Translate(f *model.Fleet) (*translate.Output, error) {
 				// Every interval the translator derives from the interval, and no jitter.
 				hc.Interval, hc.UnhealthyInterval, hc.UnhealthyEdgeInterval = durationpb.New(d), durationpb.New(d), durationpb.New(d)
 				hc.HealthyEdgeInterval, hc.NoTrafficInterval, hc.IntervalJitter = durationpb.New(d), durationpb.New(d), nil
+				if hc.NoTrafficHealthyInterval != nil {
+					hc.NoTrafficHealthyInterval = durationpb.New(d)
+				}
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetlb/fleetlb/internal/blackhole"
 	"github.com/fleetlb/fleetlb/internal/echo"
 	"github.com/fleetlb/fleetlb/internal/model"
 )
@@ -356,5 +357,111 @@ func TestTCPConnectionsSurviveRefusingPriorityZero(t *testing.T) {
 		if err != nil || !strings.Contains(line, "west") {
 			t.Fatalf("connection %d: %q, %v; want the priority-1 node's greeting", i, line, err)
 		}
+	}
+}
+
+// blackholeEndpoint is a loopback port that neither accepts nor refuses
+// connections: a node that black-holes traffic.
+func blackholeEndpoint(t *testing.T) model.Endpoint {
+	t.Helper()
+	h, err := blackhole.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	if !h.Holds() {
+		t.Skip("this kernel accepts connects beyond a full backlog-0 queue; no black hole on loopback")
+	}
+	return model.Endpoint{Address: h.Addr().Addr(), Port: h.Addr().Port()}
+}
+
+// TestGETSurvivesBlackholedPriorityZero: the priority-0 node answers no SYN.
+// The cluster's connect_timeout (below the client's patience) fails the
+// connect, retry_on connect-failure sends the GET to priority 1, and every
+// GET is answered there.
+func TestGETSurvivesBlackholedPriorityZero(t *testing.T) {
+	standby := startHTTPEcho(t, "west", "west-1", "web")
+	vip := netip.MustParseAddr("127.0.31.48")
+	e := newEnv(t, true)
+	e.apply(failoverFleet(vip, []model.Endpoint{blackholeEndpoint(t)}, []model.Endpoint{standby.endpoint()}, nil))
+	c := client(netip.AddrPortFrom(vip, 8080).String(), nil)
+	for i := range 5 {
+		if r := get(t, c, "http://web.example.com/"); r.status != http.StatusOK || r.reply.Cluster != "west" {
+			t.Fatalf("GET %d: status %d from %q, want 200 from west", i, r.status, r.reply.Cluster)
+		}
+	}
+}
+
+// TestTCPConnectionSurvivesBlackholedPriorityZero: L4 with a black-holed
+// priority-0 node: the connect times out, tcp_proxy's next attempt goes to
+// priority 1 (the node is ejected), and the client's connection is served.
+func TestTCPConnectionSurvivesBlackholedPriorityZero(t *testing.T) {
+	db := echo.New(echo.Identity{Cluster: "west", Node: "west-1", Service: "db"})
+	defer db.Close()
+	a, err := db.ServeTCP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	standby := netip.MustParseAddrPort(a.String())
+	vip := netip.MustParseAddr("127.0.31.49")
+	e := newEnv(t, true)
+	e.apply(&model.Fleet{
+		Name: fleetName,
+		L4:   []model.L4Service{{Ref: model.Ref{Tenant: "a", Namespace: "ns", Name: "db"}, VIP: vip, Port: 5432, Protocol: model.TCP, Backend: "db"}},
+		Backends: []model.Backend{{Name: "db", Protocol: model.BackendTCP, Groups: []model.EndpointGroup{
+			{Cluster: "east", Priority: 0, Endpoints: []model.Endpoint{blackholeEndpoint(t)}},
+			{Cluster: "west", Priority: 1, Endpoints: []model.Endpoint{{Address: standby.Addr(), Port: standby.Port()}}},
+		}}},
+	})
+	for i := range 3 {
+		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(vip, 5432).String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		if err != nil || !strings.Contains(line, "west") {
+			t.Fatalf("connection %d: %q, %v; want the priority-1 node's greeting", i, line, err)
+		}
+	}
+}
+
+// TestPerTryTimeoutEndsAtResponseHeaders: per_try_timeout (a route's
+// backend timeout) bounds the wait for response headers, as in Envoy: a
+// priority-0 backend that never answers is given up and the GET retried on
+// priority 1, while a response whose headers came in time streams past the
+// per-try timeout uncut.
+func TestPerTryTimeoutEndsAtResponseHeaders(t *testing.T) {
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	primary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow-body" {
+			w.WriteHeader(http.StatusOK)
+			http.NewResponseController(w).Flush()
+			time.Sleep(600 * time.Millisecond) // past the per-try timeout
+			_, _ = w.Write([]byte("done"))
+			return
+		}
+		select { // never answers
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(primary.Close)
+	ap := netip.MustParseAddrPort(strings.TrimPrefix(primary.URL, "http://"))
+	standby := startHTTPEcho(t, "west", "west-1", "web")
+	vip := netip.MustParseAddr("127.0.31.50")
+	f := failoverFleet(vip, []model.Endpoint{{Address: ap.Addr(), Port: ap.Port()}}, []model.Endpoint{standby.endpoint()},
+		&model.Outlier{Consecutive5xx: 1000, BaseEjectionTime: model.Duration(time.Millisecond)})
+	f.VirtualHosts[0].Routes[0].Forward.BackendTimeout = model.Duration(300 * time.Millisecond)
+	e := newEnv(t, true)
+	e.apply(f)
+	c := client(netip.AddrPortFrom(vip, 8080).String(), nil)
+	if r := get(t, c, "http://web.example.com/slow-body"); r.status != http.StatusOK || r.body != "done" {
+		t.Fatalf("slow body: status %d, body %q; want 200 and the whole body from priority 0", r.status, r.body)
+	}
+	if r := get(t, c, "http://web.example.com/hang"); r.status != http.StatusOK || r.reply.Cluster != "west" {
+		t.Fatalf("hanging priority 0: status %d from %q, want 200 from west after the per-try timeout", r.status, r.reply.Cluster)
 	}
 }

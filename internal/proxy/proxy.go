@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fleetlb/fleetlb/internal/proxy/l4"
+	"github.com/fleetlb/fleetlb/internal/proxy/lrs"
 	"github.com/fleetlb/fleetlb/internal/proxy/xdsclient"
 )
 
@@ -81,6 +82,7 @@ type Proxy struct {
 	opts   Options
 	log    logr.Logger
 	client *xdsclient.Client
+	lrs    *lrs.Client // nil when the cluster manager keeps no load stats
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -114,6 +116,10 @@ func New(conn grpc.ClientConnInterface, opts Options, log logr.Logger) (*Proxy, 
 			xdsUpdates.WithLabelValues(shortType(typeURL), result).Inc()
 		},
 	}, log.WithName("xds"))
+	if src, ok := opts.Clusters.(lrs.Source); ok {
+		// Load reports go to the same server over the same connection.
+		p.lrs = lrs.New(conn, opts.Node, src, lrs.Options{}, log.WithName("lrs"))
+	}
 	return p, nil
 }
 
@@ -121,6 +127,12 @@ func New(conn grpc.ClientConnInterface, opts Options, log logr.Logger) (*Proxy, 
 func (p *Proxy) Run(ctx context.Context) error {
 	registerProxy(p)
 	defer unregisterProxy(p)
+	if p.lrs != nil {
+		lctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { _ = p.lrs.Run(lctx); close(done) }()
+		defer func() { stop(); <-done }()
+	}
 	err := p.client.Run(ctx)
 	p.mu.Lock()
 	for name, bl := range p.listeners {

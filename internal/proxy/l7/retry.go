@@ -228,6 +228,53 @@ func classify(err error) errorKind {
 
 var errPerTryTimeout = errors.New("upstream per-try timeout")
 
+// perTryTimer is Envoy's per_try_timeout window of one attempt: it starts
+// once the request has been sent whole on an upstream connection (Envoy:
+// the pool is ready and the downstream request complete) and ends with the
+// response headers; a response already streaming is never cut by it.
+type perTryTimer struct {
+	d    time.Duration
+	fire func()
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	stopped bool
+	fired   bool
+}
+
+func newPerTryTimer(d time.Duration, fire func()) *perTryTimer {
+	return &perTryTimer{d: d, fire: fire}
+}
+
+func (p *perTryTimer) start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.d <= 0 || p.stopped || p.timer != nil {
+		return
+	}
+	p.timer = time.AfterFunc(p.d, func() {
+		p.mu.Lock()
+		if p.stopped {
+			p.mu.Unlock()
+			return
+		}
+		p.fired = true
+		p.mu.Unlock()
+		p.fire()
+	})
+}
+
+// stop ends the window; false if the timeout had fired.
+func (p *perTryTimer) stop() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	return !p.fired
+}
+
 // attempts is the router's upstream side of one request: it picks a host for
 // each attempt, reports results to outlier detection, and retries as the
 // policy allows, within the cluster's retry budget. It is the transport of
@@ -289,20 +336,28 @@ func (t *attempts) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		sel.Attempted = append(sel.Attempted, a)
 		t.lastHost = a.Addr
-		ctx, cancel := req.Context(), context.CancelFunc(func() {})
-		if t.perTry > 0 {
-			var cancelCause context.CancelFunc
-			ctx, cancelCause = context.WithTimeoutCause(ctx, t.perTry, errPerTryTimeout)
-			cancel = cancelCause
-		}
+		ctx, cancelCause := context.WithCancelCause(req.Context())
+		cancel := func() { cancelCause(context.Canceled) }
+		perTry := newPerTryTimer(t.perTry, func() { cancelCause(errPerTryTimeout) })
 		var sent atomic.Bool
-		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { sent.Store(true) }})
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteHeaders: func() { sent.Store(true) },
+			// The whole request is sent on a connection: from here Envoy's
+			// per_try_timeout runs (connecting is connect_timeout's).
+			WroteRequest: func(httptrace.WroteRequestInfo) { perTry.start() },
+		})
 		out := req.Clone(ctx)
 		out.URL.Host = a.Addr
 		if t.body != nil && req.Body != nil {
 			out.Body = t.body.reader()
 		}
 		resp, err := t.base.RoundTrip(out)
+		timedOut := !perTry.stop()
+		if timedOut && err == nil {
+			// The timeout fired as the headers came: the attempt timed out.
+			resp.Body.Close()
+			resp, err = nil, errPerTryTimeout
+		}
 		if err == nil {
 			t.up.ReportStatus(t.cluster, a.Addr, resp.StatusCode)
 			if t.policy != nil && t.policy.retriableStatus(resp.StatusCode) && req.Context().Err() == nil {
@@ -324,7 +379,7 @@ func (t *attempts) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp.Body = &endingBody{ReadCloser: resp.Body, end: func() { cancel(); end() }}
 			return resp, nil
 		}
-		perTryExpired := errors.Is(context.Cause(ctx), errPerTryTimeout)
+		perTryExpired := timedOut || errors.Is(context.Cause(ctx), errPerTryTimeout)
 		cancel()
 		if req.Context().Err() != nil || errors.Is(err, upstream.ErrOverflow) {
 			// The client left, the route timeout fired, or a circuit breaker

@@ -46,6 +46,7 @@ type host struct {
 	lastUnejected time.Time
 	current       int64 // smooth weighted round robin
 	stopHC        context.CancelFunc
+	load          *localityLoad // what its locality took, for load reports
 }
 
 func (h *host) available() bool { return h.healthy && !h.ejected }
@@ -71,6 +72,7 @@ type cluster struct {
 	mu        sync.Mutex
 	hosts     map[string]*host
 	nextSweep time.Time // outlier detection's next interval tick
+	load      map[loadKey]*localityLoad
 }
 
 func newCluster(c *clusterv3.Cluster, log logr.Logger) *cluster {
@@ -167,6 +169,7 @@ func (c *cluster) setHosts(cla *endpointv3.ClusterLoadAssignment) {
 				}
 			}
 			h.priority, h.locality, h.lweight, h.weight = loc.GetPriority(), locKey, lw, w
+			h.load = c.localityLoadLocked(loc.GetLocality(), loc.GetPriority())
 			next[addr] = h
 		}
 	}
@@ -246,6 +249,9 @@ func (c *cluster) pick(hashKey []byte, sel *Selection) (*host, error) {
 		if sel == nil || !sel.AvoidAttempted || !sel.tried(h.addr) {
 			break
 		}
+	}
+	if h.load != nil {
+		h.load.issued.Add(1)
 	}
 	return h, nil
 }
@@ -425,13 +431,16 @@ const (
 // 503 and a final local success as a 200; with it they count apart, in
 // consecutive_local_origin_failure.
 func (c *cluster) report(addr string, o Outcome) {
-	if c.outlier == nil {
-		return
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	h := c.hosts[addr]
 	if h == nil {
+		return
+	}
+	if h.load != nil {
+		h.load.done(o)
+	}
+	if c.outlier == nil {
 		return
 	}
 	now := time.Now()

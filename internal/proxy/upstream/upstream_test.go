@@ -391,11 +391,12 @@ func TestHealthCheckScheduleFollowsEnvoy(t *testing.T) {
 		want                          time.Duration
 	}{
 		{"healthy, passes", true, false, true, true, 2 * time.Second},
-		{"unhealthy, passes once of two", true, true, false, true, time.Second},  // healthy_edge_interval
-		{"healthy, fails once of two", false, true, true, true, time.Second},     // unhealthy_edge_interval
-		{"unhealthy, fails", false, false, false, true, 4 * time.Second},         // unhealthy_interval
-		{"no traffic yet, healthy", true, false, true, false, 5 * time.Second},   // no_traffic_interval (healthy defaults to it)
-		{"no traffic yet, failing", false, false, false, false, 5 * time.Second}, // no_traffic_interval
+		{"unhealthy, passes once of two", true, true, false, true, time.Second},           // healthy_edge_interval
+		{"healthy, fails once of two", false, true, true, true, time.Second},              // unhealthy_edge_interval
+		{"unhealthy, fails", false, false, false, true, 4 * time.Second},                  // unhealthy_interval
+		{"no traffic yet, healthy", true, false, true, false, 5 * time.Second},            // no_traffic_healthy_interval
+		{"no traffic yet, passes once of two", true, true, false, false, 2 * time.Second}, // no_traffic_interval
+		{"no traffic yet, failing", false, false, false, false, 2 * time.Second},          // no_traffic_interval: a standby's new or failing host at the normal interval
 	} {
 		if got := s.base(tc.ok, tc.pending, tc.healthy, tc.traffic); got != tc.want {
 			t.Errorf("%s: next check after %v, want %v", tc.name, got, tc.want)
