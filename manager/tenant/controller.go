@@ -99,6 +99,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, byNamespace).
 		Watches(&v1.LoadBalancer{}, byNamespace).
 		Watches(&v1.Route{}, byNamespace).
+		Watches(&v1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(r.tenantsOfPool)).
 		Named("tenant").
 		Complete(r)
 }
@@ -144,11 +145,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.count(ctx, ns, status); err != nil {
 		return ctrl.Result{}, err
 	}
-	meta.SetStatusCondition(&status.Conditions, metav1.Condition{
+	ready := metav1.Condition{
 		Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1.ReasonReady,
 		Message:            fmt.Sprintf("namespace %s and the ccm kubeconfig Secret %s are ready", ns, KubeconfigSecretName),
 		ObservedGeneration: t.Generation,
-	})
+	}
+	if c, err := r.poolCondition(ctx, &t); err != nil {
+		return ctrl.Result{}, err
+	} else if c != nil {
+		ready = *c
+	}
+	meta.SetStatusCondition(&status.Conditions, ready)
 	if err := r.writeStatus(ctx, &t, status); err != nil {
 		return ctrl.Result{}, err
 	}
