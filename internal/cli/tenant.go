@@ -144,6 +144,10 @@ func (o *TenantAdd) Run(ctx context.Context) error {
 	}
 	o.printStep(stepReport, "the ccm of cluster %s reported %d nodes (%d served, %d refused)",
 		o.ClusterName, len(nodes.Spec.Nodes), nodes.Status.Served, nodes.Status.RefusedCount)
+	if nodes.Status.RefusedCount > 0 {
+		fmt.Fprintf(o.Out, "warning: %d node addresses are refused (outside --node-cidrs or denied): kubectl get tenantnodes -n %s -o yaml\n",
+			nodes.Status.RefusedCount, ns)
+	}
 	fmt.Fprintf(o.Out, "tenant %s is onboarded\n", o.Name)
 	return nil
 }
@@ -267,7 +271,7 @@ func (o *TenantAdd) copyKubeconfig(ctx context.Context, mgmt client.Client, tena
 }
 
 // waitReport watches the tenant's TenantNodes until the ccm of this cluster
-// has written it.
+// has written it and the manager has checked the node addresses.
 func (o *TenantAdd) waitReport(ctx context.Context, c client.WithWatch, ns string, ccm types.NamespacedName) (*v1.TenantNodes, error) {
 	var nodes *v1.TenantNodes
 	err := watchUntil(ctx, o.Timeout, c, &v1.TenantNodesList{}, ns, v1.TenantNodesName, func(obj runtime.Object) (bool, string) {
@@ -276,6 +280,11 @@ func (o *TenantAdd) waitReport(ctx context.Context, c client.WithWatch, ns strin
 			return false, fmt.Sprintf("TenantNodes names cluster %q, not %q", tn.Spec.Cluster, o.ClusterName)
 		}
 		nodes = tn
+		// The manager's verdict on the nodes (served, refused) says whether
+		// traffic can reach them: wait for it too.
+		if tn.Status.ObservedGeneration != tn.Generation {
+			return false, "the ccm reported its nodes; the manager has not checked them yet"
+		}
 		return true, ""
 	})
 	if err != nil && nodes == nil {
