@@ -145,6 +145,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.count(ctx, ns, status); err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := r.countAdmission(ctx, ns, status); err != nil {
+		return ctrl.Result{}, err
+	}
 	ready := metav1.Condition{
 		Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1.ReasonReady,
 		Message:            fmt.Sprintf("namespace %s and the ccm kubeconfig Secret %s are ready", ns, KubeconfigSecretName),
