@@ -74,6 +74,7 @@ type Server struct {
 	onAcked   []func(fleet string, generation uint64)
 	onProxies []func(fleet string)
 	onNACK    []func(fleet string, n NACK)
+	onServed  []func(fleet string)
 	lastErrs  map[string]error // fleet → why the newest Set was refused
 }
 
@@ -326,6 +327,7 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 	}
 	s.metrics.snapshots.WithLabelValues(fleet).Inc()
 	s.log.V(1).Info("snapshot set", "fleet", fleet, "version", version, "generation", p.gen)
+	s.servedNew(fleet)
 	s.checkAcked(fleet)
 	return nil
 }
