@@ -58,6 +58,11 @@ type RouteTLS struct {
 	// Issuer asks cert-manager for the certificate when the Secret does not exist.
 	// +optional
 	Issuer *IssuerRef `json:"issuer,omitempty"`
+	// RedirectHTTP answers plain HTTP for these hostnames with a 301 to
+	// https, once the certificate is served (an Ingress with TLS sets it
+	// unless annotated fleetlb.io/ssl-redirect: "false").
+	// +optional
+	RedirectHTTP bool `json:"redirectHTTP,omitempty"`
 }
 
 // PathMatchType says how a path is compared.
