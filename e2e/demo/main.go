@@ -154,6 +154,8 @@ fleetlb is running. Try:
 
   # L7 on the fleet's shared VIP %[7]s: team-a's Ingress with TLS (the demo CA signed its Secret)
   curl --cacert %[2]s/ca.crt --resolve web.team-a.example.com:%[8]d:%[7]s https://web.team-a.example.com:%[8]d/
+  # its plain HTTP answers 301 to https (annotation fleetlb.io/ssl-redirect: "false" turns that off)
+  curl -si --resolve web.team-a.example.com:%[9]d:%[7]s http://web.team-a.example.com:%[9]d/ | head -3
   # team-b's Gateway + HTTPRoute: a header picks v2, everything else goes to v1
   curl --resolve shop.team-b.example.com:%[9]d:%[7]s http://shop.team-b.example.com:%[9]d/
   curl --resolve shop.team-b.example.com:%[9]d:%[7]s -H 'X-Version: v2' http://shop.team-b.example.com:%[9]d/
