@@ -31,6 +31,8 @@ func newRoot() *cobra.Command {
 		Short:         "Operate fleetlb from kubectl: onboard tenant clusters, see the fleet's state",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Help reads as kubectl shows the plugin.
+		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl fleetlb"},
 	}
 	mgmt.AddFlags(root.PersistentFlags())
 
