@@ -427,7 +427,17 @@ func TestKubectlColumnsAndExplain(t *testing.T) {
 	}
 	nodes := &v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1.TenantNodesName},
 		Spec: v1.TenantNodesSpec{Cluster: "c", Nodes: []v1.TenantNode{{Name: "n1", Addresses: []v1.IPAddress{"10.0.0.1"}}, {Name: "n2", Addresses: []v1.IPAddress{"10.0.0.2"}}}}}
-	if err := env.Client.Create(ctx, nodes); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := env.Client.Create(ctx, nodes); apierrors.IsAlreadyExists(err) {
+		// Another test's TenantNodes of this namespace: take it over.
+		spec := nodes.Spec
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(nodes), nodes); err != nil {
+			t.Fatal(err)
+		}
+		nodes.Spec = spec
+		if err := env.Client.Update(ctx, nodes); err != nil {
+			t.Fatal(err)
+		}
+	} else if err != nil {
 		t.Fatal(err)
 	}
 	nodes.Status = v1.TenantNodesStatus{Nodes: 2, Served: 1, RefusedCount: 1}
