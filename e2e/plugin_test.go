@@ -209,7 +209,7 @@ func TestPluginOnboardsATenant(t *testing.T) {
 			{"default", fleetVIP, " 1 ", "True", "all 1 connected proxies acknowledged version"},
 			{"LoadBalancer", "tenant-team-p", "Accepted=False", v1.ReasonAddressNotAvailable},
 			{"vips", " 2 ", " 6 ", "25%", "True"},
-			{"team-p", "vips", " 2 ", " 0 ", " 1 ", "True"},
+			{"team-p", "vips", " 2 ", " 0 ", " 1 ", " 1 ", " 1 ", "True"}, // LBs, routes, admitted, refused, addresses
 		} {
 			if !hasRow(status, row...) {
 				return fmt.Errorf("status has no row with %q:\n%s", row, status)

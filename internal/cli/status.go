@@ -154,11 +154,12 @@ func (f *Fleet) Print(out io.Writer) error {
 		fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\n", p.Name, p.Status.Allocated, p.Status.Available, used, status, msg)
 	}
 	fmt.Fprintln(w, "\nTENANTS")
-	fmt.Fprintln(w, "NAME\tPOOL\tLBS\tROUTES\tADDRESSES\tREADY\tMESSAGE")
+	fmt.Fprintln(w, "NAME\tPOOL\tLBS\tROUTES\tADMITTED\tREFUSED\tADDRESSES\tREADY\tMESSAGE")
 	for i := range f.Tenants {
 		t := &f.Tenants[i]
 		status, msg := condition(t.Status.Conditions, v1.ConditionReady)
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", t.Name, t.Spec.AddressPool, t.Status.LoadBalancers, t.Status.Routes, t.Status.Addresses, status, msg)
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", t.Name, t.Spec.AddressPool, t.Status.LoadBalancers, t.Status.Routes,
+			t.Status.Admitted, t.Status.Refused, t.Status.Addresses, status, msg)
 	}
 	return w.Flush()
 }
