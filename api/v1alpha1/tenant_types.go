@@ -239,6 +239,7 @@ type HostnameClaim struct {
 // +kubebuilder:printcolumn:name="Admitted",type=integer,JSONPath=`.status.admitted`,description="LoadBalancers and Routes admitted (Accepted=True)"
 // +kubebuilder:printcolumn:name="Refused",type=integer,JSONPath=`.status.refused`,description="LoadBalancers and Routes refused (Accepted=False): kubectl get lb,routes -n <namespace> shows why"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.status!="True")].reason`,description="Why the Tenant is not Ready (PoolNotFound, SetupFailed): empty when it is"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Tenant struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -414,7 +414,8 @@ func TestKubectlColumnsAndExplain(t *testing.T) {
 	if err := env.Client.Create(ctx, tn); err != nil {
 		t.Fatal(err)
 	}
-	tn.Status = v1.TenantStatus{LoadBalancers: 3, Routes: 2, Admitted: 4, Refused: 1}
+	tn.Status = v1.TenantStatus{LoadBalancers: 3, Routes: 2, Admitted: 4, Refused: 1, Conditions: []metav1.Condition{
+		{Type: v1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1.ReasonPoolNotFound, Message: "m", LastTransitionTime: metav1.Now()}}}
 	if err := env.Client.Status().Update(ctx, tn); err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +423,7 @@ func TestKubectlColumnsAndExplain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !regexp.MustCompile(`LBS\s+ROUTES\s+ADMITTED\s+REFUSED`).MatchString(out) || !regexp.MustCompile(`kubectl-columns\s+.*\s3\s+2\s+4\s+1\s`).MatchString(out) {
+	if !regexp.MustCompile(`LBS\s+ROUTES\s+ADMITTED\s+REFUSED`).MatchString(out) || !regexp.MustCompile(`kubectl-columns\s+.*\s3\s+2\s+4\s+1\s+False\s+PoolNotFound\s`).MatchString(out) {
 		t.Errorf("kubectl get tenant:\n%s", out)
 	}
 	nodes := &v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1.TenantNodesName},
