@@ -20,8 +20,11 @@ import (
 )
 
 // The ccm's install manifest compiled into the plugin (--manifest overrides
-// it). It is rendered from the one source of install manifests; switching the
-// source is this line and the matching one in manifest_test.go.
+// it), rendered from the one source of install manifests by the command
+// before " > " on the go:generate line; TestCompiledManifestIsCurrent runs
+// that command too, so switching the source (to the Helm chart's rendered
+// deploy/install/fleetlb-ccm.yaml: "cat ../../deploy/install/fleetlb-ccm.yaml")
+// is this one line.
 //
 //go:generate sh -c "../../bin/k8s/kubectl kustomize ../../deploy/ccm > manifests/fleetlb-ccm.yaml"
 //go:embed manifests/fleetlb-ccm.yaml
