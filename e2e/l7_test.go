@@ -34,6 +34,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/ccm/ingress"
 	"github.com/fleetlb/fleetlb/e2e/harness"
 	"github.com/fleetlb/fleetlb/internal/echo"
 	"github.com/fleetlb/fleetlb/internal/testcerts"
@@ -72,6 +73,9 @@ func ingressOf(name, host, tlsSecret string, paths map[string]string) *networkin
 	ing.Spec.Rules = []networkingv1.IngressRule{rule}
 	if tlsSecret != "" {
 		ing.Spec.TLS = []networkingv1.IngressTLS{{Hosts: []string{host}, SecretName: tlsSecret}}
+		// These scenarios send plain HTTP to TLS hosts too; by default it
+		// would be redirected to https (TestL7... checks that).
+		ing.Annotations = map[string]string{ingress.AnnotationSSLRedirect: "false"}
 	}
 	return ing
 }
@@ -237,6 +241,30 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 		if r.reply.Headers["X-Forwarded-Proto"][0] != "https" {
 			t.Errorf("X-Forwarded-Proto %v", r.reply.Headers["X-Forwarded-Proto"])
 		}
+	})
+
+	t.Run("plain HTTP to a TLS host redirects to https unless ssl-redirect is false", func(t *testing.T) {
+		var ing networkingv1.Ingress
+		if err := b.Env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "shop"}, &ing); err != nil {
+			t.Fatal(err)
+		}
+		delete(ing.Annotations, ingress.AnnotationSSLRedirect)
+		if err := b.Env.Client.Update(ctx, &ing); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "a redirect to https", 60*time.Second, func() error {
+			r, err := httpVia(httpAddr, "http://shop.b.example.com/cart?x=1", nil)
+			if err != nil {
+				return err
+			}
+			if r.status != http.StatusMovedPermanently || !strings.HasPrefix(r.location, "https://shop.b.example.com") || !strings.HasSuffix(r.location, "/cart?x=1") {
+				return fmt.Errorf("status %d location %q", r.status, r.location)
+			}
+			return nil
+		})
+		// HTTPS still serves it, and the other tenant's host (ssl-redirect false) still answers plain HTTP.
+		reaches(t, httpsAddr, "https://shop.b.example.com/", tlsFor, "b", "default/shop-fleetlb")
+		reaches(t, httpAddr, "http://web.a.example.com/", nil, "a", "default/web-fleetlb")
 	})
 
 	t.Run("certificate rotation keeps other hostnames' connections", func(t *testing.T) {

@@ -1,6 +1,11 @@
 package v1alpha1
 
-import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+import (
+	"strconv"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
 
 // ServiceSource identifies the tenant object a management object was made from.
 type ServiceSource struct {
@@ -163,6 +168,11 @@ type LoadBalancerStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
 	Addresses []Address `json:"addresses,omitempty"`
+	// Ports is spec.ports for kubectl ("80/TCP,53/UDP"; a printer column
+	// cannot join a list), written by the manager with the rest of status.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	Ports string `json:"ports,omitempty"`
 	// Conditions: Accepted, Programmed.
 	// +optional
 	// +listType=map
@@ -175,8 +185,7 @@ type LoadBalancerStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=lb
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.addresses[0].ip`
-// +kubebuilder:printcolumn:name="Port",type=integer,JSONPath=`.spec.ports[0].port`,description="The first port; -o wide lists them all"
-// +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.spec.ports`,priority=1
+// +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.status.ports`,description="port/protocol of every port"
 // +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.spec.source.name`,priority=1
 // +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.source.cluster`,priority=1
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
@@ -201,3 +210,12 @@ type LoadBalancerList struct {
 }
 
 func init() { SchemeBuilder.Register(&LoadBalancer{}, &LoadBalancerList{}) }
+
+// PortsSummary is ports as kubectl shows them: "80/TCP,53/UDP".
+func PortsSummary(ports []LoadBalancerPort) string {
+	parts := make([]string, len(ports))
+	for i, p := range ports {
+		parts[i] = strconv.Itoa(int(p.Port)) + "/" + string(p.Protocol)
+	}
+	return strings.Join(parts, ",")
+}

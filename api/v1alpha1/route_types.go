@@ -58,6 +58,11 @@ type RouteTLS struct {
 	// Issuer asks cert-manager for the certificate when the Secret does not exist.
 	// +optional
 	Issuer *IssuerRef `json:"issuer,omitempty"`
+	// RedirectHTTP answers plain HTTP for these hostnames with a 301 to
+	// https, once the certificate is served (an Ingress with TLS sets it
+	// unless annotated fleetlb.io/ssl-redirect: "false").
+	// +optional
+	RedirectHTTP bool `json:"redirectHTTP,omitempty"`
 }
 
 // PathMatchType says how a path is compared.
@@ -363,6 +368,7 @@ type RouteStatus struct {
 // +kubebuilder:printcolumn:name="Kind",type=string,JSONPath=`.spec.source.kind`,priority=1
 // +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.spec.source.name`,priority=1
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
+// +kubebuilder:printcolumn:name="ResolvedRefs",type=string,JSONPath=`.status.conditions[?(@.type=="ResolvedRefs")].status`,description="False when a rule's Secret or backend is missing or invalid (that rule is not served)"
 // +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].status`
 // +kubebuilder:printcolumn:name="Serving",type=string,JSONPath=`.status.conditions[?(@.type=="Serving")].reason`,priority=1,description="Global names and shared hostnames: Serving, FailedOver, Standby or NotServing, from the proxies' load reports"
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.status!="True")].reason`,description="The reason of the first condition that is not True (Accepted before Programmed): empty when the object is served"

@@ -190,6 +190,12 @@ type TenantStatus struct {
 	// Routes admitted.
 	// +optional
 	Routes int32 `json:"routes,omitempty"`
+	// Admitted LoadBalancers and Routes (Accepted=True).
+	// +optional
+	Admitted int32 `json:"admitted,omitempty"`
+	// Refused LoadBalancers and Routes (Accepted=False); each says why in its own conditions.
+	// +optional
+	Refused int32 `json:"refused,omitempty"`
 	// Addresses held.
 	// +optional
 	Addresses int32 `json:"addresses,omitempty"`
@@ -230,7 +236,10 @@ type HostnameClaim struct {
 // +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.addressPool`
 // +kubebuilder:printcolumn:name="LBs",type=integer,JSONPath=`.status.loadBalancers`
 // +kubebuilder:printcolumn:name="Routes",type=integer,JSONPath=`.status.routes`
+// +kubebuilder:printcolumn:name="Admitted",type=integer,JSONPath=`.status.admitted`,description="LoadBalancers and Routes admitted (Accepted=True)"
+// +kubebuilder:printcolumn:name="Refused",type=integer,JSONPath=`.status.refused`,description="LoadBalancers and Routes refused (Accepted=False): kubectl get lb,routes -n <namespace> shows why"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.status!="True")].reason`,description="Why the Tenant is not Ready (PoolNotFound, SetupFailed): empty when it is"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Tenant struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -77,6 +77,9 @@ type TenantNodesStatus struct {
 	// ObservedGeneration is the spec generation this status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Nodes is the number of nodes the ccm reported.
+	// +optional
+	Nodes int32 `json:"nodes"`
 	// Served is the number of node addresses traffic may be sent to.
 	// +optional
 	Served int32 `json:"served"`
@@ -102,7 +105,8 @@ type TenantNodesStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=tnodes
 // +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.cluster`
-// +kubebuilder:printcolumn:name="Served",type=integer,JSONPath=`.status.served`
+// +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.nodes`
+// +kubebuilder:printcolumn:name="Served",type=integer,JSONPath=`.status.served`,description="Node addresses traffic may be sent to"
 // +kubebuilder:printcolumn:name="Refused",type=integer,JSONPath=`.status.refusedCount`
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -345,6 +347,7 @@ func TestKubectlColumnsAndExplain(t *testing.T) {
 	}
 	o.Status = v1.LoadBalancerStatus{
 		Addresses: []v1.Address{{IP: "127.0.10.9", IPMode: v1.IPModeProxy}},
+		Ports:     v1.PortsSummary(o.Spec.Ports),
 		Conditions: []metav1.Condition{
 			{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted, LastTransitionTime: metav1.Now()},
 			{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending, LastTransitionTime: metav1.Now()},
@@ -362,13 +365,13 @@ func TestKubectlColumnsAndExplain(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("kubectl get lb -o wide:\n%s", out)
 	}
-	for _, col := range []string{"NAME", "ADDRESS", "PORT", "PORTS", "SOURCE", "CLUSTER", "ACCEPTED", "PROGRAMMED", "REASON", "AGE"} {
+	for _, col := range []string{"NAME", "ADDRESS", "PORTS", "SOURCE", "CLUSTER", "ACCEPTED", "PROGRAMMED", "REASON", "AGE"} {
 		if !strings.Contains(lines[0], col) {
 			t.Errorf("column %s missing from %q", col, lines[0])
 		}
 	}
 	// REASON is the reason of the first condition that is not True: here Programmed's.
-	for _, val := range []string{"lb-kubectl", "127.0.10.9", `"port":80`, `"port":443`, "web", "True", "False", v1.ReasonPending} {
+	for _, val := range []string{"lb-kubectl", "127.0.10.9", " 80/TCP,443/TCP ", "web", "True", "False", v1.ReasonPending} {
 		if !strings.Contains(lines[1], val) {
 			t.Errorf("value %s missing from %q", val, lines[1])
 		}
@@ -382,12 +385,13 @@ func TestKubectlColumnsAndExplain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "HOSTNAMES") || !strings.Contains(out, "web.team-a.example.com") || !strings.Contains(out, "REASON") {
+	if !strings.Contains(out, "HOSTNAMES") || !strings.Contains(out, "web.team-a.example.com") || !strings.Contains(out, "REASON") || !strings.Contains(out, "RESOLVEDREFS") {
 		t.Errorf("kubectl get rt:\n%s", out)
 	}
 	// A refused Route shows why in REASON, whatever comes after Accepted.
 	rt.Status.Conditions = []metav1.Condition{
 		{Type: v1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: v1.ReasonHostnameNotAllowed, Message: "m", LastTransitionTime: metav1.Now()},
+		{Type: v1.ConditionResolvedRefs, Status: metav1.ConditionFalse, Reason: v1.ReasonSecretNotFound, Message: "m", LastTransitionTime: metav1.Now()},
 		{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending, LastTransitionTime: metav1.Now()},
 	}
 	if err := env.Client.Status().Update(ctx, rt); err != nil {
@@ -399,6 +403,54 @@ func TestKubectlColumnsAndExplain(t *testing.T) {
 	}
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.Contains(lines[1], v1.ReasonHostnameNotAllowed) || strings.Contains(lines[1], v1.ReasonPending) {
 		t.Errorf("kubectl get rt of a refused Route shows no reason, or not Accepted's:\n%s", out)
+	}
+	// ACCEPTED, RESOLVEDREFS, PROGRAMMED: False False False.
+	if !regexp.MustCompile(`rt-kubectl\s+\S+\s+False\s+False\s+False\s+` + v1.ReasonHostnameNotAllowed).MatchString(out) {
+		t.Errorf("kubectl get rt: no RESOLVEDREFS value:\n%s", out)
+	}
+
+	// Tenant: admitted and refused counts; TenantNodes: the node count.
+	tn := &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "kubectl-columns"}, Spec: v1.TenantSpec{AddressPool: "vips"}}
+	if err := env.Client.Create(ctx, tn); err != nil {
+		t.Fatal(err)
+	}
+	tn.Status = v1.TenantStatus{LoadBalancers: 3, Routes: 2, Admitted: 4, Refused: 1, Conditions: []metav1.Condition{
+		{Type: v1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1.ReasonPoolNotFound, Message: "m", LastTransitionTime: metav1.Now()}}}
+	if err := env.Client.Status().Update(ctx, tn); err != nil {
+		t.Fatal(err)
+	}
+	out, err = env.Kubectl(ctx, "get", "tenant", "kubectl-columns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`LBS\s+ROUTES\s+ADMITTED\s+REFUSED`).MatchString(out) || !regexp.MustCompile(`kubectl-columns\s+.*\s3\s+2\s+4\s+1\s+False\s+PoolNotFound\s`).MatchString(out) {
+		t.Errorf("kubectl get tenant:\n%s", out)
+	}
+	nodes := &v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1.TenantNodesName},
+		Spec: v1.TenantNodesSpec{Cluster: "c", Nodes: []v1.TenantNode{{Name: "n1", Addresses: []v1.IPAddress{"10.0.0.1"}}, {Name: "n2", Addresses: []v1.IPAddress{"10.0.0.2"}}}}}
+	if err := env.Client.Create(ctx, nodes); apierrors.IsAlreadyExists(err) {
+		// Another test's TenantNodes of this namespace: take it over.
+		spec := nodes.Spec
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(nodes), nodes); err != nil {
+			t.Fatal(err)
+		}
+		nodes.Spec = spec
+		if err := env.Client.Update(ctx, nodes); err != nil {
+			t.Fatal(err)
+		}
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	nodes.Status = v1.TenantNodesStatus{Nodes: 2, Served: 1, RefusedCount: 1}
+	if err := env.Client.Status().Update(ctx, nodes); err != nil {
+		t.Fatal(err)
+	}
+	out, err = env.Kubectl(ctx, "get", "tenantnodes", "-n", ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`NODES\s+SERVED\s+REFUSED`).MatchString(out) || !regexp.MustCompile(`default\s+c\s+2\s+1\s+1\s`).MatchString(out) {
+		t.Errorf("kubectl get tenantnodes:\n%s", out)
 	}
 
 	out, err = env.Kubectl(ctx, "explain", "route.spec")

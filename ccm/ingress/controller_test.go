@@ -290,7 +290,8 @@ func TestIngressWithTLSAndClusterIPBackend(t *testing.T) {
 	if !slices.Equal(rt.Spec.Hostnames, []v1.Hostname{"shop.example.com"}) {
 		t.Errorf("hostnames %v", rt.Spec.Hostnames)
 	}
-	wantTLS := []v1.RouteTLS{{Hostnames: []v1.Hostname{"shop.example.com"}, SecretName: ns + ".shop-cert", Issuer: &v1.IssuerRef{Kind: "ClusterIssuer", Name: "letsencrypt"}}}
+	wantTLS := []v1.RouteTLS{{Hostnames: []v1.Hostname{"shop.example.com"}, SecretName: ns + ".shop-cert", Issuer: &v1.IssuerRef{Kind: "ClusterIssuer", Name: "letsencrypt"},
+		RedirectHTTP: true}} // plain HTTP redirects to https by default
 	if !equality.Semantic.DeepEqual(rt.Spec.TLS, wantTLS) {
 		t.Errorf("tls %+v", rt.Spec.TLS)
 	}

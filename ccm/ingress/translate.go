@@ -31,6 +31,23 @@ const (
 	annotationIssuer        = "cert-manager.io/issuer"
 )
 
+// AnnotationSSLRedirect on an Ingress: plain HTTP for its TLS hosts answers
+// with a 301 to https by default (as ingress-nginx does); "false" serves them
+// on plain HTTP too.
+const AnnotationSSLRedirect = "fleetlb.io/ssl-redirect"
+
+// sslRedirect reads AnnotationSSLRedirect: true unless it says "false".
+func sslRedirect(ann map[string]string) (bool, error) {
+	switch v, ok := ann[AnnotationSSLRedirect]; {
+	case !ok || v == "true":
+		return true, nil
+	case v == "false":
+		return false, nil
+	default:
+		return true, fmt.Errorf("annotation %s: %q is not true or false", AnnotationSSLRedirect, v)
+	}
+}
+
 var hostnameRE = regexp.MustCompile(`^([*][.])?[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
 // RouteName is the management Route for an Ingress: `ingress.<namespace>.<name>`,
@@ -178,6 +195,10 @@ func desiredRoutes(ing *networkingv1.Ingress, cluster string, resolve resolver) 
 		problem("%v; served without global options", err)
 	}
 	issuer := issuerFrom(ing.Annotations)
+	redirect, err := sslRedirect(ing.Annotations)
+	if err != nil {
+		problem("%v; plain HTTP redirects to https", err)
+	}
 	for gi, g := range groups {
 		if len(g.hosts) > maxHostnames {
 			problem("hosts %v: more than %d hostnames with the same paths; the rest is not served", g.hosts[maxHostnames:], maxHostnames)
@@ -197,7 +218,7 @@ func desiredRoutes(ing *networkingv1.Ingress, cluster string, resolve resolver) 
 				UID: string(ing.UID), Generation: ing.Generation,
 			},
 			Hostnames: g.hosts,
-			TLS:       tlsFor(ing, g.hosts, issuer),
+			TLS:       tlsFor(ing, g.hosts, issuer, redirect),
 			Rules:     g.rules,
 			Global:    global,
 		}
@@ -240,8 +261,9 @@ func covers(pattern, h string) bool {
 
 // tlsFor is the TLS of the Route serving hosts: each spec.tls entry with a
 // Secret, limited to the hosts it covers (all of them when it lists none),
-// pointing at the management copy of the Secret.
-func tlsFor(ing *networkingv1.Ingress, hosts []v1.Hostname, issuer *v1.IssuerRef) []v1.RouteTLS {
+// pointing at the management copy of the Secret; redirect sends plain HTTP
+// for those hosts to https.
+func tlsFor(ing *networkingv1.Ingress, hosts []v1.Hostname, issuer *v1.IssuerRef, redirect bool) []v1.RouteTLS {
 	var out []v1.RouteTLS
 	for _, t := range ing.Spec.TLS {
 		if t.SecretName == "" {
@@ -256,7 +278,7 @@ func tlsFor(ing *networkingv1.Ingress, hosts []v1.Hostname, issuer *v1.IssuerRef
 		if len(covered) == 0 {
 			continue
 		}
-		out = append(out, v1.RouteTLS{Hostnames: covered, SecretName: secrets.CopyName(ing.Namespace, t.SecretName), Issuer: issuer})
+		out = append(out, v1.RouteTLS{Hostnames: covered, SecretName: secrets.CopyName(ing.Namespace, t.SecretName), Issuer: issuer, RedirectHTTP: redirect})
 	}
 	return out
 }

@@ -133,8 +133,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	spec, err := r.desiredSpec(&svc)
 	if err != nil {
 		// Bad input waits for the user to change the Service; retrying cannot help.
-		r.Recorder.Eventf(&svc, nil, corev1.EventTypeWarning, "InvalidService", "SyncLoadBalancer", "%v", err)
-		return ctrl.Result{}, nil
+		r.Recorder.Eventf(&svc, nil, corev1.EventTypeWarning, ReasonInvalidService, "SyncLoadBalancer", "%v", err)
+		return ctrl.Result{}, r.writeStatus(ctx, &svc, svc.Status.LoadBalancer, &metav1.Condition{
+			Type: ConditionAccepted, Status: metav1.ConditionFalse, Reason: ReasonInvalidService, Message: err.Error(), ObservedGeneration: svc.Generation})
 	}
 
 	lb := &v1.LoadBalancer{ObjectMeta: metaFor(r.Namespace, &svc)}
@@ -195,18 +196,26 @@ func (r *Reconciler) copyStatus(ctx context.Context, svc *corev1.Service, lb *v1
 	for _, a := range lb.Status.Addresses {
 		want.Ingress = append(want.Ingress, corev1.LoadBalancerIngress{IP: string(a.IP), IPMode: ptr.To(corev1.LoadBalancerIPModeProxy)})
 	}
-	if servicehelper.LoadBalancerStatusEqual(&svc.Status.LoadBalancer, &want) {
-		return nil
-	}
-	patch := client.MergeFrom(svc.DeepCopy())
-	svc.Status.LoadBalancer = want
-	if err := r.Tenant.Status().Patch(ctx, svc, patch); err != nil {
+	newAddress := !servicehelper.LoadBalancerStatusEqual(&svc.Status.LoadBalancer, &want)
+	if err := r.writeStatus(ctx, svc, want, acceptedCondition(svc, lb)); err != nil {
 		return err
 	}
-	if len(want.Ingress) > 0 {
+	if newAddress && len(want.Ingress) > 0 {
 		r.Recorder.Eventf(svc, nil, corev1.EventTypeNormal, "EnsuredLoadBalancer", "SyncLoadBalancer", "load balancer address %s", want.Ingress[0].IP)
 	}
 	return nil
+}
+
+// writeStatus patches the Service's load-balancer status and its
+// ConditionAccepted (cond nil: left as it is), only when either changed.
+func (r *Reconciler) writeStatus(ctx context.Context, svc *corev1.Service, lbStatus corev1.LoadBalancerStatus, cond *metav1.Condition) error {
+	conds := withCondition(svc.Status.Conditions, cond)
+	if servicehelper.LoadBalancerStatusEqual(&svc.Status.LoadBalancer, &lbStatus) && equality.Semantic.DeepEqual(conds, svc.Status.Conditions) {
+		return nil
+	}
+	patch := client.MergeFrom(svc.DeepCopy())
+	svc.Status.LoadBalancer, svc.Status.Conditions = lbStatus, conds
+	return r.Tenant.Status().Patch(ctx, svc, patch)
 }
 
 // cleanup removes the management object, then the status and the finalizer.
@@ -228,9 +237,10 @@ func (r *Reconciler) cleanup(ctx context.Context, svc *corev1.Service) error {
 	case !apierrors.IsNotFound(err):
 		return err
 	}
-	if len(svc.Status.LoadBalancer.Ingress) > 0 {
+	if len(svc.Status.LoadBalancer.Ingress) > 0 || meta.FindStatusCondition(svc.Status.Conditions, ConditionAccepted) != nil {
 		patch := client.MergeFrom(svc.DeepCopy())
 		svc.Status.LoadBalancer = corev1.LoadBalancerStatus{}
+		meta.RemoveStatusCondition(&svc.Status.Conditions, ConditionAccepted)
 		if err := r.Tenant.Status().Patch(ctx, svc, patch); client.IgnoreNotFound(err) != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -102,20 +103,27 @@ func l7Examples(dir string, tenants map[string]*harness.Tenant, nodeIPs map[stri
 	}); err != nil {
 		return "", err
 	}
-	// Both answer through the VIP before the demo says it is ready.
-	to := net.JoinHostPort(vip, fmt.Sprint(harness.HTTPPort))
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, n, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, n, to)
-	}}}
-	for _, host := range []string{"web.team-a.example.com", "shop.team-b.example.com"} {
+	// Both answer through the VIP before the demo says it is ready: team-a's
+	// Ingress over HTTPS (its plain HTTP redirects there), team-b's route over HTTP.
+	via := func(port int) *http.Client {
+		to := net.JoinHostPort(vip, fmt.Sprint(port))
+		return &http.Client{Timeout: 2 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool},
+				DialContext: func(ctx context.Context, n, _ string) (net.Conn, error) {
+					return (&net.Dialer{}).DialContext(ctx, n, to)
+				}}}
+	}
+	for url, c := range map[string]*http.Client{
+		"https://web.team-a.example.com/": via(harness.HTTPSPort), "http://shop.team-b.example.com/": via(harness.HTTPPort)} {
 		if err := harness.Eventually(2*time.Minute, func() error {
-			resp, err := c.Get("http://" + host + "/")
+			resp, err := c.Get(url)
 			if err != nil {
 				return err
 			}
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s: status %d", host, resp.StatusCode)
+				return fmt.Errorf("%s: status %d", url, resp.StatusCode)
 			}
 			return nil
 		}); err != nil {

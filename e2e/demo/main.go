@@ -14,9 +14,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/ccm/service"
@@ -28,6 +30,16 @@ import (
 func main() {
 	dir := flag.String("dir", ".demo", "where kubeconfigs are written")
 	flag.Parse()
+	if os.Getenv(workerEnv) == "" {
+		os.Exit(supervise())
+	}
+	// The demo's own clients log nothing (and controller-runtime does not
+	// print a stack trace about a logger never set); the processes' output is
+	// in the harness.
+	ctrllog.SetLogger(logr.Discard())
+	// A reader that went away (`| tee` on Ctrl-C) must not kill the demo
+	// before it stopped what it started: writes fail instead.
+	signal.Ignore(syscall.SIGPIPE)
 	if err := run(*dir); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
@@ -62,7 +74,7 @@ func run(dir string) error {
 	}()
 	// Ctrl-C (or SIGTERM) at any point stops everything that was started.
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 
 	fmt.Println("starting the management control plane and fleetlb-manager ...")
 	f, err := h.StartFleet("127.0.100.1-127.0.100.50")
@@ -136,12 +148,14 @@ fleetlb is running. Try:
 
   # traffic through the fleet (each answer names the cluster and node that served it;
   # without nc: apt-get install netcat-openbsd, or: bash -c 'exec 3<>/dev/tcp/%[3]s/8080; head -1 <&3')
-  nc %[3]s 8080 </dev/null        # team-a/web: answered by a-node-1 or a-node-2
-  nc %[4]s 8080 </dev/null        # team-b/web: answered by b-node-1
+  nc -N %[3]s 8080 </dev/null     # team-a/web: answered by a-node-1 or a-node-2
+  nc -N %[4]s 8080 </dev/null     # team-b/web: answered by b-node-1
   echo hi | nc -u -w1 %[5]s 5353  # team-a/dns over UDP
 
   # L7 on the fleet's shared VIP %[7]s: team-a's Ingress with TLS (the demo CA signed its Secret)
   curl --cacert %[2]s/ca.crt --resolve web.team-a.example.com:%[8]d:%[7]s https://web.team-a.example.com:%[8]d/
+  # its plain HTTP answers 301 to https (annotation fleetlb.io/ssl-redirect: "false" turns that off)
+  curl -si --resolve web.team-a.example.com:%[9]d:%[7]s http://web.team-a.example.com:%[9]d/ | head -3
   # team-b's Gateway + HTTPRoute: a header picks v2, everything else goes to v1
   curl --resolve shop.team-b.example.com:%[9]d:%[7]s http://shop.team-b.example.com:%[9]d/
   curl --resolve shop.team-b.example.com:%[9]d:%[7]s -H 'X-Version: v2' http://shop.team-b.example.com:%[9]d/

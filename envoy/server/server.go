@@ -76,6 +76,7 @@ type Server struct {
 	onAcked   []func(fleet string, generation uint64)
 	onProxies []func(fleet string)
 	onNACK    []func(fleet string, n NACK)
+	onServed  []func(fleet string)
 	lastErrs  map[string]error // fleet → why the newest Set was refused
 	// checked is, per fleet, what the last applied Set's resources were found to be.
 	checked map[string]*fleetChecked
@@ -561,6 +562,7 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 	}
 	s.metrics.snapshots.WithLabelValues(fleet).Inc()
 	s.log.V(1).Info("snapshot set", "fleet", fleet, "version", version, "generation", p.gen)
+	s.servedNew(fleet)
 	s.checkAcked(fleet)
 	return nil
 }

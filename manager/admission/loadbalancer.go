@@ -242,6 +242,7 @@ func (r *LoadBalancerReconciler) refuse(ctx context.Context, lb *v1.LoadBalancer
 
 // writeStatus patches status only when it changed.
 func (r *LoadBalancerReconciler) writeStatus(ctx context.Context, lb *v1.LoadBalancer, status *v1.LoadBalancerStatus) error {
+	status.Ports = v1.PortsSummary(lb.Spec.Ports)
 	if equality.Semantic.DeepEqual(&lb.Status, status) {
 		return nil
 	}

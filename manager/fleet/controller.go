@@ -40,6 +40,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/manager/xdscerts"
 )
 
@@ -103,7 +104,8 @@ type Reconciler struct {
 	Certificates ClientCertificates
 	Options      Options
 
-	queue atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
+	queue    atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
+	refusals refusals
 }
 
 // SetupWithManager registers the controller.
@@ -123,6 +125,17 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.XDS.OnAcked(func(fleet string, _ uint64) { kick(fleet) })
 		if n, ok := r.XDS.(ProxyNotifier); ok {
 			n.OnProxiesChanged(kick)
+		}
+		// Every new snapshot and every refusal changes what Programmed says.
+		if n, ok := r.XDS.(SnapshotNotifier); ok {
+			n.OnServed(kick)
+		}
+		if n, ok := r.XDS.(NACKNotifier); ok {
+			n.OnNACK(func(fleet string, nack server.NACK) {
+				_, gen := r.XDS.Version(fleet)
+				r.refusals.record(fleet, gen, nack)
+				kick(fleet)
+			})
 		}
 	}
 	if r.Certificates != nil {
@@ -261,6 +274,11 @@ func (r *Reconciler) proxyStatus(f *v1.ProxyFleet, status *v1.ProxyFleetStatus) 
 		r.setCondition(f, status, v1.ConditionProgrammed, metav1.ConditionTrue, v1.ReasonProgrammed,
 			fmt.Sprintf("all %d connected proxies acknowledged version %s", connected, version))
 	default:
+		if nack, ok := r.refusals.of(f.Name, gen); ok {
+			r.setCondition(f, status, v1.ConditionProgrammed, metav1.ConditionFalse, ReasonProxyRejected,
+				fmt.Sprintf("version %s is not acknowledged: %s; the proxies keep their last good configuration", version, describe(nack)))
+			break
+		}
 		r.setCondition(f, status, v1.ConditionProgrammed, metav1.ConditionFalse, v1.ReasonPending,
 			fmt.Sprintf("waiting for %d connected proxies to acknowledge version %s", connected, version))
 	}
@@ -269,7 +287,7 @@ func (r *Reconciler) proxyStatus(f *v1.ProxyFleet, status *v1.ProxyFleetStatus) 
 // setCondition sets a condition and emits an event when a False condition's reason or message changes.
 func (r *Reconciler) setCondition(f *v1.ProxyFleet, status *v1.ProxyFleetStatus, typ string, s metav1.ConditionStatus, reason, msg string) {
 	prev := meta.FindStatusCondition(status.Conditions, typ)
-	if s == metav1.ConditionFalse && typ == v1.ConditionReady && reason != v1.ReasonPending &&
+	if s == metav1.ConditionFalse && (typ == v1.ConditionReady && reason != v1.ReasonPending || reason == ReasonProxyRejected) &&
 		(prev == nil || prev.Reason != reason || prev.Message != msg) {
 		r.Recorder.Eventf(f, nil, corev1.EventTypeWarning, reason, "Deploy", "%s", msg)
 	}

@@ -90,7 +90,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	status := tn.Status.DeepCopy()
 	status.ObservedGeneration = tn.Generation
-	status.Served, status.RefusedCount = int32(served), int32(len(refused))
+	status.Nodes, status.Served, status.RefusedCount = int32(len(tn.Spec.Nodes)), int32(served), int32(len(refused))
 	status.Refused = refused[:min(len(refused), v1.MaxRefusedListed)]
 	cond := metav1.Condition{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted,
 		Message: backends.Summary(refused, served), ObservedGeneration: tn.Generation}

@@ -81,7 +81,7 @@ func TestRefusedAddressesAreReported(t *testing.T) {
 		got := get()
 		c := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionAccepted)
 		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1.ReasonNodesRefused || c.ObservedGeneration != got.Generation ||
-			got.Status.Served != 1 || got.Status.RefusedCount != 5 || !slices.Equal(reasons(got.Status), want) {
+			got.Status.Nodes != 4 || got.Status.Served != 1 || got.Status.RefusedCount != 5 || !slices.Equal(reasons(got.Status), want) {
 			return fmt.Errorf("status %+v", got.Status)
 		}
 		return nil

@@ -30,6 +30,7 @@ type admittedRoute struct {
 type hostPart struct {
 	hostname string
 	cert     string // name of a model.Certificate, "" for HTTP only
+	redirect bool   // plain HTTP answers with a redirect to https (with cert only)
 	routes   []model.Route
 }
 
@@ -127,6 +128,7 @@ func fromRoute(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes, secret func(na
 				continue
 			}
 			hp.cert = CertificateName(t.Name, rt.Namespace, tl.SecretName)
+			hp.redirect = tl.RedirectHTTP
 			if !seenCert[hp.cert] {
 				seenCert[hp.cert] = true
 				a.certs = append(a.certs, model.Certificate{Name: hp.cert,
@@ -273,6 +275,7 @@ func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) (
 			}
 			if x.vh.Certificate == "" {
 				x.vh.Certificate = cert
+				x.vh.RedirectToHTTPS = cert != "" && hp.redirect
 			}
 			x.vh.Routes = append(x.vh.Routes, hp.routes...)
 			for range hp.routes {

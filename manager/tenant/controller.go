@@ -117,10 +117,13 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			r.countLater(e.Object, q)
 		},
 	}
-	// Only what a count reads: an object appearing or going, or the number
-	// of addresses a LoadBalancer holds.
+	// Only what a count reads: an object appearing or going, its Accepted
+	// status, or the number of addresses a LoadBalancer holds.
 	countChanged := builder.WithPredicates(predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
+			if acceptedOf(e.ObjectOld) != acceptedOf(e.ObjectNew) {
+				return true // admitted / refused counts
+			}
 			o, ok1 := e.ObjectOld.(*v1.LoadBalancer)
 			n, ok2 := e.ObjectNew.(*v1.LoadBalancer)
 			return ok1 && ok2 && len(o.Status.Addresses) != len(n.Status.Addresses)
@@ -137,6 +140,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, byNamespace).
 		Watches(&v1.LoadBalancer{}, counted, countChanged).
 		Watches(&v1.Route{}, counted, countChanged).
+		Watches(&v1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(r.tenantsOfPool)).
 		Named("tenant").
 		Complete(r)
 }
@@ -208,11 +212,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.count(ctx, ns, status); err != nil {
 		return ctrl.Result{}, err
 	}
-	meta.SetStatusCondition(&status.Conditions, metav1.Condition{
+	ready := metav1.Condition{
 		Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1.ReasonReady,
 		Message:            fmt.Sprintf("namespace %s and the ccm kubeconfig Secret %s are ready", ns, KubeconfigSecretName),
 		ObservedGeneration: t.Generation,
-	})
+	}
+	if c, err := r.poolCondition(ctx, &t); err != nil {
+		return ctrl.Result{}, err
+	} else if c != nil {
+		ready = *c
+	}
+	meta.SetStatusCondition(&status.Conditions, ready)
 	if err := r.writeStatus(ctx, &t, status); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -387,10 +397,16 @@ func (r *Reconciler) count(ctx context.Context, ns string, status *v1.TenantStat
 		return err
 	}
 	addrs := 0
+	var decided [2]int32 // refused, admitted (by Accepted; undecided counts in neither)
 	for i := range lbs.Items {
 		addrs += len(lbs.Items[i].Status.Addresses)
+		tally(&decided, lbs.Items[i].Status.Conditions)
+	}
+	for i := range routes.Items {
+		tally(&decided, routes.Items[i].Status.Conditions)
 	}
 	status.LoadBalancers, status.Routes, status.Addresses = int32(len(lbs.Items)), int32(len(routes.Items)), int32(addrs)
+	status.Refused, status.Admitted = decided[0], decided[1]
 	return nil
 }
 

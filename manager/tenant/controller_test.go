@@ -38,6 +38,7 @@ func startController(t *testing.T) *Reconciler {
 		t.Fatal(err)
 	}
 	testenv.Run(t, mgr)
+	ensurePool(t, "pool") // newTenant's pool: a Tenant is Ready only when it exists
 	return r
 }
 
