@@ -22,11 +22,10 @@ import (
 // The ccm's install manifest compiled into the plugin (--manifest overrides
 // it), rendered from the one source of install manifests by the command
 // before " > " on the go:generate line; TestCompiledManifestIsCurrent runs
-// that command too, so switching the source (to the Helm chart's rendered
-// deploy/install/fleetlb-ccm.yaml: "cat ../../deploy/install/fleetlb-ccm.yaml")
-// is this one line.
+// that command too. The source is the fleetlb-ccm Helm chart rendered by
+// make manifests.
 //
-//go:generate sh -c "../../bin/k8s/kubectl kustomize ../../deploy/ccm > manifests/fleetlb-ccm.yaml"
+//go:generate sh -c "cat ../../deploy/install/fleetlb-ccm.yaml > manifests/fleetlb-ccm.yaml"
 //go:embed manifests/fleetlb-ccm.yaml
 var defaultCCMManifest []byte
 
