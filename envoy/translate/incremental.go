@@ -111,13 +111,14 @@ type chainMemo struct {
 // Translate returns f's resources, as the package's Translate does, and
 // whether any resource differs from the previous call's.
 func (x *Incremental) Translate(f *model.Fleet) (*Output, bool, error) {
-	if !x.valid.check(f) {
+	var backends map[string]*model.Backend
+	if x.valid.check(f) {
+		backends = x.valid.byName
+	} else if err := f.Validate(); err != nil {
 		// The authoritative check, with Translate's messages.
-		if err := f.Validate(); err != nil {
-			return nil, true, fmt.Errorf("invalid fleet model: %w", err)
-		}
+		return nil, true, fmt.Errorf("invalid fleet model: %w", err)
 	}
-	out, err := x.translate(f)
+	out, err := x.translate(f, backends)
 	if err != nil {
 		// Resources were built but not all checked: build everything again next time.
 		*x = Incremental{valid: x.valid}
@@ -142,13 +143,17 @@ func sameOutput(a, b *Output) bool {
 		same(a.Endpoints, b.Endpoints) && same(a.Secrets, b.Secrets)
 }
 
-func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
+// translate builds f's resources; backends is f's backends by name, or nil.
+func (x *Incremental) translate(f *model.Fleet, backends map[string]*model.Backend) (*Output, error) {
 	out := &Output{}
 	var errs []error
 	var fresh []types.Resource // built now: validated below
 
 	x.call++
-	backends := make(map[string]*model.Backend, len(f.Backends))
+	index := backends == nil
+	if index {
+		backends = make(map[string]*model.Backend, len(f.Backends))
+	}
 	if x.backends == nil {
 		x.backends, x.l4 = map[string]*backendMemo{}, map[l4Key]*l4Memo{}
 	}
@@ -156,7 +161,9 @@ func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
 	endpoints := make([]namedResource, 0, len(f.Backends))
 	for i := range f.Backends {
 		b := &f.Backends[i]
-		backends[b.Name] = b
+		if index {
+			backends[b.Name] = b
+		}
 		m := x.backends[b.Name]
 		if m == nil || !m.b.Equal(b) {
 			c, cla, err := cluster(b)

@@ -22,7 +22,8 @@ type validMemo struct {
 	l4       map[l4Key]*l4Valid
 	certs    map[string]*certValid
 	vhosts   map[string]*vhostValid
-	hosts    map[string]uint64 // hostname → the call that last saw it
+	hosts    map[string]uint64         // hostname → the call that last saw it
+	byName   map[string]*model.Backend // the last model's backends
 }
 
 type backendValid struct {
@@ -55,6 +56,7 @@ type vhostValid struct {
 
 // check reports whether f is valid. false does not mean invalid: the caller
 // then runs f.Validate(), which is authoritative (and words the errors).
+// When true, m.backends is f's backends by name until the next call.
 func (m *validMemo) check(f *model.Fleet) bool {
 	if m.backends == nil {
 		m.backends, m.l4, m.certs, m.vhosts, m.hosts = map[string]*backendValid{}, map[l4Key]*l4Valid{}, map[string]*certValid{}, map[string]*vhostValid{}, map[string]uint64{}
@@ -90,6 +92,7 @@ func (m *validMemo) parts(f *model.Fleet) bool {
 	}
 
 	backends := make(map[string]*model.Backend, len(f.Backends))
+	m.byName = backends
 	for i := range f.Backends {
 		b := &f.Backends[i]
 		if _, dup := backends[b.Name]; dup {

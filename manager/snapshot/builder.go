@@ -263,9 +263,8 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 
 	var lbs []*lbPart
 	var routes []*routePart
-	var objects []served // Programmed is reported on these
 	b.mu.Lock()
-	objects = make([]served, 0, len(b.since[fleet])+16)
+	objects := make([]served, 0, len(b.since[fleet])+16) // Programmed is reported on these
 	b.mu.Unlock()
 	var unserved []*v1.Route
 	for i := range tenants.Items {
