@@ -109,7 +109,7 @@ func sum(ss []sample, name string) float64 {
 }
 
 // byController is after − before of a metric, summed per controller label.
-func byController(after, before []sample, name, _ string) map[string]float64 {
+func byController(after, before []sample, name string) map[string]float64 {
 	out := map[string]float64{}
 	for _, s := range after {
 		if s.name == name {

@@ -231,9 +231,9 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 	if err != nil {
 		return res, err
 	}
-	res.Reconciles = byController(after, before, "controller_runtime_reconcile_total", "")
-	res.ReconcileSeconds = byController(after, before, "controller_runtime_reconcile_time_seconds_sum", "")
-	res.ReconcileErrors = byController(after, before, "controller_runtime_reconcile_errors_total", "")
+	res.Reconciles = byController(after, before, "controller_runtime_reconcile_total")
+	res.ReconcileSeconds = byController(after, before, "controller_runtime_reconcile_time_seconds_sum")
+	res.ReconcileErrors = byController(after, before, "controller_runtime_reconcile_errors_total")
 	res.PushedResources = sum(after, "fleetlb_xds_pushed_resources_total") - sum(before, "fleetlb_xds_pushed_resources_total")
 	res.ManagerHeap = sum(after, "go_memstats_heap_inuse_bytes") / (1 << 20)
 	res.ManagerRSS, res.ManagerHWM = rss(mgr.cmd.Process.Pid)

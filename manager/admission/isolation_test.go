@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/internal/testenv"
@@ -177,6 +178,18 @@ func TestQuarantine(t *testing.T) {
 		t.Errorf("quarantine message names the previous holder: %q", msg)
 	}
 	// ...and is retried when the quarantine ends: Reconcile asks for it, nothing polls.
+	// (Called here beside the running controller: once its cache has the
+	// finalizer the controller wrote, so the two do not race to write it.)
+	testenv.Eventually(t, "finalizer in the controller's cache", func() error {
+		var lb v1.LoadBalancer
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: other, Name: "squat"}, &lb); err != nil {
+			return err
+		}
+		if !controllerutil.ContainsFinalizer(&lb, Finalizer) {
+			return fmt.Errorf("no finalizer yet")
+		}
+		return nil
+	})
 	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: other, Name: "squat"}})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ package admission
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -203,16 +204,26 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	return ctrl.Result{}, r.writeStatus(ctx, &lb, status)
 }
 
-// addFinalizer starts adding the Finalizer (when missing) to a copy of lb and
-// returns the wait for it, which sets *err if the write failed and *err was nil.
+// addFinalizer starts adding the Finalizer (when missing) and returns the
+// wait for it, which sets *err if the write failed and *err was nil. It is a
+// JSON patch that tests the finalizers it extends instead of the
+// resourceVersion: it does not conflict with the status write it runs beside,
+// and it never drops a finalizer someone else added meanwhile.
 func (r *LoadBalancerReconciler) addFinalizer(ctx context.Context, lb *v1.LoadBalancer) func(*error) {
 	if controllerutil.ContainsFinalizer(lb, Finalizer) {
 		return func(*error) {}
 	}
-	withFinalizer := lb.DeepCopy()
-	controllerutil.AddFinalizer(withFinalizer, Finalizer)
+	ops := []map[string]any{{"op": "test", "path": "/metadata/finalizers", "value": nil}, {"op": "add", "path": "/metadata/finalizers", "value": []string{Finalizer}}}
+	if len(lb.Finalizers) > 0 {
+		ops = []map[string]any{{"op": "test", "path": "/metadata/finalizers", "value": lb.Finalizers}, {"op": "add", "path": "/metadata/finalizers/-", "value": Finalizer}}
+	}
+	patch, err := json.Marshal(ops)
+	if err != nil {
+		return func(e *error) { *e = cmp.Or(*e, err) }
+	}
+	target := lb.DeepCopy()
 	done := make(chan error, 1)
-	go func() { done <- r.Client.Update(ctx, withFinalizer) }()
+	go func() { done <- r.Client.Patch(ctx, target, client.RawPatch(types.JSONPatchType, patch)) }()
 	return func(err *error) {
 		if ferr := <-done; ferr != nil && *err == nil {
 			*err = ferr

@@ -247,12 +247,13 @@ func (c *claims) decide(ctx context.Context, s string, h v1.Hostname) (map[claim
 		match = func(x string) bool { return x == string(h) }
 		routeField, tenantField, value = IndexHostname, IndexClaim, string(h)
 	}
+	// Both only read: no copies.
 	var routes v1.RouteList
-	if err := c.c.List(ctx, &routes, client.MatchingFields{routeField: value}); err != nil {
+	if err := c.c.List(ctx, &routes, client.MatchingFields{routeField: value}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	var recorded v1.TenantList
-	if err := c.c.List(ctx, &recorded, client.MatchingFields{tenantField: value}); err != nil {
+	if err := c.c.List(ctx, &recorded, client.MatchingFields{tenantField: value}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	ages := map[claimKey]metav1.Time{}

@@ -305,7 +305,8 @@ type claims struct {
 
 func (r *Reconciler) newClaims(ctx context.Context) (*claims, error) {
 	var list v1.TenantList
-	if err := r.Client.List(ctx, &list); err != nil {
+	// Only read (a Tenant's status holds a record per claimed hostname): no copies.
+	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	c := &claims{c: r.Client, sizes: &r.sizes, tenants: map[string]*v1.Tenant{}, budgets: map[string]*budget{},
