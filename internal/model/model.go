@@ -50,7 +50,9 @@ type Fleet struct {
 	HTTPS *SharedListener `json:"https,omitempty"`
 	// VirtualHosts served on the shared listeners.
 	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
-	// Certificates offered on HTTPS, chosen by SNI.
+	// Gateways are tenant Gateways, each on its own VIP with its own listeners.
+	Gateways []Gateway `json:"gateways,omitempty"`
+	// Certificates offered on HTTPS (shared and Gateway listeners), chosen by SNI.
 	Certificates []Certificate `json:"certificates,omitempty"`
 	// Backends are the upstream groups (Envoy clusters) that L4 services and routes refer to by name.
 	Backends []Backend `json:"backends,omitempty"`

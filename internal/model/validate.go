@@ -299,6 +299,7 @@ func (f *Fleet) Validate() error {
 			r.validate(rp, backends, &e)
 		}
 	}
+	f.validateGateways(backends, certs, &e)
 	return errors.Join(e.list...)
 }
 
