@@ -160,9 +160,7 @@ func validateVirtualHosts(p string, vhosts []VirtualHost, backends map[string]*B
 		if v.Certificate != "" || v.RedirectToHTTPS {
 			e.add(vp, "a Gateway virtual host takes its certificate from its listener")
 		}
-		if len(v.Routes) == 0 {
-			e.add(vp+".routes", "must not be empty")
-		}
+		// No routes: the host is the listener's, and answers 404.
 		rnames := map[string]bool{}
 		for j := range v.Routes {
 			r := &v.Routes[j]

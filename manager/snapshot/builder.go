@@ -187,6 +187,7 @@ type admittedLB struct {
 	global   string // globalKey: LoadBalancers with the same one share a VIP and backends
 	services []model.L4Service
 	backends []model.Backend
+	gateway  *gatewayParts // a Gateway's listeners (gateways.go)
 }
 
 // served is an object the Programmed condition is reported on.
@@ -239,6 +240,13 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		nodes, _ = backends.Confine(t, nodes, deny)
 		nodes, refused := NodesWithinLimits(t, nodes)
 		b.tellNodeLimit(nodes, refused)
+		secretOf := func(name string) *corev1.Secret {
+			var s corev1.Secret
+			if b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &s) != nil {
+				return nil
+			}
+			return &s
+		}
 		var lbList v1.LoadBalancerList
 		if err := b.Client.List(ctx, &lbList, client.InNamespace(ns)); err != nil {
 			return ctrl.Result{}, err
@@ -249,6 +257,9 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 				continue
 			}
 			a, err := fromLoadBalancer(t.Name, lb, nodes)
+			if isGateway(lb) {
+				a, err = fromGateway(t.Name, lb, secretOf)
+			}
 			a.global = globalKey(t, lb)
 			lbs, lbErrs = append(lbs, a), append(lbErrs, err)
 		}
@@ -258,17 +269,14 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		}
 		for j := range rtList.Items {
 			rt := &rtList.Items[j]
-			if len(servedHostnames(rt)) == 0 {
+			if !routeServed(rt) {
 				unserved = append(unserved, rt)
 				continue
 			}
-			a := fromRoute(t, rt, nodes, func(name string) *corev1.Secret {
-				var s corev1.Secret
-				if b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &s) != nil {
-					return nil
-				}
-				return &s
-			})
+			a := fromRoute(t, rt, nodes, secretOf)
+			if route.OnGateways(rt) {
+				a = fromGatewayRoute(t, rt, nodes)
+			}
 			routes = append(routes, &a)
 		}
 	}
@@ -280,6 +288,10 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		o := served{obj: a.rt, gen: a.rt.Generation}
 		mini := &model.Fleet{Name: fleet, HTTP: httpL, HTTPS: httpsL, Certificates: a.certs, Backends: a.backends}
 		switch {
+		case a.gateway != nil:
+			if o.reason, o.msg = checkGatewayRoute(fleet, a, lbs); o.reason == "" {
+				okRoutes = append(okRoutes, a)
+			}
 		case noL7 != "":
 			o.reason, o.msg = v1.ReasonPending, noL7
 		case len(a.hosts) == 0:
@@ -307,7 +319,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		o := served{obj: a.lb, gen: a.lb.Generation}
 		err := lbErrs[i]
 		if err == nil {
-			_, err = translate.Translate(&model.Fleet{Name: fleet, L4: a.services, Backends: a.backends, HTTP: shared.HTTP, HTTPS: shared.HTTPS})
+			_, err = translate.Translate(withGateway(&model.Fleet{Name: fleet, L4: a.services, Backends: a.backends, HTTP: shared.HTTP, HTTPS: shared.HTTPS}, a))
 		}
 		if err != nil {
 			o.reason, o.msg = v1.ReasonInvalidSpec, err.Error()

@@ -74,6 +74,7 @@ func assemble(fleet string, httpL, httpsL *model.SharedListener, routes []*admit
 		f.L4 = append(f.L4, svcs...)
 		f.Backends = append(f.Backends, bes...)
 	}
+	addGateways(f, routes, lbs)
 	slices.SortFunc(f.L4, func(x, y model.L4Service) int { return cmp.Compare(x.Backend, y.Backend) })
 	slices.SortFunc(f.Backends, func(x, y model.Backend) int { return cmp.Compare(x.Name, y.Name) })
 	slices.SortFunc(f.Certificates, func(x, y model.Certificate) int { return cmp.Compare(x.Name, y.Name) })
