@@ -4,9 +4,12 @@
 // namespace of the management cluster; the fleet's addresses and refusals
 // come back as Gateway, listener and route parent status.
 //
-// The fleet serves every Gateway on its shared HTTP and HTTPS ports: a
-// listener's port only selects which listeners a parentRef with a port binds
-// to. Listener protocols HTTP and HTTPS (TLS terminated) are supported.
+// Each Gateway gets its own VIP from the tenant's pool: the ccm writes it as
+// a LoadBalancer of source kind Gateway carrying its listeners, and each
+// route's Route names the listeners it attached to (spec.parents), so the
+// fleet serves it only there, with the Gateway API's hostname semantics (a
+// route without hostnames matches every host of its listeners). Listener
+// protocols HTTP and HTTPS (TLS terminated) are supported.
 package gateway
 
 import (
@@ -203,9 +206,6 @@ func attach(ctx context.Context, c client.Reader, gw *gwv1.Gateway, kind gwv1.Ki
 		a.reason, a.msg = gwv1.RouteReasonNotAllowedByListeners, "no listener allows routes of this kind from this namespace"
 	case len(a.listeners) == 0:
 		a.reason, a.msg = gwv1.RouteReasonNoMatchingListenerHostname, "no listener hostname intersects the route's hostnames"
-	case len(a.hostnames) == 0:
-		a.listeners = nil
-		a.reason, a.msg = gwv1.RouteReasonNoMatchingListenerHostname, "the fleet serves named hosts only: set a hostname on the route or the listener"
 	}
 	return a, nil
 }
