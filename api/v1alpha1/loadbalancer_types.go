@@ -164,7 +164,8 @@ type GatewayListener struct {
 // NodePorts (source kind Service), or a Gateway's VIP with its L7 listeners
 // (source kind Gateway), to which Routes attach.
 // +kubebuilder:validation:XValidation:rule="!has(self.healthCheck) || self.healthCheck.type != 'HTTP' || has(self.healthCheck.path)",message="an HTTP health check needs a path"
-// +kubebuilder:validation:XValidation:rule="(has(self.source.kind) && self.source.kind == 'Gateway') ? (!has(self.ports) || size(self.ports) == 0) : (has(self.ports) && size(self.ports) > 0 && (!has(self.listeners) || size(self.listeners) == 0))",message="a Service's load balancer has ports and no listeners; a Gateway's has listeners and no ports"
+// +kubebuilder:validation:XValidation:rule="(has(self.source.kind) && self.source.kind == 'Gateway') ? (!has(self.ports) || size(self.ports) == 0) : (has(self.ports) && size(self.ports) > 0 && (!has(self.listeners) || size(self.listeners) == 0))",message="a Service's load balancer has ports and no listeners; a Gateway's has listeners and no ports",fieldPath=".ports"
+// +kubebuilder:validation:XValidation:rule="!has(self.source.kind) || self.source.kind != 'Gateway' || !has(self.global)",message="a Gateway's load balancer has its own address: no global options",fieldPath=".global"
 type LoadBalancerSpec struct {
 	// Source is the tenant Service this was made from. It cannot change.
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="source is immutable"

@@ -322,8 +322,8 @@ type RouteParent struct {
 }
 
 // RouteSpec is a tenant's L7 routing for some hostnames.
-// +kubebuilder:validation:XValidation:rule="(has(self.hostnames) && size(self.hostnames) > 0) || (has(self.parents) && size(self.parents) > 0)",message="a route on the shared VIP needs hostnames"
-// +kubebuilder:validation:XValidation:rule="!has(self.parents) || size(self.parents) == 0 || !has(self.tls) || size(self.tls) == 0",message="a route on Gateway listeners takes its certificates from the listeners, not tls"
+// +kubebuilder:validation:XValidation:rule="(has(self.hostnames) && size(self.hostnames) > 0) || (has(self.parents) && size(self.parents) > 0)",message="a route on the shared VIP needs hostnames",fieldPath=".hostnames"
+// +kubebuilder:validation:XValidation:rule="!has(self.parents) || size(self.parents) == 0 || !has(self.tls) || size(self.tls) == 0",message="a route on Gateway listeners takes its certificates from the listeners, not tls",fieldPath=".tls"
 type RouteSpec struct {
 	// Source is the tenant object this was made from.
 	Source RouteSource `json:"source"`
