@@ -111,6 +111,12 @@ func TestGatewayOwnAddress(t *testing.T) {
 		t.Errorf("a LoadBalancer for an unsupported address (%v)", err)
 	}
 
+	// Those reconciles found nothing to change in the LoadBalancer's spec.
+	rv := lb.ResourceVersion
+	if err := mgmtEnv.Client.Get(ctx, client.ObjectKeyFromObject(lb), lb); err != nil || lb.ResourceVersion != rv {
+		t.Errorf("the Gateway's LoadBalancer was rewritten without a change: %v %s → %s", err, rv, lb.ResourceVersion)
+	}
+
 	// Deleted: the LoadBalancer goes, then the Gateway.
 	if err := tenantEnv.Client.Delete(ctx, gw); err != nil {
 		t.Fatal(err)

@@ -96,6 +96,9 @@ func (r *gatewayReconciler) desiredLoadBalancer(ctx context.Context, gw *gwv1.Ga
 	}, Spec: v1.LoadBalancerSpec{
 		Source:         v1.ServiceSource{Kind: v1.SourceGateway, Cluster: r.ClusterName, Namespace: gw.Namespace, Name: gw.Name, UID: string(gw.UID)},
 		LoadBalancerIP: ip,
+		// The API's default, written out: a spec compared with the stored one
+		// must equal it, or every reconcile would write it again.
+		SessionAffinity: v1.SessionAffinityNone,
 	}}
 	for i := range gw.Spec.Listeners {
 		l := &gw.Spec.Listeners[i]
