@@ -9,8 +9,10 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/fleetlb/fleetlb/internal/model"
@@ -82,6 +84,25 @@ func gatewayResources(f *model.Fleet, emitted map[string]bool) *l7Resources {
 					}
 					l.FilterChains = append(l.FilterChains, fc)
 				}
+				l.ListenerFilters = []*listenerv3.ListenerFilter{{
+					Name:       FilterTLSInspector,
+					ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: typed(&tlsinspectorv3.TlsInspector{})},
+				}}
+			case model.ListenerTLS:
+				for _, r := range gp.Passthrough {
+					fc := &listenerv3.FilterChain{Name: r.Name, Filters: []*listenerv3.Filter{{Name: FilterTCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{
+						TypedConfig: typed(&tcpproxyv3.TcpProxy{
+							StatPrefix:         name,
+							ClusterSpecifier:   &tcpproxyv3.TcpProxy_Cluster{Cluster: r.Backend},
+							IdleTimeout:        durationpb.New(defaultTCPIdle),
+							MaxConnectAttempts: wrapperspb.UInt32(tcpConnectAttempts),
+						})}}}}
+					if len(r.Hostnames) > 0 {
+						fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: slices.Sorted(slices.Values(r.Hostnames))}
+					}
+					l.FilterChains = append(l.FilterChains, fc)
+				}
+				slices.SortFunc(l.FilterChains, func(a, b *listenerv3.FilterChain) int { return cmp.Compare(a.Name, b.Name) })
 				l.ListenerFilters = []*listenerv3.ListenerFilter{{
 					Name:       FilterTLSInspector,
 					ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: typed(&tlsinspectorv3.TlsInspector{})},

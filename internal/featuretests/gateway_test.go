@@ -2,8 +2,10 @@ package featuretests
 
 import (
 	"crypto/tls"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/fleetlb/fleetlb/envoy/translate"
 	"github.com/fleetlb/fleetlb/internal/model"
@@ -80,5 +82,82 @@ func TestGatewayListenersOnTheirOwnVIP(t *testing.T) {
 	}
 	if r := get(t, client(https, &tls.Config{RootCAs: roots.Pool}), "https://other.example.org:8443/"); r.reply.Node != "any-1" {
 		t.Errorf("https catch-all: node %q", r.reply.Node)
+	}
+}
+
+// TestGatewayTLSPassthrough: a Gateway's TLS port passes connections through
+// by SNI, undecrypted: the client sees the backend's own certificate, a name
+// no route has goes to the catch-all route, and a connection that is not
+// TLS is closed.
+func TestGatewayTLSPassthrough(t *testing.T) {
+	roots := newCA(t)
+	tlsBackend := func(node string, names ...string) *backend {
+		t.Helper()
+		cert, serial := roots.issue(t, node, names...)
+		pair, err := tls.X509KeyPair([]byte(cert.CertPEM), []byte(cert.KeyPEM))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer c.Close(); _, _ = c.Write([]byte(node + " " + serial.String() + "\n")) }()
+			}
+		}()
+		return &backend{addr: netip.MustParseAddrPort(ln.Addr().String())}
+	}
+	secure := tlsBackend("secure-1", "secure.example.com")
+	other := tlsBackend("other-1", "other.example.com")
+	tcpBackend := func(name string, b *backend) model.Backend {
+		return model.Backend{Name: name, Protocol: model.BackendTCP, Groups: []model.EndpointGroup{{Cluster: "a", Endpoints: []model.Endpoint{b.endpoint()}}}}
+	}
+	vip := netip.MustParseAddr("127.0.33.2")
+	f := &model.Fleet{
+		Name:     fleetName,
+		Backends: []model.Backend{tcpBackend("secure", secure), tcpBackend("other", other)},
+		Gateways: []model.Gateway{{Ref: model.Ref{Tenant: "a", Namespace: "tenant-a", Name: "gateway.default.tls"}, VIP: vip, Ports: []model.GatewayPort{
+			{Port: 8443, Protocol: model.ListenerTLS, Passthrough: []model.PassthroughRoute{
+				{Name: "a/secure/0", Hostnames: []string{"secure.example.com"}, Backend: "secure"},
+				{Name: "a/other/0", Backend: "other"},
+			}},
+		}}},
+	}
+	e := newEnv(t, true)
+	e.apply(f)
+	addr := netip.AddrPortFrom(vip, 8443).String()
+	read := func(sni string) string {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: sni, RootCAs: roots.Pool})
+		if err != nil {
+			t.Fatalf("SNI %s: %v", sni, err)
+		}
+		defer c.Close()
+		b := make([]byte, 256)
+		n, _ := c.Read(b)
+		return string(b[:n])
+	}
+	if got := read("secure.example.com"); len(got) < 8 || got[:8] != "secure-1" {
+		t.Errorf("secure.example.com reached %q", got)
+	}
+	if got := read("other.example.com"); len(got) < 7 || got[:7] != "other-1" {
+		t.Errorf("other.example.com (the catch-all) reached %q", got)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 16)); err == nil {
+		t.Errorf("plaintext on the TLS port got %d bytes back", n)
 	}
 }

@@ -11,6 +11,8 @@ type ListenerProtocol string
 const (
 	ListenerHTTP  ListenerProtocol = "HTTP"
 	ListenerHTTPS ListenerProtocol = "HTTPS"
+	// ListenerTLS passes TLS connections through, undecrypted, by SNI.
+	ListenerTLS ListenerProtocol = "TLS"
 )
 
 // Gateway is a tenant Gateway served on its own VIP: every port of it is a
@@ -35,6 +37,16 @@ type GatewayPort struct {
 	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
 	// Listeners of an HTTPS port: one filter chain each, chosen by SNI.
 	Listeners []GatewayTLSListener `json:"listeners,omitempty"`
+	// Passthrough routes of a TLS port: one filter chain each, chosen by SNI.
+	Passthrough []PassthroughRoute `json:"passthrough,omitempty"`
+}
+
+// PassthroughRoute sends TLS connections whose SNI matches Hostnames (none:
+// every name no other route of the port matches) to a TCP backend, undecrypted.
+type PassthroughRoute struct {
+	Name      string   `json:"name"`
+	Hostnames []string `json:"hostnames,omitempty"`
+	Backend   string   `json:"backend"`
 }
 
 // GatewayTLSListener is one HTTPS listener of a Gateway: a certificate for
@@ -127,8 +139,43 @@ func (f *Fleet) validateGateways(backends map[string]*Backend, certs map[string]
 					}
 					validateVirtualHosts(lp, tl.VirtualHosts, backends, e)
 				}
+			case ListenerTLS:
+				if len(gp.VirtualHosts) > 0 || len(gp.Listeners) > 0 {
+					e.add(pp, "a TLS port has passthrough routes only")
+				}
+				if len(gp.Passthrough) == 0 {
+					e.add(pp+".passthrough", "must not be empty")
+				}
+				names, sni := map[string]bool{}, map[string]string{}
+				for n := range gp.Passthrough {
+					r := &gp.Passthrough[n]
+					rp := fmt.Sprintf("%s.passthrough[%d]", pp, n)
+					if r.Name == "" || names[r.Name] || checkText(r.Name) != "" {
+						e.add(rp+".name", "must be unique, printable and not empty: %q", r.Name)
+					}
+					names[r.Name] = true
+					hosts := r.Hostnames
+					if len(hosts) == 0 {
+						hosts = []string{""}
+					}
+					for _, h := range hosts {
+						if h != "" && !ValidHostname(h) {
+							e.add(rp+".hostnames", "%q is not a DNS name or *.suffix wildcard", h)
+						}
+						if other, dup := sni[h]; dup {
+							e.add(rp+".hostnames", "server name %q is also matched by %q", h, other)
+						}
+						sni[h] = r.Name
+					}
+					switch b, ok := backends[r.Backend]; {
+					case !ok:
+						e.add(rp+".backend", "unknown backend %q", r.Backend)
+					case b.Protocol != BackendTCP:
+						e.add(rp+".backend", "a passthrough route needs a TCP backend, %q is %s", r.Backend, b.Protocol)
+					}
+				}
 			default:
-				e.add(pp+".protocol", "must be HTTP or HTTPS, not %q", gp.Protocol)
+				e.add(pp+".protocol", "must be HTTP, HTTPS or TLS, not %q", gp.Protocol)
 			}
 		}
 	}
