@@ -129,13 +129,15 @@ type RouteMatch struct {
 }
 
 // BackendProtocol is what the backend speaks.
-// +kubebuilder:validation:Enum=HTTP;HTTP2;GRPC
+// +kubebuilder:validation:Enum=HTTP;HTTP2;GRPC;TCP
 type BackendProtocol string
 
 const (
 	BackendHTTP  BackendProtocol = "HTTP"
 	BackendHTTP2 BackendProtocol = "HTTP2"
 	BackendGRPC  BackendProtocol = "GRPC"
+	// BackendTCP receives the connection's bytes as they came (TLSRoute passthrough).
+	BackendTCP BackendProtocol = "TCP"
 )
 
 // RouteBackend is a NodePort of the tenant cluster that serves the rule.

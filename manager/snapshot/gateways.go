@@ -46,7 +46,7 @@ func isGateway(lb *v1.LoadBalancer) bool { return lb.Spec.Source.Kind == v1.Sour
 
 // fromGateway maps an admitted Gateway LoadBalancer onto its listeners. An
 // HTTPS listener is served with the first usable certificate it names, or
-// not at all; TLS passthrough is not served.
+// not at all; a TLS listener passes connections through by SNI.
 func fromGateway(tenantName string, lb *v1.LoadBalancer, secret func(name string) *corev1.Secret) (admittedLB, error) {
 	a := admittedLB{lb: lb}
 	vip, err := netip.ParseAddr(string(lb.Status.Addresses[0].IP))
@@ -77,6 +77,7 @@ func fromGateway(tenantName string, lb *v1.LoadBalancer, secret func(name string
 			if gl.cert == "" {
 				continue
 			}
+		case v1.ListenerTLS:
 		default:
 			continue
 		}
@@ -164,6 +165,10 @@ func addGateways(f *model.Fleet, routes []*admittedRoute, lbs []admittedLB) {
 			if a.gateway == nil || a.rt.Namespace != lb.lb.Namespace {
 				continue
 			}
+			// TLSRoutes attach to TLS listeners only, the others never to them.
+			if isTLS := a.rt.Spec.Source.Kind == v1.SourceTLSRoute; isTLS != (listenerProtocol(g, a.rt.Spec.Parents, lb.lb.Name) == v1.ListenerTLS) {
+				continue
+			}
 			for _, p := range a.rt.Spec.Parents {
 				if p.LoadBalancer != lb.lb.Name {
 					continue
@@ -193,6 +198,11 @@ func addGateways(f *model.Fleet, routes []*admittedRoute, lbs []admittedLB) {
 			switch ls[0].Protocol {
 			case v1.ListenerHTTP:
 				gp.VirtualHosts = gatewayVirtualHosts(ls, ls, attached, used)
+			case v1.ListenerTLS:
+				gp.Passthrough = passthroughRoutes(ls, attached, used)
+				if len(gp.Passthrough) == 0 {
+					continue // Envoy needs a filter chain: a TLS port without routes is not opened
+				}
 			case v1.ListenerHTTPS:
 				sni := map[v1.Hostname]bool{}
 				for _, l := range ls {
@@ -315,4 +325,79 @@ func bestListener(port []gatewayListener, h string) string {
 		}
 	}
 	return best
+}
+
+// listenerProtocol is the protocol of the listeners a route's parents name
+// on one Gateway ("" when none is served): the ccm attaches a route only to
+// listeners of its kind, so they agree.
+func listenerProtocol(g *gatewayParts, parents []v1.RouteParent, lb string) v1.ListenerProtocol {
+	for _, p := range parents {
+		if p.LoadBalancer != lb {
+			continue
+		}
+		for _, l := range g.listeners {
+			if slices.Contains(p.Listeners, l.Name) {
+				return l.Protocol
+			}
+		}
+	}
+	return ""
+}
+
+// passthroughRoutes are a TLS port's filter chains: for each listener, the
+// server names its TLSRoutes (oldest first) take — the route's hostnames
+// narrowed to the listener's, or the listener's own (none: every name) —
+// each to the first backend of the route's first rule. A name goes to the
+// most specific listener of the port and, there, to the oldest route.
+func passthroughRoutes(port []gatewayListener, attached map[string][]*admittedRoute, used map[*admittedRoute]bool) []model.PassthroughRoute {
+	taken := map[string]bool{}
+	var out []model.PassthroughRoute
+	for _, l := range port {
+		for _, a := range attached[l.Name] {
+			backend := ""
+			for _, r := range a.gateway.routes {
+				if r.Forward != nil && len(r.Forward.Backends) > 0 {
+					backend = r.Forward.Backends[0].Backend
+					break
+				}
+			}
+			if backend == "" {
+				continue
+			}
+			var hosts []string
+			if len(a.rt.Spec.Hostnames) == 0 {
+				hosts = []string{cmp.Or(string(l.Hostname), "*")}
+			}
+			for _, rh := range a.rt.Spec.Hostnames {
+				if h := intersectHostname(string(l.Hostname), string(rh)); h != "" && !slices.Contains(hosts, h) {
+					hosts = append(hosts, h)
+				}
+			}
+			pr := model.PassthroughRoute{Name: a.rt.Name + "/" + l.Name, Backend: backend}
+			anyName := false
+			for _, h := range hosts {
+				if taken[h] || bestListener(port, h) != l.Name {
+					continue
+				}
+				taken[h] = true
+				if h == "*" {
+					anyName = true
+				} else {
+					pr.Hostnames = append(pr.Hostnames, h)
+				}
+			}
+			if anyName {
+				// The catch-all chain has no server names; names of this
+				// route go to it as well.
+				out = append(out, model.PassthroughRoute{Name: pr.Name, Backend: backend})
+				used[a] = true
+				continue
+			}
+			if len(pr.Hostnames) > 0 {
+				out = append(out, pr)
+				used[a] = true
+			}
+		}
+	}
+	return out
 }

@@ -187,6 +187,8 @@ func routeBackend(name, cluster string, rb v1.RouteBackend, nodes *v1.TenantNode
 		proto = model.BackendHTTP2
 	case v1.BackendGRPC:
 		proto = model.BackendGRPC
+	case v1.BackendTCP:
+		proto = model.BackendTCP // a TLSRoute's: TLS passed through
 	}
 	return model.Backend{Name: name, Protocol: proto, Groups: endpointGroups(cluster, nodes, uint16(rb.NodePort)),
 		HealthCheck: &model.HealthCheck{Type: model.HealthTCP}}
