@@ -9,7 +9,8 @@
 // route's Route names the listeners it attached to (spec.parents), so the
 // fleet serves it only there, with the Gateway API's hostname semantics (a
 // route without hostnames matches every host of its listeners). Listener
-// protocols HTTP and HTTPS (TLS terminated) are supported.
+// protocols HTTP, HTTPS (TLS terminated) and TLS (passthrough, TLSRoute) are
+// supported.
 package gateway
 
 import (
@@ -84,16 +85,22 @@ func hostnameMatch(listener, route string) string {
 
 // listenerKinds are the route kinds a listener admits, and whether every kind it names is supported.
 func listenerKinds(l *gwv1.Listener) ([]gwv1.Kind, bool) {
-	if l.Protocol != gwv1.HTTPProtocolType && l.Protocol != gwv1.HTTPSProtocolType {
+	var supported []gwv1.Kind
+	switch l.Protocol {
+	case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+		supported = []gwv1.Kind{kindHTTPRoute, kindGRPCRoute}
+	case gwv1.TLSProtocolType:
+		supported = []gwv1.Kind{kindTLSRoute}
+	default:
 		return nil, true
 	}
 	if l.AllowedRoutes == nil || len(l.AllowedRoutes.Kinds) == 0 {
-		return []gwv1.Kind{kindHTTPRoute, kindGRPCRoute}, true
+		return supported, true
 	}
 	var out []gwv1.Kind
 	valid := true
 	for _, k := range l.AllowedRoutes.Kinds {
-		if (k.Group == nil || *k.Group == gwv1.GroupName) && (k.Kind == kindHTTPRoute || k.Kind == kindGRPCRoute) {
+		if (k.Group == nil || *k.Group == gwv1.GroupName) && containsKind(supported, k.Kind) {
 			out = append(out, k.Kind)
 		} else {
 			valid = false

@@ -49,6 +49,10 @@ type Controllers struct {
 	// ours when their gatewayClassName is this name.
 	Class    string
 	Recorder recorder.EventRecorder
+
+	// kinds are the route kinds served: HTTPRoute, GRPCRoute, and TLSRoute
+	// when the cluster has it.
+	kinds []kindOps
 }
 
 // Installed reports whether the tenant cluster serves the Gateway API.
@@ -66,7 +70,13 @@ func (c *Controllers) SetupWithManager(ctx context.Context, mgr ctrl.Manager, mg
 	if c.Class == "" {
 		c.Class = DefaultClass
 	}
-	for _, ops := range []kindOps{httpOps, grpcOps} {
+	c.kinds = []kindOps{httpOps, grpcOps}
+	if ok, err := tlsInstalled(mgr); err != nil {
+		return err
+	} else if ok {
+		c.kinds = append(c.kinds, tlsOps)
+	}
+	for _, ops := range c.kinds {
 		if err := (&routeReconciler{Controllers: c, ops: ops, reader: mgr.GetClient()}).setup(ctx, mgr, mgmt); err != nil {
 			return err
 		}
@@ -185,10 +195,23 @@ func (c *Controllers) SecretReferrer(reader client.Reader) secrets.Referrer {
 	return ref
 }
 
-// ServiceReferrers make the companion controller keep the companions our routes use.
+// ServiceReferrers make the companion controller keep the companions our
+// HTTPRoutes and GRPCRoutes use.
 func ServiceReferrers() []ingress.ServiceReferrer {
+	return serviceReferrers([]kindOps{httpOps, grpcOps})
+}
+
+// ServiceReferrers are those of every route kind served (after SetupWithManager).
+func (c *Controllers) ServiceReferrers() []ingress.ServiceReferrer {
+	if c.kinds == nil {
+		return ServiceReferrers()
+	}
+	return serviceReferrers(c.kinds)
+}
+
+func serviceReferrers(kinds []kindOps) []ingress.ServiceReferrer {
 	var out []ingress.ServiceReferrer
-	for _, ops := range []kindOps{httpOps, grpcOps} {
+	for _, ops := range kinds {
 		out = append(out, ingress.ServiceReferrer{Object: ops.newObj(), List: ops.newList(), Refs: func(o client.Object) []types.NamespacedName { return serviceRefs(ops, o) }})
 	}
 	return out
@@ -253,14 +276,16 @@ func (r *gatewayReconciler) setup(ctx context.Context, mgr ctrl.Manager, mgmt cl
 		}
 		return reqs
 	})
-	return ctrl.NewControllerManagedBy(mgr).
+	bld := ctrl.NewControllerManagedBy(mgr)
+	for _, ops := range r.kinds {
+		bld = bld.Watches(ops.newObj(), toParents(ops))
+	}
+	return bld.
 		Named("gateway").
 		// Ours, or once ours: a Gateway that left the class still needs cleanup.
 		For(&gwv1.Gateway{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return string(o.(*gwv1.Gateway).Spec.GatewayClassName) == r.Class || controllerutil.ContainsFinalizer(o, GatewayFinalizer)
 		}))).
-		Watches(&gwv1.HTTPRoute{}, toParents(httpOps)).
-		Watches(&gwv1.GRPCRoute{}, toParents(grpcOps)).
 		Watches(&gwv1.ReferenceGrant{}, all).
 		WatchesMetadata(&corev1.Secret{}, bySecret).
 		// The Gateway's LoadBalancer: its address and Programmed come back at once.
@@ -314,7 +339,7 @@ func (r *gatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 
 	// Routes attached per listener.
 	attached := map[gwv1.SectionName]int32{}
-	for _, ops := range []kindOps{httpOps, grpcOps} {
+	for _, ops := range r.kinds {
 		list := ops.newList()
 		if err := r.Tenant.List(ctx, list, client.MatchingFields{indexParents: key}); err != nil {
 			return ctrl.Result{}, err
@@ -392,7 +417,7 @@ func (r *gatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		accepted, acceptedReason, acceptedMsg := listenerAccepted(l)
 		resolved, resolvedReason, resolvedMsg := true, string(gwv1.ListenerReasonResolvedRefs), "all references resolved"
 		if !kindsOK {
-			resolved, resolvedReason, resolvedMsg = false, string(gwv1.ListenerReasonInvalidRouteKinds), "allowedRoutes names kinds other than HTTPRoute and GRPCRoute"
+			resolved, resolvedReason, resolvedMsg = false, string(gwv1.ListenerReasonInvalidRouteKinds), "allowedRoutes names route kinds this listener's protocol does not serve"
 		}
 		if ok, reason, msg, err := r.certificateOK(ctx, &gw, l); err != nil {
 			return ctrl.Result{}, err
@@ -427,10 +452,12 @@ func (r *gatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 // listenerAccepted says whether the fleet can serve a listener's protocol and mode.
 func listenerAccepted(l *gwv1.Listener) (bool, string, string) {
 	switch {
-	case l.Protocol != gwv1.HTTPProtocolType && l.Protocol != gwv1.HTTPSProtocolType:
-		return false, string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("protocol %s is not supported (HTTP and HTTPS are)", l.Protocol)
+	case l.Protocol != gwv1.HTTPProtocolType && l.Protocol != gwv1.HTTPSProtocolType && l.Protocol != gwv1.TLSProtocolType:
+		return false, string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("protocol %s is not supported (HTTP, HTTPS and TLS are)", l.Protocol)
 	case l.Protocol == gwv1.HTTPSProtocolType && l.TLS != nil && l.TLS.Mode != nil && *l.TLS.Mode == gwv1.TLSModePassthrough:
-		return false, string(gwv1.ListenerReasonUnsupportedValue), "TLS passthrough is not supported on HTTPS listeners"
+		return false, string(gwv1.ListenerReasonUnsupportedValue), "TLS passthrough is not supported on HTTPS listeners (use a TLS listener)"
+	case l.Protocol == gwv1.TLSProtocolType && (l.TLS == nil || l.TLS.Mode == nil || *l.TLS.Mode != gwv1.TLSModePassthrough):
+		return false, string(gwv1.ListenerReasonUnsupportedValue), "a TLS listener is served in Passthrough mode only (TLSRoute); terminate TLS on an HTTPS listener"
 	}
 	return true, string(gwv1.ListenerReasonAccepted), "listener accepted"
 }

@@ -56,6 +56,20 @@ func listenerConflict(gw *gwv1.Gateway, i int) (gwv1.ListenerConditionReason, st
 	return "", ""
 }
 
+// servedListener reports whether the Gateway's LoadBalancer carries the
+// listener: accepted and not in conflict with an earlier one.
+func servedListener(gw *gwv1.Gateway, name gwv1.SectionName) bool {
+	for i := range gw.Spec.Listeners {
+		if gw.Spec.Listeners[i].Name != name {
+			continue
+		}
+		ok, _, _ := listenerAccepted(&gw.Spec.Listeners[i])
+		reason, _ := listenerConflict(gw, i)
+		return ok && reason == ""
+	}
+	return false
+}
+
 func ptrString[T ~string](p *T) string {
 	if p == nil {
 		return ""

@@ -291,11 +291,15 @@ func (r *routeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 			i = len(routeParents) - 1
 		}
 		for _, l := range p.att.listeners {
+			if !servedListener(p.gw, l.Name) {
+				continue // not in the Gateway's LoadBalancer
+			}
 			if !slices.Contains(routeParents[i].Listeners, string(l.Name)) {
 				routeParents[i].Listeners = append(routeParents[i].Listeners, string(l.Name))
 			}
 		}
 	}
+	routeParents = slices.DeleteFunc(routeParents, func(rp v1.RouteParent) bool { return len(rp.Listeners) == 0 })
 	slices.Sort(gateways)
 	gateways = slices.Compact(gateways)
 	slices.SortFunc(routeParents, func(a, b v1.RouteParent) int { return strings.Compare(a.LoadBalancer, b.LoadBalancer) })
