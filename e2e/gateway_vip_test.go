@@ -1,13 +1,16 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -16,7 +19,45 @@ import (
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/e2e/harness"
+	"github.com/fleetlb/fleetlb/internal/echo"
 )
+
+// passthroughPort is the Gateway's TLS passthrough listener in TestGatewayOwnVIP.
+const passthroughPort = 9443
+
+// passThrough sends a TLS ClientHello for sni to addr and returns the first
+// line the backend sends: a TCP echo behind a passthrough route answers with
+// its identity, which shows the bytes went through undecrypted.
+func passThrough(addr, sni string) (string, error) {
+	hello, err := clientHello(sni)
+	if err != nil {
+		return "", err
+	}
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write(hello); err != nil {
+		return "", err
+	}
+	return bufio.NewReader(c).ReadString('\n')
+}
+
+// clientHello is the first flight of a TLS client for sni.
+func clientHello(sni string) ([]byte, error) {
+	cl, sv := net.Pipe()
+	defer sv.Close()
+	go func() {
+		_ = tls.Client(cl, &tls.Config{ServerName: sni, InsecureSkipVerify: true}).Handshake()
+		cl.Close()
+	}()
+	buf := make([]byte, 16<<10)
+	_ = sv.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, err := sv.Read(buf)
+	return buf[:n], err
+}
 
 // gatewayAddress waits until the tenant's Gateway is Programmed with its
 // own address and returns it.
@@ -82,6 +123,7 @@ func TestGatewayOwnVIP(t *testing.T) {
 			{Name: "http", Port: harness.HTTPPort, Protocol: gwv1.HTTPProtocolType},
 			{Name: "https", Port: harness.HTTPSPort, Protocol: gwv1.HTTPSProtocolType, Hostname: ptr.To(gwv1.Hostname("*.a.example.com")),
 				TLS: &gwv1.ListenerTLSConfig{CertificateRefs: []gwv1.SecretObjectReference{{Name: "gw-tls"}}}},
+			{Name: "tls", Port: passthroughPort, Protocol: gwv1.TLSProtocolType, TLS: &gwv1.ListenerTLSConfig{Mode: ptr.To(gwv1.TLSModePassthrough)}},
 		},
 	}}
 	for _, o := range []client.Object{clusterIPService("web"), cert, gw} {
@@ -108,6 +150,24 @@ func TestGatewayOwnVIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	serveCompanion(t, a, "web", map[string]string{"a-1": "127.0.7.1"})
+	// A TLSRoute to a TCP backend on a node port: the fleet passes the
+	// connection through by SNI without decrypting it.
+	secure := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "secure"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort,
+		Selector: map[string]string{"app": "secure"}, Ports: []corev1.ServicePort{{Port: 443, Protocol: corev1.ProtocolTCP}}}}
+	tr := &gwv1.TLSRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "secure"}, Spec: gwv1.TLSRouteSpec{
+		CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "gw", SectionName: ptr.To(gwv1.SectionName("tls"))}}},
+		Hostnames:       []gwv1.Hostname{"secure.example.com"},
+		Rules: []gwv1.TLSRouteRule{{BackendRefs: []gwv1.BackendRef{{BackendObjectReference: gwv1.BackendObjectReference{
+			Name: "secure", Port: ptr.To(gwv1.PortNumber(443))}}}}},
+	}}
+	for _, o := range []client.Object{secure, tr} {
+		if err := a.Env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.ServeNodePorts("default", "secure", map[string]string{"a-1": "127.0.7.1"}); err != nil {
+		t.Fatal(err)
+	}
 	for _, o := range []client.Object{clusterIPService("shop"), ingressOf("shop", "shop.b.example.com", "", map[string]string{"/": "shop"})} {
 		if err := b.Env.Client.Create(ctx, o); err != nil {
 			t.Fatal(err)
@@ -126,6 +186,22 @@ func TestGatewayOwnVIP(t *testing.T) {
 			t.Errorf("X-Forwarded-Proto %v", p)
 		}
 	})
+	t.Run("TLS passthrough by SNI to the TLSRoute's backend", func(t *testing.T) {
+		to := netip.AddrPortFrom(vip, passthroughPort).String()
+		eventually(t, "secure.example.com passed through to default/secure", 60*time.Second, func() error {
+			line, err := passThrough(to, "secure.example.com")
+			if err != nil {
+				return err
+			}
+			if id, err := echo.ParseLine(line); err != nil || id.Service != "default/secure" || id.Cluster != "a" {
+				return fmt.Errorf("reached %q (%v)", line, err)
+			}
+			return nil
+		})
+		if line, err := passThrough(to, "other.example.com"); err == nil {
+			t.Errorf("a server name no TLSRoute has reached %q", line)
+		}
+	})
 	t.Run("the shared VIP is untouched", func(t *testing.T) {
 		reaches(t, sharedHTTP, "http://shop.b.example.com/", nil, "b", "default/shop-fleetlb")
 		if r, err := httpVia(sharedHTTP, "http://anything.example.org/", nil); err != nil || r.status != 404 {
@@ -142,7 +218,7 @@ func TestGatewayOwnVIP(t *testing.T) {
 		})
 	})
 	t.Run("the address goes with the Gateway", func(t *testing.T) {
-		for _, o := range []client.Object{hr, gw} {
+		for _, o := range []client.Object{hr, tr, gw} {
 			if err := a.Env.Client.Delete(ctx, o); err != nil {
 				t.Fatal(err)
 			}
