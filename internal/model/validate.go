@@ -153,6 +153,18 @@ func ValidateCertificate(certPEM, keyPEM []byte) error {
 
 type errs struct{ list []error }
 
+// namedDuration and namedString list fields in a fixed order, so the errors
+// of one model always read the same (a map would shuffle them).
+type namedDuration struct {
+	name string
+	d    Duration
+}
+
+type namedString struct {
+	name string
+	v    string
+}
+
 func (e *errs) add(path, format string, args ...any) {
 	e.list = append(e.list, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 }
@@ -378,9 +390,9 @@ func (b *Backend) validate(p string, e *errs) {
 		}
 	}
 	if o := b.Outlier; o != nil {
-		for name, d := range map[string]Duration{"interval": o.Interval, "baseEjectionTime": o.BaseEjectionTime} {
-			if why := checkDuration(d); why != "" {
-				e.add(p+".outlier."+name, "%s", why)
+		for _, f := range []namedDuration{{"interval", o.Interval}, {"baseEjectionTime", o.BaseEjectionTime}} {
+			if why := checkDuration(f.d); why != "" {
+				e.add(p+".outlier."+f.name, "%s", why)
 			}
 		}
 		if o.MaxEjectionPercent > 100 {
@@ -459,9 +471,9 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 		if rd.FullPath != "" && rd.PrefixPath != "" {
 			e.add(p+".redirect", "set at most one of fullPath and prefixPath")
 		}
-		for name, v := range map[string]string{"fullPath": rd.FullPath, "prefixPath": rd.PrefixPath} {
-			if why := checkPath(v); v != "" && why != "" {
-				e.add(p+".redirect."+name, "%s", why)
+		for _, f := range []namedString{{"fullPath", rd.FullPath}, {"prefixPath", rd.PrefixPath}} {
+			if why := checkPath(f.v); f.v != "" && why != "" {
+				e.add(p+".redirect."+f.name, "%s", why)
 			}
 		}
 		if rd.PrefixPath != "" && m.PathType != PathPrefix {
@@ -498,9 +510,9 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 		if fw.RewriteFullPath != "" && fw.RewritePrefixPath != "" {
 			e.add(p+".forward", "set at most one of rewriteFullPath and rewritePrefixPath")
 		}
-		for name, v := range map[string]string{"rewriteFullPath": fw.RewriteFullPath, "rewritePrefixPath": fw.RewritePrefixPath} {
-			if why := checkPath(v); v != "" && why != "" {
-				e.add(p+".forward."+name, "%s", why)
+		for _, f := range []namedString{{"rewriteFullPath", fw.RewriteFullPath}, {"rewritePrefixPath", fw.RewritePrefixPath}} {
+			if why := checkPath(f.v); f.v != "" && why != "" {
+				e.add(p+".forward."+f.name, "%s", why)
 			}
 		}
 		if strings.Contains(fw.RewriteFullPath, "\\") {
@@ -510,15 +522,19 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 		if fw.RewritePrefixPath != "" && m.PathType != PathPrefix {
 			e.add(p+".forward.rewritePrefixPath", "needs a Prefix path match")
 		}
-		for name, d := range map[string]Duration{"timeout": fw.Timeout, "backendTimeout": fw.BackendTimeout} {
-			if why := checkDuration(d); why != "" {
-				e.add(p+".forward."+name, "%s", why)
+		for _, f := range []namedDuration{{"timeout", fw.Timeout}, {"backendTimeout", fw.BackendTimeout}} {
+			if why := checkDuration(f.d); why != "" {
+				e.add(p+".forward."+f.name, "%s", why)
 			}
 		}
 		for k, hc := range []HeaderChanges{fw.RequestHeaders, fw.ResponseHeaders} {
 			kp := p + ".forward." + []string{"requestHeaders", "responseHeaders"}[k]
-			for kind, list := range map[string][]Header{"set": hc.Set, "add": hc.Add} {
-				for i, h := range list {
+			for _, part := range []struct {
+				kind string
+				list []Header
+			}{{"set", hc.Set}, {"add", hc.Add}} {
+				kind := part.kind
+				for i, h := range part.list {
 					if why := CheckModifiableHeader(h.Name); why != "" {
 						e.add(fmt.Sprintf("%s.%s[%d].name", kp, kind, i), "%s", why)
 					}
