@@ -284,7 +284,6 @@ type RouteTimeouts struct {
 }
 
 // RouteRule is matches plus what happens to a matching request.
-// +kubebuilder:validation:XValidation:rule="size(self.backends) > 0 || (has(self.filters) && self.filters.exists(f, f.type == 'RequestRedirect'))",message="a rule needs backends unless it redirects"
 type RouteRule struct {
 	// Name of the rule, for status and names.
 	// +optional
@@ -325,6 +324,7 @@ type RouteParent struct {
 
 // RouteSpec is a tenant's L7 routing for some hostnames.
 // +kubebuilder:validation:XValidation:rule="(has(self.hostnames) && size(self.hostnames) > 0) || (has(self.parents) && size(self.parents) > 0)",message="a route on the shared VIP needs hostnames",fieldPath=".hostnames"
+// +kubebuilder:validation:XValidation:rule="(has(self.parents) && size(self.parents) > 0) || self.rules.all(r, (has(r.backends) && size(r.backends) > 0) || (has(r.filters) && r.filters.exists(f, f.type == 'RequestRedirect')))",message="a rule needs backends unless it redirects (on Gateway listeners a rule without backends answers 500)",fieldPath=".rules"
 // +kubebuilder:validation:XValidation:rule="!has(self.parents) || size(self.parents) == 0 || !has(self.tls) || size(self.tls) == 0",message="a route on Gateway listeners takes its certificates from the listeners, not tls",fieldPath=".tls"
 type RouteSpec struct {
 	// Source is the tenant object this was made from.

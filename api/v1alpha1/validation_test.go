@@ -202,6 +202,10 @@ func TestCreateValidation(t *testing.T) {
 			o.Spec.Rules[0].Filters = []v1.RouteFilter{{Type: v1.FilterURLRewrite}}
 		}), "set exactly the field that matches the filter type"},
 		{"route rule without backends", route("rt-nobackend", func(o *v1.Route) { o.Spec.Rules[0].Backends = nil }), "a rule needs backends unless it redirects"},
+		{"gateway route rule without backends (answers 500)", route("rt-gw-nobackend", func(o *v1.Route) {
+			o.Spec.Rules[0].Backends = nil
+			o.Spec.Parents = []v1.RouteParent{{LoadBalancer: "gateway.default.gw", Listeners: []string{"http"}}}
+		}), ""},
 		{"route backend weight negative", route("rt-weight", func(o *v1.Route) { o.Spec.Rules[0].Backends[0].Weight = ptr.To(int32(-1)) }), "should be greater than or equal to 0"},
 		{"route bad backend protocol", route("rt-proto", func(o *v1.Route) { o.Spec.Rules[0].Backends[0].Protocol = "HTTP3" }), `Unsupported value: "HTTP3"`},
 		{"route bad header name", route("rt-header", func(o *v1.Route) {

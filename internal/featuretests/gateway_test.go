@@ -25,7 +25,10 @@ func TestGatewayListenersOnTheirOwnVIP(t *testing.T) {
 
 	vip := netip.MustParseAddr("127.0.33.1")
 	ref := model.Ref{Tenant: "a", Namespace: "tenant-a", Name: "gateway.default.gw"}
-	all := []model.Route{{Name: "a/any/0/0", Match: prefix("/"), Forward: fwd("any")}}
+	all := []model.Route{
+		{Name: "a/any/1/0", Match: prefix("/broken"), Respond: &model.Respond{Status: 500}}, // a rule without a usable backend
+		{Name: "a/any/0/0", Match: prefix("/"), Forward: fwd("any")},
+	}
 	f := &model.Fleet{
 		Name:         fleetName,
 		Certificates: []model.Certificate{certA, certAny},
@@ -59,6 +62,7 @@ func TestGatewayListenersOnTheirOwnVIP(t *testing.T) {
 		{"http://10.1.2.3:8080/x", 200, "any-1"},
 		{"http://shop.a.example.com:8080/", 200, "shop-1"},
 		{"http://www.a.example.com:8080/", 404, ""},
+		{"http://anything.example.org:8080/broken/x", 500, ""},
 	} {
 		r := get(t, c, tc.url)
 		if r.status != tc.status || r.reply.Node != tc.node {

@@ -113,9 +113,18 @@ type Route struct {
 	// Name is unique within the virtual host.
 	Name  string `json:"name"`
 	Match Match  `json:"match"`
-	// Exactly one of Redirect and Forward is set.
+	// Exactly one of Redirect, Forward and Respond is set.
 	Redirect *Redirect `json:"redirect,omitempty"`
 	Forward  *Forward  `json:"forward,omitempty"`
+	// Respond answers with a status and no body (a Gateway API rule with
+	// no usable backend answers 500).
+	Respond *Respond `json:"respond,omitempty"`
+}
+
+// Respond answers directly.
+type Respond struct {
+	// Status is 200-599.
+	Status int `json:"status"`
 }
 
 // PathMatchType says how a path is compared.

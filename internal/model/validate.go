@@ -453,8 +453,17 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 			}
 		}
 	}
-	if (r.Redirect == nil) == (r.Forward == nil) {
-		e.add(p, "needs exactly one of redirect and forward")
+	set := 0
+	for _, ok := range []bool{r.Redirect != nil, r.Forward != nil, r.Respond != nil} {
+		if ok {
+			set++
+		}
+	}
+	if set != 1 {
+		e.add(p, "needs exactly one of redirect, forward and respond")
+	}
+	if r.Respond != nil && (r.Respond.Status < 200 || r.Respond.Status > 599) {
+		e.add(p+".respond.status", "must be 200-599, not %d", r.Respond.Status)
 	}
 	if rd := r.Redirect; rd != nil {
 		switch rd.StatusCode {

@@ -120,6 +120,15 @@ func TestGatewayOwnVIPListeners(t *testing.T) {
 	mkRoute(nsA, "shop", both, []v1.Hostname{"shop.example.com"}, 30081)
 	// Another tenant names the owner's Gateway: it is not in its namespace.
 	mkRoute(nsB, "steal", both, nil, 30082)
+	// A rule whose backend is gone answers 500 on the Gateway (Gateway API).
+	broken := &v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "broken"}, Spec: v1.RouteSpec{
+		Source:  v1.RouteSource{Kind: v1.SourceHTTPRoute, Cluster: "c", Namespace: "default", Name: "broken", UID: "u"},
+		Parents: []v1.RouteParent{{LoadBalancer: gwName, Listeners: []string{"http"}}}, Hostnames: []v1.Hostname{"broken.example.com"},
+		Rules: []v1.RouteRule{{Matches: []v1.RouteMatch{{Path: &v1.PathMatch{Type: v1.PathPrefix, Value: "/gone"}}}}},
+	}}
+	if err := env.Client.Create(ctx, broken); err != nil {
+		t.Fatal(err)
+	}
 	// And serves its own hostname on the shared VIP.
 	mkRoute(nsB, "web", nil, []v1.Hostname{"web.other.example.com"}, 30083)
 
@@ -146,7 +155,7 @@ func TestGatewayOwnVIPListeners(t *testing.T) {
 		}
 		g := f.Gateways[0]
 		http, https := g.Ports[0], g.Ports[1]
-		if want := []string{"*=[owner/any/0/0]", "shop.example.com=[owner/shop/0/0]"}; http.Port != 80 || http.Protocol != model.ListenerHTTP ||
+		if want := []string{"*=[owner/any/0/0]", "broken.example.com=[owner/broken/0/0]", "shop.example.com=[owner/shop/0/0]"}; http.Port != 80 || http.Protocol != model.ListenerHTTP ||
 			!slices.Equal(vhosts(http.VirtualHosts), want) {
 			return fmt.Errorf("http port %d %s %v, want %v", http.Port, http.Protocol, vhosts(http.VirtualHosts), want)
 		}
@@ -159,6 +168,11 @@ func TestGatewayOwnVIPListeners(t *testing.T) {
 		}
 		if want := []string{"web.other.example.com=[other/web/0/0]"}; !slices.Equal(vhosts(f.VirtualHosts), want) {
 			return fmt.Errorf("shared vhosts %v, want %v", vhosts(f.VirtualHosts), want)
+		}
+		for _, v := range http.VirtualHosts {
+			if v.Name == "broken.example.com" && (v.Routes[0].Respond == nil || v.Routes[0].Respond.Status != 500) {
+				return fmt.Errorf("the rule without a backend: %+v, want a 500", v.Routes[0])
+			}
 		}
 		return nil
 	})

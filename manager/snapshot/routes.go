@@ -114,11 +114,15 @@ func modelRoutes(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes) ([]model.Rou
 	var routes []model.Route
 	for i := range rt.Spec.Rules {
 		rule := &rt.Spec.Rules[i]
-		if reason, _ := route.CheckRuleFor(t, rule); reason != "" {
+		reason, _ := route.CheckRuleFor(t, rule)
+		// On Gateway listeners a rule without a usable backend answers 500
+		// (Gateway API); elsewhere it is left out.
+		failed := reason == v1.ReasonInvalidBackend && route.OnGateways(rt)
+		if reason != "" && !failed {
 			continue
 		}
 		redirect, fw := route.RuleAction(rule)
-		if fw != nil {
+		if fw != nil && !failed {
 			for _, rb := range rule.Backends {
 				if route.Weight(rb) == 0 {
 					continue
@@ -137,10 +141,13 @@ func modelRoutes(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes) ([]model.Rou
 		}
 		for j := range matches {
 			mr := model.Route{Name: fmt.Sprintf("%s/%s/%d/%d", t.Name, rt.Name, i, j), Match: route.ModelMatch(&matches[j])}
-			if redirect != nil {
+			switch {
+			case failed:
+				mr.Respond = &model.Respond{Status: 500}
+			case redirect != nil:
 				rd := *redirect
 				mr.Redirect = &rd
-			} else {
+			default:
 				f := *fw
 				mr.Forward = &f
 			}
