@@ -321,7 +321,11 @@ func (r *Reconciler) admit(ctx context.Context, rt *v1.Route) (*admission, error
 		switch reason {
 		case "":
 		case v1.ReasonInvalidBackend:
-			a.refIssues = append(a.refIssues, refusal{reason, fmt.Sprintf("%s: %s; the rule is not served", RuleName(rule, i), msg)})
+			outcome := "the rule is not served"
+			if a.onGateways {
+				outcome = "the rule answers 500" // Gateway API
+			}
+			a.refIssues = append(a.refIssues, refusal{reason, fmt.Sprintf("%s: %s; %s", RuleName(rule, i), msg, outcome)})
 		default:
 			a.specIssues = append(a.specIssues, refusal{reason, fmt.Sprintf("%s: %s; the rule is not served", RuleName(rule, i), msg)})
 		}
