@@ -71,6 +71,10 @@ demo: tools ## Run a management cluster, two tenant clusters, manager, ccms, pro
 bench-propagation: tools ## Measure apply → address and apply → traffic for N Services (N=100; make bench-propagation N=200).
 	go run ./e2e/bench-propagation -n $(or $(N),100)
 
+.PHONY: bench-propagation-gateways
+bench-propagation-gateways: tools ## Measure apply → Gateway Programmed and apply → HTTP 200 via its own VIP for N Gateways + HTTPRoutes (N=50).
+	go run ./e2e/bench-propagation -gateways -n $(or $(N),50)
+
 .PHONY: bench-propagation-routes
 bench-propagation-routes: tools ## Measure apply → Ingress address and apply → HTTPS 200 for N Ingresses with TLS (N=100).
 	go run ./e2e/bench-propagation -routes -n $(or $(N),100)

@@ -156,8 +156,8 @@ func ingressEvent(t *testing.T, tc *harness.Tenant, name, reason string) {
 	})
 }
 
-// TestL7IngressGatewayTLSAndDNS: two tenants' Ingresses and a Gateway API route on
-// the fleet's shared VIP, HTTPS by SNI from tenant Secrets, certificate rotation,
+// TestL7IngressGatewayTLSAndDNS: two tenants' Ingresses on the fleet's shared
+// VIP and Gateway API routes on their Gateways' own VIPs, HTTPS by SNI from tenant Secrets, certificate rotation,
 // hostname ownership, DNS records and clean deletion, through the real binaries.
 func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 	h := newHarness(t)
@@ -330,7 +330,7 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 	t.Run("Gateway and HTTPRoute: header match, weights, redirect, rewrite", func(t *testing.T) {
 		gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "gw"}, Spec: gwv1.GatewaySpec{
 			GatewayClassName: "fleetlb",
-			Listeners:        []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType, Hostname: ptr.To(gwv1.Hostname("*.a.example.com"))}},
+			Listeners:        []gwv1.Listener{{Name: "http", Port: harness.HTTPPort, Protocol: gwv1.HTTPProtocolType, Hostname: ptr.To(gwv1.Hostname("*.a.example.com"))}},
 		}}
 		backend := func(name string, weight int32) gwv1.HTTPBackendRef {
 			return gwv1.HTTPBackendRef{BackendRef: gwv1.BackendRef{Weight: ptr.To(weight), BackendObjectReference: gwv1.BackendObjectReference{
@@ -357,6 +357,8 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// The Gateway's own VIP, not the shared one.
+		httpAddr := netip.AddrPortFrom(gatewayAddress(t, a, "gw"), harness.HTTPPort).String()
 		reaches(t, httpAddr, "http://gw.a.example.com/", nil, "a", "default/api-fleetlb", "X-Canary", "yes")
 		r := reaches(t, httpAddr, "http://gw.a.example.com/v1/items", nil, "a", "default/web-fleetlb")
 		if r.reply.Path != "/v2/items" {
@@ -394,7 +396,7 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 	t.Run("GRPCRoute to a gRPC backend", func(t *testing.T) {
 		gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "grpc-gw"}, Spec: gwv1.GatewaySpec{
 			GatewayClassName: "fleetlb",
-			Listeners:        []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType, Hostname: ptr.To(gwv1.Hostname("grpc.a.example.com"))}},
+			Listeners:        []gwv1.Listener{{Name: "http", Port: harness.HTTPPort, Protocol: gwv1.HTTPProtocolType, Hostname: ptr.To(gwv1.Hostname("grpc.a.example.com"))}},
 		}}
 		gr := &gwv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "health"}, Spec: gwv1.GRPCRouteSpec{
 			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "grpc-gw"}}},
@@ -411,6 +413,7 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 		if err := a.ServeCompanionAs("default", "grpc", "grpc", aNodes, 60*time.Second); err != nil {
 			t.Fatal(err)
 		}
+		httpAddr := netip.AddrPortFrom(gatewayAddress(t, a, "grpc-gw"), harness.HTTPPort).String()
 		conn := check(grpc.NewClient("passthrough:///"+httpAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithAuthority("grpc.a.example.com")))(t)
 		defer conn.Close()

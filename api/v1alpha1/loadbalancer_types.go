@@ -7,8 +7,23 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// SourceKind is the kind of tenant object a LoadBalancer was made from.
+// +kubebuilder:validation:Enum=Service;Gateway
+type SourceKind string
+
+const (
+	// SourceService: a Service of type LoadBalancer (L4 ports).
+	SourceService SourceKind = "Service"
+	// SourceGateway: a Gateway API Gateway (L7 listeners on its own VIP).
+	SourceGateway SourceKind = "Gateway"
+)
+
 // ServiceSource identifies the tenant object a management object was made from.
 type ServiceSource struct {
+	// Kind of the tenant object: a Service (ports) or a Gateway (listeners).
+	// +optional
+	// +kubebuilder:default=Service
+	Kind SourceKind `json:"kind,omitempty"`
 	// Cluster is the tenant cluster's name.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
@@ -117,19 +132,63 @@ const (
 	ProxyProtocolV2 ProxyProtocol = "v2"
 )
 
-// LoadBalancerSpec is a tenant's L4 load balancer: a VIP whose ports forward to NodePorts.
+// ListenerProtocol is what a Gateway listener serves.
+// +kubebuilder:validation:Enum=HTTP;HTTPS;TLS
+type ListenerProtocol string
+
+const (
+	ListenerHTTP  ListenerProtocol = "HTTP"
+	ListenerHTTPS ListenerProtocol = "HTTPS"
+	// ListenerTLS passes TLS through by SNI (TLSRoute).
+	ListenerTLS ListenerProtocol = "TLS"
+)
+
+// GatewayListener is one listener of a tenant Gateway on the Gateway's own VIP.
+type GatewayListener struct {
+	// Name of the Gateway listener (what a route's sectionName names).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+	// Port on the VIP.
+	Port PortNumber `json:"port"`
+	// Protocol: HTTP, HTTPS (TLS terminated with the certificates) or TLS (passed through by SNI).
+	Protocol ListenerProtocol `json:"protocol"`
+	// Hostname the listener serves; every hostname when unset.
+	// +optional
+	Hostname Hostname `json:"hostname,omitempty"`
+	// CertificateSecrets are kubernetes.io/tls Secrets in this namespace
+	// offered on an HTTPS listener (the first usable one is served).
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	CertificateSecrets []string `json:"certificateSecrets,omitempty"`
+}
+
+// LoadBalancerSpec is a tenant's load balancer: a VIP whose ports forward to
+// NodePorts (source kind Service), or a Gateway's VIP with its L7 listeners
+// (source kind Gateway), to which Routes attach.
 // +kubebuilder:validation:XValidation:rule="!has(self.healthCheck) || self.healthCheck.type != 'HTTP' || has(self.healthCheck.path)",message="an HTTP health check needs a path"
+// +kubebuilder:validation:XValidation:rule="(has(self.source.kind) && self.source.kind == 'Gateway') ? (!has(self.ports) || size(self.ports) == 0) : (has(self.ports) && size(self.ports) > 0 && (!has(self.listeners) || size(self.listeners) == 0))",message="a Service's load balancer has ports and no listeners; a Gateway's has listeners and no ports",fieldPath=".ports"
+// +kubebuilder:validation:XValidation:rule="!has(self.source.kind) || self.source.kind != 'Gateway' || !has(self.global)",message="a Gateway's load balancer has its own address: no global options",fieldPath=".global"
 type LoadBalancerSpec struct {
 	// Source is the tenant Service this was made from. It cannot change.
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="source is immutable"
 	Source ServiceSource `json:"source"`
-	// Ports of the VIP; port and protocol are unique together.
-	// +kubebuilder:validation:MinItems=1
+	// Ports of the VIP; port and protocol are unique together. At least one
+	// for a Service; none for a Gateway.
+	// +optional
 	// +kubebuilder:validation:MaxItems=100
 	// +listType=map
 	// +listMapKey=port
 	// +listMapKey=protocol
-	Ports []LoadBalancerPort `json:"ports"`
+	Ports []LoadBalancerPort `json:"ports,omitempty"`
+	// Listeners of a Gateway on the VIP; Routes attach to them by name.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=map
+	// +listMapKey=name
+	Listeners []GatewayListener `json:"listeners,omitempty"`
 	// LoadBalancerIP requests a specific VIP from the tenant's pool.
 	// +optional
 	LoadBalancerIP IPAddress `json:"loadBalancerIP,omitempty"`

@@ -3,13 +3,14 @@ package v1alpha1
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 // RouteSourceKind is the kind of tenant object a Route was made from.
-// +kubebuilder:validation:Enum=Ingress;HTTPRoute;GRPCRoute
+// +kubebuilder:validation:Enum=Ingress;HTTPRoute;GRPCRoute;TLSRoute
 type RouteSourceKind string
 
 const (
 	SourceIngress   RouteSourceKind = "Ingress"
 	SourceHTTPRoute RouteSourceKind = "HTTPRoute"
 	SourceGRPCRoute RouteSourceKind = "GRPCRoute"
+	SourceTLSRoute  RouteSourceKind = "TLSRoute"
 )
 
 // RouteSource identifies the tenant object a Route was made from.
@@ -133,13 +134,15 @@ type RouteMatch struct {
 }
 
 // BackendProtocol is what the backend speaks.
-// +kubebuilder:validation:Enum=HTTP;HTTP2;GRPC
+// +kubebuilder:validation:Enum=HTTP;HTTP2;GRPC;TCP
 type BackendProtocol string
 
 const (
 	BackendHTTP  BackendProtocol = "HTTP"
 	BackendHTTP2 BackendProtocol = "HTTP2"
 	BackendGRPC  BackendProtocol = "GRPC"
+	// BackendTCP receives the connection's bytes as they came (TLSRoute passthrough).
+	BackendTCP BackendProtocol = "TCP"
 )
 
 // RouteBackend is a NodePort of the tenant cluster that serves the rule.
@@ -286,7 +289,6 @@ type RouteTimeouts struct {
 }
 
 // RouteRule is matches plus what happens to a matching request.
-// +kubebuilder:validation:XValidation:rule="size(self.backends) > 0 || (has(self.filters) && self.filters.exists(f, f.type == 'RequestRedirect'))",message="a rule needs backends unless it redirects"
 type RouteRule struct {
 	// Name of the rule, for status and names.
 	// +optional
@@ -312,15 +314,41 @@ type RouteRule struct {
 	Timeouts *RouteTimeouts `json:"timeouts,omitempty"`
 }
 
+// RouteParent is the listeners of one tenant Gateway a Route attaches to.
+type RouteParent struct {
+	// LoadBalancer made from the Gateway, in the Route's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	LoadBalancer string `json:"loadBalancer"`
+	// Listeners of the Gateway, by name.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=set
+	Listeners []string `json:"listeners"`
+}
+
 // RouteSpec is a tenant's L7 routing for some hostnames.
+// +kubebuilder:validation:XValidation:rule="(has(self.hostnames) && size(self.hostnames) > 0) || (has(self.parents) && size(self.parents) > 0)",message="a route on the shared VIP needs hostnames",fieldPath=".hostnames"
+// +kubebuilder:validation:XValidation:rule="(has(self.parents) && size(self.parents) > 0) || self.rules.all(r, (has(r.backends) && size(r.backends) > 0) || (has(r.filters) && r.filters.exists(f, f.type == 'RequestRedirect')))",message="a rule needs backends unless it redirects (on Gateway listeners a rule without backends answers 500)",fieldPath=".rules"
+// +kubebuilder:validation:XValidation:rule="!has(self.parents) || size(self.parents) == 0 || !has(self.tls) || size(self.tls) == 0",message="a route on Gateway listeners takes its certificates from the listeners, not tls",fieldPath=".tls"
 type RouteSpec struct {
 	// Source is the tenant object this was made from.
 	Source RouteSource `json:"source"`
 	// Hostnames the rules serve; exact names or wildcards like *.example.com.
-	// +kubebuilder:validation:MinItems=1
+	// Required on the fleet's shared VIP, where hostname ownership decides who
+	// serves a name. On Gateway listeners (parents) they filter requests as
+	// the Gateway API defines it; none matches every host of the listeners.
+	// +optional
 	// +kubebuilder:validation:MaxItems=64
 	// +listType=set
-	Hostnames []Hostname `json:"hostnames"`
+	Hostnames []Hostname `json:"hostnames,omitempty"`
+	// Parents attach the Route to listeners of Gateways of this tenant (their
+	// LoadBalancers in this namespace) instead of the fleet's shared VIP.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=map
+	// +listMapKey=loadBalancer
+	Parents []RouteParent `json:"parents,omitempty"`
 	// TLS certificates for some or all of the hostnames.
 	// +optional
 	// +kubebuilder:validation:MaxItems=64

@@ -127,6 +127,19 @@ func TestCreateValidation(t *testing.T) {
 			o.Spec.Ports = append(o.Spec.Ports, v1.LoadBalancerPort{Port: 80, Protocol: v1.ProtocolTCP, NodePort: 30090})
 		}), "Duplicate value"},
 		{"lb no ports", lb("lb-noports", func(o *v1.LoadBalancer) { o.Spec.Ports = nil }), "spec.ports"},
+		{"gateway lb with listeners", lb("lb-gw", func(o *v1.LoadBalancer) {
+			o.Spec.Source.Kind, o.Spec.Ports = v1.SourceGateway, nil
+			o.Spec.Listeners = []v1.GatewayListener{{Name: "http", Port: 80, Protocol: v1.ListenerHTTP}, {Name: "tls", Port: 443, Protocol: v1.ListenerTLS, Hostname: "*.example.com"}}
+		}), ""},
+		{"gateway lb with ports", lb("lb-gw-ports", func(o *v1.LoadBalancer) { o.Spec.Source.Kind = v1.SourceGateway }), "spec.ports"},
+		{"gateway lb global", lb("lb-gw-global", func(o *v1.LoadBalancer) {
+			o.Spec.Source.Kind, o.Spec.Ports = v1.SourceGateway, nil
+			o.Spec.Global = &v1.GlobalOptions{Name: "g"}
+		}), "spec.global"},
+		{"gateway listener bad name", lb("lb-gw-name", func(o *v1.LoadBalancer) {
+			o.Spec.Source.Kind, o.Spec.Ports = v1.SourceGateway, nil
+			o.Spec.Listeners = []v1.GatewayListener{{Name: "Bad_Name", Port: 80, Protocol: v1.ListenerHTTP}}
+		}), "spec.listeners[0].name"},
 		{"lb bad source range", lb("lb-badcidr", func(o *v1.LoadBalancer) { o.Spec.SourceRanges = []v1.CIDR{"10.0.0.1/40"} }), "must be a CIDR"},
 		{"lb bad requested ip", lb("lb-badip", func(o *v1.LoadBalancer) { o.Spec.LoadBalancerIP = "10.0.0.300" }), "must be an IPv4 or IPv6 address"},
 		{"lb http check without path", lb("lb-nopath", func(o *v1.LoadBalancer) { o.Spec.HealthCheck = &v1.HealthCheck{Type: v1.HealthCheckHTTP} }), "an HTTP health check needs a path"},
@@ -175,6 +188,13 @@ func TestCreateValidation(t *testing.T) {
 		{"route bad wildcard", route("rt-wild", func(o *v1.Route) { o.Spec.Hostnames = []v1.Hostname{"*foo.example.com"} }), "hostname must be a lower-case DNS name or a wildcard"},
 		{"route wildcard in the middle", route("rt-wild2", func(o *v1.Route) { o.Spec.Hostnames = []v1.Hostname{"a.*.example.com"} }), "hostname must be a lower-case DNS name or a wildcard"},
 		{"route no hostnames", route("rt-nohost", func(o *v1.Route) { o.Spec.Hostnames = nil }), "spec.hostnames"},
+		{"route on gateway listeners without hostnames", route("rt-gw-nohost", func(o *v1.Route) {
+			o.Spec.Hostnames, o.Spec.Parents = nil, []v1.RouteParent{{LoadBalancer: "gateway.default.gw", Listeners: []string{"http"}}}
+		}), ""},
+		{"route on gateway listeners with tls", route("rt-gw-tls", func(o *v1.Route) {
+			o.Spec.Parents = []v1.RouteParent{{LoadBalancer: "gateway.default.gw", Listeners: []string{"http"}}}
+			o.Spec.TLS = []v1.RouteTLS{{Hostnames: o.Spec.Hostnames, SecretName: "s"}}
+		}), "spec.tls"},
 		{"route bad path type", route("rt-pathtype", func(o *v1.Route) { o.Spec.Rules[0].Matches[0].Path.Type = "Glob" }), `Unsupported value: "Glob"`},
 		{"route relative path", route("rt-relpath", func(o *v1.Route) { o.Spec.Rules[0].Matches[0].Path.Value = "api" }), "an Exact or PathPrefix path must start with /"},
 		{"route redirect 305", route("rt-305", func(o *v1.Route) {
@@ -184,6 +204,10 @@ func TestCreateValidation(t *testing.T) {
 			o.Spec.Rules[0].Filters = []v1.RouteFilter{{Type: v1.FilterURLRewrite}}
 		}), "set exactly the field that matches the filter type"},
 		{"route rule without backends", route("rt-nobackend", func(o *v1.Route) { o.Spec.Rules[0].Backends = nil }), "a rule needs backends unless it redirects"},
+		{"gateway route rule without backends (answers 500)", route("rt-gw-nobackend", func(o *v1.Route) {
+			o.Spec.Rules[0].Backends = nil
+			o.Spec.Parents = []v1.RouteParent{{LoadBalancer: "gateway.default.gw", Listeners: []string{"http"}}}
+		}), ""},
 		{"route backend weight negative", route("rt-weight", func(o *v1.Route) { o.Spec.Rules[0].Backends[0].Weight = ptr.To(int32(-1)) }), "should be greater than or equal to 0"},
 		{"route bad backend protocol", route("rt-proto", func(o *v1.Route) { o.Spec.Rules[0].Backends[0].Protocol = "HTTP3" }), `Unsupported value: "HTTP3"`},
 		{"route bad header name", route("rt-header", func(o *v1.Route) {

@@ -4,9 +4,13 @@
 // namespace of the management cluster; the fleet's addresses and refusals
 // come back as Gateway, listener and route parent status.
 //
-// The fleet serves every Gateway on its shared HTTP and HTTPS ports: a
-// listener's port only selects which listeners a parentRef with a port binds
-// to. Listener protocols HTTP and HTTPS (TLS terminated) are supported.
+// Each Gateway gets its own VIP from the tenant's pool: the ccm writes it as
+// a LoadBalancer of source kind Gateway carrying its listeners, and each
+// route's Route names the listeners it attached to (spec.parents), so the
+// fleet serves it only there, with the Gateway API's hostname semantics (a
+// route without hostnames matches every host of its listeners). Listener
+// protocols HTTP, HTTPS (TLS terminated) and TLS (passthrough, TLSRoute) are
+// supported.
 package gateway
 
 import (
@@ -81,16 +85,22 @@ func hostnameMatch(listener, route string) string {
 
 // listenerKinds are the route kinds a listener admits, and whether every kind it names is supported.
 func listenerKinds(l *gwv1.Listener) ([]gwv1.Kind, bool) {
-	if l.Protocol != gwv1.HTTPProtocolType && l.Protocol != gwv1.HTTPSProtocolType {
+	var supported []gwv1.Kind
+	switch l.Protocol {
+	case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+		supported = []gwv1.Kind{kindHTTPRoute, kindGRPCRoute}
+	case gwv1.TLSProtocolType:
+		supported = []gwv1.Kind{kindTLSRoute}
+	default:
 		return nil, true
 	}
 	if l.AllowedRoutes == nil || len(l.AllowedRoutes.Kinds) == 0 {
-		return []gwv1.Kind{kindHTTPRoute, kindGRPCRoute}, true
+		return supported, true
 	}
 	var out []gwv1.Kind
 	valid := true
 	for _, k := range l.AllowedRoutes.Kinds {
-		if (k.Group == nil || *k.Group == gwv1.GroupName) && (k.Kind == kindHTTPRoute || k.Kind == kindGRPCRoute) {
+		if (k.Group == nil || *k.Group == gwv1.GroupName) && containsKind(supported, k.Kind) {
 			out = append(out, k.Kind)
 		} else {
 			valid = false
@@ -203,9 +213,6 @@ func attach(ctx context.Context, c client.Reader, gw *gwv1.Gateway, kind gwv1.Ki
 		a.reason, a.msg = gwv1.RouteReasonNotAllowedByListeners, "no listener allows routes of this kind from this namespace"
 	case len(a.listeners) == 0:
 		a.reason, a.msg = gwv1.RouteReasonNoMatchingListenerHostname, "no listener hostname intersects the route's hostnames"
-	case len(a.hostnames) == 0:
-		a.listeners = nil
-		a.reason, a.msg = gwv1.RouteReasonNoMatchingListenerHostname, "the fleet serves named hosts only: set a hostname on the route or the listener"
 	}
 	return a, nil
 }

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -48,6 +49,10 @@ type Controllers struct {
 	// ours when their gatewayClassName is this name.
 	Class    string
 	Recorder recorder.EventRecorder
+
+	// kinds are the route kinds served: HTTPRoute, GRPCRoute, and TLSRoute
+	// when the cluster has it.
+	kinds []kindOps
 }
 
 // Installed reports whether the tenant cluster serves the Gateway API.
@@ -65,7 +70,13 @@ func (c *Controllers) SetupWithManager(ctx context.Context, mgr ctrl.Manager, mg
 	if c.Class == "" {
 		c.Class = DefaultClass
 	}
-	for _, ops := range []kindOps{httpOps, grpcOps} {
+	c.kinds = []kindOps{httpOps, grpcOps}
+	if ok, err := tlsInstalled(mgr); err != nil {
+		return err
+	} else if ok {
+		c.kinds = append(c.kinds, tlsOps)
+	}
+	for _, ops := range c.kinds {
 		if err := (&routeReconciler{Controllers: c, ops: ops, reader: mgr.GetClient()}).setup(ctx, mgr, mgmt); err != nil {
 			return err
 		}
@@ -184,10 +195,23 @@ func (c *Controllers) SecretReferrer(reader client.Reader) secrets.Referrer {
 	return ref
 }
 
-// ServiceReferrers make the companion controller keep the companions our routes use.
+// ServiceReferrers make the companion controller keep the companions our
+// HTTPRoutes and GRPCRoutes use.
 func ServiceReferrers() []ingress.ServiceReferrer {
+	return serviceReferrers([]kindOps{httpOps, grpcOps})
+}
+
+// ServiceReferrers are those of every route kind served (after SetupWithManager).
+func (c *Controllers) ServiceReferrers() []ingress.ServiceReferrer {
+	if c.kinds == nil {
+		return ServiceReferrers()
+	}
+	return serviceReferrers(c.kinds)
+}
+
+func serviceReferrers(kinds []kindOps) []ingress.ServiceReferrer {
 	var out []ingress.ServiceReferrer
-	for _, ops := range []kindOps{httpOps, grpcOps} {
+	for _, ops := range kinds {
 		out = append(out, ingress.ServiceReferrer{Object: ops.newObj(), List: ops.newList(), Refs: func(o client.Object) []types.NamespacedName { return serviceRefs(ops, o) }})
 	}
 	return out
@@ -252,15 +276,25 @@ func (r *gatewayReconciler) setup(ctx context.Context, mgr ctrl.Manager, mgmt cl
 		}
 		return reqs
 	})
-	return ctrl.NewControllerManagedBy(mgr).
+	bld := ctrl.NewControllerManagedBy(mgr)
+	for _, ops := range r.kinds {
+		bld = bld.Watches(ops.newObj(), toParents(ops))
+	}
+	return bld.
 		Named("gateway").
+		// Ours, or once ours: a Gateway that left the class still needs cleanup.
 		For(&gwv1.Gateway{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-			return string(o.(*gwv1.Gateway).Spec.GatewayClassName) == r.Class
+			return string(o.(*gwv1.Gateway).Spec.GatewayClassName) == r.Class || controllerutil.ContainsFinalizer(o, GatewayFinalizer)
 		}))).
-		Watches(&gwv1.HTTPRoute{}, toParents(httpOps)).
-		Watches(&gwv1.GRPCRoute{}, toParents(grpcOps)).
 		Watches(&gwv1.ReferenceGrant{}, all).
 		WatchesMetadata(&corev1.Secret{}, bySecret).
+		// The Gateway's LoadBalancer: its address and Programmed come back at once.
+		WatchesRawSource(source.Kind(mgmt.GetCache(), &v1.LoadBalancer{}, handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, lb *v1.LoadBalancer) []reconcile.Request {
+			if ns, name, ok := strings.Cut(lb.Annotations[AnnotationGateway], "/"); ok && lb.Spec.Source.Kind == v1.SourceGateway {
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}}
+			}
+			return nil
+		}))).
 		WatchesRawSource(source.Kind(mgmt.GetCache(), &v1.Route{}, handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, rt *v1.Route) []reconcile.Request {
 			var reqs []reconcile.Request
 			for _, k := range strings.Split(rt.Annotations[AnnotationGateways], ",") {
@@ -280,13 +314,32 @@ func (r *gatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if string(gw.Spec.GatewayClassName) != r.Class || !gw.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, r.cleanupGateway(ctx, &gw)
 	}
 	key := req.NamespacedName.String()
+	// The finalizer goes on before anything exists outside the cluster.
+	if controllerutil.AddFinalizer(&gw, GatewayFinalizer) {
+		if err := r.Tenant.Update(ctx, &gw); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	requested, unsupported := requestedAddress(&gw)
+	var lb *v1.LoadBalancer
+	if unsupported == "" {
+		want, err := r.desiredLoadBalancer(ctx, &gw, requested)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if lb, err = r.ensureLoadBalancer(ctx, &gw, want); err != nil {
+			return ctrl.Result{}, err
+		}
+	} else if err := r.cleanupLoadBalancer(ctx, &gw); err != nil {
+		return ctrl.Result{}, err
+	}
 
 	// Routes attached per listener.
 	attached := map[gwv1.SectionName]int32{}
-	for _, ops := range []kindOps{httpOps, grpcOps} {
+	for _, ops := range r.kinds {
 		list := ops.newList()
 		if err := r.Tenant.List(ctx, list, client.MatchingFields{indexParents: key}); err != nil {
 			return ctrl.Result{}, err
@@ -313,30 +366,12 @@ func (r *gatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 	}
 
-	// Addresses of the Routes served through this Gateway.
-	var routes v1.RouteList
-	if err := r.Mgmt.List(ctx, &routes, client.InNamespace(r.Namespace)); err != nil {
-		return ctrl.Result{}, err
-	}
-	var ips []string
-	for _, rt := range routes.Items {
-		if !slices.Contains(strings.Split(rt.Annotations[AnnotationGateways], ","), key) {
-			continue
-		}
-		for _, a := range rt.Status.Addresses {
-			if !slices.Contains(ips, string(a.IP)) {
-				ips = append(ips, string(a.IP))
-			}
-		}
-	}
-	slices.Sort(ips)
+	// The Gateway's own address and Programmed, from its LoadBalancer.
+	addrs, programmed, programmedReason, programmedMsg := addressStatus(lb, requested != "")
 
 	before := gw.DeepCopy()
 	st := &gw.Status
-	st.Addresses = nil
-	for _, ip := range ips {
-		st.Addresses = append(st.Addresses, gwv1.GatewayStatusAddress{Type: ptr.To(gwv1.IPAddressType), Value: ip})
-	}
+	st.Addresses = addrs
 	gen := gw.Generation
 	set := func(conds *[]metav1.Condition, t string, ok bool, reason, msg string) {
 		s := metav1.ConditionTrue
@@ -352,19 +387,18 @@ func (r *gatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 	}
 	switch {
+	case unsupported != "":
+		set(&st.Conditions, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonUnsupportedAddress), unsupported)
+		programmed, programmedReason, programmedMsg = false, string(gwv1.GatewayReasonInvalid), "not accepted"
 	case invalid == 0:
-		set(&st.Conditions, string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "served by the fleet's shared listeners")
+		set(&st.Conditions, string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "served on its own address by the fleet")
 	case invalid < len(gw.Spec.Listeners):
 		set(&st.Conditions, string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonListenersNotValid),
 			fmt.Sprintf("%d of %d listeners are not valid (see their conditions); the others are served", invalid, len(gw.Spec.Listeners)))
 	default:
 		set(&st.Conditions, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonListenersNotValid), "no listener is valid (see their conditions)")
 	}
-	if len(ips) > 0 {
-		set(&st.Conditions, string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "served on "+strings.Join(ips, ", "))
-	} else {
-		set(&st.Conditions, string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonAddressNotAssigned), "waiting for the fleet to serve a route of this Gateway")
-	}
+	set(&st.Conditions, string(gwv1.GatewayConditionProgrammed), programmed, programmedReason, programmedMsg)
 
 	var listeners []gwv1.ListenerStatus
 	for i := range gw.Spec.Listeners {
@@ -383,7 +417,7 @@ func (r *gatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		accepted, acceptedReason, acceptedMsg := listenerAccepted(l)
 		resolved, resolvedReason, resolvedMsg := true, string(gwv1.ListenerReasonResolvedRefs), "all references resolved"
 		if !kindsOK {
-			resolved, resolvedReason, resolvedMsg = false, string(gwv1.ListenerReasonInvalidRouteKinds), "allowedRoutes names kinds other than HTTPRoute and GRPCRoute"
+			resolved, resolvedReason, resolvedMsg = false, string(gwv1.ListenerReasonInvalidRouteKinds), "allowedRoutes names route kinds this listener's protocol does not serve"
 		}
 		if ok, reason, msg, err := r.certificateOK(ctx, &gw, l); err != nil {
 			return ctrl.Result{}, err
@@ -392,12 +426,20 @@ func (r *gatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 		set(&ls.Conditions, string(gwv1.ListenerConditionAccepted), accepted, acceptedReason, acceptedMsg)
 		set(&ls.Conditions, string(gwv1.ListenerConditionResolvedRefs), resolved, resolvedReason, resolvedMsg)
-		if accepted && resolved {
-			set(&ls.Conditions, string(gwv1.ListenerConditionProgrammed), true, string(gwv1.ListenerReasonProgrammed), "listener programmed")
-		} else {
+		conflictReason, conflictMsg := listenerConflict(&gw, i)
+		switch {
+		case !accepted || !resolved || conflictReason != "":
 			set(&ls.Conditions, string(gwv1.ListenerConditionProgrammed), false, string(gwv1.ListenerReasonInvalid), "listener not served")
+		case programmed:
+			set(&ls.Conditions, string(gwv1.ListenerConditionProgrammed), true, string(gwv1.ListenerReasonProgrammed), "listener programmed")
+		default:
+			set(&ls.Conditions, string(gwv1.ListenerConditionProgrammed), false, string(gwv1.ListenerReasonPending), programmedMsg)
 		}
-		set(&ls.Conditions, string(gwv1.ListenerConditionConflicted), false, string(gwv1.ListenerReasonNoConflicts), "no conflicts")
+		if conflictReason != "" {
+			set(&ls.Conditions, string(gwv1.ListenerConditionConflicted), true, string(conflictReason), conflictMsg)
+		} else {
+			set(&ls.Conditions, string(gwv1.ListenerConditionConflicted), false, string(gwv1.ListenerReasonNoConflicts), "no conflicts")
+		}
 		listeners = append(listeners, ls)
 	}
 	st.Listeners = listeners
@@ -410,10 +452,12 @@ func (r *gatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 // listenerAccepted says whether the fleet can serve a listener's protocol and mode.
 func listenerAccepted(l *gwv1.Listener) (bool, string, string) {
 	switch {
-	case l.Protocol != gwv1.HTTPProtocolType && l.Protocol != gwv1.HTTPSProtocolType:
-		return false, string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("protocol %s is not supported (HTTP and HTTPS are)", l.Protocol)
+	case l.Protocol != gwv1.HTTPProtocolType && l.Protocol != gwv1.HTTPSProtocolType && l.Protocol != gwv1.TLSProtocolType:
+		return false, string(gwv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("protocol %s is not supported (HTTP, HTTPS and TLS are)", l.Protocol)
 	case l.Protocol == gwv1.HTTPSProtocolType && l.TLS != nil && l.TLS.Mode != nil && *l.TLS.Mode == gwv1.TLSModePassthrough:
-		return false, string(gwv1.ListenerReasonUnsupportedValue), "TLS passthrough is not supported on HTTPS listeners"
+		return false, string(gwv1.ListenerReasonUnsupportedValue), "TLS passthrough is not supported on HTTPS listeners (use a TLS listener)"
+	case l.Protocol == gwv1.TLSProtocolType && (l.TLS == nil || l.TLS.Mode == nil || *l.TLS.Mode != gwv1.TLSModePassthrough):
+		return false, string(gwv1.ListenerReasonUnsupportedValue), "a TLS listener is served in Passthrough mode only (TLSRoute); terminate TLS on an HTTPS listener"
 	}
 	return true, string(gwv1.ListenerReasonAccepted), "listener accepted"
 }

@@ -219,6 +219,25 @@ func wantCondition(c *metav1.Condition, status metav1.ConditionStatus, reason st
 	return nil
 }
 
+// serveGateway plays the manager for a Gateway's LoadBalancer: admitted with
+// addr and Programmed.
+func serveGateway(t *testing.T, lb *v1.LoadBalancer, addr v1.IPAddress) {
+	t.Helper()
+	ctx := context.Background()
+	if err := mgmtEnv.Client.Get(ctx, client.ObjectKeyFromObject(lb), lb); err != nil {
+		t.Fatal(err)
+	}
+	lb.Status.ObservedGeneration = lb.Generation
+	lb.Status.Addresses = []v1.Address{{IP: addr, IPMode: v1.IPModeProxy}}
+	lb.Status.Conditions = []metav1.Condition{
+		{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted, ObservedGeneration: lb.Generation, LastTransitionTime: metav1.Now()},
+		{Type: v1.ConditionProgrammed, Status: metav1.ConditionTrue, Reason: v1.ReasonProgrammed, ObservedGeneration: lb.Generation, LastTransitionTime: metav1.Now()},
+	}
+	if err := mgmtEnv.Client.Status().Update(ctx, lb); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestGatewayClassIsCreatedAndAccepted(t *testing.T) {
 	eventually(t, "GatewayClass accepted", func() error {
 		var gc gwv1.GatewayClass
@@ -295,11 +314,20 @@ func TestHTTPRouteThroughGateway(t *testing.T) {
 	if rt.Annotations[AnnotationGateways] != ns+"/gw" {
 		t.Errorf("gateways annotation %q", rt.Annotations[AnnotationGateways])
 	}
-	if !slices.Equal(rt.Spec.Hostnames, []v1.Hostname{"shop.example.com"}) {
-		t.Errorf("hostnames %v (shop.other.org is outside every listener)", rt.Spec.Hostnames)
+	// The route's own hostnames: the manager intersects them with each listener's.
+	if !slices.Equal(rt.Spec.Hostnames, []v1.Hostname{"shop.example.com", "shop.other.org"}) || len(rt.Spec.TLS) != 0 {
+		t.Errorf("hostnames %v tls %+v", rt.Spec.Hostnames, rt.Spec.TLS)
 	}
-	if want := []v1.RouteTLS{{Hostnames: []v1.Hostname{"shop.example.com"}, SecretName: ns + ".cert"}}; !equality.Semantic.DeepEqual(rt.Spec.TLS, want) {
-		t.Errorf("tls %+v", rt.Spec.TLS)
+	if want := []v1.RouteParent{{LoadBalancer: GatewayLoadBalancerName(ns, "gw"), Listeners: []string{"http", "https"}}}; !equality.Semantic.DeepEqual(rt.Spec.Parents, want) {
+		t.Errorf("parents %+v, want %+v", rt.Spec.Parents, want)
+	}
+	var gwLB v1.LoadBalancer
+	if err := mgmtEnv.Client.Get(ctx, client.ObjectKey{Namespace: mgmtNS, Name: GatewayLoadBalancerName(ns, "gw")}, &gwLB); err != nil {
+		t.Fatalf("the Gateway's LoadBalancer: %v", err)
+	}
+	if want := []v1.GatewayListener{{Name: "http", Port: 80, Protocol: v1.ListenerHTTP, Hostname: "*.example.com"},
+		{Name: "https", Port: 443, Protocol: v1.ListenerHTTPS, Hostname: "*.example.com", CertificateSecrets: []string{ns + ".cert"}}}; !equality.Semantic.DeepEqual(gwLB.Spec.Listeners, want) {
+		t.Errorf("listeners %+v, want %+v", gwLB.Spec.Listeners, want)
 	}
 	apiNP, webNP := v1.PortNumber(api.Spec.Ports[0].NodePort), v1.PortNumber(companion.Spec.Ports[0].NodePort)
 	be := func(svc string, port, np v1.PortNumber, w int32) v1.RouteBackend {
@@ -308,6 +336,8 @@ func TestHTTPRouteThroughGateway(t *testing.T) {
 	wantRules := []v1.RouteRule{
 		{Matches: []v1.RouteMatch{{Path: &v1.PathMatch{Type: v1.PathExact, Value: "/old"}}},
 			Filters: []v1.RouteFilter{{Type: v1.FilterRequestRedirect, RequestRedirect: &v1.RequestRedirect{Scheme: "https", StatusCode: 301}}}},
+		// Its only backend does not exist: kept without backends, the fleet answers 500.
+		{Matches: []v1.RouteMatch{{Path: &v1.PathMatch{Type: v1.PathPrefix, Value: "/missing"}}}},
 		{Matches: []v1.RouteMatch{{Path: &v1.PathMatch{Type: v1.PathPrefix, Value: "/api"}, Headers: []v1.HeaderMatch{{Type: v1.MatchExact, Name: "x-env", Value: "canary"}}}},
 			Backends: []v1.RouteBackend{be("api", 8080, apiNP, 1), be("web", 80, webNP, 3)}},
 		{Matches: []v1.RouteMatch{{Path: &v1.PathMatch{Type: v1.PathPrefix, Value: "/v2"}}},
@@ -340,9 +370,9 @@ func TestHTTPRouteThroughGateway(t *testing.T) {
 		return nil
 	})
 
-	// The fleet serves it: the Gateway gets the address, listeners count the route.
+	// The fleet serves it: the Gateway gets its address, listeners count the route.
+	serveGateway(t, &gwLB, "127.0.40.1")
 	rt, _ = getRoute(name)
-	rt.Status.Addresses = []v1.Address{{IP: "127.0.40.1", IPMode: v1.IPModeProxy}}
 	rt.Status.ObservedGeneration = rt.Generation
 	rt.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: v1.ReasonHostnameConflict,
 		Message: "hostname shop.example.com is held by another tenant", ObservedGeneration: rt.Generation, LastTransitionTime: metav1.Now()}}
@@ -511,8 +541,9 @@ func TestReferenceGrantsAndAllowedRoutes(t *testing.T) {
 		}
 		return wantCondition(parentCondition(cross.Status.RouteStatus, "gw", gwv1.RouteConditionResolvedRefs), metav1.ConditionFalse, "RefNotPermitted", cross.Generation)
 	})
-	if _, err := getRoute(RouteName("httproute", ns, "cross")); !apierrors.IsNotFound(err) {
-		t.Errorf("a route with no permitted backend got a Route (%v)", err)
+	// Still served, its rule without a backend: the fleet answers it with 500 (Gateway API).
+	if rt, err := getRoute(RouteName("httproute", ns, "cross")); err != nil || len(rt.Spec.Rules) != 1 || len(rt.Spec.Rules[0].Backends) != 0 {
+		t.Errorf("a route with no permitted backend: %v %+v, want its rule without backends", err, rt)
 	}
 	eventually(t, "NotAllowedByListeners", func() error {
 		if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(outsider), outsider); err != nil {
@@ -533,7 +564,7 @@ func TestReferenceGrantsAndAllowedRoutes(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(rt.Spec.Rules) != 1 || rt.Spec.Rules[0].Backends[0].ServiceName != "shared" {
+		if len(rt.Spec.Rules) != 1 || len(rt.Spec.Rules[0].Backends) != 1 || rt.Spec.Rules[0].Backends[0].ServiceName != "shared" {
 			return fmt.Errorf("rules %+v", rt.Spec.Rules)
 		}
 		return nil
@@ -607,6 +638,16 @@ func TestListenerCertificateRef(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "certificate resolved", listener("https", "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs"))
+	// Programmed once the fleet serves the Gateway's listeners (no route needed).
+	eventually(t, "https waits for the fleet", listener("https", "Programmed", metav1.ConditionFalse, "Pending"))
+	lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: mgmtNS, Name: GatewayLoadBalancerName(ns, "gw")}}
+	if err := mgmtEnv.Client.Get(ctx, client.ObjectKeyFromObject(lb), lb); err != nil {
+		t.Fatal(err)
+	}
+	if len(lb.Spec.Listeners) != 1 || lb.Spec.Listeners[0].Name != "https" {
+		t.Errorf("listeners the fleet is asked to serve: %+v (tcp is not supported)", lb.Spec.Listeners)
+	}
+	serveGateway(t, lb, "127.0.40.2")
 	eventually(t, "https programmed", listener("https", "Programmed", metav1.ConditionTrue, "Programmed"))
 }
 

@@ -28,7 +28,6 @@ import (
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/ccm/ingress"
-	"github.com/fleetlb/fleetlb/ccm/secrets"
 )
 
 // Labels and annotations on management Routes made from Gateway API routes.
@@ -276,32 +275,40 @@ func (r *routeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		}
 	}
 
-	// Hostnames and TLS from the listeners that took the route.
-	var hostnames []v1.Hostname
-	var tls []v1.RouteTLS
+	// The listeners that took the route, per Gateway (its LoadBalancer). The
+	// manager intersects the route's own hostnames with each listener's.
+	var routeParents []v1.RouteParent
 	var gateways []string
 	for _, p := range parents {
 		if len(p.att.listeners) == 0 {
 			continue
 		}
 		gateways = append(gateways, client.ObjectKeyFromObject(p.gw).String())
-		for _, h := range p.att.hostnames {
-			if !slices.Contains(hostnames, v1.Hostname(h)) {
-				hostnames = append(hostnames, v1.Hostname(h))
-			}
+		lb := GatewayLoadBalancerName(p.gw.Namespace, p.gw.Name)
+		i := slices.IndexFunc(routeParents, func(rp v1.RouteParent) bool { return rp.LoadBalancer == lb })
+		if i < 0 {
+			routeParents = append(routeParents, v1.RouteParent{LoadBalancer: lb})
+			i = len(routeParents) - 1
 		}
 		for _, l := range p.att.listeners {
-			if secret, ok := r.listenerSecret(ctx, p.gw, l); ok {
-				var hs []v1.Hostname
-				for _, h := range p.att.hostsOf[l.Name] {
-					hs = append(hs, v1.Hostname(h))
-				}
-				tls = appendTLS(tls, secret, hs)
+			if !servedListener(p.gw, l.Name) {
+				continue // not in the Gateway's LoadBalancer
+			}
+			if !slices.Contains(routeParents[i].Listeners, string(l.Name)) {
+				routeParents[i].Listeners = append(routeParents[i].Listeners, string(l.Name))
 			}
 		}
 	}
+	routeParents = slices.DeleteFunc(routeParents, func(rp v1.RouteParent) bool { return len(rp.Listeners) == 0 })
 	slices.Sort(gateways)
 	gateways = slices.Compact(gateways)
+	slices.SortFunc(routeParents, func(a, b v1.RouteParent) int { return strings.Compare(a.LoadBalancer, b.LoadBalancer) })
+	var hostnames []v1.Hostname
+	for _, h := range ops.hosts(obj) {
+		if !slices.Contains(hostnames, v1.Hostname(h)) {
+			hostnames = append(hostnames, v1.Hostname(h))
+		}
+	}
 
 	companions := map[string]*corev1.Service{}
 	rules, problems := ops.rules(obj, func(ref gwv1.BackendObjectReference, weight *int32, proto v1.BackendProtocol) (*v1.RouteBackend, *problem) {
@@ -310,7 +317,7 @@ func (r *routeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 
 	name := RouteName(ops.prefix, obj.GetNamespace(), obj.GetName())
 	var served *v1.Route
-	if len(hostnames) > 0 && len(rules) > 0 {
+	if len(routeParents) > 0 && len(rules) > 0 {
 		if len(hostnames) > 64 {
 			problems = append(problems, problem{gwv1.RouteConditionAccepted, gwv1.RouteReasonUnsupportedValue, "more than 64 hostnames; the first 64 are served"})
 			hostnames = hostnames[:64]
@@ -319,7 +326,7 @@ func (r *routeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 			Source: v1.RouteSource{Kind: ops.source, Cluster: r.ClusterName, Namespace: obj.GetNamespace(), Name: obj.GetName(),
 				UID: string(obj.GetUID()), Generation: obj.GetGeneration()},
 			Hostnames: hostnames,
-			TLS:       tls,
+			Parents:   routeParents,
 			Rules:     rules,
 		}
 		rt, err := r.ensureRoute(ctx, obj, name, spec, strings.Join(gateways, ","))
@@ -334,42 +341,6 @@ func (r *routeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		problems = append(problems, problem{gwv1.RouteConditionAccepted, gwv1.RouteReasonUnsupportedValue, "no rule can be served"})
 	}
 	return ctrl.Result{}, r.writeStatus(ctx, obj, parents, problems, served)
-}
-
-func appendTLS(tls []v1.RouteTLS, secret string, hosts []v1.Hostname) []v1.RouteTLS {
-	for i := range tls {
-		if tls[i].SecretName == secret {
-			for _, h := range hosts {
-				if !slices.Contains(tls[i].Hostnames, h) {
-					tls[i].Hostnames = append(tls[i].Hostnames, h)
-				}
-			}
-			return tls
-		}
-	}
-	if len(hosts) == 0 {
-		return tls
-	}
-	return append(tls, v1.RouteTLS{Hostnames: hosts, SecretName: secret})
-}
-
-// listenerSecret is the management copy of an HTTPS listener's certificate,
-// when the listener terminates TLS with a usable reference.
-func (r *routeReconciler) listenerSecret(ctx context.Context, gw *gwv1.Gateway, l *gwv1.Listener) (string, bool) {
-	if l.Protocol != gwv1.HTTPSProtocolType || l.TLS == nil || len(l.TLS.CertificateRefs) == 0 {
-		return "", false
-	}
-	if l.TLS.Mode != nil && *l.TLS.Mode != gwv1.TLSModeTerminate {
-		return "", false
-	}
-	key, ok := certKey(gw, l.TLS.CertificateRefs[0])
-	if !ok {
-		return "", false
-	}
-	if ok, err := refPermitted(ctx, r.reader, kindGateway, gw.Namespace, kindSecret, key); err != nil || !ok {
-		return "", false
-	}
-	return secrets.CopyName(key.Namespace, key.Name), true
 }
 
 // certKey is the Secret a certificateRef names, when it names a Secret.

@@ -96,7 +96,7 @@ func httpRules(spec *gwv1.HTTPRouteSpec, resolve backendResolver) ([]v1.RouteRul
 		if rule.Name != nil {
 			what = fmt.Sprintf("rule %q", *rule.Name)
 		}
-		filters, redirect, err := httpFilters(rule.Filters)
+		filters, _, err := httpFilters(rule.Filters)
 		if err != nil {
 			problems = append(problems, problem{gwv1.RouteConditionAccepted, gwv1.RouteReasonUnsupportedValue, fmt.Sprintf("%s: %v; not served", what, err)})
 			continue
@@ -117,10 +117,8 @@ func httpRules(spec *gwv1.HTTPRouteSpec, resolve backendResolver) ([]v1.RouteRul
 				backends = append(backends, *rb)
 			}
 		}
-		if len(backends) == 0 && !redirect {
-			// The Route API cannot answer 500 for a rule without backends: it is left out.
-			continue
-		}
+		// A rule without a usable backend stays: the fleet answers it with
+		// 500, as the Gateway API wants (its problem is reported above).
 		if len(backends) > maxBackends {
 			problems = append(problems, problem{gwv1.RouteConditionAccepted, gwv1.RouteReasonUnsupportedValue,
 				fmt.Sprintf("%s: more than %d backends; the first %d are served", what, maxBackends, maxBackends)})

@@ -254,7 +254,7 @@ func (r *Reconciler) cleanup(ctx context.Context, svc *corev1.Service) error {
 // desiredSpec maps a Service onto a LoadBalancer spec.
 func (r *Reconciler) desiredSpec(svc *corev1.Service) (*v1.LoadBalancerSpec, error) {
 	spec := &v1.LoadBalancerSpec{
-		Source:          v1.ServiceSource{Cluster: r.ClusterName, Namespace: svc.Namespace, Name: svc.Name, UID: string(svc.UID)},
+		Source:          v1.ServiceSource{Kind: v1.SourceService, Cluster: r.ClusterName, Namespace: svc.Namespace, Name: svc.Name, UID: string(svc.UID)},
 		SessionAffinity: v1.SessionAffinityNone,
 	}
 	for _, p := range svc.Spec.Ports {

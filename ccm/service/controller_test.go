@@ -181,7 +181,7 @@ func TestServiceBecomesLoadBalancerAndGetsItsAddress(t *testing.T) {
 		t.Fatal("Service has no cleanup finalizer")
 	}
 	s := lb.Spec
-	if s.Source != (v1.ServiceSource{Cluster: "cluster-a", Namespace: ns, Name: "web", UID: string(svc.UID)}) {
+	if s.Source != (v1.ServiceSource{Kind: v1.SourceService, Cluster: "cluster-a", Namespace: ns, Name: "web", UID: string(svc.UID)}) {
 		t.Errorf("source %+v", s.Source)
 	}
 	if len(s.Ports) != 2 || s.Ports[0].NodePort != v1.PortNumber(svc.Spec.Ports[0].NodePort) || s.Ports[1].Protocol != v1.ProtocolUDP || s.Ports[1].NodePort == 0 {

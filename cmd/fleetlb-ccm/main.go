@@ -182,7 +182,7 @@ func run(o options) error {
 		if err := gw.SetupWithManager(ctx, mgr, mgmt); err != nil {
 			return err
 		}
-		companions.Referrers = gateway.ServiceReferrers()
+		companions.Referrers = gw.ServiceReferrers()
 		secretReferrers = append(secretReferrers, gw.SecretReferrer(mgr.GetClient()))
 	} else {
 		ctrl.Log.Info("the Gateway API is not installed in this cluster: Gateway controllers are off")

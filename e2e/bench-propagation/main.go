@@ -5,6 +5,9 @@
 // the VIP that reaches the Service's node. With -routes it creates N Ingresses
 // with TLS instead and reports apply → address on the Ingress and apply → first
 // HTTPS 200 through the fleet's shared VIP (SNI, verified against the CA).
+// With -gateways it creates N Gateways, each with a hostname-less HTTPRoute,
+// and reports apply → Gateway Programmed and apply → first HTTP 200 through
+// the Gateway's own VIP.
 package main
 
 import (
@@ -30,18 +33,22 @@ import (
 )
 
 func main() {
-	n := flag.Int("n", 100, "number of Services or Ingresses (split over two tenants, at most 250)")
+	n := flag.Int("n", 100, "number of Services, Ingresses or Gateways (split over two tenants, at most 249)")
 	routes := flag.Bool("routes", false, "measure Ingresses with TLS (L7) instead of LoadBalancer Services")
+	gateways := flag.Bool("gateways", false, "measure Gateways with an HTTPRoute, each on its own VIP, instead of LoadBalancer Services")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
 	flag.BoolVar(&xdsInsecure, "xds-insecure", false, "run xDS in plaintext (manager and proxy with --xds-insecure) to compare with the default mTLS")
 	flag.Parse()
-	if *n < 1 || *n > 250 {
-		fmt.Fprintln(os.Stderr, "bench-propagation: -n must be 1-250 (the VIP pool is 127.0.110.1-250)")
+	if *n < 1 || *n > 249 {
+		fmt.Fprintln(os.Stderr, "bench-propagation: -n must be 1-249 (the VIP pool is 127.0.110.1-250, the fleet takes one)")
 		os.Exit(2)
 	}
 	run := run
-	if *routes {
+	switch {
+	case *routes:
 		run = runRoutes
+	case *gateways:
+		run = runGateways
 	}
 	if err := run(*n, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-propagation:", err)

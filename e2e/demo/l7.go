@@ -28,23 +28,24 @@ func clusterIP(name string) *corev1.Service {
 			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}
 }
 
-// l7Examples creates team-a's Ingress with TLS and team-b's Gateway + HTTPRoute,
-// plays kube-proxy for their backends, waits until both answer through the
-// fleet's shared VIP, and returns that VIP. The CA is written to dir/ca.crt.
-func l7Examples(dir string, tenants map[string]*harness.Tenant, nodeIPs map[string]map[string]string) (string, error) {
+// l7Examples creates team-a's Ingress with TLS (on the fleet's shared VIP)
+// and team-b's Gateway + HTTPRoute (on the Gateway's own VIP), plays
+// kube-proxy for their backends, waits until both answer, and returns the
+// two VIPs. The CA is written to dir/ca.crt.
+func l7Examples(dir string, tenants map[string]*harness.Tenant, nodeIPs map[string]map[string]string) (string, string, error) {
 	ctx := context.Background()
 	ca, err := testcerts.NewCA()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), ca.PEM, 0o644); err != nil {
-		return "", err
+		return "", "", err
 	}
 	fmt.Println("creating team-a's Ingress with TLS and team-b's Gateway + HTTPRoute ...")
 	a, b := tenants["team-a"], tenants["team-b"]
 	secret, _, err := ca.Secret("default", "site-tls", "web.team-a.example.com")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "site"}, Spec: networkingv1.IngressSpec{
 		IngressClassName: ptr.To("fleetlb"),
@@ -55,11 +56,11 @@ func l7Examples(dir string, tenants map[string]*harness.Tenant, nodeIPs map[stri
 	}}
 	for _, o := range []client.Object{clusterIP("site"), secret, ing} {
 		if err := a.Env.Client.Create(ctx, o); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
 	if err := gwv1.Install(b.Env.Scheme); err != nil {
-		return "", err
+		return "", "", err
 	}
 	ref := func(name string) []gwv1.HTTPBackendRef {
 		return []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{
@@ -67,11 +68,11 @@ func l7Examples(dir string, tenants map[string]*harness.Tenant, nodeIPs map[stri
 	}
 	gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "gw"}, Spec: gwv1.GatewaySpec{
 		GatewayClassName: "fleetlb",
-		Listeners:        []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}},
+		Listeners:        []gwv1.Listener{{Name: "http", Port: harness.HTTPPort, Protocol: gwv1.HTTPProtocolType}},
 	}}
+	// No hostnames: on the Gateway's own VIP the route serves every host.
 	hr := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "shop"}, Spec: gwv1.HTTPRouteSpec{
 		CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "gw"}}},
-		Hostnames:       []gwv1.Hostname{"shop.team-b.example.com"},
 		Rules: []gwv1.HTTPRouteRule{
 			{Matches: []gwv1.HTTPRouteMatch{{Headers: []gwv1.HTTPHeaderMatch{{Name: "X-Version", Value: "v2"}}}}, BackendRefs: ref("shop-v2")},
 			{BackendRefs: ref("shop-v1")},
@@ -79,13 +80,13 @@ func l7Examples(dir string, tenants map[string]*harness.Tenant, nodeIPs map[stri
 	}}
 	for _, o := range []client.Object{clusterIP("shop-v1"), clusterIP("shop-v2"), gw, hr} {
 		if err := b.Env.Client.Create(ctx, o); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
 	for tc, svcs := range map[*harness.Tenant][]string{a: {"site"}, b: {"shop-v1", "shop-v2"}} {
 		for _, svc := range svcs {
 			if err := tc.ServeCompanion("default", svc, nodeIPs[tc.Name], 2*time.Minute); err != nil {
-				return "", err
+				return "", "", err
 			}
 		}
 	}
@@ -101,12 +102,27 @@ func l7Examples(dir string, tenants map[string]*harness.Tenant, nodeIPs map[stri
 		vip = got.Status.LoadBalancer.Ingress[0].IP
 		return nil
 	}); err != nil {
-		return "", err
+		return "", "", err
 	}
-	// Both answer through the VIP before the demo says it is ready: team-a's
-	// Ingress over HTTPS (its plain HTTP redirects there), team-b's route over HTTP.
-	via := func(port int) *http.Client {
-		to := net.JoinHostPort(vip, fmt.Sprint(port))
+	var gwVIP string
+	if err := harness.Eventually(2*time.Minute, func() error {
+		var got gwv1.Gateway
+		if err := b.Env.Client.Get(ctx, client.ObjectKeyFromObject(gw), &got); err != nil {
+			return err
+		}
+		if len(got.Status.Addresses) == 0 {
+			return fmt.Errorf("team-b's Gateway has no address yet")
+		}
+		gwVIP = got.Status.Addresses[0].Value
+		return nil
+	}); err != nil {
+		return "", "", err
+	}
+	// Both answer through their VIPs before the demo says it is ready: team-a's
+	// Ingress over HTTPS on the shared VIP (its plain HTTP redirects there),
+	// team-b's route over HTTP on the Gateway's own VIP.
+	via := func(addr string, port int) *http.Client {
+		to := net.JoinHostPort(addr, fmt.Sprint(port))
 		return &http.Client{Timeout: 2 * time.Second,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool},
@@ -115,7 +131,7 @@ func l7Examples(dir string, tenants map[string]*harness.Tenant, nodeIPs map[stri
 				}}}
 	}
 	for url, c := range map[string]*http.Client{
-		"https://web.team-a.example.com/": via(harness.HTTPSPort), "http://shop.team-b.example.com/": via(harness.HTTPPort)} {
+		"https://web.team-a.example.com/": via(vip, harness.HTTPSPort), "http://shop.team-b.example.com/": via(gwVIP, harness.HTTPPort)} {
 		if err := harness.Eventually(2*time.Minute, func() error {
 			resp, err := c.Get(url)
 			if err != nil {
@@ -127,8 +143,8 @@ func l7Examples(dir string, tenants map[string]*harness.Tenant, nodeIPs map[stri
 			}
 			return nil
 		}); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
-	return vip, nil
+	return vip, gwVIP, nil
 }

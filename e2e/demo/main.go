@@ -130,7 +130,7 @@ func run(dir string) error {
 		addrs[ex.tenant+"/"+ex.name] = ip
 	}
 
-	vip, err := l7Examples(dir, tenants, nodeIPs)
+	vip, gwVIP, err := l7Examples(dir, tenants, nodeIPs)
 	if err != nil {
 		return err
 	}
@@ -156,18 +156,19 @@ fleetlb is running. Try:
   curl --cacert %[2]s/ca.crt --resolve web.team-a.example.com:%[8]d:%[7]s https://web.team-a.example.com:%[8]d/
   # its plain HTTP answers 301 to https (annotation fleetlb.io/ssl-redirect: "false" turns that off)
   curl -si --resolve web.team-a.example.com:%[9]d:%[7]s http://web.team-a.example.com:%[9]d/ | head -3
-  # team-b's Gateway + HTTPRoute: a header picks v2, everything else goes to v1
-  curl --resolve shop.team-b.example.com:%[9]d:%[7]s http://shop.team-b.example.com:%[9]d/
-  curl --resolve shop.team-b.example.com:%[9]d:%[7]s -H 'X-Version: v2' http://shop.team-b.example.com:%[9]d/
+  # team-b's Gateway on its own VIP %[10]s: its HTTPRoute has no hostnames, so it serves
+  # every host there; a header picks v2, everything else goes to v1
+  curl http://%[10]s:%[9]d/
+  curl -H 'X-Version: v2' http://%[10]s:%[9]d/
   %[1]s --kubeconfig %[2]s/tenant-team-a.kubeconfig get ingress
   %[1]s --kubeconfig %[2]s/tenant-team-b.kubeconfig get gateway,httproute
   %[1]s --kubeconfig %[2]s/management.kubeconfig get routes -A
 
 Services of type LoadBalancer with spec.loadBalancerClass %[6]s get an address;
-Ingresses of class fleetlb and Gateways of class fleetlb get the fleet's shared VIP.
+Ingresses of class fleetlb share the fleet's VIP; each Gateway of class fleetlb gets its own.
 Press Ctrl-C to stop everything.
 `, kubectl, dir, addrs["team-a/web"], addrs["team-b/web"], addrs["team-a/dns"], service.DefaultClass,
-		vip, harness.HTTPSPort, harness.HTTPPort)
+		vip, harness.HTTPSPort, harness.HTTPPort, gwVIP)
 	<-sig
 	return nil
 }

@@ -40,6 +40,7 @@ type Incremental struct {
 	httpsL   *listenerMemo
 	chains   map[string]*chainMemo
 	valid    validMemo
+	gateways map[string]types.Resource // the last Gateway resources by type and name
 	last     *Output
 }
 
@@ -216,15 +217,19 @@ func (x *Incremental) translate(f *model.Fleet, backends map[string]*model.Backe
 
 	l7, built := x.httpResources(f)
 	fresh = append(fresh, built...)
+	gw, err := x.gatewayResources(f, l7)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err // a translator bug
 	}
-	for _, r := range l7.listeners {
+	for _, r := range slices.Concat(l7.listeners, gw.listeners) {
 		listeners = append(listeners, namedResource{nameOf(r), r})
 	}
 	out.Listeners, out.Clusters, out.Endpoints = sortedByName(listeners), sortedByName(clusters), sortedByName(endpoints)
 	// Few: route configurations and secrets.
-	out.Routes, out.Secrets = l7.routes, l7.secrets
+	out.Routes, out.Secrets = slices.Concat(l7.routes, gw.routes), slices.Concat(l7.secrets, gw.secrets)
 	for _, list := range [][]types.Resource{out.Routes, out.Secrets} {
 		slices.SortFunc(list, func(a, b types.Resource) int { return cmp.Compare(nameOf(a), nameOf(b)) })
 	}
@@ -406,4 +411,41 @@ func (x *Incremental) routeConfig(prev *rcMemo, name string, vhosts []*routev3.V
 	rc := &routev3.RouteConfiguration{Name: name, VirtualHosts: vhosts}
 	*built = append(*built, rc)
 	return rc
+}
+
+// gatewayResources are the tenant Gateways' listeners, route configurations
+// and secrets (gatewayResources of the package). Gateways are few: they are
+// built every time, but a resource equal to the last one of its name is that
+// very resource, so the xDS server does not hash it again and delta xDS does
+// not push it. What is new is validated whole.
+func (x *Incremental) gatewayResources(f *model.Fleet, l7 *l7Resources) (*l7Resources, error) {
+	if len(f.Gateways) == 0 {
+		x.gateways = nil
+		return &l7Resources{}, nil
+	}
+	emitted := map[string]bool{}
+	for _, s := range l7.secrets {
+		emitted[nameOf(s)] = true
+	}
+	gw := gatewayResources(f, emitted)
+	prev, next := x.gateways, make(map[string]types.Resource, len(x.gateways))
+	var errs []error
+	for _, list := range [][]types.Resource{gw.listeners, gw.routes, gw.secrets} {
+		for i, r := range list {
+			key := fmt.Sprintf("%T/%s", r, nameOf(r))
+			if old, ok := prev[key]; ok && proto.Equal(old, r) {
+				list[i] = old
+			} else if v, ok := r.(interface{ Validate() error }); ok {
+				if err := v.Validate(); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", nameOf(r), err))
+				}
+			}
+			next[key] = list[i]
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("generated resources are invalid (a translator bug): %w", err)
+	}
+	x.gateways = next
+	return gw, nil
 }

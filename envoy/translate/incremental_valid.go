@@ -58,6 +58,10 @@ type vhostValid struct {
 // then runs f.Validate(), which is authoritative (and words the errors).
 // When true, m.backends is f's backends by name until the next call.
 func (m *validMemo) check(f *model.Fleet) bool {
+	if len(f.Gateways) > 0 {
+		// Gateways are not kept as parts: the whole model is validated.
+		return false
+	}
 	if m.backends == nil {
 		m.backends, m.l4, m.certs, m.vhosts, m.hosts = map[string]*backendValid{}, map[l4Key]*l4Valid{}, map[string]*certValid{}, map[string]*vhostValid{}, map[string]uint64{}
 	}

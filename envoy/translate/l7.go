@@ -246,6 +246,10 @@ var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{
 
 func route(r *model.Route) *routev3.Route {
 	out := &routev3.Route{Name: r.Name, Match: routeMatch(&r.Match)}
+	if r.Respond != nil {
+		out.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: uint32(r.Respond.Status)}}
+		return out
+	}
 	if rd := r.Redirect; rd != nil {
 		a := &routev3.RedirectAction{HostRedirect: rd.Host, PortRedirect: uint32(rd.Port), ResponseCode: redirectCodes[rd.StatusCode]}
 		if rd.Scheme != "" {

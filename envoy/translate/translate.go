@@ -77,6 +77,14 @@ func Translate(f *model.Fleet) (*Output, error) {
 		out.Listeners = append(out.Listeners, l7.listeners...)
 		out.Routes = append(out.Routes, l7.routes...)
 		out.Secrets = append(out.Secrets, l7.secrets...)
+		emitted := map[string]bool{}
+		for _, s := range l7.secrets {
+			emitted[nameOf(s)] = true
+		}
+		gw := gatewayResources(f, emitted)
+		out.Listeners = append(out.Listeners, gw.listeners...)
+		out.Routes = append(out.Routes, gw.routes...)
+		out.Secrets = append(out.Secrets, gw.secrets...)
 	}
 	for i := range f.Backends {
 		c, cla, err := cluster(&f.Backends[i])

@@ -44,7 +44,7 @@ func (v *VirtualHost) Equal(o *VirtualHost) bool {
 
 // Equal reports whether r and o are the same route.
 func (r *Route) Equal(o *Route) bool {
-	return r.Name == o.Name && r.Match.Equal(&o.Match) && ptrEqual(r.Redirect, o.Redirect) && r.Forward.Equal(o.Forward)
+	return r.Name == o.Name && r.Match.Equal(&o.Match) && ptrEqual(r.Redirect, o.Redirect) && r.Forward.Equal(o.Forward) && ptrEqual(r.Respond, o.Respond)
 }
 
 // Equal reports whether m and o are the same match.

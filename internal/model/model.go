@@ -50,7 +50,9 @@ type Fleet struct {
 	HTTPS *SharedListener `json:"https,omitempty"`
 	// VirtualHosts served on the shared listeners.
 	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
-	// Certificates offered on HTTPS, chosen by SNI.
+	// Gateways are tenant Gateways, each on its own VIP with its own listeners.
+	Gateways []Gateway `json:"gateways,omitempty"`
+	// Certificates offered on HTTPS (shared and Gateway listeners), chosen by SNI.
 	Certificates []Certificate `json:"certificates,omitempty"`
 	// Backends are the upstream groups (Envoy clusters) that L4 services and routes refer to by name.
 	Backends []Backend `json:"backends,omitempty"`
@@ -111,9 +113,18 @@ type Route struct {
 	// Name is unique within the virtual host.
 	Name  string `json:"name"`
 	Match Match  `json:"match"`
-	// Exactly one of Redirect and Forward is set.
+	// Exactly one of Redirect, Forward and Respond is set.
 	Redirect *Redirect `json:"redirect,omitempty"`
 	Forward  *Forward  `json:"forward,omitempty"`
+	// Respond answers with a status and no body (a Gateway API rule with
+	// no usable backend answers 500).
+	Respond *Respond `json:"respond,omitempty"`
+}
+
+// Respond answers directly.
+type Respond struct {
+	// Status is 200-599.
+	Status int `json:"status"`
 }
 
 // PathMatchType says how a path is compared.

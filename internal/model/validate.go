@@ -153,6 +153,18 @@ func ValidateCertificate(certPEM, keyPEM []byte) error {
 
 type errs struct{ list []error }
 
+// namedDuration and namedString list fields in a fixed order, so the errors
+// of one model always read the same (a map would shuffle them).
+type namedDuration struct {
+	name string
+	d    Duration
+}
+
+type namedString struct {
+	name string
+	v    string
+}
+
 func (e *errs) add(path, format string, args ...any) {
 	e.list = append(e.list, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 }
@@ -299,6 +311,7 @@ func (f *Fleet) Validate() error {
 			r.validate(rp, backends, &e)
 		}
 	}
+	f.validateGateways(backends, certs, &e)
 	return errors.Join(e.list...)
 }
 
@@ -377,9 +390,9 @@ func (b *Backend) validate(p string, e *errs) {
 		}
 	}
 	if o := b.Outlier; o != nil {
-		for name, d := range map[string]Duration{"interval": o.Interval, "baseEjectionTime": o.BaseEjectionTime} {
-			if why := checkDuration(d); why != "" {
-				e.add(p+".outlier."+name, "%s", why)
+		for _, f := range []namedDuration{{"interval", o.Interval}, {"baseEjectionTime", o.BaseEjectionTime}} {
+			if why := checkDuration(f.d); why != "" {
+				e.add(p+".outlier."+f.name, "%s", why)
 			}
 		}
 		if o.MaxEjectionPercent > 100 {
@@ -440,8 +453,17 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 			}
 		}
 	}
-	if (r.Redirect == nil) == (r.Forward == nil) {
-		e.add(p, "needs exactly one of redirect and forward")
+	set := 0
+	for _, ok := range []bool{r.Redirect != nil, r.Forward != nil, r.Respond != nil} {
+		if ok {
+			set++
+		}
+	}
+	if set != 1 {
+		e.add(p, "needs exactly one of redirect, forward and respond")
+	}
+	if r.Respond != nil && (r.Respond.Status < 200 || r.Respond.Status > 599) {
+		e.add(p+".respond.status", "must be 200-599, not %d", r.Respond.Status)
 	}
 	if rd := r.Redirect; rd != nil {
 		switch rd.StatusCode {
@@ -458,9 +480,9 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 		if rd.FullPath != "" && rd.PrefixPath != "" {
 			e.add(p+".redirect", "set at most one of fullPath and prefixPath")
 		}
-		for name, v := range map[string]string{"fullPath": rd.FullPath, "prefixPath": rd.PrefixPath} {
-			if why := checkPath(v); v != "" && why != "" {
-				e.add(p+".redirect."+name, "%s", why)
+		for _, f := range []namedString{{"fullPath", rd.FullPath}, {"prefixPath", rd.PrefixPath}} {
+			if why := checkPath(f.v); f.v != "" && why != "" {
+				e.add(p+".redirect."+f.name, "%s", why)
 			}
 		}
 		if rd.PrefixPath != "" && m.PathType != PathPrefix {
@@ -497,9 +519,9 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 		if fw.RewriteFullPath != "" && fw.RewritePrefixPath != "" {
 			e.add(p+".forward", "set at most one of rewriteFullPath and rewritePrefixPath")
 		}
-		for name, v := range map[string]string{"rewriteFullPath": fw.RewriteFullPath, "rewritePrefixPath": fw.RewritePrefixPath} {
-			if why := checkPath(v); v != "" && why != "" {
-				e.add(p+".forward."+name, "%s", why)
+		for _, f := range []namedString{{"rewriteFullPath", fw.RewriteFullPath}, {"rewritePrefixPath", fw.RewritePrefixPath}} {
+			if why := checkPath(f.v); f.v != "" && why != "" {
+				e.add(p+".forward."+f.name, "%s", why)
 			}
 		}
 		if strings.Contains(fw.RewriteFullPath, "\\") {
@@ -509,15 +531,19 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 		if fw.RewritePrefixPath != "" && m.PathType != PathPrefix {
 			e.add(p+".forward.rewritePrefixPath", "needs a Prefix path match")
 		}
-		for name, d := range map[string]Duration{"timeout": fw.Timeout, "backendTimeout": fw.BackendTimeout} {
-			if why := checkDuration(d); why != "" {
-				e.add(p+".forward."+name, "%s", why)
+		for _, f := range []namedDuration{{"timeout", fw.Timeout}, {"backendTimeout", fw.BackendTimeout}} {
+			if why := checkDuration(f.d); why != "" {
+				e.add(p+".forward."+f.name, "%s", why)
 			}
 		}
 		for k, hc := range []HeaderChanges{fw.RequestHeaders, fw.ResponseHeaders} {
 			kp := p + ".forward." + []string{"requestHeaders", "responseHeaders"}[k]
-			for kind, list := range map[string][]Header{"set": hc.Set, "add": hc.Add} {
-				for i, h := range list {
+			for _, part := range []struct {
+				kind string
+				list []Header
+			}{{"set", hc.Set}, {"add", hc.Add}} {
+				kind := part.kind
+				for i, h := range part.list {
 					if why := CheckModifiableHeader(h.Name); why != "" {
 						e.add(fmt.Sprintf("%s.%s[%d].name", kp, kind, i), "%s", why)
 					}

@@ -429,7 +429,7 @@ func TestListenerUpdatesAndLiveConnections(t *testing.T) {
 			// An unsupported listener field is NACKed by name; the listener set stays.
 			f.clusters["svc-a"] = edsCluster("svc-a", clusterv3.Cluster_ROUND_ROBIN)
 			bad := tcpListener(t, "vip-d", "svc-a", time.Hour)
-			bad.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.tls_inspector"}}
+			bad.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.proxy_protocol"}}
 			f.listeners["vip-d"] = bad
 			f.publish(t, snapCache)
 			waitFor(t, "listener NACK", func() bool {

@@ -91,7 +91,7 @@ func Overlap(a, b v1.Hostname) bool {
 
 func indexRouteDomains(o client.Object) []string {
 	var out []string
-	for _, h := range o.(*v1.Route).Spec.Hostnames {
+	for _, h := range ClaimedHostnames(o.(*v1.Route)) {
 		out = append(out, domains(string(h))...)
 	}
 	return dedupe(out)
@@ -157,6 +157,17 @@ func (c *claims) budgetOf(ctx context.Context, t *v1.Tenant) (*budget, error) {
 			continue
 		}
 		var hosts, fresh []v1.Hostname
+		if OnGateways(rt) {
+			// Served on the tenant's own Gateway VIP: counted, never claimed.
+			used += ConfigBytes(t.Name, rt, gatewayHosts(rt))
+			if used > lim.RouteConfigBytes() {
+				used -= ConfigBytes(t.Name, rt, gatewayHosts(rt))
+				b.refused[rt.Name] = refusal{v1.ReasonLimitExceeded,
+					fmt.Sprintf("the Route's route configuration (about %d bytes) would take the tenant over its limit maxRouteConfigBytes=%d (older Routes use %d)",
+						ConfigBytes(t.Name, rt, gatewayHosts(rt)), lim.RouteConfigBytes(), used)}
+			}
+			continue
+		}
 		for _, h := range rt.Spec.Hostnames {
 			if slices.Contains(hosts, h) || !Allowed(t.Spec.Hostnames, h) {
 				continue

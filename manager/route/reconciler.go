@@ -95,7 +95,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &v1.Route{}, IndexHostname, func(o client.Object) []string {
 		var out []string
-		for _, h := range o.(*v1.Route).Spec.Hostnames {
+		for _, h := range ClaimedHostnames(o.(*v1.Route)) {
 			out = append(out, string(h))
 		}
 		return out
@@ -211,6 +211,9 @@ type admission struct {
 	// budget is the tenant's limits outcome for all its Routes (nil when
 	// the Route has no Tenant).
 	budget *budget
+	// onGateways: the Route is served on its Gateways' listeners, where its
+	// hostnames are filters, not claims.
+	onGateways bool
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -355,8 +358,9 @@ func (r *Reconciler) admit(ctx context.Context, rt *v1.Route) (*admission, error
 		return nil, err
 	}
 	a.addresses = FleetAddresses(&fleet)
+	a.onGateways = OnGateways(rt)
 
-	for _, h := range rt.Spec.Hostnames {
+	for _, h := range ClaimedHostnames(rt) {
 		if slices.Contains(a.accepted, h) {
 			continue
 		}
@@ -406,7 +410,11 @@ func (r *Reconciler) admit(ctx context.Context, rt *v1.Route) (*admission, error
 		switch reason {
 		case "":
 		case v1.ReasonInvalidBackend:
-			a.refIssues = append(a.refIssues, refusal{reason, fmt.Sprintf("%s: %s; the rule is not served", RuleName(rule, i), msg)})
+			outcome := "the rule is not served"
+			if a.onGateways {
+				outcome = "the rule answers 500" // Gateway API
+			}
+			a.refIssues = append(a.refIssues, refusal{reason, fmt.Sprintf("%s: %s; %s", RuleName(rule, i), msg, outcome)})
 		default:
 			a.specIssues = append(a.specIssues, refusal{reason, fmt.Sprintf("%s: %s; the rule is not served", RuleName(rule, i), msg)})
 		}
@@ -446,6 +454,10 @@ func (a *admission) conditions(gen int64) (accepted, resolved metav1.Condition) 
 	switch {
 	case a.refused.reason != "":
 		accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, a.refused.reason, a.refused.msg
+	case a.onGateways && len(issues) > 0:
+		accepted.Reason, accepted.Message = issues[0].reason, "served on the listeners of its Gateways; "+joinMessages(issues)
+	case a.onGateways:
+		accepted.Message = "served on the listeners of its Gateways"
 	case len(a.accepted) == 0:
 		accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, a.hostIssues[0].reason, joinMessages(a.hostIssues)
 	case len(issues) > 0:
@@ -509,7 +521,7 @@ func (r *Reconciler) sharingHostnames(ctx context.Context, o client.Object) []re
 		lists = append(lists, items)
 	}
 	c := &claims{c: r.Client}
-	for _, h := range rt.Spec.Hostnames {
+	for _, h := range ClaimedHostnames(rt) {
 		if items, err := c.related(ctx, h); err == nil {
 			lists = append(lists, items)
 		}

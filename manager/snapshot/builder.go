@@ -220,6 +220,7 @@ type admittedLB struct {
 	global   string // globalKey: LoadBalancers with the same one share a VIP and backends
 	services []model.L4Service
 	backends []model.Backend
+	gateway  *gatewayParts // a Gateway's listeners (gateways.go)
 }
 
 // served is an object the Programmed condition is reported on.
@@ -297,8 +298,14 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	// Each Route must translate on its own, so one bad Route never stalls the fleet.
 	slices.SortFunc(routes, func(x, y *routePart) int { return route.Older(x.rt, y.rt) })
 	var okRoutes []*admittedRoute
+	var gateways []admittedLB // Routes on Gateway listeners are checked next to them
+	for _, p := range lbs {
+		if p.err == nil && p.a.gateway != nil {
+			gateways = append(gateways, p.a)
+		}
+	}
 	for _, p := range routes {
-		checkRoute(p, fleet, httpL, httpsL, noL7)
+		checkRoute(p, fleet, httpL, httpsL, noL7, gateways)
 		objects = append(objects, served{obj: p.rt, key: p.skey, gen: p.rt.Generation, reason: p.reason, msg: p.msg})
 		if p.reason == "" {
 			okRoutes = append(okRoutes, p.a)

@@ -14,6 +14,7 @@ import (
 	"github.com/fleetlb/fleetlb/envoy/translate"
 	"github.com/fleetlb/fleetlb/internal/model"
 	"github.com/fleetlb/fleetlb/manager/backends"
+	"github.com/fleetlb/fleetlb/manager/route"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
@@ -51,10 +52,11 @@ type lbKey struct {
 }
 
 type lbPart struct {
-	key  lbKey
-	skey string // servedKey
-	a    admittedLB
-	err  error // the LoadBalancer cannot be mapped onto the model
+	key     lbKey
+	skey    string            // servedKey
+	secrets map[string]string // Secrets read (a Gateway's certificates) → resourceVersion ("" for none)
+	a       admittedLB
+	err     error // the LoadBalancer cannot be mapped onto the model
 	// trial is the outcome of translating it on its own, without and with
 	// the fleet's shared listeners; nil until needed.
 	trial [2]*trialOutcome
@@ -142,9 +144,50 @@ func (b *Builder) tenantObjects(ctx context.Context, t *v1.Tenant, nodes *v1.Ten
 	}
 	next := &tenantParts{seq: seq, key: key}
 
+	// The namespace's Secrets, listed once and only when a Route or a
+	// Gateway may read one.
+	var secrets map[string]*corev1.Secret
+	secretsListed := false
+	listSecrets := func() error {
+		if secretsListed {
+			return nil
+		}
+		secretsListed = true
+		var list corev1.SecretList
+		if err := b.Client.List(ctx, &list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+			return err
+		}
+		secrets = make(map[string]*corev1.Secret, len(list.Items))
+		for i := range list.Items {
+			secrets[list.Items[i].Name] = &list.Items[i]
+		}
+		return nil
+	}
+	secretRV := func(name string) string {
+		if s := secrets[name]; s != nil {
+			return s.ResourceVersion
+		}
+		return ""
+	}
+	// secretOf reads a Secret and records its version in read.
+	secretOf := func(read map[string]string) func(string) *corev1.Secret {
+		return func(name string) *corev1.Secret {
+			read[name] = secretRV(name)
+			return secrets[name]
+		}
+	}
+
 	var lbList v1.LoadBalancerList
 	if err := b.Client.List(ctx, &lbList, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
+	}
+	for i := range lbList.Items {
+		if isGateway(&lbList.Items[i]) {
+			if err := listSecrets(); err != nil {
+				return nil, err
+			}
+			break
+		}
 	}
 	oldLBs := map[string]*lbPart{}
 	if prev != nil {
@@ -158,14 +201,19 @@ func (b *Builder) tenantObjects(ctx context.Context, t *v1.Tenant, nodes *v1.Ten
 		if k.deleting || !k.accepted || k.address == "" {
 			continue
 		}
-		if p := oldLBs[lb.Name]; p != nil && p.key == k && p.a.lb.UID == lb.UID {
+		if p := oldLBs[lb.Name]; p != nil && p.key == k && p.a.lb.UID == lb.UID && sameSecrets(p.secrets, secretRV) {
 			p.a.lb = lb // the newest object, for its status
 			next.lbs = append(next.lbs, p)
 			continue
 		}
-		a, err := fromLoadBalancer(t.Name, lb, nodes)
-		a.global = globalKey(t, lb)
-		next.lbs = append(next.lbs, &lbPart{key: k, skey: servedKey(lb), a: a, err: err})
+		p := &lbPart{key: k, skey: servedKey(lb), secrets: map[string]string{}}
+		if isGateway(lb) {
+			p.a, p.err = fromGateway(t.Name, lb, secretOf(p.secrets))
+		} else {
+			p.a, p.err = fromLoadBalancer(t.Name, lb, nodes)
+		}
+		p.a.global = globalKey(t, lb)
+		next.lbs = append(next.lbs, p)
 	}
 	slices.SortFunc(next.lbs, func(x, y *lbPart) int { return strings.Compare(x.a.lb.Name, y.a.lb.Name) })
 
@@ -173,22 +221,10 @@ func (b *Builder) tenantObjects(ctx context.Context, t *v1.Tenant, nodes *v1.Ten
 	if err := b.Client.List(ctx, &rtList, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
-	var secrets map[string]*corev1.Secret
 	if len(rtList.Items) > 0 {
-		var list corev1.SecretList
-		if err := b.Client.List(ctx, &list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+		if err := listSecrets(); err != nil {
 			return nil, err
 		}
-		secrets = make(map[string]*corev1.Secret, len(list.Items))
-		for i := range list.Items {
-			secrets[list.Items[i].Name] = &list.Items[i]
-		}
-	}
-	secretRV := func(name string) string {
-		if s := secrets[name]; s != nil {
-			return s.ResourceVersion
-		}
-		return ""
 	}
 	oldRoutes := map[string]*routePart{}
 	if prev != nil {
@@ -208,14 +244,13 @@ func (b *Builder) tenantObjects(ctx context.Context, t *v1.Tenant, nodes *v1.Ten
 			continue
 		}
 		p := &routePart{key: k, skey: servedKey(rt), rt: rt, secrets: map[string]string{}}
-		if len(servedHostnames(rt)) > 0 {
-			a := fromRoute(t, rt, nodes, func(name string) *corev1.Secret {
-				p.secrets[name] = secretRV(name)
-				if s := secrets[name]; s != nil {
-					return s
-				}
-				return nil
-			})
+		switch {
+		case !routeServed(rt):
+		case route.OnGateways(rt):
+			a := fromGatewayRoute(t, rt, nodes)
+			p.a = &a
+		default:
+			a := fromRoute(t, rt, nodes, secretOf(p.secrets))
 			p.a = &a
 		}
 		next.routes = append(next.routes, p)
@@ -238,13 +273,19 @@ func sameSecrets(read map[string]string, now func(string) string) bool {
 }
 
 // checkRoute translates a Route on its own next to the fleet's listeners
-// (once per part: the listeners are part of its tenant's key).
-func checkRoute(p *routePart, fleet string, httpL, httpsL *model.SharedListener, noL7 string) {
+// (once per part: the listeners are part of its tenant's key), or a Route on
+// Gateway listeners next to its Gateways (every time: they are not part of
+// the key).
+func checkRoute(p *routePart, fleet string, httpL, httpsL *model.SharedListener, noL7 string, gateways []admittedLB) {
+	a := p.a
+	if a.gateway != nil {
+		p.reason, p.msg = checkGatewayRoute(fleet, a, gateways)
+		return
+	}
 	if p.checked {
 		return
 	}
 	p.checked = true
-	a := p.a
 	mini := &model.Fleet{Name: fleet, HTTP: httpL, HTTPS: httpsL, Certificates: a.certs, Backends: a.backends}
 	switch {
 	case noL7 != "":
@@ -273,7 +314,7 @@ func checkLB(p *lbPart, fleet string, httpL, httpsL *model.SharedListener, withL
 		i, f.HTTP, f.HTTPS = 1, httpL, httpsL
 	}
 	if p.trial[i] == nil {
-		_, err := translate.Translate(f)
+		_, err := translate.Translate(withGateway(f, p.a))
 		p.trial[i] = &trialOutcome{err: err}
 	}
 	return p.trial[i].err

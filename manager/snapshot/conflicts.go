@@ -89,6 +89,7 @@ func assemble(fleet string, httpL, httpsL *model.SharedListener, routes []*admit
 		f.L4 = append(f.L4, svcs...)
 		f.Backends = append(f.Backends, bes...)
 	}
+	addGateways(f, routes, lbs)
 	slices.SortFunc(f.L4, func(x, y model.L4Service) int { return cmp.Compare(x.Backend, y.Backend) })
 	f.Backends = sortedByName(f.Backends)
 	slices.SortFunc(f.Certificates, func(x, y model.Certificate) int { return cmp.Compare(x.Name, y.Name) })

@@ -42,14 +42,14 @@ func TestRedirectHTTPFollowsTheCertificate(t *testing.T) {
 		}
 		return out
 	}
-	got := redirects(must(virtualHosts([]*admittedRoute{&a}, httpL, httpsL)))
+	got := redirects(hostsOnly(virtualHosts([]*admittedRoute{&a}, httpL, httpsL)))
 	// The missing Secret serves its host on plain HTTP, never a redirect to nothing.
 	if !got["app.example.com"] || got["missing.example.com"] || got["plain.example.com"] || len(got) != 3 {
 		t.Errorf("redirects with HTTPS: %v", got)
 	}
-	if got := redirects(must(virtualHosts([]*admittedRoute{&a}, httpL, nil))); got["app.example.com"] {
+	if got := redirects(hostsOnly(virtualHosts([]*admittedRoute{&a}, httpL, nil))); got["app.example.com"] {
 		t.Errorf("redirect without an HTTPS listener: %v", got)
 	}
 }
 
-func must(v []model.VirtualHost, _ []model.Backend) []model.VirtualHost { return v }
+func hostsOnly(v []model.VirtualHost, _ []model.Backend) []model.VirtualHost { return v }

@@ -24,6 +24,7 @@ type admittedRoute struct {
 	// backends and certs are those the hosts use, each once.
 	backends []model.Backend
 	certs    []model.Certificate
+	gateway  *gatewayRoute // a Route on Gateway listeners (gateways.go)
 }
 
 // hostPart is what one Route serves for one of its accepted hostnames.
@@ -72,44 +73,8 @@ func fromRoute(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes, secret func(na
 	if len(hostnames) == 0 {
 		return a
 	}
-	cluster := cmp.Or(nodes.Spec.Cluster, rt.Spec.Source.Cluster)
-	seenBackend := map[string]bool{}
-	var routes []model.Route
-	for i := range rt.Spec.Rules {
-		rule := &rt.Spec.Rules[i]
-		if reason, _ := route.CheckRuleFor(t, rule); reason != "" {
-			continue
-		}
-		redirect, fw := route.RuleAction(rule)
-		if fw != nil {
-			for _, rb := range rule.Backends {
-				if route.Weight(rb) == 0 {
-					continue
-				}
-				name := RouteBackendName(t.Name, rt.Name, rb)
-				fw.Backends = append(fw.Backends, model.WeightedBackend{Backend: name, Weight: uint32(route.Weight(rb))})
-				if !seenBackend[name] {
-					seenBackend[name] = true
-					a.backends = append(a.backends, routeBackend(name, cluster, rb, nodes))
-				}
-			}
-		}
-		matches := rule.Matches
-		if len(matches) == 0 {
-			matches = []v1.RouteMatch{{}}
-		}
-		for j := range matches {
-			mr := model.Route{Name: fmt.Sprintf("%s/%s/%d/%d", t.Name, rt.Name, i, j), Match: route.ModelMatch(&matches[j])}
-			if redirect != nil {
-				rd := *redirect
-				mr.Redirect = &rd
-			} else {
-				f := *fw
-				mr.Forward = &f
-			}
-			routes = append(routes, mr)
-		}
-	}
+	routes, backends := modelRoutes(t, rt, nodes)
+	a.backends = backends
 	if len(routes) == 0 {
 		return a
 	}
@@ -139,6 +104,59 @@ func fromRoute(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes, secret func(na
 		a.hosts = append(a.hosts, hp)
 	}
 	return a
+}
+
+// modelRoutes are the model routes of a Route's usable rules, in rule and
+// match order, and the backends they forward to, each once. Rules admission
+// reported as unusable are left out.
+func modelRoutes(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes) ([]model.Route, []model.Backend) {
+	var backends []model.Backend
+	cluster := cmp.Or(nodes.Spec.Cluster, rt.Spec.Source.Cluster)
+	seenBackend := map[string]bool{}
+	var routes []model.Route
+	for i := range rt.Spec.Rules {
+		rule := &rt.Spec.Rules[i]
+		reason, _ := route.CheckRuleFor(t, rule)
+		// On Gateway listeners a rule without a usable backend answers 500
+		// (Gateway API); elsewhere it is left out.
+		failed := reason == v1.ReasonInvalidBackend && route.OnGateways(rt)
+		if reason != "" && !failed {
+			continue
+		}
+		redirect, fw := route.RuleAction(rule)
+		if fw != nil && !failed {
+			for _, rb := range rule.Backends {
+				if route.Weight(rb) == 0 {
+					continue
+				}
+				name := RouteBackendName(t.Name, rt.Name, rb)
+				fw.Backends = append(fw.Backends, model.WeightedBackend{Backend: name, Weight: uint32(route.Weight(rb))})
+				if !seenBackend[name] {
+					seenBackend[name] = true
+					backends = append(backends, routeBackend(name, cluster, rb, nodes))
+				}
+			}
+		}
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []v1.RouteMatch{{}}
+		}
+		for j := range matches {
+			mr := model.Route{Name: fmt.Sprintf("%s/%s/%d/%d", t.Name, rt.Name, i, j), Match: route.ModelMatch(&matches[j])}
+			switch {
+			case failed:
+				mr.Respond = &model.Respond{Status: 500}
+			case redirect != nil:
+				rd := *redirect
+				mr.Redirect = &rd
+			default:
+				f := *fw
+				mr.Forward = &f
+			}
+			routes = append(routes, mr)
+		}
+	}
+	return routes, backends
 }
 
 // precedence orders the routes of one virtual host as Gateway API does:
@@ -178,6 +196,8 @@ func routeBackend(name, cluster string, rb v1.RouteBackend, nodes *v1.TenantNode
 		proto = model.BackendHTTP2
 	case v1.BackendGRPC:
 		proto = model.BackendGRPC
+	case v1.BackendTCP:
+		proto = model.BackendTCP // a TLSRoute's: TLS passed through
 	}
 	return model.Backend{Name: name, Protocol: proto, Groups: endpointGroups(cluster, nodes, uint16(rb.NodePort)),
 		HealthCheck: &model.HealthCheck{Type: model.HealthTCP}}

@@ -178,22 +178,41 @@ func (t *TCPListener) handle(s *tcpSession, src netip.AddrPort) {
 		t.active.Add(-1)
 		t.wg.Done()
 	}()
+	cfg := t.cfg
+	if len(cfg.sni) > 0 {
+		// TLS passthrough: the ClientHello's SNI picks the filter chain.
+		name, conn, err := peekServerName(s.down)
+		if err != nil {
+			t.log.V(1).Info("tls inspector", "source", src.String(), "error", err.Error())
+			return
+		}
+		if cfg = cfg.chainFor(name); cfg == nil {
+			t.log.V(1).Info("no filter chain matches the server name", "source", src.String(), "serverName", name)
+			return
+		}
+		if !cfg.rbac.Allowed(src.Addr()) {
+			return
+		}
+		s.mu.Lock()
+		s.down = conn
+		s.mu.Unlock()
+	}
 	hashKey := src.Addr().Unmap().AsSlice()
 	ctx, cancel := context.WithTimeout(t.ctx, dialTimeout)
 	var up net.Conn
 	var err error
-	for range max(t.cfg.connectAttempts, 1) {
+	for range max(cfg.connectAttempts, 1) {
 		// Each attempt picks a host anew; outlier detection has usually
 		// ejected the one that just failed. A full circuit breaker or a
 		// cluster without hosts is final, as in Envoy.
-		up, err = t.up.DialTCP(ctx, t.cfg.cluster, s.down.RemoteAddr(), s.down.LocalAddr(), hashKey)
+		up, err = t.up.DialTCP(ctx, cfg.cluster, s.down.RemoteAddr(), s.down.LocalAddr(), hashKey)
 		if err == nil || ctx.Err() != nil || errors.Is(err, upstream.ErrOverflow) || errors.Is(err, upstream.ErrNoHealthyHost) || errors.Is(err, upstream.ErrNoCluster) {
 			break
 		}
 	}
 	cancel()
 	if err != nil {
-		t.log.V(1).Info("upstream connect failed", "cluster", t.cfg.cluster, "error", err.Error())
+		t.log.V(1).Info("upstream connect failed", "cluster", cfg.cluster, "error", err.Error())
 		return
 	}
 	s.mu.Lock()
@@ -207,13 +226,13 @@ func (t *TCPListener) handle(s *tcpSession, src netip.AddrPort) {
 
 	s.last.Store(time.Now().UnixNano())
 	copied := make(chan struct{}, 2)
-	go func() { pipe(up, s.down, &s.last, t.cfg.buffer); copied <- struct{}{} }()
-	go func() { pipe(s.down, up, &s.last, t.cfg.buffer); copied <- struct{}{} }()
+	go func() { pipe(up, s.down, &s.last, cfg.buffer); copied <- struct{}{} }()
+	go func() { pipe(s.down, up, &s.last, cfg.buffer); copied <- struct{}{} }()
 
 	var idle <-chan time.Time
 	var timer *time.Timer
-	if t.cfg.idle > 0 {
-		timer = time.NewTimer(t.cfg.idle)
+	if cfg.idle > 0 {
+		timer = time.NewTimer(cfg.idle)
 		defer timer.Stop()
 		idle = timer.C
 	}
@@ -223,11 +242,11 @@ func (t *TCPListener) handle(s *tcpSession, src netip.AddrPort) {
 			remaining--
 		case <-idle:
 			since := time.Since(time.Unix(0, s.last.Load()))
-			if since >= t.cfg.idle {
+			if since >= cfg.idle {
 				t.log.V(1).Info("idle timeout", "source", src.String())
 				return // deferred close ends both copies
 			}
-			timer.Reset(t.cfg.idle - since)
+			timer.Reset(cfg.idle - since)
 		}
 	}
 }

@@ -71,6 +71,9 @@ type tcpConfig struct {
 	// connectAttempts is max_connect_attempts (Envoy's default 1): a failed
 	// connect is tried again on a host the load balancer picks anew.
 	connectAttempts int
+	// sni, when set, is a TLS passthrough listener (tls_inspector): each
+	// filter chain is its own configuration, chosen by the ClientHello's SNI.
+	sni []sniChain
 }
 
 // udpConfig is a validated UDP listener.
@@ -102,8 +105,15 @@ func parseTCP(l *listenerv3.Listener) (*tcpConfig, error) {
 	if _, err := Address(l); err != nil {
 		return nil, err
 	}
+	cfg := &tcpConfig{buffer: copyBufferSize}
+	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
+		if v.GetValue() == 0 {
+			return nil, fmt.Errorf("listener %q: per_connection_buffer_limit_bytes must be at least 1", name)
+		}
+		cfg.buffer = min(int(v.GetValue()), copyBufferSize)
+	}
 	if len(l.GetListenerFilters()) > 0 {
-		return nil, fmt.Errorf("listener %q: listener_filters are not supported on TCP listeners", name)
+		return parseSNIListener(l, cfg)
 	}
 	if len(l.GetFilterChains()) != 1 {
 		return nil, fmt.Errorf("listener %q: filter_chains: exactly one filter chain is supported, got %d", name, len(l.GetFilterChains()))
@@ -112,43 +122,42 @@ func parseTCP(l *listenerv3.Listener) (*tcpConfig, error) {
 	if err := unsupported(fmt.Sprintf("listener %q: filter_chains[0]", name), fc, "filters", "name"); err != nil {
 		return nil, err
 	}
-	cfg := &tcpConfig{buffer: copyBufferSize}
-	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
-		if v.GetValue() == 0 {
-			return nil, fmt.Errorf("listener %q: per_connection_buffer_limit_bytes must be at least 1", name)
-		}
-		cfg.buffer = min(int(v.GetValue()), copyBufferSize)
-	}
+	return cfg, parseTCPFilters(fmt.Sprintf("listener %q: filter_chains[0]", name), fc, cfg)
+}
+
+// parseTCPFilters reads a filter chain's network filters (optional RBAC,
+// then tcp_proxy) into cfg.
+func parseTCPFilters(chain string, fc *listenerv3.FilterChain, cfg *tcpConfig) error {
 	filters := fc.GetFilters()
 	if len(filters) == 0 || filters[len(filters)-1].GetName() != TCPProxyFilter {
-		return nil, fmt.Errorf("listener %q: filter_chains[0].filters: the last filter must be %s", name, TCPProxyFilter)
+		return fmt.Errorf("%s.filters: the last filter must be %s", chain, TCPProxyFilter)
 	}
 	for i, f := range filters {
-		where := fmt.Sprintf("listener %q: filter_chains[0].filters[%d] (%s)", name, i, f.GetName())
+		where := fmt.Sprintf("%s.filters[%d] (%s)", chain, i, f.GetName())
 		if f.GetTypedConfig() == nil {
-			return nil, fmt.Errorf("%s: typed_config is required", where)
+			return fmt.Errorf("%s: typed_config is required", where)
 		}
 		msg, err := f.GetTypedConfig().UnmarshalNew()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %v", where, err)
+			return fmt.Errorf("%s: %v", where, err)
 		}
 		switch c := msg.(type) {
 		case *tcpproxyv3.TcpProxy:
 			if i != len(filters)-1 {
-				return nil, fmt.Errorf("%s: tcp_proxy must be the last filter", where)
+				return fmt.Errorf("%s: tcp_proxy must be the last filter", where)
 			}
 			if err := unsupported(where, c, "stat_prefix", "cluster", "idle_timeout", "max_connect_attempts", "hash_policy"); err != nil {
-				return nil, err
+				return err
 			}
 			// The source IP is always the hash key handed to the cluster manager,
 			// so source_ip is the one hash policy there is.
 			for i, h := range c.GetHashPolicy() {
 				if h.GetSourceIp() == nil {
-					return nil, fmt.Errorf("%s: hash_policy[%d]: only source_ip is supported", where, i)
+					return fmt.Errorf("%s: hash_policy[%d]: only source_ip is supported", where, i)
 				}
 			}
 			if c.GetCluster() == "" {
-				return nil, fmt.Errorf("%s: cluster is required", where)
+				return fmt.Errorf("%s: cluster is required", where)
 			}
 			cfg.cluster = c.GetCluster()
 			cfg.connectAttempts = 1
@@ -161,18 +170,18 @@ func parseTCP(l *listenerv3.Listener) (*tcpConfig, error) {
 			}
 		case *rbacv3.RBAC:
 			if cfg.rbac != nil {
-				return nil, fmt.Errorf("%s: only one rbac filter is supported", where)
+				return fmt.Errorf("%s: only one rbac filter is supported", where)
 			}
 			p, err := parseRBAC(where, c)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			cfg.rbac = p
 		default:
-			return nil, fmt.Errorf("%s: network filter type %s is not supported", where, msg.ProtoReflect().Descriptor().FullName())
+			return fmt.Errorf("%s: network filter type %s is not supported", where, msg.ProtoReflect().Descriptor().FullName())
 		}
 	}
-	return cfg, nil
+	return nil
 }
 
 func parseUDP(l *listenerv3.Listener) (*udpConfig, error) {

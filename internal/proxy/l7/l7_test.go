@@ -218,8 +218,8 @@ func TestRouteCompileNACKsUnsupported(t *testing.T) {
 		`"envoy.retry_host_predicates.omit_canary_hosts" is not supported`: withAction(func(r *routev3.Route) {
 			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{Name: "envoy.retry_host_predicates.omit_canary_hosts"}}}
 		}),
-		"field direct_response is not supported": withAction(func(r *routev3.Route) {
-			r.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200}}
+		"direct_response.status 600 is not 200-599": withAction(func(r *routev3.Route) {
+			r.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 600}}
 		}),
 		"safe_regex: error parsing regexp": withAction(func(r *routev3.Route) {
 			r.Match.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "(("}}

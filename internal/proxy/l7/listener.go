@@ -256,6 +256,10 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotFound)
 		return
 	}
+	if route.status != 0 {
+		w.WriteHeader(route.status)
+		return
+	}
 	if route.redirect != nil {
 		w.Header().Set("Location", route.redirect.location(r, &route.match, path))
 		code := route.redirect.code

@@ -45,7 +45,9 @@ type route struct {
 	match    routeMatch
 	redirect *redirectAction
 	forward  *forwardAction
-	headers  headerOps
+	// status of a direct_response (no body), 0 otherwise.
+	status  int
+	headers headerOps
 }
 
 type routeMatch struct {
@@ -209,7 +211,7 @@ func compileVirtualHost(where string, v *routev3.VirtualHost) (*virtualHost, err
 }
 
 func compileRoute(where string, r *routev3.Route) (*route, error) {
-	if err := pbcheck.Unsupported(where, r, "name", "match", "route", "redirect",
+	if err := pbcheck.Unsupported(where, r, "name", "match", "route", "redirect", "direct_response",
 		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"); err != nil {
 		return nil, err
 	}
@@ -227,8 +229,14 @@ func compileRoute(where string, r *routev3.Route) (*route, error) {
 		cr.forward, err = compileForward(where+": route", r.GetRoute())
 	case r.GetRedirect() != nil:
 		cr.redirect, err = compileRedirect(where+": redirect", r.GetRedirect())
+	case r.GetDirectResponse() != nil:
+		d := r.GetDirectResponse()
+		if err = pbcheck.Unsupported(where+": direct_response", d, "status"); err == nil && (d.GetStatus() < 200 || d.GetStatus() > 599) {
+			err = fmt.Errorf("%s: direct_response.status %d is not 200-599", where, d.GetStatus())
+		}
+		cr.status = int(d.GetStatus())
 	default:
-		err = fmt.Errorf("%s: one of route or redirect is required", where)
+		err = fmt.Errorf("%s: one of route, redirect or direct_response is required", where)
 	}
 	return cr, err
 }
