@@ -60,7 +60,7 @@ func main() {
 	flag.Float64Var(&c.qps, "qps", 1000, "client-side rate of the creates (requests per second)")
 	flag.IntVar(&c.workers, "workers", 32, "concurrent creates")
 	flag.IntVar(&c.changes, "changes", 5, "single changes timed per kind at the end of each step")
-	flag.StringVar(&c.out, "out", "bench-scale.json", "JSON results file (empty: none)")
+	flag.StringVar(&c.out, "out", "bin/bench-scale.json", "JSON results file, relative to the module root (empty: none)")
 	flag.StringVar(&c.profileDir, "profile-dir", "", "save the manager's CPU profile (over the step) and heap profile (at its end) here")
 	flag.IntVar(&c.cpuSeconds, "cpu-profile-seconds", 30, "length of the CPU profile, from the first create")
 	margs := flag.String("manager-args", "", "extra fleetlb-manager flags, space-separated (e.g. \"--kube-api-qps=400\")")
@@ -97,6 +97,9 @@ func main() {
 		fail(err)
 	}
 	c.binDir = filepath.Join(root, "bin")
+	if c.out != "" && !filepath.IsAbs(c.out) {
+		c.out = filepath.Join(root, c.out)
+	}
 	if err := harness.Build(c.binDir); err != nil {
 		fail(err)
 	}
