@@ -315,7 +315,8 @@ func startTenant(t *testing.T) (*harness.Fleet, *harness.Tenant) {
 		}
 		h.Close()
 	})
-	f, err := h.StartFleet("127.0.90.1-127.0.90.8")
+	// One address per Gateway: the suite creates a few dozen.
+	f, err := h.StartFleet("127.0.90.1-127.0.90.60")
 	if err != nil {
 		t.Fatal(err)
 	}
