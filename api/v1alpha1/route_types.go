@@ -312,7 +312,60 @@ type RouteRule struct {
 	// Timeouts of the request.
 	// +optional
 	Timeouts *RouteTimeouts `json:"timeouts,omitempty"`
+	// Retry replaces the virtual host's default retry policy for this rule.
+	// +optional
+	Retry *RouteRetry `json:"retry,omitempty"`
 }
+
+// RetryOn is a condition that makes a request be retried (Envoy's retry_on).
+// +kubebuilder:validation:Enum=connect-failure;refused-stream;reset;reset-before-request;5xx;gateway-error;retriable-status-codes
+type RetryOn string
+
+const (
+	RetryOnConnectFailure       RetryOn = "connect-failure"
+	RetryOnRefusedStream        RetryOn = "refused-stream"
+	RetryOnReset                RetryOn = "reset"
+	RetryOnResetBeforeRequest   RetryOn = "reset-before-request"
+	RetryOn5xx                  RetryOn = "5xx"
+	RetryOnGatewayError         RetryOn = "gateway-error"
+	RetryOnRetriableStatusCodes RetryOn = "retriable-status-codes"
+)
+
+// RouteRetry is a rule's retry policy. Retries keep going to another host
+// and, after the first retry, to another priority (the failover cluster);
+// the backends' retry budget still bounds them.
+// +kubebuilder:validation:XValidation:rule="!has(self.statusCodes) || size(self.statusCodes) == 0 || !has(self.on) || size(self.on) == 0 || self.on.exists(o, o == 'retriable-status-codes')",message="statusCodes need retriable-status-codes in on",fieldPath=".statusCodes"
+type RouteRetry struct {
+	// Attempts is how many times a request is retried after its first try;
+	// 0 disables retries for this rule.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=5
+	Attempts int32 `json:"attempts"`
+	// PerTryTimeout bounds each try (timeouts.backendRequest when unset).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1ms') && duration(self) <= duration('1h')",message="perTryTimeout must be between 1ms and 1h"
+	PerTryTimeout *metav1.Duration `json:"perTryTimeout,omitempty"`
+	// On: what is retried. Unset: connect-failure, refused-stream, reset and
+	// retriable-status-codes.
+	// +optional
+	// +kubebuilder:validation:MaxItems=7
+	// +listType=set
+	On []RetryOn `json:"on,omitempty"`
+	// StatusCodes retried with retriable-status-codes; unset: 503.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=set
+	StatusCodes []RetryStatusCode `json:"statusCodes,omitempty"`
+	// AllMethods retries every method; otherwise only idempotent ones (GET,
+	// HEAD, OPTIONS, PUT, DELETE, TRACE) are, so a POST is never sent twice.
+	// +optional
+	AllMethods bool `json:"allMethods,omitempty"`
+}
+
+// RetryStatusCode is an HTTP status that may be retried.
+// +kubebuilder:validation:Minimum=400
+// +kubebuilder:validation:Maximum=599
+type RetryStatusCode int32
 
 // RouteParent is the listeners of one tenant Gateway a Route attaches to.
 type RouteParent struct {
