@@ -61,7 +61,16 @@ func (f *Forward) Equal(o *Forward) bool {
 	return f == o || slices.Equal(f.Backends, o.Backends) && f.RewriteHost == o.RewriteHost &&
 		f.RewriteFullPath == o.RewriteFullPath && f.RewritePrefixPath == o.RewritePrefixPath &&
 		f.RequestHeaders.Equal(&o.RequestHeaders) && f.ResponseHeaders.Equal(&o.ResponseHeaders) &&
-		f.Timeout == o.Timeout && f.BackendTimeout == o.BackendTimeout && f.HashSourceIP == o.HashSourceIP
+		f.Timeout == o.Timeout && f.BackendTimeout == o.BackendTimeout && f.HashSourceIP == o.HashSourceIP && f.Retry.Equal(o.Retry)
+}
+
+// Equal reports whether r and o are the same retry policy (both may be nil).
+func (r *Retry) Equal(o *Retry) bool {
+	if r == nil || o == nil {
+		return r == o
+	}
+	return r.Attempts == o.Attempts && r.PerTryTimeout == o.PerTryTimeout && slices.Equal(r.On, o.On) &&
+		slices.Equal(r.StatusCodes, o.StatusCodes) && r.AllMethods == o.AllMethods
 }
 
 // Equal reports whether h and o are the same header changes.

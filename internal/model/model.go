@@ -187,7 +187,31 @@ type Forward struct {
 	BackendTimeout Duration `json:"backendTimeout,omitempty"`
 	// HashSourceIP pins a client to one endpoint (session affinity).
 	HashSourceIP bool `json:"hashSourceIP,omitempty"`
+	// Retry replaces the virtual host's default retry policy; nil keeps it.
+	Retry *Retry `json:"retry,omitempty"`
 }
+
+// Retry is a route's own retry policy. Retries still go to another host
+// and priority, and the backends' retry budget still bounds them.
+type Retry struct {
+	// Attempts is the number of retries after the first try, 0-5; 0 disables retries.
+	Attempts uint32 `json:"attempts"`
+	// PerTryTimeout bounds each try; 0 takes the route's BackendTimeout.
+	PerTryTimeout Duration `json:"perTryTimeout,omitempty"`
+	// On are Envoy retry_on conditions (RetryOnConditions); empty means
+	// connect-failure, refused-stream, reset and retriable-status-codes.
+	On []string `json:"on,omitempty"`
+	// StatusCodes for retriable-status-codes, 400-599; empty means 503.
+	StatusCodes []uint32 `json:"statusCodes,omitempty"`
+	// AllMethods retries non-idempotent methods too.
+	AllMethods bool `json:"allMethods,omitempty"`
+}
+
+// RetryOnConditions are the retry_on conditions a Retry may name.
+var RetryOnConditions = []string{"connect-failure", "refused-stream", "reset", "reset-before-request", "5xx", "gateway-error", "retriable-status-codes"}
+
+// MaxRetryAttempts bounds Retry.Attempts.
+const MaxRetryAttempts = 5
 
 // WeightedBackend is a backend and its share.
 type WeightedBackend struct {

@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -102,6 +103,31 @@ func checkDuration(d Duration) string {
 		return "must be 0 or at least 1ms"
 	}
 	return ""
+}
+
+// checkRetry adds what makes a route's retry policy invalid.
+func checkRetry(e *errs, p string, rt *Retry) {
+	if rt.Attempts > MaxRetryAttempts {
+		e.add(p+".attempts", "must be 0-%d", MaxRetryAttempts)
+	}
+	if rt.PerTryTimeout != 0 && (rt.PerTryTimeout.D() < time.Millisecond || rt.PerTryTimeout.D() > time.Hour) {
+		e.add(p+".perTryTimeout", "must be 0 or 1ms-1h")
+	}
+	for i, on := range rt.On {
+		if !slices.Contains(RetryOnConditions, on) {
+			e.add(fmt.Sprintf("%s.on[%d]", p, i), "%q is not one of %s", on, strings.Join(RetryOnConditions, ", "))
+		} else if slices.Index(rt.On, on) != i {
+			e.add(fmt.Sprintf("%s.on[%d]", p, i), "%q appears twice", on)
+		}
+	}
+	if len(rt.StatusCodes) > 0 && len(rt.On) > 0 && !slices.Contains(rt.On, "retriable-status-codes") {
+		e.add(p+".statusCodes", "need retriable-status-codes in on")
+	}
+	for i, c := range rt.StatusCodes {
+		if c < 400 || c > 599 {
+			e.add(fmt.Sprintf("%s.statusCodes[%d]", p, i), "must be 400-599, not %d", c)
+		}
+	}
 }
 
 // checkAddr says why a is not an address the proxy can use.
@@ -535,6 +561,9 @@ func (r *Route) validate(p string, backends map[string]*Backend, e *errs) {
 			if why := checkDuration(f.d); why != "" {
 				e.add(p+".forward."+f.name, "%s", why)
 			}
+		}
+		if rt := fw.Retry; rt != nil {
+			checkRetry(e, p+".forward.retry", rt)
 		}
 		for k, hc := range []HeaderChanges{fw.RequestHeaders, fw.ResponseHeaders} {
 			kp := p + ".forward." + []string{"requestHeaders", "responseHeaders"}[k]

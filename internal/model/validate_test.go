@@ -114,6 +114,14 @@ func TestValidateRefusesWhatEnvoyRefuses(t *testing.T) {
 		{"health check every nanosecond", "at least 1s", func(f *Fleet) { f.Backends[0].HealthCheck.Interval = 1 }},
 		{"negative timeout", "negative", func(f *Fleet) { fw(f).Timeout = -1 }},
 		{"sub-millisecond timeout", "at least 1ms", func(f *Fleet) { fw(f).BackendTimeout = Duration(time.Microsecond) }},
+		{"six retries", "must be 0-5", func(f *Fleet) { fw(f).Retry = &Retry{Attempts: 6} }},
+		{"retry per-try timeout over an hour", "1ms-1h", func(f *Fleet) { fw(f).Retry = &Retry{Attempts: 1, PerTryTimeout: Duration(2 * time.Hour)} }},
+		{"unknown retry condition", "is not one of", func(f *Fleet) { fw(f).Retry = &Retry{Attempts: 1, On: []string{"4xx"}} }},
+		{"retry condition twice", "appears twice", func(f *Fleet) { fw(f).Retry = &Retry{Attempts: 1, On: []string{"5xx", "5xx"}} }},
+		{"retry status 200", "400-599", func(f *Fleet) { fw(f).Retry = &Retry{Attempts: 1, StatusCodes: []uint32{200}} }},
+		{"retry status codes without their condition", "retriable-status-codes", func(f *Fleet) {
+			fw(f).Retry = &Retry{Attempts: 1, On: []string{"5xx"}, StatusCodes: []uint32{502}}
+		}},
 		{"weights over uint32", "more than", func(f *Fleet) {
 			fw(f).Backends = []WeightedBackend{{Backend: "web", Weight: 1 << 31}, {Backend: "web", Weight: 1 << 31}}
 		}},
