@@ -334,7 +334,7 @@ const (
 // RouteRetry is a rule's retry policy. Retries keep going to another host
 // and, after the first retry, to another priority (the failover cluster);
 // the backends' retry budget still bounds them.
-// +kubebuilder:validation:XValidation:rule="!has(self.statusCodes) || size(self.statusCodes) == 0 || !has(self.on) || size(self.on) == 0 || self.on.exists(o, o == 'retriable-status-codes')",message="statusCodes need retriable-status-codes in on",fieldPath=".statusCodes"
+// +kubebuilder:validation:XValidation:rule="!has(self.statusCodes) || size(self.statusCodes) == 0 || !has(self.retryOn) || size(self.retryOn) == 0 || self.retryOn.exists(o, o == 'retriable-status-codes')",message="statusCodes need retriable-status-codes in retryOn",fieldPath=".statusCodes"
 type RouteRetry struct {
 	// Attempts is how many times a request is retried after its first try;
 	// 0 disables retries for this rule.
@@ -345,12 +345,12 @@ type RouteRetry struct {
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1ms') && duration(self) <= duration('1h')",message="perTryTimeout must be between 1ms and 1h"
 	PerTryTimeout *metav1.Duration `json:"perTryTimeout,omitempty"`
-	// On: what is retried. Unset: connect-failure, refused-stream, reset and
-	// retriable-status-codes.
+	// RetryOn: what is retried. Unset: connect-failure, refused-stream,
+	// reset and retriable-status-codes. (Not "on": YAML 1.1 reads that key as true.)
 	// +optional
 	// +kubebuilder:validation:MaxItems=7
 	// +listType=set
-	On []RetryOn `json:"on,omitempty"`
+	RetryOn []RetryOn `json:"retryOn,omitempty"`
 	// StatusCodes retried with retriable-status-codes; unset: 503.
 	// +optional
 	// +kubebuilder:validation:MaxItems=16

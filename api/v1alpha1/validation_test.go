@@ -215,7 +215,7 @@ func TestCreateValidation(t *testing.T) {
 		}), "should match"},
 		{"route retry override", route("rt-retry", func(o *v1.Route) {
 			o.Spec.Rules[0].Retry = &v1.RouteRetry{Attempts: 3, PerTryTimeout: &metav1.Duration{Duration: 250 * time.Millisecond},
-				On: []v1.RetryOn{v1.RetryOn5xx, v1.RetryOnRetriableStatusCodes}, StatusCodes: []v1.RetryStatusCode{502, 429}, AllMethods: true}
+				RetryOn: []v1.RetryOn{v1.RetryOn5xx, v1.RetryOnRetriableStatusCodes}, StatusCodes: []v1.RetryStatusCode{502, 429}, AllMethods: true}
 		}), ""},
 		{"route retry disabled", route("rt-retry0", func(o *v1.Route) { o.Spec.Rules[0].Retry = &v1.RouteRetry{Attempts: 0} }), ""},
 		{"route retry too many attempts", route("rt-retry6", func(o *v1.Route) { o.Spec.Rules[0].Retry = &v1.RouteRetry{Attempts: 6} }), "should be less than or equal to 5"},
@@ -226,14 +226,14 @@ func TestCreateValidation(t *testing.T) {
 			o.Spec.Rules[0].Retry = &v1.RouteRetry{Attempts: 1, PerTryTimeout: &metav1.Duration{Duration: time.Microsecond}}
 		}), "perTryTimeout must be between 1ms and 1h"},
 		{"route retry unknown condition", route("rt-retryon", func(o *v1.Route) {
-			o.Spec.Rules[0].Retry = &v1.RouteRetry{Attempts: 1, On: []v1.RetryOn{"4xx"}}
+			o.Spec.Rules[0].Retry = &v1.RouteRetry{Attempts: 1, RetryOn: []v1.RetryOn{"4xx"}}
 		}), `Unsupported value: "4xx"`},
 		{"route retry status code out of range", route("rt-retrycode", func(o *v1.Route) {
 			o.Spec.Rules[0].Retry = &v1.RouteRetry{Attempts: 1, StatusCodes: []v1.RetryStatusCode{200}}
 		}), "should be greater than or equal to 400"},
 		{"route retry status codes without their condition", route("rt-retrycodes", func(o *v1.Route) {
-			o.Spec.Rules[0].Retry = &v1.RouteRetry{Attempts: 1, On: []v1.RetryOn{v1.RetryOn5xx}, StatusCodes: []v1.RetryStatusCode{502}}
-		}), "statusCodes need retriable-status-codes in on"},
+			o.Spec.Rules[0].Retry = &v1.RouteRetry{Attempts: 1, RetryOn: []v1.RetryOn{v1.RetryOn5xx}, StatusCodes: []v1.RetryStatusCode{502}}
+		}), "statusCodes need retriable-status-codes in retryOn"},
 		{"route unknown source kind", route("rt-kind", func(o *v1.Route) { o.Spec.Source.Kind = "TCPRoute" }), `Unsupported value: "TCPRoute"`},
 		// Tenant
 		{"tenant valid", tenant("tenant-valid", nil), ""},

@@ -860,8 +860,8 @@ func (in *RouteRetry) DeepCopyInto(out *RouteRetry) {
 		*out = new(v1.Duration)
 		**out = **in
 	}
-	if in.On != nil {
-		in, out := &in.On, &out.On
+	if in.RetryOn != nil {
+		in, out := &in.RetryOn, &out.RetryOn
 		*out = make([]RetryOn, len(*in))
 		copy(*out, *in)
 	}

@@ -3,6 +3,7 @@ package translate
 import (
 	"cmp"
 	"slices"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -275,7 +276,10 @@ func route(r *model.Route) *routev3.Route {
 		}
 		a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 	}
-	if fw.BackendTimeout > 0 {
+	switch {
+	case fw.Retry != nil:
+		a.RetryPolicy = routeRetryPolicy(fw.Retry, fw.BackendTimeout)
+	case fw.BackendTimeout > 0:
 		// A route's retry_policy replaces the virtual host's whole: keep
 		// the retries and bound each try.
 		a.RetryPolicy = retryPolicy()
@@ -353,6 +357,42 @@ func retryPolicy() *routev3.RetryPolicy {
 			Name:                 ":method",
 			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: m}}},
 		})
+	}
+	return rp
+}
+
+// routeRetryPolicy is a route's own retry policy: the default one with the
+// route's attempts, conditions, codes and per-try timeout. Attempts 0 is a
+// policy without retries, which replaces the virtual host's. AllMethods
+// drops the idempotent-method filter.
+func routeRetryPolicy(r *model.Retry, backendTimeout model.Duration) *routev3.RetryPolicy {
+	perTry := r.PerTryTimeout
+	if perTry == 0 {
+		perTry = backendTimeout
+	}
+	if r.Attempts == 0 {
+		rp := &routev3.RetryPolicy{NumRetries: wrapperspb.UInt32(0)}
+		if perTry > 0 {
+			rp.PerTryTimeout = durationpb.New(perTry.D())
+		}
+		return rp
+	}
+	rp := retryPolicy()
+	rp.NumRetries = wrapperspb.UInt32(r.Attempts)
+	if len(r.RetryOn) > 0 {
+		rp.RetryOn = strings.Join(r.RetryOn, ",")
+	}
+	switch {
+	case !strings.Contains(","+rp.RetryOn+",", ",retriable-status-codes,"):
+		rp.RetriableStatusCodes = nil
+	case len(r.StatusCodes) > 0:
+		rp.RetriableStatusCodes = slices.Clone(r.StatusCodes)
+	}
+	if r.AllMethods {
+		rp.RetriableRequestHeaders = nil
+	}
+	if perTry > 0 {
+		rp.PerTryTimeout = durationpb.New(perTry.D())
 	}
 	return rp
 }

@@ -69,7 +69,7 @@ func (r *Retry) Equal(o *Retry) bool {
 	if r == nil || o == nil {
 		return r == o
 	}
-	return r.Attempts == o.Attempts && r.PerTryTimeout == o.PerTryTimeout && slices.Equal(r.On, o.On) &&
+	return r.Attempts == o.Attempts && r.PerTryTimeout == o.PerTryTimeout && slices.Equal(r.RetryOn, o.RetryOn) &&
 		slices.Equal(r.StatusCodes, o.StatusCodes) && r.AllMethods == o.AllMethods
 }
 

@@ -198,9 +198,10 @@ type Retry struct {
 	Attempts uint32 `json:"attempts"`
 	// PerTryTimeout bounds each try; 0 takes the route's BackendTimeout.
 	PerTryTimeout Duration `json:"perTryTimeout,omitempty"`
-	// On are Envoy retry_on conditions (RetryOnConditions); empty means
+	// RetryOn are Envoy retry_on conditions (RetryOnConditions); empty means
 	// connect-failure, refused-stream, reset and retriable-status-codes.
-	On []string `json:"on,omitempty"`
+	// (Not "on": YAML 1.1 reads that key as true.)
+	RetryOn []string `json:"retryOn,omitempty"`
 	// StatusCodes for retriable-status-codes, 400-599; empty means 503.
 	StatusCodes []uint32 `json:"statusCodes,omitempty"`
 	// AllMethods retries non-idempotent methods too.

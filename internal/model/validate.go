@@ -113,15 +113,15 @@ func checkRetry(e *errs, p string, rt *Retry) {
 	if rt.PerTryTimeout != 0 && (rt.PerTryTimeout.D() < time.Millisecond || rt.PerTryTimeout.D() > time.Hour) {
 		e.add(p+".perTryTimeout", "must be 0 or 1ms-1h")
 	}
-	for i, on := range rt.On {
+	for i, on := range rt.RetryOn {
 		if !slices.Contains(RetryOnConditions, on) {
-			e.add(fmt.Sprintf("%s.on[%d]", p, i), "%q is not one of %s", on, strings.Join(RetryOnConditions, ", "))
-		} else if slices.Index(rt.On, on) != i {
-			e.add(fmt.Sprintf("%s.on[%d]", p, i), "%q appears twice", on)
+			e.add(fmt.Sprintf("%s.retryOn[%d]", p, i), "%q is not one of %s", on, strings.Join(RetryOnConditions, ", "))
+		} else if slices.Index(rt.RetryOn, on) != i {
+			e.add(fmt.Sprintf("%s.retryOn[%d]", p, i), "%q appears twice", on)
 		}
 	}
-	if len(rt.StatusCodes) > 0 && len(rt.On) > 0 && !slices.Contains(rt.On, "retriable-status-codes") {
-		e.add(p+".statusCodes", "need retriable-status-codes in on")
+	if len(rt.StatusCodes) > 0 && len(rt.RetryOn) > 0 && !slices.Contains(rt.RetryOn, "retriable-status-codes") {
+		e.add(p+".statusCodes", "need retriable-status-codes in retryOn")
 	}
 	for i, c := range rt.StatusCodes {
 		if c < 400 || c > 599 {

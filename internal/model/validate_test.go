@@ -116,11 +116,11 @@ func TestValidateRefusesWhatEnvoyRefuses(t *testing.T) {
 		{"sub-millisecond timeout", "at least 1ms", func(f *Fleet) { fw(f).BackendTimeout = Duration(time.Microsecond) }},
 		{"six retries", "must be 0-5", func(f *Fleet) { fw(f).Retry = &Retry{Attempts: 6} }},
 		{"retry per-try timeout over an hour", "1ms-1h", func(f *Fleet) { fw(f).Retry = &Retry{Attempts: 1, PerTryTimeout: Duration(2 * time.Hour)} }},
-		{"unknown retry condition", "is not one of", func(f *Fleet) { fw(f).Retry = &Retry{Attempts: 1, On: []string{"4xx"}} }},
-		{"retry condition twice", "appears twice", func(f *Fleet) { fw(f).Retry = &Retry{Attempts: 1, On: []string{"5xx", "5xx"}} }},
+		{"unknown retry condition", "is not one of", func(f *Fleet) { fw(f).Retry = &Retry{Attempts: 1, RetryOn: []string{"4xx"}} }},
+		{"retry condition twice", "appears twice", func(f *Fleet) { fw(f).Retry = &Retry{Attempts: 1, RetryOn: []string{"5xx", "5xx"}} }},
 		{"retry status 200", "400-599", func(f *Fleet) { fw(f).Retry = &Retry{Attempts: 1, StatusCodes: []uint32{200}} }},
 		{"retry status codes without their condition", "retriable-status-codes", func(f *Fleet) {
-			fw(f).Retry = &Retry{Attempts: 1, On: []string{"5xx"}, StatusCodes: []uint32{502}}
+			fw(f).Retry = &Retry{Attempts: 1, RetryOn: []string{"5xx"}, StatusCodes: []uint32{502}}
 		}},
 		{"weights over uint32", "more than", func(f *Fleet) {
 			fw(f).Backends = []WeightedBackend{{Backend: "web", Weight: 1 << 31}, {Backend: "web", Weight: 1 << 31}}
