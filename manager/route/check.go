@@ -303,7 +303,27 @@ func RuleAction(rule *v1.RouteRule) (*model.Redirect, *model.Forward) {
 			fw.BackendTimeout = model.Duration(to.BackendRequest.Duration)
 		}
 	}
+	fw.Retry = modelRetry(rule.Retry)
 	return nil, fw
+}
+
+// modelRetry is a rule's retry override in the model; nil keeps the
+// virtual host's default policy.
+func modelRetry(r *v1.RouteRetry) *model.Retry {
+	if r == nil {
+		return nil
+	}
+	out := &model.Retry{Attempts: uint32(max(r.Attempts, 0)), AllMethods: r.AllMethods}
+	if r.PerTryTimeout != nil {
+		out.PerTryTimeout = model.Duration(r.PerTryTimeout.Duration)
+	}
+	for _, on := range r.RetryOn {
+		out.RetryOn = append(out.RetryOn, string(on))
+	}
+	for _, c := range r.StatusCodes {
+		out.StatusCodes = append(out.StatusCodes, uint32(max(c, 0)))
+	}
+	return out
 }
 
 func headerChanges(m *v1.HeaderModifier) model.HeaderChanges {

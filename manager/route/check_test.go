@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
+	"github.com/fleetlb/fleetlb/internal/model"
 )
 
 func TestAllowedAndCovers(t *testing.T) {
@@ -107,7 +108,9 @@ func TestCheckRuleRefusesWhatTheProxyRefuses(t *testing.T) {
 			Type: v1.PathRegularExpression, Value: "/static/[a-zA-Z0-9._-]{0,200}/"}}}}, "too complex"},
 		"header regex over RE2's program size in the second match": {v1.RouteRule{Backends: be, Matches: []v1.RouteMatch{{}, {
 			Headers: []v1.HeaderMatch{{Name: "x", Type: v1.MatchRegularExpression, Value: "(ab|cd){40}"}}}}}, "match 1: "},
-		"negative timeout": {v1.RouteRule{Backends: be, Timeouts: &v1.RouteTimeouts{Request: &metav1.Duration{Duration: -time.Second}}}, "negative"},
+		"negative timeout":                        {v1.RouteRule{Backends: be, Timeouts: &v1.RouteTimeouts{Request: &metav1.Duration{Duration: -time.Second}}}, "negative"},
+		"retry status codes the CRD would refuse": {v1.RouteRule{Backends: be, Retry: &v1.RouteRetry{Attempts: 1, StatusCodes: []v1.RetryStatusCode{200}}}, "400-599"},
+		"six retries":                             {v1.RouteRule{Backends: be, Retry: &v1.RouteRetry{Attempts: 6}}, "must be 0-5"},
 	} {
 		got, msg := CheckRule(&c.rule)
 		if got != v1.ReasonInvalidSpec || !strings.Contains(msg, c.want) {
@@ -182,5 +185,28 @@ func TestPublicSuffixPatternsAllowNothing(t *testing.T) {
 	}
 	if _, ok := publicSuffixCover([]v1.Hostname{"*.com"}, "www.other.org"); ok {
 		t.Error("publicSuffixCover names a pattern that does not cover the name")
+	}
+}
+
+// A rule's retry override reaches the model field by field; no override
+// keeps the virtual host's default policy.
+func TestRuleActionCopiesRetry(t *testing.T) {
+	rule := v1.RouteRule{Backends: []v1.RouteBackend{{NodePort: 30000}}, Retry: &v1.RouteRetry{
+		Attempts: 3, PerTryTimeout: &metav1.Duration{Duration: 250 * time.Millisecond},
+		RetryOn: []v1.RetryOn{v1.RetryOn5xx, v1.RetryOnRetriableStatusCodes}, StatusCodes: []v1.RetryStatusCode{429}, AllMethods: true,
+	}}
+	_, fw := RuleAction(&rule)
+	want := &model.Retry{Attempts: 3, PerTryTimeout: model.Duration(250 * time.Millisecond),
+		RetryOn: []string{"5xx", "retriable-status-codes"}, StatusCodes: []uint32{429}, AllMethods: true}
+	if !fw.Retry.Equal(want) {
+		t.Errorf("retry %+v, want %+v", fw.Retry, want)
+	}
+	rule.Retry = &v1.RouteRetry{Attempts: 0}
+	if _, fw = RuleAction(&rule); fw.Retry == nil || fw.Retry.Attempts != 0 {
+		t.Errorf("attempts 0: retry %+v, want a policy without retries", fw.Retry)
+	}
+	rule.Retry = nil
+	if _, fw = RuleAction(&rule); fw.Retry != nil {
+		t.Errorf("no override: retry %+v, want nil", fw.Retry)
 	}
 }

@@ -34,8 +34,8 @@ func ConfigBytes(tenantName string, rt *v1.Route, hostnames []v1.Hostname) int {
 	for i := range rt.Spec.Rules {
 		rule := &rt.Spec.Rules[i]
 		action := jsonSize(rule.Filters) + jsonSize(rule.Timeouts)
-		if rule.Timeouts != nil && rule.Timeouts.BackendRequest != nil {
-			action += retryPolicyBytes
+		if rule.Timeouts != nil && rule.Timeouts.BackendRequest != nil || rule.Retry != nil {
+			action += retryPolicyBytes + jsonSize(rule.Retry)
 		}
 		for _, b := range rule.Backends {
 			// The cluster name (tenant/namespace/service/protocol/port) and its weight.
