@@ -199,7 +199,16 @@ func desiredRoutes(ing *networkingv1.Ingress, cluster string, resolve resolver) 
 	if err != nil {
 		problem("%v; plain HTTP redirects to https", err)
 	}
+	retry, err := retryFrom(ing.Annotations)
+	if err != nil {
+		problem("%v; the default retry policy applies", err)
+	}
 	for gi, g := range groups {
+		if retry != nil {
+			for i := range g.rules {
+				g.rules[i].Retry = retry.DeepCopy()
+			}
+		}
 		if len(g.hosts) > maxHostnames {
 			problem("hosts %v: more than %d hostnames with the same paths; the rest is not served", g.hosts[maxHostnames:], maxHostnames)
 			g.hosts = g.hosts[:maxHostnames]
