@@ -129,7 +129,11 @@ func httpRules(spec *gwv1.HTTPRouteSpec, resolve backendResolver) ([]v1.RouteRul
 			problems = append(problems, problem{gwv1.RouteConditionAccepted, gwv1.RouteReasonUnsupportedValue, fmt.Sprintf("%s: %v; not served", what, err)})
 			continue
 		}
-		base := v1.RouteRule{Backends: backends, Filters: filters, Timeouts: timeouts}
+		retry, msg := httpRetry(rule.Retry)
+		if msg != "" {
+			problems = append(problems, problem{gwv1.RouteConditionAccepted, gwv1.RouteReasonUnsupportedValue, fmt.Sprintf("%s: %s", what, msg)})
+		}
+		base := v1.RouteRule{Backends: backends, Filters: filters, Timeouts: timeouts, Retry: retry}
 		if rule.Name != nil && len(*rule.Name) <= 63 {
 			base.Name = string(*rule.Name)
 		}
@@ -257,6 +261,39 @@ func headerModifier(h *gwv1.HTTPHeaderFilter) *v1.HeaderModifier {
 	}
 	m.Remove = append(m.Remove, h.Remove...)
 	return m
+}
+
+// httpRetry maps an HTTPRoute rule's retry (experimental channel; the
+// standard channel's CRD prunes it): connection errors are retried, as the
+// Gateway API asks, plus the listed codes; unset attempts keep the fleet's
+// default count (2). Only idempotent methods are retried, as by default.
+// backoff is not mapped: retries back off as Envoy's default (25ms base,
+// jittered), which may be shorter than the minimum the field asks for.
+// More than 5 attempts is capped with a message.
+func httpRetry(r *gwv1.HTTPRouteRetry) (*v1.RouteRetry, string) {
+	if r == nil {
+		return nil, ""
+	}
+	out := &v1.RouteRetry{Attempts: 2, RetryOn: []v1.RetryOn{v1.RetryOnConnectFailure, v1.RetryOnRefusedStream, v1.RetryOnReset}}
+	msg := ""
+	if r.Attempts != nil {
+		out.Attempts = int32(min(max(*r.Attempts, 0), 5))
+		if *r.Attempts > 5 {
+			msg = fmt.Sprintf("retry attempts %d: at most 5 retries are made", *r.Attempts)
+		}
+	}
+	for _, c := range r.Codes {
+		if c < 400 || c > 599 {
+			continue // the CRD allows 400-599 only
+		}
+		if code := v1.RetryStatusCode(c); !slices.Contains(out.StatusCodes, code) {
+			out.StatusCodes = append(out.StatusCodes, code)
+		}
+	}
+	if len(out.StatusCodes) > 0 {
+		out.RetryOn = append(out.RetryOn, v1.RetryOnRetriableStatusCodes)
+	}
+	return out, msg
 }
 
 func httpTimeouts(t *gwv1.HTTPRouteTimeouts) (*v1.RouteTimeouts, error) {

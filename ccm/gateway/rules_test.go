@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/utils/ptr"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -60,6 +63,41 @@ func TestUnsupportedFilterDropsOnlyItsRule(t *testing.T) {
 		t.Errorf("rules %+v", rules)
 	}
 	if len(problems) != 1 || problems[0].reason != gwv1.RouteReasonUnsupportedValue {
+		t.Errorf("problems %+v", problems)
+	}
+}
+
+// An HTTPRoute rule's retry (experimental channel) becomes the Route rule's
+// retry: connection errors plus its codes, its attempts (capped at 5, with
+// a message); a rule without retry keeps the fleet's default.
+func TestHTTPRetryMapping(t *testing.T) {
+	be := []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "a"}}}}
+	path := func(p string) []gwv1.HTTPRouteMatch {
+		return []gwv1.HTTPRouteMatch{{Path: &gwv1.HTTPPathMatch{Type: ptr.To(gwv1.PathMatchPathPrefix), Value: ptr.To(p)}}}
+	}
+	backoff := gwv1.Duration("100ms")
+	spec := &gwv1.HTTPRouteSpec{Rules: []gwv1.HTTPRouteRule{
+		{Matches: path("/codes"), BackendRefs: be, Retry: &gwv1.HTTPRouteRetry{Codes: []gwv1.HTTPRouteRetryStatusCode{502, 503, 502}, Attempts: ptr.To(3), Backoff: &backoff}},
+		{Matches: path("/many"), BackendRefs: be, Retry: &gwv1.HTTPRouteRetry{Attempts: ptr.To(9)}},
+		{Matches: path("/plain"), BackendRefs: be},
+	}}
+	rules, problems := httpRules(spec, func(ref gwv1.BackendObjectReference, w *int32, p v1.BackendProtocol) (*v1.RouteBackend, *problem) {
+		return &v1.RouteBackend{ServiceName: string(ref.Name), NodePort: 30000}, nil
+	})
+	got := map[string]*v1.RouteRetry{}
+	for _, r := range rules {
+		got[r.Matches[0].Path.Value] = r.Retry
+	}
+	conn := []v1.RetryOn{v1.RetryOnConnectFailure, v1.RetryOnRefusedStream, v1.RetryOnReset}
+	want := map[string]*v1.RouteRetry{
+		"/codes": {Attempts: 3, RetryOn: append(slices.Clone(conn), v1.RetryOnRetriableStatusCodes), StatusCodes: []v1.RetryStatusCode{502, 503}},
+		"/many":  {Attempts: 5, RetryOn: conn},
+		"/plain": nil,
+	}
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("retries %+v, want %+v", got, want)
+	}
+	if len(problems) != 1 || !strings.Contains(problems[0].msg, "retry attempts 9: at most 5") {
 		t.Errorf("problems %+v", problems)
 	}
 }
