@@ -247,6 +247,19 @@ func FleetAddresses(f *v1.ProxyFleet) []v1.Address {
 	return nil
 }
 
+// FleetPorts are the ports of a fleet's shared listeners that serve rt: the
+// HTTP listener's, and the HTTPS listener's when rt has TLS.
+func FleetPorts(f *v1.ProxyFleet, rt *v1.Route) []v1.RoutePort {
+	var out []v1.RoutePort
+	if f.Spec.HTTP != nil {
+		out = append(out, v1.RoutePort{Port: f.Spec.HTTP.Port, Protocol: v1.RoutePortHTTP})
+	}
+	if f.Spec.HTTPS != nil && len(rt.Spec.TLS) > 0 {
+		out = append(out, v1.RoutePort{Port: f.Spec.HTTPS.Port, Protocol: v1.RoutePortHTTPS})
+	}
+	return out
+}
+
 // RuleAction is a rule's redirect, or its forward without backends, in the
 // fleet model.
 func RuleAction(rule *v1.RouteRule) (*model.Redirect, *model.Forward) {
