@@ -219,8 +219,12 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 			if err := a.Env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "web"}, &ing); err != nil {
 				return err
 			}
-			if lb := ing.Status.LoadBalancer.Ingress; len(lb) != 1 || lb[0].IP != vip {
-				return fmt.Errorf("status %+v, want %s", lb, vip)
+			// With the ports the fleet serves it on (TLS: HTTP and HTTPS), not 80 and 443.
+			wantPorts := []networkingv1.IngressPortStatus{{Port: harness.HTTPPort, Protocol: corev1.ProtocolTCP}, {Port: harness.HTTPSPort, Protocol: corev1.ProtocolTCP}}
+			if lb := ing.Status.LoadBalancer.Ingress; len(lb) != 1 || lb[0].IP != vip || !slices.EqualFunc(lb[0].Ports, wantPorts, func(a, b networkingv1.IngressPortStatus) bool {
+				return a.Port == b.Port && a.Protocol == b.Protocol && a.Error == nil
+			}) {
+				return fmt.Errorf("status %+v, want %s with ports %+v", lb, vip, wantPorts)
 			}
 			return nil
 		})
