@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -218,8 +219,12 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 			if err := a.Env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "web"}, &ing); err != nil {
 				return err
 			}
-			if lb := ing.Status.LoadBalancer.Ingress; len(lb) != 1 || lb[0].IP != vip {
-				return fmt.Errorf("status %+v, want %s", lb, vip)
+			// With the ports the fleet serves it on (TLS: HTTP and HTTPS), not 80 and 443.
+			wantPorts := []networkingv1.IngressPortStatus{{Port: harness.HTTPPort, Protocol: corev1.ProtocolTCP}, {Port: harness.HTTPSPort, Protocol: corev1.ProtocolTCP}}
+			if lb := ing.Status.LoadBalancer.Ingress; len(lb) != 1 || lb[0].IP != vip || !slices.EqualFunc(lb[0].Ports, wantPorts, func(a, b networkingv1.IngressPortStatus) bool {
+				return a.Port == b.Port && a.Protocol == b.Protocol && a.Error == nil
+			}) {
+				return fmt.Errorf("status %+v, want %s with ports %+v", lb, vip, wantPorts)
 			}
 			return nil
 		})
@@ -252,16 +257,27 @@ func TestL7IngressGatewayTLSAndDNS(t *testing.T) {
 		if err := b.Env.Client.Update(ctx, &ing); err != nil {
 			t.Fatal(err)
 		}
+		// The fleet serves HTTPS on harness.HTTPSPort (not 443): Location names it.
+		wantLocation := fmt.Sprintf("https://shop.b.example.com:%d/cart?x=1", harness.HTTPSPort)
 		eventually(t, "a redirect to https", 60*time.Second, func() error {
 			r, err := httpVia(httpAddr, "http://shop.b.example.com/cart?x=1", nil)
 			if err != nil {
 				return err
 			}
-			if r.status != http.StatusMovedPermanently || !strings.HasPrefix(r.location, "https://shop.b.example.com") || !strings.HasSuffix(r.location, "/cart?x=1") {
-				return fmt.Errorf("status %d location %q", r.status, r.location)
+			if r.status != http.StatusMovedPermanently || r.location != wantLocation {
+				return fmt.Errorf("status %d location %q, want 301 %q", r.status, r.location, wantLocation)
 			}
 			return nil
 		})
+		// Following it (the name resolved to the VIP, the port from Location) reaches the Service.
+		loc, err := url.Parse(wantLocation)
+		if err != nil {
+			t.Fatal(err)
+		}
+		followed := reaches(t, net.JoinHostPort(vip, loc.Port()), wantLocation, tlsFor, "b", "default/shop-fleetlb")
+		if followed.reply.Path != "/cart" {
+			t.Errorf("the followed redirect reached path %q, want /cart", followed.reply.Path)
+		}
 		// HTTPS still serves it, and the other tenant's host (ssl-redirect false) still answers plain HTTP.
 		reaches(t, httpsAddr, "https://shop.b.example.com/", tlsFor, "b", "default/shop-fleetlb")
 		reaches(t, httpAddr, "http://web.a.example.com/", nil, "a", "default/web-fleetlb")

@@ -417,6 +417,21 @@ type RouteSpec struct {
 	Global *GlobalOptions `json:"global,omitempty"`
 }
 
+// RoutePort is a port of the fleet's shared listeners that serves a Route.
+type RoutePort struct {
+	// Port on the Route's addresses.
+	Port PortNumber `json:"port"`
+	// Protocol is HTTP or HTTPS.
+	// +kubebuilder:validation:Enum=HTTP;HTTPS
+	Protocol string `json:"protocol"`
+}
+
+// The protocols of a RoutePort.
+const (
+	RoutePortHTTP  = "HTTP"
+	RoutePortHTTPS = "HTTPS"
+)
+
 // RouteStatus reports what the fleet serves of a Route.
 type RouteStatus struct {
 	// ObservedGeneration is the spec generation this status describes.
@@ -427,6 +442,13 @@ type RouteStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
 	Addresses []Address `json:"addresses,omitempty"`
+	// Ports the fleet serves the Route on at those addresses: its shared
+	// HTTP listener's, and its HTTPS listener's when the Route has TLS.
+	// Empty on Gateway listeners (the Gateway's own ports).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=2
+	Ports []RoutePort `json:"ports,omitempty"`
 	// AcceptedHostnames are the hostnames the tenant owns and the fleet serves.
 	// +optional
 	// +listType=set
@@ -446,6 +468,8 @@ type RouteStatus struct {
 // +kubebuilder:resource:shortName=rt
 // +kubebuilder:printcolumn:name="Hostnames",type=string,JSONPath=`.spec.hostnames`
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.addresses[0].ip`
+// +kubebuilder:printcolumn:name="HTTP",type=integer,JSONPath=`.status.ports[?(@.protocol=="HTTP")].port`,description="Port of the fleet's shared HTTP listener that serves the Route"
+// +kubebuilder:printcolumn:name="HTTPS",type=integer,JSONPath=`.status.ports[?(@.protocol=="HTTPS")].port`,description="Port of the fleet's shared HTTPS listener that serves the Route (with TLS)"
 // +kubebuilder:printcolumn:name="Kind",type=string,JSONPath=`.spec.source.kind`,priority=1
 // +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.spec.source.name`,priority=1
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`

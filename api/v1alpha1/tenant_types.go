@@ -74,6 +74,16 @@ const (
 // outside its Tenant's nodePortRange.
 const ReasonNodePortNotAllowed = "NodePortNotAllowed"
 
+// ConditionHostnamesValid on a Tenant is False (ReasonPublicSuffix) while
+// spec.hostnames holds a pattern that is a public suffix or a wildcard
+// directly under one (*.com, co.uk, *.github.io): such a pattern allows
+// nothing. The Tenant stays Ready; its other patterns work.
+const (
+	ConditionHostnamesValid = "HostnamesValid"
+	ReasonHostnamesValid    = "HostnamesValid"
+	ReasonPublicSuffix      = "PublicSuffix"
+)
+
 // Default limits: what a Tenant gets when spec.limits leaves a field out
 // (the CRD writes them; the manager applies the same numbers to objects
 // stored before these fields existed). Each bounds one tenant's share of a
@@ -199,7 +209,8 @@ type TenantStatus struct {
 	// Addresses held.
 	// +optional
 	Addresses int32 `json:"addresses,omitempty"`
-	// Conditions: Ready.
+	// Conditions: Ready; HostnamesValid (False with PublicSuffix names the
+	// patterns of spec.hostnames that allow nothing).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -239,7 +250,7 @@ type HostnameClaim struct {
 // +kubebuilder:printcolumn:name="Admitted",type=integer,JSONPath=`.status.admitted`,description="LoadBalancers and Routes admitted (Accepted=True)"
 // +kubebuilder:printcolumn:name="Refused",type=integer,JSONPath=`.status.refused`,description="LoadBalancers and Routes refused (Accepted=False): kubectl get lb,routes -n <namespace> shows why"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
-// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.status!="True")].reason`,description="Why the Tenant is not Ready (PoolNotFound, SetupFailed): empty when it is"
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.status!="True")].reason`,description="Why the Tenant is not Ready (PoolNotFound, SetupFailed), or PublicSuffix when a hostname pattern allows nothing (HostnamesValid=False): empty when all is well"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Tenant struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -439,6 +439,7 @@ func TestKubectlColumnsAndExplain(t *testing.T) {
 		{Type: v1.ConditionResolvedRefs, Status: metav1.ConditionFalse, Reason: v1.ReasonSecretNotFound, Message: "m", LastTransitionTime: metav1.Now()},
 		{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending, LastTransitionTime: metav1.Now()},
 	}
+	rt.Status.Ports = []v1.RoutePort{{Port: 8080, Protocol: v1.RoutePortHTTP}, {Port: 8443, Protocol: v1.RoutePortHTTPS}}
 	if err := env.Client.Status().Update(ctx, rt); err != nil {
 		t.Fatal(err)
 	}
@@ -449,8 +450,8 @@ func TestKubectlColumnsAndExplain(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.Contains(lines[1], v1.ReasonHostnameNotAllowed) || strings.Contains(lines[1], v1.ReasonPending) {
 		t.Errorf("kubectl get rt of a refused Route shows no reason, or not Accepted's:\n%s", out)
 	}
-	// ACCEPTED, RESOLVEDREFS, PROGRAMMED: False False False.
-	if !regexp.MustCompile(`rt-kubectl\s+\S+\s+False\s+False\s+False\s+` + v1.ReasonHostnameNotAllowed).MatchString(out) {
+	// HTTP and HTTPS: the ports the fleet serves it on; ACCEPTED, RESOLVEDREFS, PROGRAMMED: False False False.
+	if !regexp.MustCompile(`rt-kubectl\s+\S+\s+8080\s+8443\s+False\s+False\s+False\s+` + v1.ReasonHostnameNotAllowed).MatchString(out) {
 		t.Errorf("kubectl get rt: no RESOLVEDREFS value:\n%s", out)
 	}
 

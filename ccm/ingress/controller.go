@@ -364,19 +364,21 @@ func protocolOf(app *string) v1.BackendProtocol {
 // into events the tenant sees, once per change of reason.
 func (r *Reconciler) copyStatus(ctx context.Context, ing *networkingv1.Ingress, routes []*v1.Route) error {
 	var ips []string
+	var ports []networkingv1.IngressPortStatus
 	for _, rt := range routes {
 		for _, a := range rt.Status.Addresses {
 			if !slices.Contains(ips, string(a.IP)) {
 				ips = append(ips, string(a.IP))
 			}
 		}
+		ports = addPorts(ports, rt.Status.Ports)
 		r.reportConditions(ing, rt)
 	}
 	slices.Sort(ips)
 	want := networkingv1.IngressLoadBalancerStatus{}
 	for _, ip := range ips {
 		// networking/v1 has no ipMode: the address is a proxy either way.
-		want.Ingress = append(want.Ingress, networkingv1.IngressLoadBalancerIngress{IP: ip})
+		want.Ingress = append(want.Ingress, networkingv1.IngressLoadBalancerIngress{IP: ip, Ports: slices.Clone(ports)})
 	}
 	if equality.Semantic.DeepEqual(ing.Status.LoadBalancer, want) {
 		return nil
@@ -390,6 +392,20 @@ func (r *Reconciler) copyStatus(ctx context.Context, ing *networkingv1.Ingress, 
 		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, "Synced", "SyncRoute", "served by the fleet on %s", strings.Join(ips, ", "))
 	}
 	return nil
+}
+
+// addPorts adds the ports the fleet serves a Route on (its shared HTTP and
+// HTTPS listeners, which need not be 80 and 443) to an Ingress's, each once,
+// in port order.
+func addPorts(to []networkingv1.IngressPortStatus, ports []v1.RoutePort) []networkingv1.IngressPortStatus {
+	for _, p := range ports {
+		ps := networkingv1.IngressPortStatus{Port: int32(p.Port), Protocol: corev1.ProtocolTCP}
+		if !slices.Contains(to, ps) {
+			to = append(to, ps)
+		}
+	}
+	slices.SortFunc(to, func(a, b networkingv1.IngressPortStatus) int { return int(a.Port - b.Port) })
+	return to
 }
 
 // reportConditions emits a Warning for each problem condition of the Route

@@ -359,9 +359,10 @@ func TestIngressWithTLSAndClusterIPBackend(t *testing.T) {
 		return nil
 	})
 
-	// The fleet reports an address: it is on the Ingress.
+	// The fleet reports an address and its ports (not 80 and 443): they are on the Ingress.
 	rt, _ = getRoute(RouteName(ns, "shop"))
 	rt.Status.Addresses = []v1.Address{{IP: "127.0.20.1", IPMode: v1.IPModeProxy}}
+	rt.Status.Ports = []v1.RoutePort{{Port: 8443, Protocol: v1.RoutePortHTTPS}, {Port: 8080, Protocol: v1.RoutePortHTTP}}
 	rt.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted, ObservedGeneration: rt.Generation, LastTransitionTime: metav1.Now()}}
 	if err := mgmtEnv.Client.Status().Update(ctx, rt); err != nil {
 		t.Fatal(err)
@@ -370,7 +371,8 @@ func TestIngressWithTLSAndClusterIPBackend(t *testing.T) {
 		if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(ing), ing); err != nil {
 			return err
 		}
-		if lb := ing.Status.LoadBalancer.Ingress; len(lb) != 1 || lb[0].IP != "127.0.20.1" {
+		wantPorts := []networkingv1.IngressPortStatus{{Port: 8080, Protocol: corev1.ProtocolTCP}, {Port: 8443, Protocol: corev1.ProtocolTCP}}
+		if lb := ing.Status.LoadBalancer.Ingress; len(lb) != 1 || lb[0].IP != "127.0.20.1" || !equality.Semantic.DeepEqual(lb[0].Ports, wantPorts) {
 			return fmt.Errorf("status %+v", ing.Status.LoadBalancer)
 		}
 		return nil

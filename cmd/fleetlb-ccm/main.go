@@ -28,6 +28,7 @@ import (
 	"github.com/fleetlb/fleetlb/ccm/secrets"
 	"github.com/fleetlb/fleetlb/ccm/service"
 	"github.com/fleetlb/fleetlb/internal/scheme"
+	"github.com/fleetlb/fleetlb/internal/version"
 )
 
 type options struct {
@@ -61,6 +62,7 @@ func main() {
 	flag.IntVar(&o.burst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API.")
 	flag.IntVar(&o.serviceWorkers, "service-workers", service.DefaultWorkers, "Services reconciled at once (each waits on round trips to the management cluster).")
 	flag.StringVar(&o.pprofAddr, "pprof-address", "", "Address of net/http/pprof (/debug/pprof/), on its own listener; empty disables it. Keep it on loopback.")
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Usage = func() {
@@ -68,7 +70,12 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("fleetlb-ccm", version.String())
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	ctrl.Log.Info("starting fleetlb-ccm", "version", version.Version, "revision", version.Revision)
 	if err := run(o); err != nil {
 		ctrl.Log.Error(err, "exiting")
 		os.Exit(1)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/fleetlb/fleetlb/envoy/server"
 	"github.com/fleetlb/fleetlb/internal/scheme"
+	"github.com/fleetlb/fleetlb/internal/version"
 	"github.com/fleetlb/fleetlb/internal/xdstransport"
 	"github.com/fleetlb/fleetlb/manager/admission"
 	"github.com/fleetlb/fleetlb/manager/backends"
@@ -88,6 +89,7 @@ func main() {
 	flag.StringVar(&o.backendDeny, "backend-deny-cidrs", backends.FormatPrefixes(backends.DefaultDeny),
 		"Comma-separated CIDRs no tenant node address may be in; add the management cluster's pod, Service and node networks. Every AddressPool range and every fleet address are always added (\"\" adds nothing more).")
 	o.fleet.bind(flag.CommandLine)
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Usage = func() {
@@ -95,7 +97,12 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("fleetlb-manager", version.String())
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	ctrl.Log.Info("starting fleetlb-manager", "version", version.Version, "revision", version.Revision)
 	if err := run(o); err != nil {
 		ctrl.Log.Error(err, "exiting")
 		os.Exit(1)

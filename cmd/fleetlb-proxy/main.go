@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/fleetlb/fleetlb/internal/proxy"
+	"github.com/fleetlb/fleetlb/internal/version"
 	"github.com/fleetlb/fleetlb/internal/xdstransport"
 )
 
@@ -41,11 +42,16 @@ func main() {
 		serverName   = flag.String("xds-server-name", "", "name the xDS server's certificate must carry (default: the host of --xds-address)")
 		xdsInsecure  = flag.Bool("xds-insecure", false, "connect to xDS in plaintext, without a client certificate (only against a manager run with --xds-insecure)")
 		drainTimeout = flag.Duration("drain-timeout", 30*time.Second, "how long a removed or changed listener's connections may continue")
+		showVersion  = flag.Bool("version", false, "print the version and exit")
 		pprofAddress = flag.String("pprof-address", "", "address of net/http/pprof (/debug/pprof/), on its own listener; empty disables it; keep it on loopback")
 	)
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("fleetlb-proxy", version.String())
+		return
+	}
 	log := zap.New(zap.UseFlagOptions(&zopts)).WithName("fleetlb-proxy")
 
 	if *nodeID == "" {
@@ -118,7 +124,7 @@ func run(ctx context.Context, log logr.Logger, xdsAddress string, creds credenti
 	admin := &http.Server{Handler: adminHandler(p.Ready()), ReadHeaderTimeout: 10 * time.Second}
 	go admin.Serve(ln)
 	defer admin.Close()
-	log.Info("starting", "xds", xdsAddress, "mTLS", creds != nil, "node", node.GetId(), "fleet", node.GetCluster(), "delta", delta, "admin", ln.Addr().String())
+	log.Info("starting", "version", version.Version, "revision", version.Revision, "xds", xdsAddress, "mTLS", creds != nil, "node", node.GetId(), "fleet", node.GetCluster(), "delta", delta, "admin", ln.Addr().String())
 	return p.Run(ctx)
 }
 

@@ -14,6 +14,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 
 	"github.com/fleetlb/fleetlb/internal/cli"
+	"github.com/fleetlb/fleetlb/internal/version"
 )
 
 func main() {
@@ -33,6 +34,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 		// Help reads as kubectl shows the plugin.
 		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl fleetlb"},
+		Version:     version.String(), // --version
 	}
 	mgmt.AddFlags(root.PersistentFlags())
 

@@ -85,6 +85,7 @@ func sortedByName(rs []namedResource) []types.Resource {
 type vhostMemo struct {
 	v               model.VirtualHost
 	plain, redirect *routev3.VirtualHost
+	redirectPort    uint16 // the HTTPS port redirect was built for
 	mark            uint64
 }
 
@@ -283,8 +284,8 @@ func (x *Incremental) httpResources(f *model.Fleet) (*l7Resources, []types.Resou
 			v := &vhosts[i]
 			m := memo(v)
 			if v.Certificate != "" && v.RedirectToHTTPS {
-				if m.redirect == nil {
-					m.redirect = httpsRedirectHost(v)
+				if m.redirect == nil || m.redirectPort != httpsPort(f) {
+					m.redirect, m.redirectPort = httpsRedirectHost(v, httpsPort(f)), httpsPort(f)
 					built = append(built, m.redirect)
 				}
 				list = append(list, m.redirect)

@@ -39,7 +39,7 @@ func httpResources(f *model.Fleet) (*l7Resources, error) {
 		for i := range vhosts {
 			v := &vhosts[i]
 			if v.Certificate != "" && v.RedirectToHTTPS {
-				rc.VirtualHosts = append(rc.VirtualHosts, httpsRedirectHost(v))
+				rc.VirtualHosts = append(rc.VirtualHosts, httpsRedirectHost(v, httpsPort(f)))
 				continue
 			}
 			rc.VirtualHosts = append(rc.VirtualHosts, virtualHost(v))
@@ -171,7 +171,22 @@ func hcm(stat, routeName string) *listenerv3.Filter {
 	return &listenerv3.Filter{Name: FilterHCM, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: typed(m)}}
 }
 
-func httpsRedirectHost(v *model.VirtualHost) *routev3.VirtualHost {
+// httpsPort is the port of the fleet's HTTPS listener, 0 without one.
+func httpsPort(f *model.Fleet) uint16 {
+	if f.HTTPS == nil {
+		return 0
+	}
+	return f.HTTPS.Port
+}
+
+// httpsRedirectHost answers every request with a 301 to https on the fleet's
+// HTTPS port: named in Location unless it is 443, so a fleet serving HTTPS
+// elsewhere is reachable by following the redirect.
+func httpsRedirectHost(v *model.VirtualHost, port uint16) *routev3.VirtualHost {
+	var portRedirect uint32
+	if port != 0 && port != 443 {
+		portRedirect = uint32(port)
+	}
 	return &routev3.VirtualHost{
 		Name:    v.Name,
 		Domains: slices.Sorted(slices.Values(v.Hostnames)),
@@ -180,6 +195,7 @@ func httpsRedirectHost(v *model.VirtualHost) *routev3.VirtualHost {
 			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 			Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{
 				SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true},
+				PortRedirect:           portRedirect,
 				ResponseCode:           routev3.RedirectAction_MOVED_PERMANENTLY,
 			}},
 		}},

@@ -370,6 +370,14 @@ func TestEntrypointRuns(t *testing.T) {
 			t.Errorf("%s --help output lacks %q:\n%s", entry, want, output)
 		}
 	}
+
+	// --version prints what the build stamped (-X of internal/version).
+	cmd = exec.Command(extracted, "--version")
+	cmd.Env = []string{}
+	output, err = cmd.CombinedOutput()
+	if want := "fleetlb-proxy " + testMeta.Version + " (" + testMeta.Revision + ")\n"; err != nil || string(output) != want {
+		t.Errorf("%s --version: %v, output %q, want %q", entry, err, output, want)
+	}
 }
 
 // TestPushToRegistry pushes a layout to a registry on loopback (the library's

@@ -77,9 +77,10 @@ func TestHTTPSBySNIWithTwoCertificatesAndRotation(t *testing.T) {
 	if rb.reply.Node != "b-1" || rb.reply.Headers["X-Forwarded-Proto"][0] != "https" {
 		t.Fatalf("https b: node %q headers %v", rb.reply.Node, rb.reply.Headers)
 	}
-	// Plain HTTP on a hostname with RedirectToHTTPS answers with a redirect.
-	if r := get(t, client(netip.AddrPortFrom(vip, 8080).String(), nil), "http://a.example.com/p?q=1"); r.status != 301 ||
-		r.header.Get("Location") != "https://a.example.com/p?q=1" {
+	// Plain HTTP on a hostname with RedirectToHTTPS answers with a redirect
+	// to the fleet's HTTPS port (named: it is not 443).
+	if r := get(t, client(netip.AddrPortFrom(vip, 8080).String(), nil), "http://a.example.com:8080/p?q=1"); r.status != 301 ||
+		r.header.Get("Location") != "https://a.example.com:8443/p?q=1" {
 		t.Errorf("http→https: %d %q", r.status, r.header.Get("Location"))
 	}
 

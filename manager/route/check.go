@@ -6,12 +6,12 @@ import (
 	"slices"
 	"strings"
 
-	"golang.org/x/net/publicsuffix"
 	corev1 "k8s.io/api/core/v1"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/internal/model"
 	"github.com/fleetlb/fleetlb/manager/backends"
+	"github.com/fleetlb/fleetlb/manager/hostpattern"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
@@ -21,9 +21,9 @@ import (
 // under it (*.suffix itself, *.a.suffix), but not suffix alone.
 //
 // A pattern that is a public suffix or a wildcard directly under one
-// (PublicSuffixPattern) allows nothing.
+// (hostpattern.PublicSuffix) allows nothing.
 func Allowed(patterns []v1.Hostname, h v1.Hostname) bool {
-	return slices.ContainsFunc(patterns, func(p v1.Hostname) bool { return matches(p, h) && !PublicSuffixPattern(p) })
+	return slices.ContainsFunc(patterns, func(p v1.Hostname) bool { return matches(p, h) && !hostpattern.PublicSuffix(p) })
 }
 
 // matches reports whether pattern p covers h, as Allowed describes.
@@ -43,24 +43,11 @@ func matches(p, h v1.Hostname) bool {
 	return false
 }
 
-// PublicSuffixPattern reports whether a Tenant hostname pattern is a public
-// suffix (com, co.uk, github.io) or a wildcard directly under one (*.com,
-// *.co.uk). Such a pattern would give one tenant every domain registered
-// under the suffix, so it allows nothing. CEL cannot know the list: it is
-// the Public Suffix List compiled into golang.org/x/net/publicsuffix, ICANN
-// and private sections. A single label the list does not name (corp,
-// internal) is not a public suffix here, so private top-level names still work.
-func PublicSuffixPattern(p v1.Hostname) bool {
-	name := strings.TrimPrefix(string(p), "*.")
-	suffix, icann := publicsuffix.PublicSuffix(name)
-	return suffix == name && (icann || strings.Contains(suffix, "."))
-}
-
 // publicSuffixCover is the pattern of patterns that would cover h if it were
 // not a public suffix pattern, for a message that says why h is refused.
 func publicSuffixCover(patterns []v1.Hostname, h v1.Hostname) (v1.Hostname, bool) {
 	for _, p := range patterns {
-		if PublicSuffixPattern(p) && matches(p, h) {
+		if hostpattern.PublicSuffix(p) && matches(p, h) {
 			return p, true
 		}
 	}
@@ -258,6 +245,19 @@ func FleetAddresses(f *v1.ProxyFleet) []v1.Address {
 		return []v1.Address{{IP: f.Spec.VIP, IPMode: v1.IPModeProxy}}
 	}
 	return nil
+}
+
+// FleetPorts are the ports of a fleet's shared listeners that serve rt: the
+// HTTP listener's, and the HTTPS listener's when rt has TLS.
+func FleetPorts(f *v1.ProxyFleet, rt *v1.Route) []v1.RoutePort {
+	var out []v1.RoutePort
+	if f.Spec.HTTP != nil {
+		out = append(out, v1.RoutePort{Port: f.Spec.HTTP.Port, Protocol: v1.RoutePortHTTP})
+	}
+	if f.Spec.HTTPS != nil && len(rt.Spec.TLS) > 0 {
+		out = append(out, v1.RoutePort{Port: f.Spec.HTTPS.Port, Protocol: v1.RoutePortHTTPS})
+	}
+	return out
 }
 
 // RuleAction is a rule's redirect, or its forward without backends, in the

@@ -7,6 +7,7 @@ import (
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/internal/model"
+	"github.com/fleetlb/fleetlb/manager/hostpattern"
 )
 
 // allowedByLabels is hostname ownership written a second way, label by label:
@@ -69,7 +70,7 @@ func FuzzHostnameOwnership(f *testing.F) {
 		if !model.ValidHostname(pattern) || !model.ValidHostname(h) {
 			return // the API refuses them; only "no panic" holds
 		}
-		if PublicSuffixPattern(v1.Hostname(pattern)) {
+		if hostpattern.PublicSuffix(v1.Hostname(pattern)) {
 			if allowed {
 				t.Fatalf("Allowed(%q, %q): a public suffix pattern allows nothing", pattern, h)
 			}

@@ -208,6 +208,7 @@ type admission struct {
 	// refIssues: Secrets and backends that cannot be used.
 	refIssues []refusal
 	addresses []v1.Address
+	ports     []v1.RoutePort // of the fleet's shared listeners; none on Gateways
 	// budget is the tenant's limits outcome for all its Routes (nil when
 	// the Route has no Tenant).
 	budget *budget
@@ -359,6 +360,9 @@ func (r *Reconciler) admit(ctx context.Context, rt *v1.Route) (*admission, error
 	}
 	a.addresses = FleetAddresses(&fleet)
 	a.onGateways = OnGateways(rt)
+	if !a.onGateways {
+		a.ports = FleetPorts(&fleet, rt)
+	}
 
 	for _, h := range ClaimedHostnames(rt) {
 		if slices.Contains(a.accepted, h) {
@@ -478,11 +482,14 @@ func (r *Reconciler) writeStatus(ctx context.Context, rt *v1.Route, a *admission
 	status := rt.Status.DeepCopy()
 	status.ObservedGeneration = rt.Generation
 	status.AcceptedHostnames = nil
-	status.Addresses = nil
+	status.Addresses, status.Ports = nil, nil
 	if a.refused.reason == "" {
 		status.AcceptedHostnames = a.accepted
 		if len(a.accepted) > 0 {
 			status.Addresses = a.addresses
+			if len(a.addresses) > 0 {
+				status.Ports = a.ports
+			}
 		}
 	}
 	accepted, resolved := a.conditions(rt.Generation)

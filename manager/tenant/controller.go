@@ -223,6 +223,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		ready = *c
 	}
 	meta.SetStatusCondition(&status.Conditions, ready)
+	meta.SetStatusCondition(&status.Conditions, r.hostnamesCondition(&t))
 	if err := r.writeStatus(ctx, &t, status); err != nil {
 		return ctrl.Result{}, err
 	}
