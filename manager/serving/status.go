@@ -18,10 +18,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -72,12 +74,14 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(manager.RunnableFunc(r.fanOut)); err != nil {
 		return err
 	}
-	if err := ctrl.NewControllerManagedBy(mgr).Named("serving-loadbalancer").For(&v1.LoadBalancer{}).
+	if err := ctrl.NewControllerManagedBy(mgr).Named("serving-loadbalancer").
+		For(&v1.LoadBalancer{}, builder.WithPredicates(servingInputsChanged)).
 		WatchesRawSource(source.Channel(r.lbs, &handler.EnqueueRequestForObject{})).
 		Complete(reconcile.Func(r.reconcileLoadBalancer)); err != nil {
 		return err
 	}
-	return ctrl.NewControllerManagedBy(mgr).Named("serving-route").For(&v1.Route{}).
+	return ctrl.NewControllerManagedBy(mgr).Named("serving-route").
+		For(&v1.Route{}, builder.WithPredicates(servingInputsChanged)).
 		WatchesRawSource(source.Channel(r.routes, &handler.EnqueueRequestForObject{})).
 		Complete(reconcile.Func(r.reconcileRoute))
 }
@@ -435,3 +439,24 @@ func (r *Reconciler) setGauge(obj types.NamespacedName, sets [][]string) {
 		r.labels[obj] = sets
 	}
 }
+
+// servingInputsChanged passes the updates that change what the Serving
+// condition is made from (spec, deletion, the admitted address or hostnames),
+// not the status writes of admission, the snapshot or this controller: at
+// scale those would wake it several times per object. Load reports come
+// through the channel sources, which no predicate filters.
+var servingInputsChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	if e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() ||
+		!e.ObjectOld.GetDeletionTimestamp().Equal(e.ObjectNew.GetDeletionTimestamp()) {
+		return true
+	}
+	switch o := e.ObjectOld.(type) {
+	case *v1.LoadBalancer:
+		n, ok := e.ObjectNew.(*v1.LoadBalancer)
+		return !ok || !slices.Equal(o.Status.Addresses, n.Status.Addresses)
+	case *v1.Route:
+		n, ok := e.ObjectNew.(*v1.Route)
+		return !ok || !slices.Equal(acceptedHostnames(o), acceptedHostnames(n))
+	}
+	return true
+}}
