@@ -664,3 +664,66 @@ func tlsData(t *testing.T, hosts ...string) map[string][]byte {
 	}
 	return map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}
 }
+
+// A deleted HTTPRoute goes as soon as its Route's deletion is under way,
+// not when the fleet is done with it: a client that re-creates it by name
+// meanwhile (the conformance suite does) gets a new route, served once the
+// old Route is gone, and the Gateway counts it.
+func TestDeletedRouteGoesWhileItsRouteTerminates(t *testing.T) {
+	ctx := context.Background()
+	ns := testNamespace(t)
+	newRoute := func() *gwv1.HTTPRoute {
+		return &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "again"}, Spec: gwv1.HTTPRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "gw"}}},
+			Rules:           []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{backendRef(nil, "web", 80, 1)}}}}}
+	}
+	gw := gatewayOf(ns, "gw", DefaultClass, gwv1.Listener{Name: "http", Protocol: gwv1.HTTPProtocolType, Port: 80})
+	hr := newRoute()
+	create(t, service(ns, "web", corev1.ServiceTypeNodePort, 80), gw, hr)
+	name := RouteName("httproute", ns, "again")
+	var rt *v1.Route
+	eventually(t, "management Route", func() (err error) { rt, err = getRoute(name); return err })
+	// The fleet holds the old Route for a while.
+	const hold = "test.fleetlb.io/hold"
+	rt.Finalizers = append(rt.Finalizers, hold)
+	if err := mgmtEnv.Client.Update(ctx, rt); err != nil {
+		t.Fatal(err)
+	}
+	if err := tenantEnv.Client.Delete(ctx, hr); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "HTTPRoute gone while its Route terminates", gone(func() error {
+		return tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(hr), &gwv1.HTTPRoute{})
+	}))
+	if old, err := getRoute(name); err != nil || old.DeletionTimestamp.IsZero() {
+		t.Fatalf("the old Route should be terminating: %v", err)
+	}
+	again := newRoute()
+	create(t, again)
+	if err := mgmtEnv.Client.Get(ctx, client.ObjectKeyFromObject(rt), rt); err != nil {
+		t.Fatal(err)
+	}
+	rt.Finalizers = slices.DeleteFunc(rt.Finalizers, func(f string) bool { return f == hold })
+	if err := mgmtEnv.Client.Update(ctx, rt); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a Route for the new HTTPRoute", func() error {
+		now, err := getRoute(name)
+		if err != nil {
+			return err
+		}
+		if now.Spec.Source.UID != string(again.UID) {
+			return fmt.Errorf("Route of source %s, want %s", now.Spec.Source.UID, again.UID)
+		}
+		return nil
+	})
+	eventually(t, "attached routes 1", func() error {
+		if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(gw), gw); err != nil {
+			return err
+		}
+		if len(gw.Status.Listeners) != 1 || gw.Status.Listeners[0].AttachedRoutes != 1 {
+			return fmt.Errorf("listeners %+v", gw.Status.Listeners)
+		}
+		return nil
+	})
+}

@@ -490,7 +490,13 @@ func (r *routeReconciler) cleanup(ctx context.Context, obj client.Object) error 
 	if !controllerutil.ContainsFinalizer(obj, Finalizer) {
 		return r.writeStatus(ctx, obj, nil, nil, nil) // drop stale parents of ours
 	}
-	if remaining, err := r.deleteRoutes(ctx, r.ops.source, obj.GetNamespace(), obj.GetName(), ""); err != nil || remaining {
+	// Once the management API server has taken the delete, the Route goes
+	// for sure: the finalizer need not wait for it to be gone. Waiting would
+	// keep a deleted route visible for as long as the fleet takes, and a
+	// client that re-creates it by name meanwhile would see its new route
+	// vanish (the old one's deletion is final); a Route still terminating
+	// under the same name is replaced once gone (ensureRoute).
+	if _, err := r.deleteRoutes(ctx, r.ops.source, obj.GetNamespace(), obj.GetName(), ""); err != nil {
 		return err
 	}
 	if obj.GetDeletionTimestamp().IsZero() {
