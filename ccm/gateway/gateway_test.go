@@ -727,3 +727,24 @@ func TestDeletedRouteGoesWhileItsRouteTerminates(t *testing.T) {
 		return nil
 	})
 }
+
+// With no finalizer on routes, a Route whose HTTPRoute is gone (deleted
+// while the ccm was down) is removed when the ccm sees the Route: its own
+// event, as on the ccm's start, reconciles the missing source.
+func TestRouteOfMissingHTTPRouteIsRemoved(t *testing.T) {
+	ns := testNamespace(t)
+	name := RouteName("httproute", ns, "gone")
+	orphan := &v1.Route{
+		ObjectMeta: metav1.ObjectMeta{Namespace: mgmtNS, Name: name,
+			Labels: map[string]string{labelSourceKind: string(v1.SourceHTTPRoute), labelSourceNamespace: ns}},
+		Spec: v1.RouteSpec{
+			Source:    v1.RouteSource{Kind: v1.SourceHTTPRoute, Cluster: "cluster-a", Namespace: ns, Name: "gone", UID: "u-gone"},
+			Hostnames: []v1.Hostname{"gone.example.com"},
+			Rules:     []v1.RouteRule{{Backends: []v1.RouteBackend{{ServiceName: "web", NodePort: 30080}}}},
+		},
+	}
+	if err := mgmtEnv.Client.Create(context.Background(), orphan); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "orphan Route removed", gone(func() error { _, err := getRoute(name); return err }))
+}
