@@ -30,7 +30,7 @@ const (
 	DefaultClass = "fleetlb"
 	// ControllerName is spec.controllerName of our GatewayClass.
 	ControllerName gwv1.GatewayController = "fleetlb.io/gateway-controller"
-	// Finalizer holds a route until its Route is gone from the management cluster.
+	// Finalizer is what an older ccm put on routes; it is removed (see cleanup).
 	Finalizer = "fleetlb.io/gateway-route-cleanup"
 )
 

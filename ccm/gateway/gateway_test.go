@@ -301,8 +301,8 @@ func TestHTTPRouteThroughGateway(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !controllerutil.ContainsFinalizer(hr, Finalizer) {
-		t.Error("HTTPRoute has no finalizer")
+	if len(hr.Finalizers) != 0 {
+		t.Errorf("HTTPRoute finalizers %v: a deleted route must go at once", hr.Finalizers)
 	}
 	var companion corev1.Service
 	if err := tenantEnv.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web-fleetlb"}, &companion); err != nil {
@@ -663,4 +663,92 @@ func tlsData(t *testing.T, hosts ...string) map[string][]byte {
 		t.Fatal(err)
 	}
 	return map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}
+}
+
+// A deleted HTTPRoute goes at once (no finalizer), not when the fleet is
+// done with its Route; the deletion event removes the Route. A client that re-creates it by name
+// meanwhile (the conformance suite does) gets a new route, served once the
+// old Route is gone, and the Gateway counts it.
+func TestDeletedRouteGoesWhileItsRouteTerminates(t *testing.T) {
+	ctx := context.Background()
+	ns := testNamespace(t)
+	newRoute := func() *gwv1.HTTPRoute {
+		return &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "again"}, Spec: gwv1.HTTPRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "gw"}}},
+			Rules:           []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{backendRef(nil, "web", 80, 1)}}}}}
+	}
+	gw := gatewayOf(ns, "gw", DefaultClass, gwv1.Listener{Name: "http", Protocol: gwv1.HTTPProtocolType, Port: 80})
+	hr := newRoute()
+	create(t, service(ns, "web", corev1.ServiceTypeNodePort, 80), gw, hr)
+	name := RouteName("httproute", ns, "again")
+	var rt *v1.Route
+	eventually(t, "management Route", func() (err error) { rt, err = getRoute(name); return err })
+	// The fleet holds the old Route for a while.
+	const hold = "test.fleetlb.io/hold"
+	rt.Finalizers = append(rt.Finalizers, hold)
+	if err := mgmtEnv.Client.Update(ctx, rt); err != nil {
+		t.Fatal(err)
+	}
+	if err := tenantEnv.Client.Delete(ctx, hr); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "HTTPRoute gone while its Route terminates", gone(func() error {
+		return tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(hr), &gwv1.HTTPRoute{})
+	}))
+	eventually(t, "the old Route terminating", func() error {
+		old, err := getRoute(name)
+		if err == nil && old.DeletionTimestamp.IsZero() {
+			err = errors.New("not being deleted")
+		}
+		return err
+	})
+	again := newRoute()
+	create(t, again)
+	if err := mgmtEnv.Client.Get(ctx, client.ObjectKeyFromObject(rt), rt); err != nil {
+		t.Fatal(err)
+	}
+	rt.Finalizers = slices.DeleteFunc(rt.Finalizers, func(f string) bool { return f == hold })
+	if err := mgmtEnv.Client.Update(ctx, rt); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a Route for the new HTTPRoute", func() error {
+		now, err := getRoute(name)
+		if err != nil {
+			return err
+		}
+		if now.Spec.Source.UID != string(again.UID) {
+			return fmt.Errorf("Route of source %s, want %s", now.Spec.Source.UID, again.UID)
+		}
+		return nil
+	})
+	eventually(t, "attached routes 1", func() error {
+		if err := tenantEnv.Client.Get(ctx, client.ObjectKeyFromObject(gw), gw); err != nil {
+			return err
+		}
+		if len(gw.Status.Listeners) != 1 || gw.Status.Listeners[0].AttachedRoutes != 1 {
+			return fmt.Errorf("listeners %+v", gw.Status.Listeners)
+		}
+		return nil
+	})
+}
+
+// With no finalizer on routes, a Route whose HTTPRoute is gone (deleted
+// while the ccm was down) is removed when the ccm sees the Route: its own
+// event, as on the ccm's start, reconciles the missing source.
+func TestRouteOfMissingHTTPRouteIsRemoved(t *testing.T) {
+	ns := testNamespace(t)
+	name := RouteName("httproute", ns, "gone")
+	orphan := &v1.Route{
+		ObjectMeta: metav1.ObjectMeta{Namespace: mgmtNS, Name: name,
+			Labels: map[string]string{labelSourceKind: string(v1.SourceHTTPRoute), labelSourceNamespace: ns}},
+		Spec: v1.RouteSpec{
+			Source:    v1.RouteSource{Kind: v1.SourceHTTPRoute, Cluster: "cluster-a", Namespace: ns, Name: "gone", UID: "u-gone"},
+			Hostnames: []v1.Hostname{"gone.example.com"},
+			Rules:     []v1.RouteRule{{Backends: []v1.RouteBackend{{ServiceName: "web", NodePort: 30080}}}},
+		},
+	}
+	if err := mgmtEnv.Client.Create(context.Background(), orphan); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "orphan Route removed", gone(func() error { _, err := getRoute(name); return err }))
 }

@@ -111,11 +111,9 @@ func RouteName(prefix, namespace, name string) string {
 	return n[:253-17] + "-" + hex.EncodeToString(sum[:8])
 }
 
-// serviceRefs are the Services a route uses while it carries our finalizer.
+// serviceRefs are the Services a route uses (their companions stay while
+// it names them, whether or not one of our Gateways serves it).
 func serviceRefs(ops kindOps, o client.Object) []types.NamespacedName {
-	if !controllerutil.ContainsFinalizer(o, Finalizer) {
-		return nil
-	}
 	var out []types.NamespacedName
 	for _, r := range ops.refs(o) {
 		if (r.Group != nil && *r.Group != "") || (r.Kind != nil && *r.Kind != kindService) {
@@ -269,12 +267,6 @@ func (r *routeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	if !obj.GetDeletionTimestamp().IsZero() || len(parents) == 0 {
 		return ctrl.Result{}, r.cleanup(ctx, obj)
 	}
-	if controllerutil.AddFinalizer(obj, Finalizer) {
-		if err := r.Tenant.Update(ctx, obj); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-
 	// The listeners that took the route, per Gateway (its LoadBalancer). The
 	// manager intersects the route's own hostnames with each listener's.
 	var routeParents []v1.RouteParent
@@ -485,12 +477,15 @@ func (r *Controllers) deleteRoutes(ctx context.Context, kind v1.RouteSourceKind,
 	return remaining, nil
 }
 
-// cleanup removes the Route, then our parent statuses and the finalizer.
+// cleanup removes the Route, then our parent statuses and the finalizer
+// an older ccm set. No finalizer holds a route: its deletion event, or the
+// management Route's own event when the ccm starts, removes its Route (a
+// route that is gone is reconciled like any other), and a finalizer would
+// keep a deleted route visible for as long as the fleet takes, so a client
+// that re-creates it by name meanwhile would update the dying object and
+// lose its route.
 func (r *routeReconciler) cleanup(ctx context.Context, obj client.Object) error {
-	if !controllerutil.ContainsFinalizer(obj, Finalizer) {
-		return r.writeStatus(ctx, obj, nil, nil, nil) // drop stale parents of ours
-	}
-	if remaining, err := r.deleteRoutes(ctx, r.ops.source, obj.GetNamespace(), obj.GetName(), ""); err != nil || remaining {
+	if _, err := r.deleteRoutes(ctx, r.ops.source, obj.GetNamespace(), obj.GetName(), ""); err != nil {
 		return err
 	}
 	if obj.GetDeletionTimestamp().IsZero() {

@@ -98,6 +98,10 @@ func startCCM() (func(), error) {
 		cancel()
 		return nil, err
 	}
+	if err := (&CompanionSlicesReconciler{Tenant: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		cancel()
+		return nil, err
+	}
 	if err := (&secrets.Reconciler{Tenant: mgr.GetAPIReader(), Mgmt: mgmt.GetClient(), Namespace: mgmtNS, Recorder: rec}).
 		SetupWithManager(ctx, mgr, mgmt, SecretReferrer("")); err != nil {
 		cancel()

@@ -197,6 +197,9 @@ func run(o options) error {
 	if err := companions.SetupWithManager(ctx, mgr); err != nil {
 		return err
 	}
+	if err := (&ingress.CompanionSlicesReconciler{Tenant: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return err
+	}
 	// Tenant Secrets are read directly, never cached: only referenced ones are copied.
 	if err := (&secrets.Reconciler{Tenant: mgr.GetAPIReader(), Mgmt: mgmt.GetClient(), Namespace: ns, Recorder: rec}).
 		SetupWithManager(ctx, mgr, mgmt, secretReferrers...); err != nil {

@@ -10,7 +10,8 @@
 //     selector, from the Ready Pods it selects;
 //   - kube-proxy: every NodePort of every Service is listened on at every
 //     Node's InternalIP, and each connection goes to the next endpoint of the
-//     Service port, round-robin, where an in-process stand-in of the
+//     Service port (selected Pods or, for a Service without a selector, the
+//     Pods its hand-written EndpointSlices name), round-robin, where an in-process stand-in of the
 //     container answers (see echo.go: gateway-api's echo-basic, HTTP and gRPC);
 //   - the garbage collector, for what it made: Pods of a deleted Deployment and
 //     EndpointSlices of a deleted Service.
@@ -196,7 +197,7 @@ func (h *Cluster) sync(ctx context.Context) error {
 	ready, podErrs := h.syncPods(ctx, nodeList, podList.Items)
 	errs = append(errs, podErrs...)
 	errs = append(errs, h.syncEndpointSlices(ctx, services.Items, ready, slices.Items)...)
-	errs = append(errs, h.syncNodePorts(nodeList, services.Items, ready)...)
+	errs = append(errs, h.syncNodePorts(nodeList, services.Items, ready, slices.Items)...)
 	return errors.Join(errs...)
 }
 

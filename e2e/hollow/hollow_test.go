@@ -391,3 +391,50 @@ func TestGRPCEchoAndNoEndpoints(t *testing.T) {
 	}
 	c.Close()
 }
+
+// A Service without a selector (headless or not) is served, as kube-proxy
+// serves it, from the EndpointSlices someone wrote for it by hand: its node
+// port reaches the Pods they name, on their port.
+func TestServiceWithoutSelectorUsesItsEndpointSlices(t *testing.T) {
+	startCluster(t)
+	ctx := context.Background()
+	ns := "hollow-manual"
+	namespace(t, ns)
+	svc := nodePortService(ns, "manual", corev1.ServicePort{Name: "first-port", Port: 8080, TargetPort: intstr.FromInt32(9999)})
+	svc.Spec.Selector = nil
+	create(t, echoDeployment(ns, "backend", 1), svc)
+	pod := readyPods(t, ns, "backend", 1)[0]
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "manual-ip4", Labels: map[string]string{discoveryv1.LabelServiceName: "manual"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: new("first-port"), Port: new(int32(3000)), Protocol: new(corev1.ProtocolTCP)}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{pod.Status.PodIP}, Conditions: discoveryv1.EndpointConditions{Ready: new(true)},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod.Name, UID: pod.UID}}},
+	}
+	create(t, slice)
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(svc), svc); err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort(nodeIPs["node-a"], strconv.Itoa(int(svc.Spec.Ports[0].NodePort)))
+	testenv.Eventually(t, "echo through the node port of "+addr, func() error {
+		cr, _, err := get(addr, "manual.example.com", "/x")
+		if err != nil {
+			return err
+		}
+		if cr.Pod != pod.Name || cr.Path != "/x" {
+			return fmt.Errorf("answered by pod %q path %q", cr.Pod, cr.Path)
+		}
+		return nil
+	})
+	// The slice names no Pod any more: nothing answers.
+	slice.Endpoints = nil
+	if err := env.Client.Update(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "no endpoint", func() error {
+		if _, _, err := get(addr, "manual.example.com", "/x"); err == nil {
+			return errors.New("still answered")
+		}
+		return nil
+	})
+}

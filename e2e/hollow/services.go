@@ -147,10 +147,51 @@ func sliceName(svc, ports string) string {
 	return svc + suffix
 }
 
-// syncNodePorts plays kube-proxy: every TCP node port of every Service with a
-// selector is listened on at every node address and sent round-robin to the
-// Service port's ready endpoints (externalTrafficPolicy is not looked at).
-func (h *Cluster) syncNodePorts(nodes []node, services []corev1.Service, ready []readyPod) []error {
+// sliceEndpoints are the ready endpoints of a Service port in the
+// EndpointSlices someone else wrote for a Service without a selector (as
+// kube-proxy serves them): an address is one of our ready Pods by its IP,
+// the port is the slice's port of the Service port's name.
+func sliceEndpoints(svc *corev1.Service, sp *corev1.ServicePort, slices []discoveryv1.EndpointSlice, ready []readyPod) []endpoint {
+	byIP := map[string]*runningPod{}
+	for _, r := range ready {
+		if r.pod.Namespace == svc.Namespace {
+			byIP[r.pod.Status.PodIP] = r.run
+		}
+	}
+	var eps []endpoint
+	for i := range slices {
+		s := &slices[i]
+		if s.Namespace != svc.Namespace || s.Labels[discoveryv1.LabelServiceName] != svc.Name {
+			continue
+		}
+		port := int32(0)
+		for _, p := range s.Ports {
+			if ptrOr(p.Name, "") == sp.Name && cmpProtocol(ptrOr(p.Protocol, "")) == cmpProtocol(sp.Protocol) && p.Port != nil {
+				port = *p.Port
+			}
+		}
+		if port == 0 {
+			continue
+		}
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready != nil && !*e.Conditions.Ready {
+				continue
+			}
+			for _, a := range e.Addresses {
+				if run := byIP[a]; run != nil {
+					eps = append(eps, endpoint{pod: run, port: port})
+				}
+			}
+		}
+	}
+	return eps
+}
+
+// syncNodePorts plays kube-proxy: every TCP node port of every Service is
+// listened on at every node address and sent round-robin to the Service
+// port's ready endpoints (externalTrafficPolicy is not looked at): the Pods
+// its selector picks or, without a selector, its EndpointSlices.
+func (h *Cluster) syncNodePorts(nodes []node, services []corev1.Service, ready []readyPod, slices []discoveryv1.EndpointSlice) []error {
 	type wanted struct {
 		service   string
 		endpoints []endpoint
@@ -158,19 +199,26 @@ func (h *Cluster) syncNodePorts(nodes []node, services []corev1.Service, ready [
 	want := map[string]wanted{}
 	for i := range services {
 		svc := &services[i]
-		if !selects(svc) {
+		if !svc.DeletionTimestamp.IsZero() || svc.Spec.Type == corev1.ServiceTypeExternalName {
 			continue
 		}
-		pods := selected(svc, ready)
+		var pods []readyPod
+		if selects(svc) {
+			pods = selected(svc, ready)
+		}
 		for _, sp := range svc.Spec.Ports {
 			if sp.NodePort == 0 || cmpProtocol(sp.Protocol) != corev1.ProtocolTCP {
 				continue
 			}
 			var eps []endpoint
-			for _, r := range pods {
-				if tp, ok := targetPort(&sp, r.pod); ok {
-					eps = append(eps, endpoint{pod: r.run, port: tp})
+			if selects(svc) {
+				for _, r := range pods {
+					if tp, ok := targetPort(&sp, r.pod); ok {
+						eps = append(eps, endpoint{pod: r.run, port: tp})
+					}
 				}
+			} else {
+				eps = sliceEndpoints(svc, &sp, slices, ready)
 			}
 			for _, n := range nodes {
 				addr := net.JoinHostPort(n.ip.String(), strconv.Itoa(int(sp.NodePort)))

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"cmp"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -306,7 +307,7 @@ func route(r *model.Route) *routev3.Route {
 	}
 	switch {
 	case fw.RewritePrefixPath != "":
-		a.PrefixRewrite = fw.RewritePrefixPath
+		a.PrefixRewrite, a.RegexRewrite = prefixRewrite(&r.Match, fw.RewritePrefixPath)
 	case fw.RewriteFullPath != "":
 		a.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
 			Pattern: &matcherv3.RegexMatcher{Regex: "^/.*$"}, Substitution: fw.RewriteFullPath,
@@ -323,6 +324,32 @@ func route(r *model.Route) *routev3.Route {
 	out.ResponseHeadersToRemove = fw.ResponseHeaders.Remove
 	out.Action = &routev3.Route_Route{Route: a}
 	return out
+}
+
+// prefixRewrite replaces the matched path prefix the way Gateway API's
+// ReplacePrefixMatch does: whole path segments, trailing slashes of the
+// prefix and of the replacement ignored, so /foo/bar with prefix /foo and
+// replacement / becomes /bar (Envoy's prefix_rewrite would give //bar) and
+// /foo becomes /. Plain prefix_rewrite is kept where it already gives that.
+func prefixRewrite(m *model.Match, replacement string) (string, *matcherv3.RegexMatchAndSubstitute) {
+	if m.PathType != model.PathPrefix {
+		return replacement, nil
+	}
+	prefix, repl := strings.TrimSuffix(m.Path, "/"), strings.TrimSuffix(replacement, "/")
+	switch {
+	case repl == "":
+		// The prefix and every slash after it become one slash.
+		return "", &matcherv3.RegexMatchAndSubstitute{
+			Pattern: &matcherv3.RegexMatcher{Regex: "^" + regexp.QuoteMeta(prefix) + "/*"}, Substitution: "/",
+		}
+	case prefix == m.Path && repl == replacement:
+		return replacement, nil
+	default:
+		// The slash that follows the prefix stays (the match is by segment).
+		return "", &matcherv3.RegexMatchAndSubstitute{
+			Pattern: &matcherv3.RegexMatcher{Regex: "^" + regexp.QuoteMeta(prefix)}, Substitution: repl,
+		}
+	}
 }
 
 func headerOptions(h model.HeaderChanges) []*corev3.HeaderValueOption {

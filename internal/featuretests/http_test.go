@@ -73,6 +73,8 @@ func TestHTTPRouting(t *testing.T) {
 				{Name: "redirect", Match: prefix("/old"), Redirect: &model.Redirect{Scheme: "https", Port: 8443, PrefixPath: "/new", StatusCode: 301}},
 				{Name: "rewrite-prefix", Match: prefix("/api"), Forward: &model.Forward{
 					Backends: []model.WeightedBackend{{Backend: "web", Weight: 1}}, RewritePrefixPath: "/v1", RewriteHost: "internal.example"}},
+				{Name: "strip-prefix", Match: prefix("/strip-prefix"), Forward: &model.Forward{
+					Backends: []model.WeightedBackend{{Backend: "web", Weight: 1}}, RewritePrefixPath: "/"}},
 				{Name: "rewrite-full", Match: model.Match{PathType: model.PathExact, Path: "/status"}, Forward: &model.Forward{
 					Backends: []model.WeightedBackend{{Backend: "web", Weight: 1}}, RewriteFullPath: "/healthz"}},
 				{Name: "headers", Match: prefix("/hdr"), Forward: &model.Forward{
@@ -170,6 +172,12 @@ func TestHTTPRouting(t *testing.T) {
 		}
 		if r := get(t, c, base+"/apix"); r.reply.Path != "/apix" {
 			t.Errorf("/apix must not match the /api prefix rule: path %q", r.reply.Path)
+		}
+		// Gateway API ReplacePrefixMatch "/": the prefix goes, one slash stays.
+		for path, want := range map[string]string{"/strip-prefix/three": "/three", "/strip-prefix": "/", "/strip-prefix/": "/"} {
+			if r := get(t, c, base+path); r.reply.Path != want {
+				t.Errorf("strip prefix %s: backend got path %q, want %q", path, r.reply.Path, want)
+			}
 		}
 		if r := get(t, c, base+"/status"); r.reply.Path != "/healthz" {
 			t.Errorf("full path rewrite: path %q", r.reply.Path)

@@ -276,7 +276,7 @@ func gatewayVirtualHosts(ls, port []gatewayListener, attached map[string][]*admi
 					continue // a more specific listener of the port takes this host
 				}
 				v := vhost(h)
-				v.Routes = append(v.Routes, a.gateway.routes...)
+				v.Routes = append(v.Routes, redirectPorts(a.gateway.routes, uint16(l.Port))...)
 				used[a] = true
 			}
 		}
@@ -288,6 +288,31 @@ func gatewayVirtualHosts(ls, port []gatewayListener, attached map[string][]*admi
 		out = append(out, *v)
 	}
 	slices.SortFunc(out, func(a, b model.VirtualHost) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// redirectPorts gives every redirect without a port the one the Gateway API
+// wants (the scheme's well-known port, else the listener's) instead of
+// leaving it to the request's Host header, which a client may send without
+// a port and which a redirect hostname replaces. Routes are copied: the same
+// route serves listeners on other ports.
+func redirectPorts(routes []model.Route, listenerPort uint16) []model.Route {
+	out := slices.Clone(routes)
+	for i, r := range out {
+		if r.Redirect == nil || r.Redirect.Port != 0 {
+			continue
+		}
+		rd := *r.Redirect
+		switch rd.Scheme {
+		case "http":
+			rd.Port = 80
+		case "https":
+			rd.Port = 443
+		default:
+			rd.Port = listenerPort
+		}
+		out[i].Redirect = &rd
+	}
 	return out
 }
 

@@ -110,3 +110,47 @@ func TestGatewayPassthroughRoutes(t *testing.T) {
 		t.Errorf("passthrough\n got %v\nwant %v", got, want)
 	}
 }
+
+// A redirect without a port gets the Gateway API's: the well-known port of
+// its scheme, else the port of the listener that serves it (a client's Host
+// may carry no port, and a redirect hostname replaces it). One route on two
+// listeners gets each listener's port.
+func TestGatewayRedirectPorts(t *testing.T) {
+	lb := gwLB(
+		v1.GatewayListener{Name: "alt", Port: 8080, Protocol: v1.ListenerHTTP},
+		v1.GatewayListener{Name: "web", Port: 80, Protocol: v1.ListenerHTTP},
+	)
+	a := gwRoute("redir", v1.SourceHTTPRoute, []string{"alt", "web"})
+	redirect := func(name string, rd model.Redirect) model.Route {
+		return model.Route{Name: name, Match: model.Match{PathType: model.PathPrefix, Path: "/" + name}, Redirect: &rd}
+	}
+	a.gateway.routes = []model.Route{
+		redirect("host-only", model.Redirect{Host: "example.org"}),
+		redirect("https", model.Redirect{Scheme: "https"}),
+		redirect("http", model.Redirect{Scheme: "http", Host: "example.org"}),
+		redirect("explicit", model.Redirect{Port: 8443}),
+	}
+	f := &model.Fleet{Name: "f"}
+	addGateways(f, []*admittedRoute{a}, []admittedLB{lb})
+	if _, err := translate.Translate(f); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint16{}
+	for _, p := range f.Gateways[0].Ports {
+		for _, v := range p.VirtualHosts {
+			for _, r := range v.Routes {
+				got[fmt.Sprintf("%d%s", p.Port, r.Match.Path)] = r.Redirect.Port
+			}
+		}
+	}
+	want := map[string]uint16{
+		"8080/host-only": 8080, "8080/https": 443, "8080/http": 80, "8080/explicit": 8443,
+		"80/host-only": 80, "80/https": 443, "80/http": 80, "80/explicit": 8443,
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("redirect ports\n got %v\nwant %v", got, want)
+	}
+	if a.gateway.routes[0].Redirect.Port != 0 {
+		t.Errorf("the admitted route was changed: port %d", a.gateway.routes[0].Redirect.Port)
+	}
+}
