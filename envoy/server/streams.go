@@ -2,18 +2,15 @@ package server
 
 import (
 	"context"
-	"errors"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/fleetlb/fleetlb/internal/pki"
+	"github.com/fleetlb/fleetlb/internal/xdstransport"
 )
 
 // streamKey identifies a stream: go-control-plane numbers state-of-the-world
@@ -151,22 +148,6 @@ func (s *Server) refuse(st *stream, claimed string, err error) error {
 	return err
 }
 
-// peerFleet is the fleet the verified client certificate of a stream names.
-func peerFleet(ctx context.Context) (string, error) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return "", errors.New("no peer information")
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return "", errors.New("the connection is not TLS")
-	}
-	if len(info.State.VerifiedChains) == 0 || len(info.State.PeerCertificates) == 0 {
-		return "", errors.New("no verified client certificate")
-	}
-	return pki.FleetOf(info.State.PeerCertificates[0])
-}
-
 // open starts tracking a stream; on a secure server the client must have
 // presented a verified certificate that names a fleet.
 func (s *Server) open(ctx context.Context, id int64, delta bool) error {
@@ -177,7 +158,7 @@ func (s *Server) open(ctx context.Context, id int64, delta bool) error {
 	if s.opts.Insecure {
 		return nil
 	}
-	fleet, err := peerFleet(ctx)
+	fleet, err := xdstransport.PeerFleet(ctx)
 	if err != nil {
 		return s.refuse(st, "", status.Errorf(codes.PermissionDenied, "xDS needs a client certificate naming a fleet: %v", err))
 	}

@@ -10,12 +10,10 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/fleetlb/fleetlb/internal/pki"
+	"github.com/fleetlb/fleetlb/internal/xdstransport"
 )
 
 // DefaultReportInterval is the load_reporting_interval the server asks for:
@@ -48,7 +46,7 @@ func (s *Server) StreamLoadStats(stream loadstatsv3.LoadReportingService_StreamL
 	identity := ""
 	if !s.Insecure {
 		var err error
-		if identity, err = peerFleet(stream.Context()); err != nil {
+		if identity, err = xdstransport.PeerFleet(stream.Context()); err != nil {
 			return status.Errorf(codes.Unauthenticated, "load reports need a fleet client certificate: %v", err)
 		}
 	}
@@ -91,20 +89,4 @@ func (s *Server) StreamLoadStats(stream loadstatsv3.LoadReportingService_StreamL
 		}
 		s.Loads.Record(fleet, id, req.GetClusterStats())
 	}
-}
-
-// peerFleet is the fleet the verified client certificate of a stream names.
-func peerFleet(ctx context.Context) (string, error) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return "", errors.New("no peer information")
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return "", errors.New("the connection is not TLS")
-	}
-	if len(info.State.VerifiedChains) == 0 || len(info.State.PeerCertificates) == 0 {
-		return "", errors.New("no verified client certificate")
-	}
-	return pki.FleetOf(info.State.PeerCertificates[0])
 }
