@@ -81,6 +81,9 @@ type routePart struct {
 	// msg say why it is not served ("" when it is).
 	checked     bool
 	reason, msg string
+	// checkedNextTo: for a Route on Gateway listeners, the parts of the
+	// Gateways it was checked next to (rebuilt parts are new pointers).
+	checkedNextTo []*gatewayParts
 }
 
 func keyOfLB(lb *v1.LoadBalancer) lbKey {
@@ -279,7 +282,18 @@ func sameSecrets(read map[string]string, now func(string) string) bool {
 func checkRoute(p *routePart, fleet string, httpL, httpsL *model.SharedListener, noL7 string, gateways []admittedLB) {
 	a := p.a
 	if a.gateway != nil {
-		p.reason, p.msg = checkGatewayRoute(fleet, a, gateways)
+		// Checked again only when one of its Gateways changed, not on
+		// every reconcile of the fleet.
+		var next []*gatewayParts
+		for _, g := range gateways {
+			if g.lb.Namespace == a.rt.Namespace && slices.ContainsFunc(a.rt.Spec.Parents, func(pr v1.RouteParent) bool { return pr.LoadBalancer == g.lb.Name }) {
+				next = append(next, g.gateway)
+			}
+		}
+		if !p.checked || !slices.Equal(p.checkedNextTo, next) {
+			p.checked, p.checkedNextTo = true, next
+			p.reason, p.msg = checkGatewayRoute(fleet, a, gateways)
+		}
 		return
 	}
 	if p.checked {
