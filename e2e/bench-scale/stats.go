@@ -194,6 +194,10 @@ func printTable(w io.Writer, results []*stepResult) {
 		fmt.Fprintf(w, "  step %d (%d objects, %d/%d Programmed, %.0f resources pushed): %s\n", r.Step, r.LoadBalancers+r.Routes, r.Programmed,
 			r.LoadBalancers+r.Routes, r.PushedResources, strings.Join(parts, ", "))
 	}
+	fmt.Fprintln(w, "management apiserver writes of fleetlb.io objects (creates included):")
+	for _, r := range results {
+		fmt.Fprintf(w, "  step %d: %s\n", r.Step, writesLine(r.APIWrites, r.LoadBalancers+r.Routes))
+	}
 }
 
 func secs(s float64) string {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,11 @@ type stepResult struct {
 	ProxyRSS        float64 `json:"proxyRSSMiB"`
 	ProxyHWM        float64 `json:"proxyHWMMiB"`
 	PushedResources float64 `json:"pushedResources"`
+	// The management apiserver's fleetlb.io writes during the step, by
+	// "resource[/subresource] VERB" (the creates included), and their total
+	// per object.
+	APIWrites          map[string]float64 `json:"apiserverWrites"`
+	APIWritesPerObject float64            `json:"apiserverWritesPerObject"`
 	// Single changes at this size: write → Programmed at the new generation.
 	ChangeLB    *latencies `json:"changeLoadBalancer,omitempty"`
 	ChangeRoute *latencies `json:"changeRoute,omitempty"`
@@ -199,6 +205,14 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 	if err != nil {
 		return nil, err
 	}
+	api, err := newAPIServer(mgmt.Config)
+	if err != nil {
+		return nil, err
+	}
+	apiBefore, err := api.metrics()
+	if err != nil {
+		return nil, err
+	}
 
 	var cpuDone chan error
 	if c.profileDir != "" {
@@ -207,10 +221,17 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 			cpuDone <- fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, c.cpuSeconds),
 				filepath.Join(c.profileDir, fmt.Sprintf("step%d-manager-cpu.pprof", idx+1)))
 		}()
+		go func() {
+			if err := api.cpuProfile(c.cpuSeconds, filepath.Join(c.profileDir, fmt.Sprintf("step%d-apiserver-cpu.pprof", idx+1))); err != nil {
+				fmt.Fprintln(os.Stderr, "apiserver CPU profile:", err)
+			}
+		}()
 	}
 
 	total := nLB + nRoute
 	t0 := time.Now()
+	stopProgress := progress(w, t0, total)
+	defer stopProgress()
 	createErr := create(ctx, cl, c, nLB, nRoute)
 	lastCreate := time.Now()
 	res.CreateSeconds = lastCreate.Sub(t0).Seconds()
@@ -223,6 +244,7 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 	res.AdmittedSeconds, res.AdmittedAfterLast = since(admitted, t0), since(admitted, lastCreate)
 	programmed := w.waitUntil(deadline, func(s counts) bool { return s.programmed >= total }, mgr.exited, proxy.exited)
 	res.ProgrammedSeconds, res.ProgrammedAfterLast = since(programmed, t0), since(programmed, lastCreate)
+	stopProgress()
 	s := w.counts()
 	res.Admitted, res.Programmed = s.admitted, s.programmed
 	fmt.Printf("   admitted %d/%d (%.1fs), Programmed %d/%d (%.1fs) from the first create\n", s.admitted, total, res.AdmittedSeconds, s.programmed, total, res.ProgrammedSeconds)
@@ -235,6 +257,16 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 	res.ReconcileSeconds = byController(after, before, "controller_runtime_reconcile_time_seconds_sum")
 	res.ReconcileErrors = byController(after, before, "controller_runtime_reconcile_errors_total")
 	res.PushedResources = sum(after, "fleetlb_xds_pushed_resources_total") - sum(before, "fleetlb_xds_pushed_resources_total")
+	if apiAfter, err := api.metrics(); err == nil {
+		res.APIWrites = fleetWrites(apiAfter, apiBefore)
+		for k, v := range res.APIWrites {
+			if !strings.HasSuffix(k, "conflict") {
+				res.APIWritesPerObject += v / float64(max(total, 1))
+			}
+		}
+	} else {
+		fmt.Fprintln(os.Stderr, "apiserver metrics:", err)
+	}
 	res.ManagerHeap = sum(after, "go_memstats_heap_inuse_bytes") / (1 << 20)
 	res.ManagerRSS, res.ManagerHWM = rss(mgr.cmd.Process.Pid)
 	res.ProxyRSS, res.ProxyHWM = rss(proxy.cmd.Process.Pid)
@@ -266,6 +298,27 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 		os.RemoveAll(logDir)
 	}
 	return res, stepErr
+}
+
+// progress prints, every 10 s until stopped, how many objects are admitted
+// and Programmed.
+func progress(w *watcher, t0 time.Time, total int) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				s := w.counts()
+				fmt.Printf("   %4.0fs: admitted %d/%d, Programmed %d/%d (load %s)\n", time.Since(t0).Seconds(), s.admitted, total, s.programmed, total, loadAvg())
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
 }
 
 func since(t, from time.Time) float64 {
