@@ -26,7 +26,7 @@ type host struct {
 	addr     string
 	hcAddr   string // where health checks go (a health-check port may differ)
 	priority uint32
-	locality string
+	locality string // region/zone/sub-zone
 	lweight  uint32 // locality weight
 	weight   uint32
 	// Active health: a host with active checks starts unhealthy until its
@@ -45,14 +45,18 @@ type host struct {
 	ejectBackoff  int
 	lastUnejected time.Time
 	current       int64 // smooth weighted round robin
-	stopHC        context.CancelFunc
-	load          *localityLoad // what its locality took, for load reports
+	// Active health checking: a timer that runs the next check, and whether
+	// the host left the cluster (a check in flight then changes nothing).
+	hcTimer   *time.Timer
+	hcStopped bool
+	hcChecked bool          // the first check ran
+	load      *localityLoad // what its locality took, for load reports
 }
 
 func (h *host) available() bool { return h.healthy && !h.ejected }
 
 type cluster struct {
-	proto          *clusterv3.Cluster
+	name           string
 	log            logr.Logger
 	connectTimeout time.Duration
 	keepalive      net.KeepAliveConfig
@@ -61,7 +65,9 @@ type cluster struct {
 	ringHash       bool
 	localityLB     bool
 	overprov       uint32
-	hc             *corev3.HealthCheck
+	hc             *hcConfig // nil: no active health checking
+	hcCtx          context.Context
+	hcStop         context.CancelFunc // ends checks in flight when the cluster goes
 	outlier        *clusterv3.OutlierDetection
 	breaker        *breaker
 	transport      *http.Transport // HTTP clusters' connection pool
@@ -71,12 +77,12 @@ type cluster struct {
 
 	mu        sync.Mutex
 	hosts     map[string]*host
-	nextSweep time.Time // outlier detection's next interval tick
-	load      map[loadKey]*localityLoad
+	nextSweep time.Time       // outlier detection's next interval tick
+	load      []*localityLoad // few: one per locality and priority
 }
 
 func newCluster(c *clusterv3.Cluster, log logr.Logger) *cluster {
-	cl := &cluster{proto: c, log: log, connectTimeout: 5 * time.Second, hosts: map[string]*host{}, overprov: defaultOverprovisioning}
+	cl := &cluster{name: c.GetName(), log: log, connectTimeout: 5 * time.Second, hosts: map[string]*host{}, overprov: defaultOverprovisioning}
 	if d := c.GetConnectTimeout(); d != nil {
 		cl.connectTimeout = d.AsDuration()
 	}
@@ -106,7 +112,8 @@ func newCluster(c *clusterv3.Cluster, log logr.Logger) *cluster {
 		}
 	}
 	if len(c.GetHealthChecks()) > 0 {
-		cl.hc = c.GetHealthChecks()[0]
+		cl.hc = newHCConfig(c.GetHealthChecks()[0])
+		cl.hcCtx, cl.hcStop = context.WithCancel(context.Background())
 	}
 	cl.outlier = c.GetOutlierDetection()
 	cl.transport = cl.newTransport(idle)
@@ -124,27 +131,50 @@ func (c *cluster) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, h := range c.hosts {
-		if h.stopHC != nil {
-			h.stopHC()
-		}
+		stopHCLocked(h)
+	}
+	if c.hcStop != nil {
+		c.hcStop()
 	}
 }
 
-// setHosts applies an EDS update: hosts that stay keep their health state.
-func (c *cluster) setHosts(cla *endpointv3.ClusterLoadAssignment) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.overprov = defaultOverprovisioning
-	if of := cla.GetPolicy().GetOverprovisioningFactor(); of != nil {
-		c.overprov = of.GetValue()
+// stopHCLocked ends a host's health checks: its timer is stopped, and a
+// check in flight finds hcStopped and changes nothing.
+func stopHCLocked(h *host) {
+	h.hcStopped = true
+	if h.hcTimer != nil {
+		h.hcTimer.Stop()
 	}
-	next := map[string]*host{}
+}
+
+// endpoints is a load assignment as the cluster uses it.
+type endpoints struct {
+	overprov uint32
+	hosts    []endpoint
+}
+
+type endpoint struct {
+	addr, hcAddr string
+	priority     uint32
+	locality     string  // region/zone/sub-zone, shared by the locality's hosts
+	load         loadKey // the locality and priority, for load reports
+	lweight      uint32  // locality weight
+	weight       uint32
+}
+
+func compileEndpoints(cla *endpointv3.ClusterLoadAssignment) *endpoints {
+	eps := &endpoints{overprov: defaultOverprovisioning}
+	if of := cla.GetPolicy().GetOverprovisioningFactor(); of != nil {
+		eps.overprov = of.GetValue()
+	}
 	for _, loc := range cla.GetEndpoints() {
 		lw := loc.GetLoadBalancingWeight().GetValue()
 		if lw == 0 {
 			lw = 1
 		}
-		locKey := loc.GetLocality().GetRegion() + "/" + loc.GetLocality().GetZone() + "/" + loc.GetLocality().GetSubZone()
+		l := loc.GetLocality()
+		key := loadKey{l.GetRegion(), l.GetZone(), l.GetSubZone(), loc.GetPriority()}
+		locality := l.GetRegion() + "/" + l.GetZone() + "/" + l.GetSubZone()
 		for _, lbe := range loc.GetLbEndpoints() {
 			sa := lbe.GetEndpoint().GetAddress().GetSocketAddress()
 			addr := net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
@@ -156,26 +186,36 @@ func (c *cluster) setHosts(cla *endpointv3.ClusterLoadAssignment) {
 			if p := lbe.GetEndpoint().GetHealthCheckConfig().GetPortValue(); p != 0 {
 				hcAddr = net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(p)))
 			}
-			h := c.hosts[addr]
-			if h == nil || h.hcAddr != hcAddr {
-				if h != nil && h.stopHC != nil {
-					h.stopHC()
-				}
-				h = &host{addr: addr, hcAddr: hcAddr, healthy: c.hc == nil}
-				if c.hc != nil {
-					ctx, cancel := context.WithCancel(context.Background())
-					h.stopHC = cancel
-					go c.healthCheck(ctx, h)
-				}
-			}
-			h.priority, h.locality, h.lweight, h.weight = loc.GetPriority(), locKey, lw, w
-			h.load = c.localityLoadLocked(loc.GetLocality(), loc.GetPriority())
-			next[addr] = h
+			eps.hosts = append(eps.hosts, endpoint{addr: addr, hcAddr: hcAddr, priority: loc.GetPriority(), locality: locality, load: key, lweight: lw, weight: w})
 		}
 	}
+	return eps
+}
+
+// setHosts applies an EDS update: hosts that stay keep their health state.
+func (c *cluster) setHosts(eps *endpoints) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.overprov = eps.overprov
+	next := make(map[string]*host, len(eps.hosts))
+	for _, e := range eps.hosts {
+		h := c.hosts[e.addr]
+		if h == nil || h.hcAddr != e.hcAddr {
+			if h != nil {
+				stopHCLocked(h)
+			}
+			h = &host{addr: e.addr, hcAddr: e.hcAddr, healthy: c.hc == nil}
+			if c.hc != nil {
+				c.startHCLocked(h)
+			}
+		}
+		h.priority, h.locality, h.lweight, h.weight = e.priority, e.locality, e.lweight, e.weight
+		h.load = c.localityLoadLocked(e.load)
+		next[e.addr] = h
+	}
 	for addr, h := range c.hosts {
-		if next[addr] == nil && h.stopHC != nil {
-			h.stopHC()
+		if next[addr] != h {
+			stopHCLocked(h)
 		}
 	}
 	c.hosts = next
@@ -509,7 +549,7 @@ func (c *cluster) ejectLocked(h *host, now time.Time, enforcing uint32, why stri
 	if j := c.outlier.GetMaxEjectionTimeJitter().AsDuration(); j > 0 {
 		h.ejectJitter = time.Duration(randFloat() * float64(j))
 	}
-	c.log.V(1).Info("host ejected", "host", h.addr, "reason", why, "for", min(base*time.Duration(h.ejectBackoff), maxT)+h.ejectJitter)
+	c.log.V(1).Info("host ejected", "cluster", c.name, "host", h.addr, "reason", why, "for", min(base*time.Duration(h.ejectBackoff), maxT)+h.ejectJitter)
 }
 
 func (c *cluster) ejectionTimes() (base, maxT time.Duration) {
@@ -560,79 +600,104 @@ func (c *cluster) unejectLocked(h *host, now time.Time) {
 	h.consec5xx, h.consecLocal = 0, 0
 }
 
-// healthCheck probes one host until ctx ends, scheduling each probe as
-// Envoy's HealthCheckerImplBase::interval does: after a success
-// healthy_edge_interval while the host waits to turn healthy, else
-// interval; after a failure unhealthy_edge_interval while it waits to turn
-// unhealthy, else unhealthy_interval; and no_traffic_interval (for a healthy
-// host no_traffic_healthy_interval) until the cluster carries traffic; plus
-// interval_jitter and interval_jitter_percent.
-func (c *cluster) healthCheck(ctx context.Context, h *host) {
-	hc := c.hc
-	sched := newHCSchedule(hc)
-	timeout := hc.GetTimeout().AsDuration()
-	unhealthyAfter, healthyAfter := int(hc.GetUnhealthyThreshold().GetValue()), int(hc.GetHealthyThreshold().GetValue())
-	unhealthyAfter, healthyAfter = max(unhealthyAfter, 1), max(healthyAfter, 1)
-	httpCheck := hc.GetHttpHealthCheck()
-	var client *http.Client
-	if httpCheck != nil {
+// hcConfig is a cluster's active health check, read once from its proto.
+type hcConfig struct {
+	sched                        hcSchedule
+	timeout, initialJitter       time.Duration
+	unhealthyAfter, healthyAfter int
+	// HTTP checks (nil client: TCP connect checks).
+	client   *http.Client
+	path     string
+	hostname string
+	expected [][2]int64 // [start, end) ranges; empty: 200 only
+}
+
+func newHCConfig(hc *corev3.HealthCheck) *hcConfig {
+	cfg := &hcConfig{
+		sched:          newHCSchedule(hc),
+		timeout:        hc.GetTimeout().AsDuration(),
+		initialJitter:  hc.GetInitialJitter().AsDuration(),
+		unhealthyAfter: max(int(hc.GetUnhealthyThreshold().GetValue()), 1),
+		healthyAfter:   max(int(hc.GetHealthyThreshold().GetValue()), 1),
+	}
+	if httpCheck := hc.GetHttpHealthCheck(); httpCheck != nil {
 		var protocols http.Protocols
 		if httpCheck.GetCodecClientType() == typev3.CodecClientType_HTTP2 {
 			protocols.SetUnencryptedHTTP2(true)
 		} else {
 			protocols.SetHTTP1(true)
 		}
-		client = &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true, Protocols: &protocols, Proxy: nil}}
+		// One client for the cluster's hosts: without keep-alives each check
+		// is its own connection, as Envoy's are.
+		cfg.client = &http.Client{Timeout: cfg.timeout, Transport: &http.Transport{DisableKeepAlives: true, Protocols: &protocols, Proxy: nil}}
+		cfg.path, cfg.hostname = httpCheck.GetPath(), httpCheck.GetHost()
+		for _, r := range httpCheck.GetExpectedStatuses() {
+			cfg.expected = append(cfg.expected, [2]int64{r.GetStart(), r.GetEnd()})
+		}
 	}
+	return cfg
+}
+
+// startHCLocked schedules a new host's first check (after initial_jitter).
+// Checks run from a timer, not a goroutine per host: an idle host costs a
+// timer, and a goroutine exists only while a check is in flight.
+func (c *cluster) startHCLocked(h *host) {
 	first := time.Duration(0) // a new host is pending until its first check passes
-	if d := hc.GetInitialJitter().AsDuration(); d > 0 {
+	if d := c.hc.initialJitter; d > 0 {
 		first = time.Duration(randFloat() * float64(d))
 	}
-	t := time.NewTimer(first)
-	defer t.Stop()
-	firstCheck := true
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ok, immediate := c.probe(ctx, client, h.hcAddr, httpCheck, timeout)
-		if ctx.Err() != nil {
-			return
-		}
-		c.mu.Lock()
-		pending := false // the result moved the host toward a change that has not happened yet
-		if ok {
-			h.hcPasses, h.hcFails = h.hcPasses+1, 0
-			if !h.healthy {
-				if firstCheck || h.hcPasses >= healthyAfter {
-					h.healthy = true
-				} else {
-					pending = true
-				}
-			}
-			// successful_active_health_check_uneject_host (default true).
-			if h.ejected && (c.outlier.GetSuccessfulActiveHealthCheckUnejectHost() == nil || c.outlier.GetSuccessfulActiveHealthCheckUnejectHost().GetValue()) {
-				c.unejectLocked(h, time.Now())
-			}
-		} else {
-			h.hcFails, h.hcPasses = h.hcFails+1, 0
-			if h.healthy {
-				// An unexpected HTTP status is not retriable: the host goes at once.
-				if immediate || h.hcFails >= unhealthyAfter {
-					h.healthy = false
-				} else {
-					pending = true
-				}
-			}
-		}
-		healthy := h.healthy
-		c.mu.Unlock()
-		firstCheck = false
-		next := sched.next(ok, pending, healthy, c.traffic.Load())
-		t.Reset(max(next, time.Millisecond))
+	h.hcTimer = time.AfterFunc(first, func() { c.checkHost(h) })
+}
+
+// checkHost runs one check of h and schedules the next as Envoy's
+// HealthCheckerImplBase::interval does: after a success
+// healthy_edge_interval while the host waits to turn healthy, else
+// interval; after a failure unhealthy_edge_interval while it waits to turn
+// unhealthy, else unhealthy_interval; and no_traffic_interval (for a healthy
+// host no_traffic_healthy_interval) until the cluster carries traffic; plus
+// interval_jitter and interval_jitter_percent.
+func (c *cluster) checkHost(h *host) {
+	c.mu.Lock()
+	stopped := h.hcStopped
+	c.mu.Unlock()
+	if stopped {
+		return
 	}
+	ok, immediate := c.probe(c.hcCtx, h.hcAddr)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h.hcStopped || c.hcCtx.Err() != nil {
+		return
+	}
+	firstCheck := !h.hcChecked
+	h.hcChecked = true
+	pending := false // the result moved the host toward a change that has not happened yet
+	if ok {
+		h.hcPasses, h.hcFails = h.hcPasses+1, 0
+		if !h.healthy {
+			if firstCheck || h.hcPasses >= c.hc.healthyAfter {
+				h.healthy = true
+			} else {
+				pending = true
+			}
+		}
+		// successful_active_health_check_uneject_host (default true).
+		if h.ejected && (c.outlier.GetSuccessfulActiveHealthCheckUnejectHost() == nil || c.outlier.GetSuccessfulActiveHealthCheckUnejectHost().GetValue()) {
+			c.unejectLocked(h, time.Now())
+		}
+	} else {
+		h.hcFails, h.hcPasses = h.hcFails+1, 0
+		if h.healthy {
+			// An unexpected HTTP status is not retriable: the host goes at once.
+			if immediate || h.hcFails >= c.hc.unhealthyAfter {
+				h.healthy = false
+			} else {
+				pending = true
+			}
+		}
+	}
+	next := c.hc.sched.next(ok, pending, h.healthy, c.traffic.Load())
+	h.hcTimer.Reset(max(next, time.Millisecond))
 }
 
 // hcSchedule holds a health check's intervals with Envoy's defaults.
@@ -691,32 +756,33 @@ func (s hcSchedule) next(ok, pending, healthy, traffic bool) time.Duration {
 // probe runs one check. immediate says a failure skips unhealthy_threshold
 // (an HTTP status outside expected_statuses, as in Envoy); connect failures
 // and timeouts are network failures and count against it.
-func (c *cluster) probe(ctx context.Context, client *http.Client, addr string, hc *corev3.HealthCheck_HttpHealthCheck, timeout time.Duration) (ok, immediate bool) {
-	if hc == nil {
-		conn, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
+func (c *cluster) probe(ctx context.Context, addr string) (ok, immediate bool) {
+	hc := c.hc
+	if hc.client == nil {
+		conn, err := (&net.Dialer{Timeout: hc.timeout}).DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return false, false
 		}
 		conn.Close()
 		return true, false
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+hc.GetPath(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+hc.path, nil)
 	if err != nil {
 		return false, false
 	}
-	if hc.GetHost() != "" {
-		req.Host = hc.GetHost()
+	if hc.hostname != "" {
+		req.Host = hc.hostname
 	}
-	resp, err := client.Do(req)
+	resp, err := hc.client.Do(req)
 	if err != nil {
 		return false, false
 	}
 	resp.Body.Close()
-	if len(hc.GetExpectedStatuses()) == 0 {
+	if len(hc.expected) == 0 {
 		return resp.StatusCode == http.StatusOK, resp.StatusCode != http.StatusOK
 	}
-	for _, r := range hc.GetExpectedStatuses() {
-		if int64(resp.StatusCode) >= r.GetStart() && int64(resp.StatusCode) < r.GetEnd() {
+	for _, r := range hc.expected {
+		if int64(resp.StatusCode) >= r[0] && int64(resp.StatusCode) < r[1] {
 			return true, false
 		}
 	}

@@ -93,8 +93,8 @@ func groups(gs ...group) []model.EndpointGroup {
 func manager(t *testing.T, b model.Backend) *Manager {
 	c, cla := build(t, b)
 	m := NewManager(testr.New(t))
-	m.SetClusters([]*clusterv3.Cluster{c})
-	m.SetLoadAssignments([]*endpointv3.ClusterLoadAssignment{cla})
+	m.UpdateClusters([]*clusterv3.Cluster{c}, nil)
+	m.UpdateLoadAssignments([]*endpointv3.ClusterLoadAssignment{cla}, nil)
 	t.Cleanup(m.Close)
 	return m
 }
