@@ -34,7 +34,7 @@ type boundListener struct {
 	mu      sync.Mutex
 	server  Server          // TCP/HTTP
 	udpSrv  *l4.UDPListener // UDP
-	current *handoff        // where sock's connections go now
+	current *handoff        // where sock's connections go now (nil: to server's ServeConn)
 	done    chan struct{}   // the accept loop ended
 	retired bool
 }
@@ -56,6 +56,13 @@ func (bl *boundListener) active() int64 {
 		return ac.ActiveConnections()
 	}
 	return 0
+}
+
+// connServer is a Server that takes the accept loop's connections one by one
+// (l4.TCPListener): no handoff and no goroutine of its own while idle. ServeConn
+// returns false, leaving the connection open, once the server is closed.
+type connServer interface {
+	ServeConn(c net.Conn) bool
 }
 
 // handoff is a net.Listener fed by the socket's accept loop.
@@ -101,8 +108,21 @@ func (bl *boundListener) acceptLoop() {
 		// Bounded: each retry follows a swap, and swaps happen once per update.
 		for {
 			bl.mu.Lock()
-			h := bl.current
+			h, srv := bl.current, bl.server
 			bl.mu.Unlock()
+			if h == nil {
+				if srv.(connServer).ServeConn(c) {
+					break
+				}
+				bl.mu.Lock()
+				swapped := bl.server != srv
+				bl.mu.Unlock()
+				if swapped {
+					continue
+				}
+				c.Close() // unbinding
+				break
+			}
 			select {
 			case h.conns <- c:
 			case <-h.done:
@@ -122,12 +142,17 @@ func (bl *boundListener) acceptLoop() {
 // start serves srv on the socket (replacing what served it before) and returns the
 // previous server, which the caller drains.
 func (bl *boundListener) start(srv Server) Server {
-	h := newHandoff(bl.sock.Addr())
+	var h *handoff
+	if _, direct := srv.(connServer); !direct {
+		h = newHandoff(bl.sock.Addr())
+	}
 	bl.mu.Lock()
 	old, oldH := bl.server, bl.current
 	bl.server, bl.current = srv, h
 	bl.mu.Unlock()
-	go srv.Serve(h)
+	if h != nil {
+		go srv.Serve(h)
+	}
 	if oldH != nil {
 		oldH.Close()
 	}
