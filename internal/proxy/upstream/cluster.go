@@ -70,7 +70,9 @@ type cluster struct {
 	hcStop         context.CancelFunc // ends checks in flight when the cluster goes
 	outlier        *clusterv3.OutlierDetection
 	breaker        *breaker
-	transport      *http.Transport // HTTP clusters' connection pool
+	idleTimeout    time.Duration // of pooled HTTP connections
+	transportOnce  sync.Once
+	transport      *http.Transport // HTTP clusters' connection pool, made on first use
 	// traffic is set by the first upstream connection: until then health
 	// checks run at no_traffic_interval (Envoy: upstream_cx_total unused).
 	traffic atomic.Bool
@@ -116,7 +118,7 @@ func newCluster(c *clusterv3.Cluster, log logr.Logger) *cluster {
 		cl.hcCtx, cl.hcStop = context.WithCancel(context.Background())
 	}
 	cl.outlier = c.GetOutlierDetection()
-	cl.transport = cl.newTransport(idle)
+	cl.idleTimeout = idle
 	return cl
 }
 
@@ -125,9 +127,19 @@ const defaultUpstreamIdle = time.Hour
 
 func secs(v uint32) time.Duration { return time.Duration(v) * time.Second }
 
+// httpTransport is the cluster's connection pool, made on first use: a cluster
+// that carries no HTTP (tcp_proxy, standby) keeps none.
+func (c *cluster) httpTransport() *http.Transport {
+	c.transportOnce.Do(func() { c.transport = c.newTransport(c.idleTimeout) })
+	return c.transport
+}
+
 func (c *cluster) stop() {
 	// Requests in flight finish on their connections; idle ones go now.
-	c.transport.CloseIdleConnections()
+	c.transportOnce.Do(func() {}) // none made from now on: a stopped cluster takes no request
+	if c.transport != nil {
+		c.transport.CloseIdleConnections()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, h := range c.hosts {

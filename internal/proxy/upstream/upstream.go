@@ -171,7 +171,10 @@ func (m *Manager) Transport(cluster string) (http.RoundTripper, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.transport, nil
+	if t := c.httpTransport(); t != nil {
+		return t, nil
+	}
+	return nil, fmt.Errorf("%w %q", ErrNoCluster, cluster) // removed while the request started
 }
 
 // StartRequest counts an HTTP request against the cluster's max_requests; it
