@@ -68,7 +68,7 @@ type cluster struct {
 	hc             *hcConfig // nil: no active health checking
 	hcCtx          context.Context
 	hcStop         context.CancelFunc // ends checks in flight when the cluster goes
-	outlier        *clusterv3.OutlierDetection
+	outlier        *outlierConfig     // nil: no outlier detection
 	breaker        *breaker
 	idleTimeout    time.Duration // of pooled HTTP connections
 	transportOnce  sync.Once
@@ -117,7 +117,9 @@ func newCluster(c *clusterv3.Cluster, log logr.Logger) *cluster {
 		cl.hc = newHCConfig(c.GetHealthChecks()[0])
 		cl.hcCtx, cl.hcStop = context.WithCancel(context.Background())
 	}
-	cl.outlier = c.GetOutlierDetection()
+	if od := c.GetOutlierDetection(); od != nil {
+		cl.outlier = newOutlierConfig(od)
+	}
 	cl.idleTimeout = idle
 	return cl
 }
@@ -497,13 +499,14 @@ func (c *cluster) report(addr string, o Outcome) {
 	}
 	now := time.Now()
 	c.sweepLocked(now)
-	split := c.outlier.GetSplitExternalLocalOriginErrors()
+	od := c.outlier
+	split := od.split
 	status := int(o)
 	switch {
 	case o == LocalFailure && split:
 		h.consecLocal++
-		if h.consecLocal == int(u32(c.outlier.GetConsecutiveLocalOriginFailure(), 5)) {
-			c.ejectLocked(h, now, u32(c.outlier.GetEnforcingConsecutiveLocalOriginFailure(), 100), "consecutive local-origin failures")
+		if h.consecLocal == od.consecutiveLocal {
+			c.ejectLocked(h, now, od.enforcingLocal, "consecutive local-origin failures")
 		}
 		return
 	case o == LocalSuccess && split:
@@ -521,8 +524,8 @@ func (c *cluster) report(addr string, o Outcome) {
 		return
 	}
 	h.consec5xx++
-	if h.consec5xx == int(u32(c.outlier.GetConsecutive_5Xx(), 5)) {
-		c.ejectLocked(h, now, u32(c.outlier.GetEnforcingConsecutive_5Xx(), 100), "consecutive 5xx")
+	if h.consec5xx == od.consecutive5xx {
+		c.ejectLocked(h, now, od.enforcing5xx, "consecutive 5xx")
 	}
 }
 
@@ -545,7 +548,7 @@ func (c *cluster) ejectLocked(h *host, now time.Time, enforcing uint32, why stri
 			ejected++
 		}
 	}
-	maxPct := min(u32(c.outlier.GetMaxEjectionPercent(), 10), 100)
+	maxPct := c.outlier.maxEjectionPercent
 	if ejected > 0 && float64(ejected+1)*100/float64(len(c.hosts)) > float64(maxPct) {
 		return
 	}
@@ -558,21 +561,50 @@ func (c *cluster) ejectLocked(h *host, now time.Time, enforcing uint32, why stri
 	}
 	h.ejected, h.ejectedAt = true, now
 	h.ejectJitter = 0
-	if j := c.outlier.GetMaxEjectionTimeJitter().AsDuration(); j > 0 {
+	if j := c.outlier.maxJitter; j > 0 {
 		h.ejectJitter = time.Duration(randFloat() * float64(j))
 	}
 	c.log.V(1).Info("host ejected", "cluster", c.name, "host", h.addr, "reason", why, "for", min(base*time.Duration(h.ejectBackoff), maxT)+h.ejectJitter)
 }
 
 func (c *cluster) ejectionTimes() (base, maxT time.Duration) {
-	base, maxT = 30*time.Second, 300*time.Second
-	if d := c.outlier.GetBaseEjectionTime(); d != nil {
-		base = d.AsDuration()
+	return c.outlier.baseEjection, c.outlier.maxEjection
+}
+
+// outlierConfig is a cluster's outlier_detection with Envoy's defaults applied.
+type outlierConfig struct {
+	interval, baseEjection, maxEjection, maxJitter time.Duration
+	split                                          bool
+	consecutive5xx, consecutiveLocal               int
+	enforcing5xx, enforcingLocal                   uint32
+	maxEjectionPercent                             uint32
+	healthCheckUnejects                            bool // successful_active_health_check_uneject_host
+}
+
+func newOutlierConfig(od *clusterv3.OutlierDetection) *outlierConfig {
+	o := &outlierConfig{
+		interval: 10 * time.Second, baseEjection: 30 * time.Second, maxEjection: 300 * time.Second,
+		maxJitter:          od.GetMaxEjectionTimeJitter().AsDuration(),
+		split:              od.GetSplitExternalLocalOriginErrors(),
+		consecutive5xx:     int(u32(od.GetConsecutive_5Xx(), 5)),
+		consecutiveLocal:   int(u32(od.GetConsecutiveLocalOriginFailure(), 5)),
+		enforcing5xx:       u32(od.GetEnforcingConsecutive_5Xx(), 100),
+		enforcingLocal:     u32(od.GetEnforcingConsecutiveLocalOriginFailure(), 100),
+		maxEjectionPercent: min(u32(od.GetMaxEjectionPercent(), 10), 100),
+		healthCheckUnejects: od.GetSuccessfulActiveHealthCheckUnejectHost() == nil ||
+			od.GetSuccessfulActiveHealthCheckUnejectHost().GetValue(),
 	}
-	if d := c.outlier.GetMaxEjectionTime(); d != nil {
-		maxT = d.AsDuration()
+	if d := od.GetInterval(); d != nil {
+		o.interval = d.AsDuration()
 	}
-	return base, max(maxT, base)
+	if d := od.GetBaseEjectionTime(); d != nil {
+		o.baseEjection = d.AsDuration()
+	}
+	if d := od.GetMaxEjectionTime(); d != nil {
+		o.maxEjection = d.AsDuration()
+	}
+	o.maxEjection = max(o.maxEjection, o.baseEjection)
+	return o
 }
 
 // sweepLocked runs the outlier detector's interval ticks that are due: an
@@ -584,10 +616,7 @@ func (c *cluster) sweepLocked(now time.Time) {
 	if c.outlier == nil || now.Before(c.nextSweep) {
 		return
 	}
-	interval := 10 * time.Second
-	if d := c.outlier.GetInterval(); d != nil {
-		interval = d.AsDuration()
-	}
+	interval := c.outlier.interval
 	ticks := 1
 	if !c.nextSweep.IsZero() {
 		ticks = min(int(now.Sub(c.nextSweep)/interval)+1, 1<<10)
@@ -650,6 +679,15 @@ func newHCConfig(hc *corev3.HealthCheck) *hcConfig {
 	return cfg
 }
 
+// checkSlots bounds the health checks in flight over every cluster, so that
+// hosts whose checks fall due together (all of them when the proxy starts:
+// Envoy's initial_jitter defaults to 0) do not each hold a goroutine and a
+// socket at once.
+var checkSlots = make(chan struct{}, 512)
+
+// checkSlotRetry is about how long a check due while every slot is taken waits.
+const checkSlotRetry = 10 * time.Millisecond
+
 // startHCLocked schedules a new host's first check (after initial_jitter).
 // Checks run from a timer, not a goroutine per host: an idle host costs a
 // timer, and a goroutine exists only while a check is in flight.
@@ -675,7 +713,20 @@ func (c *cluster) checkHost(h *host) {
 	if stopped {
 		return
 	}
+	select {
+	case checkSlots <- struct{}{}:
+	default:
+		// As many checks in flight as the process allows: this one runs a
+		// little later rather than wait in a goroutine (and a socket) of its own.
+		c.mu.Lock()
+		if !h.hcStopped {
+			h.hcTimer.Reset(checkSlotRetry + time.Duration(randFloat()*float64(checkSlotRetry)))
+		}
+		c.mu.Unlock()
+		return
+	}
 	ok, immediate := c.probe(c.hcCtx, h.hcAddr)
+	<-checkSlots
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if h.hcStopped || c.hcCtx.Err() != nil {
@@ -694,7 +745,7 @@ func (c *cluster) checkHost(h *host) {
 			}
 		}
 		// successful_active_health_check_uneject_host (default true).
-		if h.ejected && (c.outlier.GetSuccessfulActiveHealthCheckUnejectHost() == nil || c.outlier.GetSuccessfulActiveHealthCheckUnejectHost().GetValue()) {
+		if h.ejected && (c.outlier == nil || c.outlier.healthCheckUnejects) {
 			c.unejectLocked(h, time.Now())
 		}
 	} else {
