@@ -65,10 +65,8 @@ type cluster struct {
 	ringHash       bool
 	localityLB     bool
 	overprov       uint32
-	hc             *hcConfig // nil: no active health checking
-	hcCtx          context.Context
-	hcStop         context.CancelFunc // ends checks in flight when the cluster goes
-	outlier        *outlierConfig     // nil: no outlier detection
+	hc             *hcConfig      // nil: no active health checking
+	outlier        *outlierConfig // nil: no outlier detection
 	breaker        *breaker
 	idleTimeout    time.Duration // of pooled HTTP connections
 	transportOnce  sync.Once
@@ -115,7 +113,6 @@ func newCluster(c *clusterv3.Cluster, log logr.Logger) *cluster {
 	}
 	if len(c.GetHealthChecks()) > 0 {
 		cl.hc = newHCConfig(c.GetHealthChecks()[0])
-		cl.hcCtx, cl.hcStop = context.WithCancel(context.Background())
 	}
 	if od := c.GetOutlierDetection(); od != nil {
 		cl.outlier = newOutlierConfig(od)
@@ -147,13 +144,11 @@ func (c *cluster) stop() {
 	for _, h := range c.hosts {
 		stopHCLocked(h)
 	}
-	if c.hcStop != nil {
-		c.hcStop()
-	}
 }
 
 // stopHCLocked ends a host's health checks: its timer is stopped, and a
-// check in flight finds hcStopped and changes nothing.
+// check in flight (bounded by the check's timeout) finds hcStopped and
+// changes nothing.
 func stopHCLocked(h *host) {
 	h.hcStopped = true
 	if h.hcTimer != nil {
@@ -725,11 +720,11 @@ func (c *cluster) checkHost(h *host) {
 		c.mu.Unlock()
 		return
 	}
-	ok, immediate := c.probe(c.hcCtx, h.hcAddr)
+	ok, immediate := c.probe(h.hcAddr)
 	<-checkSlots
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if h.hcStopped || c.hcCtx.Err() != nil {
+	if h.hcStopped {
 		return
 	}
 	firstCheck := !h.hcChecked
@@ -819,10 +814,20 @@ func (s hcSchedule) next(ok, pending, healthy, traffic bool) time.Duration {
 // probe runs one check. immediate says a failure skips unhealthy_threshold
 // (an HTTP status outside expected_statuses, as in Envoy); connect failures
 // and timeouts are network failures and count against it.
-func (c *cluster) probe(ctx context.Context, addr string) (ok, immediate bool) {
+//
+// A check is not cancelled when its host goes (its timeout bounds it): a
+// context derived from a per-cluster one would leave that context a map of
+// children, hundreds of bytes per cluster for good.
+func (c *cluster) probe(addr string) (ok, immediate bool) {
 	hc := c.hc
+	ctx := context.Background()
+	if hc.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, hc.timeout)
+		defer cancel()
+	}
 	if hc.client == nil {
-		conn, err := (&net.Dialer{Timeout: hc.timeout}).DialContext(ctx, "tcp", addr)
+		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return false, false
 		}
