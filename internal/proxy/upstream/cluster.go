@@ -45,9 +45,10 @@ type host struct {
 	ejectBackoff  int
 	lastUnejected time.Time
 	current       int64 // smooth weighted round robin
-	// Active health checking: a timer that runs the next check, and whether
-	// the host left the cluster (a check in flight then changes nothing).
-	hcTimer   *time.Timer
+	// Active health checking: the host's next check in the scheduler's
+	// queue (nil while one runs), and whether the host left the cluster (a
+	// check in flight then changes nothing).
+	hcDue     *dueCheck
 	hcStopped bool
 	hcChecked bool          // the first check ran
 	load      *localityLoad // what its locality took, for load reports
@@ -146,14 +147,12 @@ func (c *cluster) stop() {
 	}
 }
 
-// stopHCLocked ends a host's health checks: its timer is stopped, and a
+// stopHCLocked ends a host's health checks: its next check is dropped, and a
 // check in flight (bounded by the check's timeout) finds hcStopped and
 // changes nothing.
 func stopHCLocked(h *host) {
 	h.hcStopped = true
-	if h.hcTimer != nil {
-		h.hcTimer.Stop()
-	}
+	checks.cancelLocked(h)
 }
 
 // endpoints is a load assignment as the cluster uses it.
@@ -674,24 +673,13 @@ func newHCConfig(hc *corev3.HealthCheck) *hcConfig {
 	return cfg
 }
 
-// checkSlots bounds the health checks in flight over every cluster, so that
-// hosts whose checks fall due together (all of them when the proxy starts:
-// Envoy's initial_jitter defaults to 0) do not each hold a goroutine and a
-// socket at once.
-var checkSlots = make(chan struct{}, 512)
-
-// checkSlotRetry is about how long a check due while every slot is taken waits.
-const checkSlotRetry = 10 * time.Millisecond
-
 // startHCLocked schedules a new host's first check (after initial_jitter).
-// Checks run from a timer, not a goroutine per host: an idle host costs a
-// timer, and a goroutine exists only while a check is in flight.
 func (c *cluster) startHCLocked(h *host) {
 	first := time.Duration(0) // a new host is pending until its first check passes
 	if d := c.hc.initialJitter; d > 0 {
 		first = time.Duration(randFloat() * float64(d))
 	}
-	h.hcTimer = time.AfterFunc(first, func() { c.checkHost(h) })
+	checks.scheduleLocked(c, h, first)
 }
 
 // checkHost runs one check of h and schedules the next as Envoy's
@@ -701,27 +689,18 @@ func (c *cluster) startHCLocked(h *host) {
 // unhealthy, else unhealthy_interval; and no_traffic_interval (for a healthy
 // host no_traffic_healthy_interval) until the cluster carries traffic; plus
 // interval_jitter and interval_jitter_percent.
-func (c *cluster) checkHost(h *host) {
+// due is the queue entry the check was started from.
+func (c *cluster) checkHost(h *host, due *dueCheck) {
 	c.mu.Lock()
+	if h.hcDue == due {
+		h.hcDue = nil // popped: nothing to cancel while the check runs
+	}
 	stopped := h.hcStopped
 	c.mu.Unlock()
 	if stopped {
 		return
 	}
-	select {
-	case checkSlots <- struct{}{}:
-	default:
-		// As many checks in flight as the process allows: this one runs a
-		// little later rather than wait in a goroutine (and a socket) of its own.
-		c.mu.Lock()
-		if !h.hcStopped {
-			h.hcTimer.Reset(checkSlotRetry + time.Duration(randFloat()*float64(checkSlotRetry)))
-		}
-		c.mu.Unlock()
-		return
-	}
 	ok, immediate := c.probe(h.hcAddr)
-	<-checkSlots
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if h.hcStopped {
@@ -755,7 +734,7 @@ func (c *cluster) checkHost(h *host) {
 		}
 	}
 	next := c.hc.sched.next(ok, pending, h.healthy, c.traffic.Load())
-	h.hcTimer.Reset(max(next, time.Millisecond))
+	checks.scheduleLocked(c, h, max(next, time.Millisecond))
 }
 
 // hcSchedule holds a health check's intervals with Envoy's defaults.

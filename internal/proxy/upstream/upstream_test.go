@@ -455,7 +455,7 @@ func TestHealthChecksHoldNoGoroutineWhileIdle(t *testing.T) {
 	_, cla := build(t, model.Backend{HealthCheck: slow, Groups: groups(group{addrs: addrs[1:]})})
 	m.UpdateLoadAssignments([]*endpointv3.ClusterLoadAssignment{cla}, nil)
 	c.mu.Lock()
-	stopped, pending := gone.hcStopped, gone.hcTimer.Stop()
+	stopped, pending := gone.hcStopped, gone.hcDue != nil
 	c.mu.Unlock()
 	if !stopped || pending {
 		t.Errorf("removed host: checks stopped %v, a check still scheduled %v", stopped, pending)
@@ -464,7 +464,7 @@ func TestHealthChecksHoldNoGoroutineWhileIdle(t *testing.T) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for addr, h := range c.hosts {
-		if !h.hcStopped || h.hcTimer.Stop() {
+		if !h.hcStopped || h.hcDue != nil {
 			t.Fatalf("host %s of a removed cluster is still checked", addr)
 		}
 	}
@@ -473,9 +473,15 @@ func TestHealthChecksHoldNoGoroutineWhileIdle(t *testing.T) {
 // TestHealthChecksBeyondTheSlots: with fewer check slots than hosts due at
 // once, every host is still checked (the others shortly after).
 func TestHealthChecksBeyondTheSlots(t *testing.T) {
-	saved := checkSlots
-	checkSlots = make(chan struct{}, 1)
-	t.Cleanup(func() { checkSlots = saved })
+	checks.mu.Lock()
+	saved := checks.slots
+	checks.slots = make(chan struct{}, 1)
+	checks.mu.Unlock()
+	t.Cleanup(func() {
+		checks.mu.Lock()
+		checks.slots = saved
+		checks.mu.Unlock()
+	})
 	var addrs []string
 	for range 20 {
 		addrs = append(addrs, listener(t, "127.0.0.1:0").Addr().String())
