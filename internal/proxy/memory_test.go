@@ -22,7 +22,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/fleetlb/fleetlb/envoy/translate"
 	"github.com/fleetlb/fleetlb/internal/model"
@@ -30,6 +29,7 @@ import (
 	"github.com/fleetlb/fleetlb/internal/proxy/l7"
 	"github.com/fleetlb/fleetlb/internal/proxy/upstream"
 	"github.com/fleetlb/fleetlb/internal/proxy/xdsclient"
+	"github.com/fleetlb/fleetlb/internal/xdstransport"
 )
 
 var (
@@ -181,7 +181,7 @@ func measureProxyMemory(b *testing.B, snap *cache.Snapshot, resources, hosts int
 	}
 	go g.Serve(ln)
 	defer g.Stop()
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(ln.Addr().String(), xdstransport.DialOptions(nil)...) // fleetlb-proxy's (message size)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func measureProxyMemory(b *testing.B, snap *cache.Snapshot, resources, hosts int
 			b.Fatalf("NACK: %s", nack.Detail)
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("not all types ACKed after 5 minutes: %v", p.AckedVersions())
+			b.Fatalf("not all types ACKed after 5 minutes: %v (last NACK %+v)", p.AckedVersions(), p.LastNACK())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
