@@ -1,7 +1,8 @@
 // Package proxy is the core of fleetlb-proxy, the Go data plane: it runs the ADS
 // client, decides ACK or NACK for every response with the validators of the L4, L7
-// and upstream packages, keeps the accepted configuration, and binds and unbinds
-// one socket per Listener resource.
+// and upstream packages, applies what each accepted response changed (its parts
+// keep their compiled forms, never the xDS resources), and binds and unbinds one
+// socket per Listener resource.
 package proxy
 
 import (
