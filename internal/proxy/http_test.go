@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -41,8 +42,16 @@ func (h *httpStandIn) RouteConfigNames(l *listenerv3.Listener) []string {
 
 func (h *httpStandIn) SecretNames(*listenerv3.Listener) []string { return nil }
 
-func (h *httpStandIn) SetRouteConfigs(rcs []*routev3.RouteConfiguration) error {
-	next := map[string]*routev3.RouteConfiguration{}
+func (h *httpStandIn) UpdateRouteConfigs(rcs []*routev3.RouteConfiguration, removed []string) error {
+	h.mu.Lock()
+	next := maps.Clone(h.routes)
+	h.mu.Unlock()
+	if next == nil {
+		next = map[string]*routev3.RouteConfiguration{}
+	}
+	for _, n := range removed {
+		delete(next, n)
+	}
 	for _, rc := range rcs {
 		if len(rc.GetVirtualHosts()) == 0 {
 			return errors.New(`route_configuration "` + rc.GetName() + `": virtual_hosts is empty`)
@@ -55,7 +64,7 @@ func (h *httpStandIn) SetRouteConfigs(rcs []*routev3.RouteConfiguration) error {
 	return nil
 }
 
-func (h *httpStandIn) SetSecrets([]*tlsv3.Secret) error { return nil }
+func (h *httpStandIn) UpdateSecrets([]*tlsv3.Secret, []string) error { return nil }
 
 func (h *httpStandIn) NewListener(l *listenerv3.Listener, _ logr.Logger) (Server, error) {
 	rcName := h.RouteConfigNames(l)[0]

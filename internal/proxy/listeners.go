@@ -22,9 +22,10 @@ import (
 // socket without a moment of refused connections, and the old Server drains.
 type boundListener struct {
 	name    string
-	config  *listenerv3.Listener
 	address netip.AddrPort
 	udp     bool
+	// What an HTTP listener references (RDS and SDS watch the union).
+	routeNames, secretNames []string
 
 	sock  net.Listener   // TCP
 	pc    net.PacketConn // UDP
@@ -33,7 +34,7 @@ type boundListener struct {
 	mu      sync.Mutex
 	server  Server          // TCP/HTTP
 	udpSrv  *l4.UDPListener // UDP
-	current *handoff        // where sock's connections go now
+	current *handoff        // where sock's connections go now (nil: to server's ServeConn)
 	done    chan struct{}   // the accept loop ended
 	retired bool
 }
@@ -55,6 +56,13 @@ func (bl *boundListener) active() int64 {
 		return ac.ActiveConnections()
 	}
 	return 0
+}
+
+// connServer is a Server that takes the accept loop's connections one by one
+// (l4.TCPListener): no handoff and no goroutine of its own while idle. ServeConn
+// returns false, leaving the connection open, once the server is closed.
+type connServer interface {
+	ServeConn(c net.Conn) bool
 }
 
 // handoff is a net.Listener fed by the socket's accept loop.
@@ -100,8 +108,21 @@ func (bl *boundListener) acceptLoop() {
 		// Bounded: each retry follows a swap, and swaps happen once per update.
 		for {
 			bl.mu.Lock()
-			h := bl.current
+			h, srv := bl.current, bl.server
 			bl.mu.Unlock()
+			if h == nil {
+				if srv.(connServer).ServeConn(c) {
+					break
+				}
+				bl.mu.Lock()
+				swapped := bl.server != srv
+				bl.mu.Unlock()
+				if swapped {
+					continue
+				}
+				c.Close() // unbinding
+				break
+			}
 			select {
 			case h.conns <- c:
 			case <-h.done:
@@ -121,12 +142,17 @@ func (bl *boundListener) acceptLoop() {
 // start serves srv on the socket (replacing what served it before) and returns the
 // previous server, which the caller drains.
 func (bl *boundListener) start(srv Server) Server {
-	h := newHandoff(bl.sock.Addr())
+	var h *handoff
+	if _, direct := srv.(connServer); !direct {
+		h = newHandoff(bl.sock.Addr())
+	}
 	bl.mu.Lock()
 	old, oldH := bl.server, bl.current
 	bl.server, bl.current = srv, h
 	bl.mu.Unlock()
-	go srv.Serve(h)
+	if h != nil {
+		go srv.Serve(h)
+	}
 	if oldH != nil {
 		oldH.Close()
 	}
@@ -178,10 +204,19 @@ func (p *Proxy) drainServer(srv Server) {
 
 // listenerPlan is one validated listener of an LDS update.
 type listenerPlan struct {
-	l       *listenerv3.Listener
-	address netip.AddrPort
-	udp     bool
-	build   func() (Server, *l4.UDPListener, error)
+	name                    string
+	address                 netip.AddrPort
+	udp                     bool
+	routeNames, secretNames []string
+	build                   func() (Server, *l4.UDPListener, error)
+}
+
+// addressKey is what two listeners may not share (port 0 excepted: each binds its own).
+func addressKey(udp bool, a netip.AddrPort) string {
+	if a.Port() == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%v/%s", udp, a)
 }
 
 func (p *Proxy) planListener(l *listenerv3.Listener) (*listenerPlan, error) {
@@ -189,7 +224,7 @@ func (p *Proxy) planListener(l *listenerv3.Listener) (*listenerPlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	pl := &listenerPlan{l: l, address: addr, udp: l4.IsUDPListener(l)}
+	pl := &listenerPlan{name: l.GetName(), address: addr, udp: l4.IsUDPListener(l)}
 	log := p.log.WithName("listener").WithValues("listener", l.GetName())
 	switch {
 	case pl.udp:
@@ -207,6 +242,7 @@ func (p *Proxy) planListener(l *listenerv3.Listener) (*listenerPlan, error) {
 		if err != nil {
 			return nil, err
 		}
+		pl.routeNames, pl.secretNames = p.opts.HTTP.RouteConfigNames(l), p.opts.HTTP.SecretNames(l)
 		pl.build = func() (Server, *l4.UDPListener, error) { return srv, nil, nil }
 	default:
 		if err := l4.ValidateListener(l); err != nil {
@@ -220,35 +256,45 @@ func (p *Proxy) planListener(l *listenerv3.Listener) (*listenerPlan, error) {
 	return pl, nil
 }
 
-// applyListeners validates the whole LDS set, then binds new sockets before touching
-// running listeners, so a NACK (or a failed bind) leaves everything as it was.
-// Unchanged listeners are not touched; a changed one keeps its socket when the address
-// is unchanged; connections of other listeners are never affected.
-func (p *Proxy) applyListeners(names []string, res map[string]proto.Message) error {
+// applyListeners validates the changed listeners, then binds new sockets before
+// touching running listeners, so a NACK (or a failed bind) leaves everything as it
+// was. Listeners not named are not touched; a changed one keeps its socket when
+// the address is unchanged; connections of other listeners are never affected.
+func (p *Proxy) applyListeners(names []string, res map[string]proto.Message, removed []string) error {
 	plans := map[string]*listenerPlan{}
-	seen := map[string]string{}
 	for _, n := range names {
 		l, ok := res[n].(*listenerv3.Listener)
 		if !ok {
 			return fmt.Errorf("resource %q is not a Listener", n)
 		}
-		p.mu.Lock()
-		old := p.listeners[n]
-		p.mu.Unlock()
-		if old != nil && proto.Equal(old.configNow(), l) {
-			plans[n] = nil // unchanged
-		} else {
-			pl, err := p.planListener(l)
-			if err != nil {
-				return err
-			}
-			plans[n] = pl
+		pl, err := p.planListener(l)
+		if err != nil {
+			return err
 		}
-		key := fmt.Sprintf("%v/%s", l4.IsUDPListener(l), l.GetAddress().GetSocketAddress())
-		if other, dup := seen[key]; dup && l.GetAddress().GetSocketAddress().GetPortValue() != 0 {
+		plans[n] = pl
+	}
+	// No two listeners of the resulting set on one address.
+	gone := map[string]bool{}
+	for _, n := range removed {
+		gone[n] = true
+	}
+	seen := map[string]string{}
+	p.mu.Lock()
+	for n, bl := range p.listeners {
+		if k := addressKey(bl.udp, bl.address); k != "" && plans[n] == nil && !gone[n] {
+			seen[k] = n
+		}
+	}
+	p.mu.Unlock()
+	for _, n := range names {
+		k := addressKey(plans[n].udp, plans[n].address)
+		if k == "" {
+			continue
+		}
+		if other, dup := seen[k]; dup {
 			return fmt.Errorf("listener %q: address is already used by listener %q", n, other)
 		}
-		seen[key] = n
+		seen[k] = n
 	}
 
 	// Build servers and bind the sockets that do not exist yet.
@@ -277,9 +323,6 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message) err
 	}
 	for _, n := range names {
 		pl := plans[n]
-		if pl == nil {
-			continue
-		}
 		srv, udp, err := pl.build()
 		if err != nil {
 			rollback()
@@ -294,7 +337,8 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message) err
 			c.reus = old
 			continue
 		}
-		bl := &boundListener{name: n, config: pl.l, address: pl.address, udp: pl.udp, done: make(chan struct{}), limit: &p.downstream}
+		bl := &boundListener{name: n, address: pl.address, udp: pl.udp, routeNames: pl.routeNames, secretNames: pl.secretNames,
+			done: make(chan struct{}), limit: &p.downstream}
 		if old != nil && old.address == pl.address {
 			// Same address, different protocol family of socket: the old one must go first.
 			p.retire(old)
@@ -314,15 +358,15 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message) err
 
 	// Commit: start new and changed listeners, then retire removed ones.
 	for _, c := range changes {
-		n := c.pl.l.GetName()
+		n := c.pl.name
 		p.mu.Lock()
 		old := p.listeners[n]
 		p.mu.Unlock()
 		if c.reus != nil {
 			prev := c.reus.start(c.srv)
-			c.reus.mu.Lock()
-			c.reus.config = c.pl.l
-			c.reus.mu.Unlock()
+			p.mu.Lock()
+			c.reus.routeNames, c.reus.secretNames = c.pl.routeNames, c.pl.secretNames
+			p.mu.Unlock()
 			p.drainServer(prev)
 			continue
 		}
@@ -345,29 +389,25 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message) err
 		p.log.Info("listener serving", "listener", n, "address", bl.addr().String())
 	}
 	p.mu.Lock()
-	var removed []*boundListener
-	for n, bl := range p.listeners {
-		if _, ok := plans[n]; !ok {
-			removed = append(removed, bl)
+	var retired []*boundListener
+	for _, n := range removed {
+		if bl := p.listeners[n]; bl != nil {
+			retired = append(retired, bl)
 			delete(p.listeners, n)
 		}
 	}
+	// RDS and SDS follow what the listeners reference.
+	var routes, secrets []string
+	for _, bl := range p.listeners {
+		routes = append(routes, bl.routeNames...)
+		secrets = append(secrets, bl.secretNames...)
+	}
 	p.mu.Unlock()
-	for _, bl := range removed {
+	for _, bl := range retired {
 		p.log.Info("listener removed", "listener", bl.name)
 		p.retire(bl)
 	}
-
-	// RDS and SDS follow what the listeners reference.
 	if p.opts.HTTP != nil {
-		var routes, secrets []string
-		for _, n := range names {
-			l := res[n].(*listenerv3.Listener)
-			if p.opts.HTTP.IsHTTPListener(l) {
-				routes = append(routes, p.opts.HTTP.RouteConfigNames(l)...)
-				secrets = append(secrets, p.opts.HTTP.SecretNames(l)...)
-			}
-		}
 		slices.Sort(routes)
 		slices.Sort(secrets)
 		p.client.Watch(xdsclient.RouteType, slices.Compact(routes))
@@ -387,10 +427,4 @@ func (p *Proxy) retire(bl *boundListener) {
 	}
 	bl.unbind()
 	p.drainAsync(bl)
-}
-
-func (bl *boundListener) configNow() *listenerv3.Listener {
-	bl.mu.Lock()
-	defer bl.mu.Unlock()
-	return bl.config
 }

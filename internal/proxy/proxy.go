@@ -1,10 +1,12 @@
 // Package proxy is the core of fleetlb-proxy, the Go data plane: it runs the ADS
 // client, decides ACK or NACK for every response with the validators of the L4, L7
-// and upstream packages, keeps the accepted configuration, and binds and unbinds
-// one socket per Listener resource.
+// and upstream packages, applies what each accepted response changed (its parts
+// keep their compiled forms, never the xDS resources), and binds and unbinds one
+// socket per Listener resource.
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,11 +31,13 @@ import (
 	"github.com/fleetlb/fleetlb/internal/proxy/xdsclient"
 )
 
-// ClusterManager is the upstream side; *upstream.Manager satisfies it.
+// ClusterManager is the upstream side; *upstream.Manager satisfies it. Updates
+// name only what changed: the clusters (load assignments) added or changed,
+// and the names removed; nothing else is touched.
 type ClusterManager interface {
 	l4.Upstreams
-	SetClusters(cs []*clusterv3.Cluster)
-	SetLoadAssignments(clas []*endpointv3.ClusterLoadAssignment)
+	UpdateClusters(changed []*clusterv3.Cluster, removed []string)
+	UpdateLoadAssignments(changed []*endpointv3.ClusterLoadAssignment, removed []string)
 }
 
 // Server is one serving listener (l4.TCPListener, l7.Listener).
@@ -48,10 +52,12 @@ type HTTPListeners interface {
 	IsHTTPListener(l *listenerv3.Listener) bool
 	RouteConfigNames(l *listenerv3.Listener) []string
 	SecretNames(l *listenerv3.Listener) []string
-	// SetRouteConfigs validates and installs the complete RDS set; on error nothing changes.
-	SetRouteConfigs(rcs []*routev3.RouteConfiguration) error
-	// SetSecrets validates and installs the complete SDS set; on error nothing changes.
-	SetSecrets(ss []*tlsv3.Secret) error
+	// UpdateRouteConfigs validates and installs the changed route
+	// configurations and drops the removed ones; on error nothing changes.
+	UpdateRouteConfigs(changed []*routev3.RouteConfiguration, removed []string) error
+	// UpdateSecrets validates and installs the changed secrets and drops the
+	// removed ones; on error nothing changes.
+	UpdateSecrets(changed []*tlsv3.Secret, removed []string) error
 	NewListener(l *listenerv3.Listener, log logr.Logger) (Server, error)
 }
 
@@ -93,6 +99,9 @@ type Proxy struct {
 	listeners map[string]*boundListener
 	drains    sync.WaitGroup
 
+	// edsNames is the EDS service name of each cluster (what EDS watches).
+	edsNames map[string]string
+
 	downstream connLimit
 }
 
@@ -104,9 +113,9 @@ func New(conn grpc.ClientConnInterface, opts Options, log logr.Logger) (*Proxy, 
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
-	p := &Proxy{opts: opts, log: log, ready: make(chan struct{}), listeners: map[string]*boundListener{}}
+	p := &Proxy{opts: opts, log: log, ready: make(chan struct{}), listeners: map[string]*boundListener{}, edsNames: map[string]string{}}
 	p.downstream.max = opts.MaxConnections
-	p.client = xdsclient.New(conn, xdsclient.HandlerFunc(p.handle), xdsclient.Options{
+	p.client = xdsclient.NewUpdating(conn, xdsclient.UpdaterFunc(p.handle), xdsclient.Options{
 		Node: opts.Node, Delta: opts.Delta, MinBackoff: opts.MinBackoff, MaxBackoff: opts.MaxBackoff,
 		OnResponse: func(typeURL string, err error) {
 			result := "applied"
@@ -175,22 +184,24 @@ func (p *Proxy) ActiveConnections() map[string]int64 {
 	return out
 }
 
-func (p *Proxy) handle(typeURL string, res map[string]proto.Message) error {
-	names := slices.Sorted(maps.Keys(res))
+// handle applies what one response changed; the xDS client keeps no decoded
+// resource, so neither does the core: each part keeps its compiled form.
+func (p *Proxy) handle(typeURL string, changed map[string]proto.Message, removed []string) error {
+	names := slices.Sorted(maps.Keys(changed))
 	var err error
 	switch typeURL {
 	case xdsclient.ClusterType:
-		err = p.applyClusters(names, res)
+		err = p.applyClusters(names, changed, removed)
 		p.gotCDS = p.gotCDS || err == nil
 	case xdsclient.EndpointType:
-		err = p.applyEndpoints(names, res)
+		err = p.applyEndpoints(names, changed, removed)
 	case xdsclient.ListenerType:
-		err = p.applyListeners(names, res)
+		err = p.applyListeners(names, changed, removed)
 		p.gotLDS = p.gotLDS || err == nil
 	case xdsclient.RouteType:
-		err = p.applyRoutes(names, res)
+		err = p.applyRoutes(names, changed, removed)
 	case xdsclient.SecretType:
-		err = p.applySecrets(names, res)
+		err = p.applySecrets(names, changed, removed)
 	default:
 		err = fmt.Errorf("resource type %s is not supported", typeURL)
 	}
@@ -203,9 +214,9 @@ func (p *Proxy) handle(typeURL string, res map[string]proto.Message) error {
 	return err
 }
 
-func (p *Proxy) applyClusters(names []string, res map[string]proto.Message) error {
+func (p *Proxy) applyClusters(names []string, res map[string]proto.Message, removed []string) error {
 	cs := make([]*clusterv3.Cluster, 0, len(names))
-	var eds []string
+	eds := map[string]string{}
 	for _, n := range names {
 		c, ok := res[n].(*clusterv3.Cluster)
 		if !ok {
@@ -218,19 +229,28 @@ func (p *Proxy) applyClusters(names []string, res map[string]proto.Message) erro
 		}
 		cs = append(cs, c)
 		if c.GetType() == clusterv3.Cluster_EDS {
-			name := c.GetEdsClusterConfig().GetServiceName()
-			if name == "" {
-				name = c.GetName()
-			}
-			eds = append(eds, name)
+			eds[n] = cmp.Or(c.GetEdsClusterConfig().GetServiceName(), c.GetName())
+		} else {
+			eds[n] = ""
 		}
 	}
-	p.opts.Clusters.SetClusters(cs)
-	p.client.Watch(xdsclient.EndpointType, eds)
+	p.opts.Clusters.UpdateClusters(cs, removed)
+	for _, n := range removed {
+		delete(p.edsNames, n)
+	}
+	for n, e := range eds {
+		if e == "" {
+			delete(p.edsNames, n)
+		} else {
+			p.edsNames[n] = e
+		}
+	}
+	watch := slices.Sorted(maps.Values(p.edsNames))
+	p.client.Watch(xdsclient.EndpointType, slices.Compact(watch))
 	return nil
 }
 
-func (p *Proxy) applyEndpoints(names []string, res map[string]proto.Message) error {
+func (p *Proxy) applyEndpoints(names []string, res map[string]proto.Message, removed []string) error {
 	clas := make([]*endpointv3.ClusterLoadAssignment, 0, len(names))
 	for _, n := range names {
 		cla, ok := res[n].(*endpointv3.ClusterLoadAssignment)
@@ -244,11 +264,11 @@ func (p *Proxy) applyEndpoints(names []string, res map[string]proto.Message) err
 		}
 		clas = append(clas, cla)
 	}
-	p.opts.Clusters.SetLoadAssignments(clas)
+	p.opts.Clusters.UpdateLoadAssignments(clas, removed)
 	return nil
 }
 
-func (p *Proxy) applyRoutes(names []string, res map[string]proto.Message) error {
+func (p *Proxy) applyRoutes(names []string, res map[string]proto.Message, removed []string) error {
 	if p.opts.HTTP == nil {
 		if len(names) > 0 {
 			return errors.New("route configurations are not supported: this proxy serves no HTTP")
@@ -263,10 +283,10 @@ func (p *Proxy) applyRoutes(names []string, res map[string]proto.Message) error 
 		}
 		rcs = append(rcs, rc)
 	}
-	return p.opts.HTTP.SetRouteConfigs(rcs)
+	return p.opts.HTTP.UpdateRouteConfigs(rcs, removed)
 }
 
-func (p *Proxy) applySecrets(names []string, res map[string]proto.Message) error {
+func (p *Proxy) applySecrets(names []string, res map[string]proto.Message, removed []string) error {
 	if p.opts.HTTP == nil {
 		if len(names) > 0 {
 			return errors.New("secrets are not supported: this proxy serves no HTTP")
@@ -281,17 +301,5 @@ func (p *Proxy) applySecrets(names []string, res map[string]proto.Message) error
 		}
 		ss = append(ss, s)
 	}
-	return p.opts.HTTP.SetSecrets(ss)
-}
-
-// listenerConfig is the Listener resource currently served under name (for tests and debugging).
-func (p *Proxy) listenerConfig(name string) *listenerv3.Listener {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if bl, ok := p.listeners[name]; ok {
-		bl.mu.Lock()
-		defer bl.mu.Unlock()
-		return bl.config
-	}
-	return nil
+	return p.opts.HTTP.UpdateSecrets(ss, removed)
 }

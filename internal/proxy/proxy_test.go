@@ -31,6 +31,7 @@ import (
 
 	"github.com/fleetlb/fleetlb/internal/echo"
 	"github.com/fleetlb/fleetlb/internal/proxy/l4"
+	"github.com/fleetlb/fleetlb/internal/proxy/xdsclient"
 )
 
 const nodeID = "proxy-1"
@@ -44,20 +45,31 @@ type clusterStandIn struct {
 	next     int
 }
 
-func (m *clusterStandIn) SetClusters(cs []*clusterv3.Cluster) {
+func (m *clusterStandIn) UpdateClusters(cs []*clusterv3.Cluster, removed []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.clusters = map[string]bool{}
+	if m.clusters == nil {
+		m.clusters = map[string]bool{}
+	}
 	for _, c := range cs {
 		m.clusters[c.GetName()] = true
 	}
+	for _, n := range removed {
+		delete(m.clusters, n)
+	}
 }
 
-func (m *clusterStandIn) SetLoadAssignments(clas []*endpointv3.ClusterLoadAssignment) {
+func (m *clusterStandIn) UpdateLoadAssignments(clas []*endpointv3.ClusterLoadAssignment, removed []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.hosts = map[string][]string{}
+	if m.hosts == nil {
+		m.hosts = map[string][]string{}
+	}
+	for _, n := range removed {
+		delete(m.hosts, n)
+	}
 	for _, cla := range clas {
+		delete(m.hosts, cla.GetClusterName())
 		for _, le := range cla.GetEndpoints() {
 			for _, e := range le.GetLbEndpoints() {
 				sa := e.GetEndpoint().GetAddress().GetSocketAddress()
@@ -406,7 +418,7 @@ func TestListenerUpdatesAndLiveConnections(t *testing.T) {
 			newA := tcpListener(t, "vip-a", "svc-a", 2*time.Hour)
 			f.listeners["vip-a"] = newA
 			f.publish(t, snapCache)
-			waitFor(t, "vip-a update", func() bool { return proto.Equal(p.listenerConfig("vip-a"), newA) })
+			waitFor(t, "vip-a update", func() bool { return p.AckedVersions()[xdsclient.ListenerType] == fmt.Sprintf("v%d", f.version) })
 			if got := p.ListenerAddr("vip-a").String(); got != addrA {
 				t.Errorf("vip-a moved from %s to %s", addrA, got)
 			}

@@ -92,26 +92,43 @@ func (t *TCPListener) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-		if !t.cfg.rbac.Allowed(src.Addr()) {
-			// Envoy's network RBAC closes a denied connection at once.
-			t.log.V(1).Info("rbac denied", "source", c.RemoteAddr().String())
-			c.Close()
-			continue
-		}
-		s := &tcpSession{down: c}
-		t.mu.Lock()
-		if t.closed {
-			t.mu.Unlock()
+		if !t.ServeConn(c) {
 			c.Close()
 			return nil
 		}
-		t.conns[s] = struct{}{}
-		t.wg.Add(1)
-		t.mu.Unlock()
-		t.active.Add(1)
-		go t.handle(s, src)
 	}
+}
+
+// ServeConn proxies one accepted connection (the proxy's accept loop calls it
+// directly, so an idle listener has no goroutine of its own besides the
+// loop). It returns false, leaving c open, once the listener is closed: the
+// caller hands c to the listener that replaced this one, or closes it.
+func (t *TCPListener) ServeConn(c net.Conn) bool {
+	src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return false
+	}
+	t.mu.Unlock()
+	if !t.cfg.rbac.Allowed(src.Addr()) {
+		// Envoy's network RBAC closes a denied connection at once.
+		t.log.V(1).Info("rbac denied", "source", c.RemoteAddr().String())
+		c.Close()
+		return true
+	}
+	s := &tcpSession{down: c}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return false
+	}
+	t.conns[s] = struct{}{}
+	t.wg.Add(1)
+	t.mu.Unlock()
+	t.active.Add(1)
+	go t.handle(s, src)
+	return true
 }
 
 // Close stops accepting and closes every proxied connection.

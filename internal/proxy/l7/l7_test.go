@@ -15,6 +15,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -283,5 +284,40 @@ func TestRewriteAndNormalize(t *testing.T) {
 		if got := normalizePath(in); got != want {
 			t.Errorf("normalize %q: %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestSetUpdatesOnlyWhatChanged: UpdateRouteConfigs compiles the changed route
+// configurations, drops the removed ones and leaves the others; an invalid one
+// changes nothing. Virtual hosts with equal retry policies share the compiled one.
+func TestSetUpdatesOnlyWhatChanged(t *testing.T) {
+	s := NewSet(nil)
+	rc := func(name string, vhs ...*routev3.VirtualHost) *routev3.RouteConfiguration {
+		return &routev3.RouteConfiguration{Name: name, VirtualHosts: vhs}
+	}
+	if err := s.UpdateRouteConfigs([]*routev3.RouteConfiguration{rc("a", vhost("a", "a.com")), rc("b", vhost("b", "b.com"))}, nil); err != nil {
+		t.Fatal(err)
+	}
+	b := s.route("b")
+	if err := s.UpdateRouteConfigs([]*routev3.RouteConfiguration{rc("c", vhost("c", "c.com"))}, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	if s.route("a") != nil || s.route("b") != b || s.route("c") == nil {
+		t.Errorf("after c added and a removed: a %v, b unchanged %v, c %v", s.route("a"), s.route("b") == b, s.route("c"))
+	}
+	bad := rc("b", vhost("x", "x.com"), vhost("y", "X.com"))
+	if err := s.UpdateRouteConfigs([]*routev3.RouteConfiguration{bad}, []string{"c"}); err == nil {
+		t.Fatal("a duplicate domain was accepted")
+	}
+	if s.route("b") != b || s.route("c") == nil {
+		t.Error("a rejected update changed the set")
+	}
+
+	retry := &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(2)}
+	v1, v2 := vhost("v1", "v1.com"), vhost("v2", "v2.com")
+	v1.RetryPolicy, v2.RetryPolicy = retry, proto.Clone(retry).(*routev3.RetryPolicy)
+	rt := compile(t, v1, v2)
+	if p1, p2 := rt.virtualHost("v1.com").retry, rt.virtualHost("v2.com").retry; p1 == nil || p1 != p2 {
+		t.Errorf("equal retry policies compiled apart: %p %p", p1, p2)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fleetlb/fleetlb/internal/proxy/pbcheck"
 )
@@ -130,9 +131,10 @@ func CompileRouteConfig(rc *routev3.RouteConfiguration) (*RouteTable, error) {
 		return nil, err
 	}
 	seen := map[string]string{}
+	retries := retryPolicies{}
 	for i, v := range rc.GetVirtualHosts() {
 		vw := fmt.Sprintf("%s: virtual_hosts[%d] %q", where, i, v.GetName())
-		vh, err := compileVirtualHost(vw, v)
+		vh, err := compileVirtualHost(vw, v, retries)
 		if err != nil {
 			return nil, err
 		}
@@ -184,7 +186,28 @@ func (rt *RouteTable) virtualHost(host string) *virtualHost {
 	return rt.any
 }
 
-func compileVirtualHost(where string, v *routev3.VirtualHost) (*virtualHost, error) {
+// retryPolicies shares the compiled retry policy of virtual hosts whose
+// retry_policy is the same (fleetlb gives every virtual host the same one); a
+// compiled policy is never modified.
+type retryPolicies map[string]*retryPolicy
+
+func (ps retryPolicies) compile(where string, rp *routev3.RetryPolicy) (*retryPolicy, error) {
+	key, err := proto.MarshalOptions{Deterministic: true}.Marshal(rp)
+	if err != nil {
+		return compileRetryPolicy(where, rp)
+	}
+	if p, ok := ps[string(key)]; ok {
+		return p, nil
+	}
+	p, err := compileRetryPolicy(where, rp)
+	if err != nil {
+		return nil, err
+	}
+	ps[string(key)] = p
+	return p, nil
+}
+
+func compileVirtualHost(where string, v *routev3.VirtualHost, retries retryPolicies) (*virtualHost, error) {
 	if err := pbcheck.Unsupported(where, v, "name", "domains", "routes", "retry_policy",
 		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"); err != nil {
 		return nil, err
@@ -192,7 +215,7 @@ func compileVirtualHost(where string, v *routev3.VirtualHost) (*virtualHost, err
 	vh := &virtualHost{name: v.GetName()}
 	var err error
 	if rp := v.GetRetryPolicy(); rp != nil {
-		if vh.retry, err = compileRetryPolicy(where+": retry_policy", rp); err != nil {
+		if vh.retry, err = retries.compile(where+": retry_policy", rp); err != nil {
 			return nil, err
 		}
 	}

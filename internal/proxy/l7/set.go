@@ -2,6 +2,7 @@ package l7
 
 import (
 	"crypto/tls"
+	"maps"
 	"sync"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -34,13 +35,9 @@ func (s *Set) SecretNames(l *listenerv3.Listener) []string      { return SecretN
 
 // SetRouteConfigs compiles the complete RDS set; on any error nothing changes.
 func (s *Set) SetRouteConfigs(rcs []*routev3.RouteConfiguration) error {
-	next := make(map[string]*RouteTable, len(rcs))
-	for _, rc := range rcs {
-		rt, err := CompileRouteConfig(rc)
-		if err != nil {
-			return err
-		}
-		next[rc.GetName()] = rt
+	next, err := compileRouteConfigs(rcs, nil)
+	if err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.routes = next
@@ -48,21 +45,82 @@ func (s *Set) SetRouteConfigs(rcs []*routev3.RouteConfiguration) error {
 	return nil
 }
 
+// UpdateRouteConfigs compiles the changed route configurations and drops the
+// removed ones; on any error nothing changes.
+func (s *Set) UpdateRouteConfigs(changed []*routev3.RouteConfiguration, removed []string) error {
+	s.mu.RLock()
+	cur := s.routes
+	s.mu.RUnlock()
+	next, err := compileRouteConfigs(changed, cur)
+	if err != nil {
+		return err
+	}
+	for _, n := range removed {
+		delete(next, n)
+	}
+	s.mu.Lock()
+	s.routes = next
+	s.mu.Unlock()
+	return nil
+}
+
+// compileRouteConfigs is base (not modified) with rcs compiled over it.
+func compileRouteConfigs(rcs []*routev3.RouteConfiguration, base map[string]*RouteTable) (map[string]*RouteTable, error) {
+	next := make(map[string]*RouteTable, len(base)+len(rcs))
+	maps.Copy(next, base)
+	for _, rc := range rcs {
+		rt, err := CompileRouteConfig(rc)
+		if err != nil {
+			return nil, err
+		}
+		next[rc.GetName()] = rt
+	}
+	return next, nil
+}
+
 // SetSecrets parses the complete SDS set; on any error nothing changes. New
 // handshakes use the new certificates; established connections keep theirs.
 func (s *Set) SetSecrets(ss []*tlsv3.Secret) error {
-	next := make(map[string]*tls.Certificate, len(ss))
-	for _, sec := range ss {
-		c, err := ParseSecret(sec)
-		if err != nil {
-			return err
-		}
-		next[sec.GetName()] = c
+	next, err := parseSecrets(ss, nil)
+	if err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.secrets = next
 	s.mu.Unlock()
 	return nil
+}
+
+// UpdateSecrets parses the changed secrets and drops the removed ones; on any
+// error nothing changes.
+func (s *Set) UpdateSecrets(changed []*tlsv3.Secret, removed []string) error {
+	s.mu.RLock()
+	cur := s.secrets
+	s.mu.RUnlock()
+	next, err := parseSecrets(changed, cur)
+	if err != nil {
+		return err
+	}
+	for _, n := range removed {
+		delete(next, n)
+	}
+	s.mu.Lock()
+	s.secrets = next
+	s.mu.Unlock()
+	return nil
+}
+
+func parseSecrets(ss []*tlsv3.Secret, base map[string]*tls.Certificate) (map[string]*tls.Certificate, error) {
+	next := make(map[string]*tls.Certificate, len(base)+len(ss))
+	maps.Copy(next, base)
+	for _, sec := range ss {
+		c, err := ParseSecret(sec)
+		if err != nil {
+			return nil, err
+		}
+		next[sec.GetName()] = c
+	}
+	return next, nil
 }
 
 func (s *Set) route(name string) *RouteTable {

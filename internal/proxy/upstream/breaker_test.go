@@ -90,8 +90,8 @@ func TestUDPSessionsCountAgainstMaxConnections(t *testing.T) {
 	c.CircuitBreakers.Thresholds[0].MaxConnections = wrapperspb.UInt32(1)
 	m := NewManager(testr.New(t))
 	t.Cleanup(m.Close)
-	m.SetClusters([]*clusterv3.Cluster{c})
-	m.SetLoadAssignments([]*endpointv3.ClusterLoadAssignment{cla})
+	m.UpdateClusters([]*clusterv3.Cluster{c}, nil)
+	m.UpdateLoadAssignments([]*endpointv3.ClusterLoadAssignment{cla}, nil)
 	release, err := m.StartSession("c")
 	if err != nil {
 		t.Fatal(err)
@@ -113,8 +113,8 @@ func TestMaxRequestsOverflow(t *testing.T) {
 	c.CircuitBreakers.Thresholds[0].MaxRequests = wrapperspb.UInt32(2)
 	m := NewManager(testr.New(t))
 	t.Cleanup(m.Close)
-	m.SetClusters([]*clusterv3.Cluster{c})
-	m.SetLoadAssignments([]*endpointv3.ClusterLoadAssignment{cla})
+	m.UpdateClusters([]*clusterv3.Cluster{c}, nil)
+	m.UpdateLoadAssignments([]*endpointv3.ClusterLoadAssignment{cla}, nil)
 	d1, err1 := m.StartRequest("c")
 	d2, err2 := m.StartRequest("c")
 	if err1 != nil || err2 != nil {
@@ -161,8 +161,8 @@ func TestUpstreamIdleTimeoutClosesPooledConnection(t *testing.T) {
 	c.TypedExtensionProtocolOptions[httpOptionsName], _ = anypb.New(o)
 	m := NewManager(testr.New(t))
 	t.Cleanup(m.Close)
-	m.SetClusters([]*clusterv3.Cluster{c})
-	m.SetLoadAssignments([]*endpointv3.ClusterLoadAssignment{cla})
+	m.UpdateClusters([]*clusterv3.Cluster{c}, nil)
+	m.UpdateLoadAssignments([]*endpointv3.ClusterLoadAssignment{cla}, nil)
 
 	rt, err := m.Transport("c")
 	if err != nil {

@@ -26,7 +26,7 @@ type host struct {
 	addr     string
 	hcAddr   string // where health checks go (a health-check port may differ)
 	priority uint32
-	locality string
+	locality string // region/zone/sub-zone
 	lweight  uint32 // locality weight
 	weight   uint32
 	// Active health: a host with active checks starts unhealthy until its
@@ -45,14 +45,19 @@ type host struct {
 	ejectBackoff  int
 	lastUnejected time.Time
 	current       int64 // smooth weighted round robin
-	stopHC        context.CancelFunc
-	load          *localityLoad // what its locality took, for load reports
+	// Active health checking: the host's next check in the scheduler's
+	// queue (nil while one runs), and whether the host left the cluster (a
+	// check in flight then changes nothing).
+	hcDue     *dueCheck
+	hcStopped bool
+	hcChecked bool          // the first check ran
+	load      *localityLoad // what its locality took, for load reports
 }
 
 func (h *host) available() bool { return h.healthy && !h.ejected }
 
 type cluster struct {
-	proto          *clusterv3.Cluster
+	name           string
 	log            logr.Logger
 	connectTimeout time.Duration
 	keepalive      net.KeepAliveConfig
@@ -61,22 +66,24 @@ type cluster struct {
 	ringHash       bool
 	localityLB     bool
 	overprov       uint32
-	hc             *corev3.HealthCheck
-	outlier        *clusterv3.OutlierDetection
+	hc             *hcConfig      // nil: no active health checking
+	outlier        *outlierConfig // nil: no outlier detection
 	breaker        *breaker
-	transport      *http.Transport // HTTP clusters' connection pool
+	idleTimeout    time.Duration // of pooled HTTP connections
+	transportOnce  sync.Once
+	transport      *http.Transport // HTTP clusters' connection pool, made on first use
 	// traffic is set by the first upstream connection: until then health
 	// checks run at no_traffic_interval (Envoy: upstream_cx_total unused).
 	traffic atomic.Bool
 
 	mu        sync.Mutex
 	hosts     map[string]*host
-	nextSweep time.Time // outlier detection's next interval tick
-	load      map[loadKey]*localityLoad
+	nextSweep time.Time       // outlier detection's next interval tick
+	load      []*localityLoad // few: one per locality and priority
 }
 
 func newCluster(c *clusterv3.Cluster, log logr.Logger) *cluster {
-	cl := &cluster{proto: c, log: log, connectTimeout: 5 * time.Second, hosts: map[string]*host{}, overprov: defaultOverprovisioning}
+	cl := &cluster{name: c.GetName(), log: log, connectTimeout: 5 * time.Second, hosts: map[string]*host{}, overprov: defaultOverprovisioning}
 	if d := c.GetConnectTimeout(); d != nil {
 		cl.connectTimeout = d.AsDuration()
 	}
@@ -106,10 +113,12 @@ func newCluster(c *clusterv3.Cluster, log logr.Logger) *cluster {
 		}
 	}
 	if len(c.GetHealthChecks()) > 0 {
-		cl.hc = c.GetHealthChecks()[0]
+		cl.hc = newHCConfig(c.GetHealthChecks()[0])
 	}
-	cl.outlier = c.GetOutlierDetection()
-	cl.transport = cl.newTransport(idle)
+	if od := c.GetOutlierDetection(); od != nil {
+		cl.outlier = newOutlierConfig(od)
+	}
+	cl.idleTimeout = idle
 	return cl
 }
 
@@ -118,33 +127,62 @@ const defaultUpstreamIdle = time.Hour
 
 func secs(v uint32) time.Duration { return time.Duration(v) * time.Second }
 
+// httpTransport is the cluster's connection pool, made on first use: a cluster
+// that carries no HTTP (tcp_proxy, standby) keeps none.
+func (c *cluster) httpTransport() *http.Transport {
+	c.transportOnce.Do(func() { c.transport = c.newTransport(c.idleTimeout) })
+	return c.transport
+}
+
 func (c *cluster) stop() {
 	// Requests in flight finish on their connections; idle ones go now.
-	c.transport.CloseIdleConnections()
+	c.transportOnce.Do(func() {}) // none made from now on: a stopped cluster takes no request
+	if c.transport != nil {
+		c.transport.CloseIdleConnections()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, h := range c.hosts {
-		if h.stopHC != nil {
-			h.stopHC()
-		}
+		stopHCLocked(h)
 	}
 }
 
-// setHosts applies an EDS update: hosts that stay keep their health state.
-func (c *cluster) setHosts(cla *endpointv3.ClusterLoadAssignment) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.overprov = defaultOverprovisioning
+// stopHCLocked ends a host's health checks: its next check is dropped, and a
+// check in flight (bounded by the check's timeout) finds hcStopped and
+// changes nothing.
+func stopHCLocked(h *host) {
+	h.hcStopped = true
+	checks.cancelLocked(h)
+}
+
+// endpoints is a load assignment as the cluster uses it.
+type endpoints struct {
+	overprov uint32
+	hosts    []endpoint
+}
+
+type endpoint struct {
+	addr, hcAddr string
+	priority     uint32
+	locality     string  // region/zone/sub-zone, shared by the locality's hosts
+	load         loadKey // the locality and priority, for load reports
+	lweight      uint32  // locality weight
+	weight       uint32
+}
+
+func compileEndpoints(cla *endpointv3.ClusterLoadAssignment) *endpoints {
+	eps := &endpoints{overprov: defaultOverprovisioning}
 	if of := cla.GetPolicy().GetOverprovisioningFactor(); of != nil {
-		c.overprov = of.GetValue()
+		eps.overprov = of.GetValue()
 	}
-	next := map[string]*host{}
 	for _, loc := range cla.GetEndpoints() {
 		lw := loc.GetLoadBalancingWeight().GetValue()
 		if lw == 0 {
 			lw = 1
 		}
-		locKey := loc.GetLocality().GetRegion() + "/" + loc.GetLocality().GetZone() + "/" + loc.GetLocality().GetSubZone()
+		l := loc.GetLocality()
+		key := loadKey{l.GetRegion(), l.GetZone(), l.GetSubZone(), loc.GetPriority()}
+		locality := l.GetRegion() + "/" + l.GetZone() + "/" + l.GetSubZone()
 		for _, lbe := range loc.GetLbEndpoints() {
 			sa := lbe.GetEndpoint().GetAddress().GetSocketAddress()
 			addr := net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
@@ -156,26 +194,36 @@ func (c *cluster) setHosts(cla *endpointv3.ClusterLoadAssignment) {
 			if p := lbe.GetEndpoint().GetHealthCheckConfig().GetPortValue(); p != 0 {
 				hcAddr = net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(p)))
 			}
-			h := c.hosts[addr]
-			if h == nil || h.hcAddr != hcAddr {
-				if h != nil && h.stopHC != nil {
-					h.stopHC()
-				}
-				h = &host{addr: addr, hcAddr: hcAddr, healthy: c.hc == nil}
-				if c.hc != nil {
-					ctx, cancel := context.WithCancel(context.Background())
-					h.stopHC = cancel
-					go c.healthCheck(ctx, h)
-				}
-			}
-			h.priority, h.locality, h.lweight, h.weight = loc.GetPriority(), locKey, lw, w
-			h.load = c.localityLoadLocked(loc.GetLocality(), loc.GetPriority())
-			next[addr] = h
+			eps.hosts = append(eps.hosts, endpoint{addr: addr, hcAddr: hcAddr, priority: loc.GetPriority(), locality: locality, load: key, lweight: lw, weight: w})
 		}
 	}
+	return eps
+}
+
+// setHosts applies an EDS update: hosts that stay keep their health state.
+func (c *cluster) setHosts(eps *endpoints) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.overprov = eps.overprov
+	next := make(map[string]*host, len(eps.hosts))
+	for _, e := range eps.hosts {
+		h := c.hosts[e.addr]
+		if h == nil || h.hcAddr != e.hcAddr {
+			if h != nil {
+				stopHCLocked(h)
+			}
+			h = &host{addr: e.addr, hcAddr: e.hcAddr, healthy: c.hc == nil}
+			if c.hc != nil {
+				c.startHCLocked(h)
+			}
+		}
+		h.priority, h.locality, h.lweight, h.weight = e.priority, e.locality, e.lweight, e.weight
+		h.load = c.localityLoadLocked(e.load)
+		next[e.addr] = h
+	}
 	for addr, h := range c.hosts {
-		if next[addr] == nil && h.stopHC != nil {
-			h.stopHC()
+		if next[addr] != h {
+			stopHCLocked(h)
 		}
 	}
 	c.hosts = next
@@ -445,13 +493,14 @@ func (c *cluster) report(addr string, o Outcome) {
 	}
 	now := time.Now()
 	c.sweepLocked(now)
-	split := c.outlier.GetSplitExternalLocalOriginErrors()
+	od := c.outlier
+	split := od.split
 	status := int(o)
 	switch {
 	case o == LocalFailure && split:
 		h.consecLocal++
-		if h.consecLocal == int(u32(c.outlier.GetConsecutiveLocalOriginFailure(), 5)) {
-			c.ejectLocked(h, now, u32(c.outlier.GetEnforcingConsecutiveLocalOriginFailure(), 100), "consecutive local-origin failures")
+		if h.consecLocal == od.consecutiveLocal {
+			c.ejectLocked(h, now, od.enforcingLocal, "consecutive local-origin failures")
 		}
 		return
 	case o == LocalSuccess && split:
@@ -469,8 +518,8 @@ func (c *cluster) report(addr string, o Outcome) {
 		return
 	}
 	h.consec5xx++
-	if h.consec5xx == int(u32(c.outlier.GetConsecutive_5Xx(), 5)) {
-		c.ejectLocked(h, now, u32(c.outlier.GetEnforcingConsecutive_5Xx(), 100), "consecutive 5xx")
+	if h.consec5xx == od.consecutive5xx {
+		c.ejectLocked(h, now, od.enforcing5xx, "consecutive 5xx")
 	}
 }
 
@@ -493,7 +542,7 @@ func (c *cluster) ejectLocked(h *host, now time.Time, enforcing uint32, why stri
 			ejected++
 		}
 	}
-	maxPct := min(u32(c.outlier.GetMaxEjectionPercent(), 10), 100)
+	maxPct := c.outlier.maxEjectionPercent
 	if ejected > 0 && float64(ejected+1)*100/float64(len(c.hosts)) > float64(maxPct) {
 		return
 	}
@@ -506,21 +555,50 @@ func (c *cluster) ejectLocked(h *host, now time.Time, enforcing uint32, why stri
 	}
 	h.ejected, h.ejectedAt = true, now
 	h.ejectJitter = 0
-	if j := c.outlier.GetMaxEjectionTimeJitter().AsDuration(); j > 0 {
+	if j := c.outlier.maxJitter; j > 0 {
 		h.ejectJitter = time.Duration(randFloat() * float64(j))
 	}
-	c.log.V(1).Info("host ejected", "host", h.addr, "reason", why, "for", min(base*time.Duration(h.ejectBackoff), maxT)+h.ejectJitter)
+	c.log.V(1).Info("host ejected", "cluster", c.name, "host", h.addr, "reason", why, "for", min(base*time.Duration(h.ejectBackoff), maxT)+h.ejectJitter)
 }
 
 func (c *cluster) ejectionTimes() (base, maxT time.Duration) {
-	base, maxT = 30*time.Second, 300*time.Second
-	if d := c.outlier.GetBaseEjectionTime(); d != nil {
-		base = d.AsDuration()
+	return c.outlier.baseEjection, c.outlier.maxEjection
+}
+
+// outlierConfig is a cluster's outlier_detection with Envoy's defaults applied.
+type outlierConfig struct {
+	interval, baseEjection, maxEjection, maxJitter time.Duration
+	split                                          bool
+	consecutive5xx, consecutiveLocal               int
+	enforcing5xx, enforcingLocal                   uint32
+	maxEjectionPercent                             uint32
+	healthCheckUnejects                            bool // successful_active_health_check_uneject_host
+}
+
+func newOutlierConfig(od *clusterv3.OutlierDetection) *outlierConfig {
+	o := &outlierConfig{
+		interval: 10 * time.Second, baseEjection: 30 * time.Second, maxEjection: 300 * time.Second,
+		maxJitter:          od.GetMaxEjectionTimeJitter().AsDuration(),
+		split:              od.GetSplitExternalLocalOriginErrors(),
+		consecutive5xx:     int(u32(od.GetConsecutive_5Xx(), 5)),
+		consecutiveLocal:   int(u32(od.GetConsecutiveLocalOriginFailure(), 5)),
+		enforcing5xx:       u32(od.GetEnforcingConsecutive_5Xx(), 100),
+		enforcingLocal:     u32(od.GetEnforcingConsecutiveLocalOriginFailure(), 100),
+		maxEjectionPercent: min(u32(od.GetMaxEjectionPercent(), 10), 100),
+		healthCheckUnejects: od.GetSuccessfulActiveHealthCheckUnejectHost() == nil ||
+			od.GetSuccessfulActiveHealthCheckUnejectHost().GetValue(),
 	}
-	if d := c.outlier.GetMaxEjectionTime(); d != nil {
-		maxT = d.AsDuration()
+	if d := od.GetInterval(); d != nil {
+		o.interval = d.AsDuration()
 	}
-	return base, max(maxT, base)
+	if d := od.GetBaseEjectionTime(); d != nil {
+		o.baseEjection = d.AsDuration()
+	}
+	if d := od.GetMaxEjectionTime(); d != nil {
+		o.maxEjection = d.AsDuration()
+	}
+	o.maxEjection = max(o.maxEjection, o.baseEjection)
+	return o
 }
 
 // sweepLocked runs the outlier detector's interval ticks that are due: an
@@ -532,10 +610,7 @@ func (c *cluster) sweepLocked(now time.Time) {
 	if c.outlier == nil || now.Before(c.nextSweep) {
 		return
 	}
-	interval := 10 * time.Second
-	if d := c.outlier.GetInterval(); d != nil {
-		interval = d.AsDuration()
-	}
+	interval := c.outlier.interval
 	ticks := 1
 	if !c.nextSweep.IsZero() {
 		ticks = min(int(now.Sub(c.nextSweep)/interval)+1, 1<<10)
@@ -560,79 +635,106 @@ func (c *cluster) unejectLocked(h *host, now time.Time) {
 	h.consec5xx, h.consecLocal = 0, 0
 }
 
-// healthCheck probes one host until ctx ends, scheduling each probe as
-// Envoy's HealthCheckerImplBase::interval does: after a success
-// healthy_edge_interval while the host waits to turn healthy, else
-// interval; after a failure unhealthy_edge_interval while it waits to turn
-// unhealthy, else unhealthy_interval; and no_traffic_interval (for a healthy
-// host no_traffic_healthy_interval) until the cluster carries traffic; plus
-// interval_jitter and interval_jitter_percent.
-func (c *cluster) healthCheck(ctx context.Context, h *host) {
-	hc := c.hc
-	sched := newHCSchedule(hc)
-	timeout := hc.GetTimeout().AsDuration()
-	unhealthyAfter, healthyAfter := int(hc.GetUnhealthyThreshold().GetValue()), int(hc.GetHealthyThreshold().GetValue())
-	unhealthyAfter, healthyAfter = max(unhealthyAfter, 1), max(healthyAfter, 1)
-	httpCheck := hc.GetHttpHealthCheck()
-	var client *http.Client
-	if httpCheck != nil {
+// hcConfig is a cluster's active health check, read once from its proto.
+type hcConfig struct {
+	sched                        hcSchedule
+	timeout, initialJitter       time.Duration
+	unhealthyAfter, healthyAfter int
+	// HTTP checks (nil client: TCP connect checks).
+	client   *http.Client
+	path     string
+	hostname string
+	expected [][2]int64 // [start, end) ranges; empty: 200 only
+}
+
+func newHCConfig(hc *corev3.HealthCheck) *hcConfig {
+	cfg := &hcConfig{
+		sched:          newHCSchedule(hc),
+		timeout:        hc.GetTimeout().AsDuration(),
+		initialJitter:  hc.GetInitialJitter().AsDuration(),
+		unhealthyAfter: max(int(hc.GetUnhealthyThreshold().GetValue()), 1),
+		healthyAfter:   max(int(hc.GetHealthyThreshold().GetValue()), 1),
+	}
+	if httpCheck := hc.GetHttpHealthCheck(); httpCheck != nil {
 		var protocols http.Protocols
 		if httpCheck.GetCodecClientType() == typev3.CodecClientType_HTTP2 {
 			protocols.SetUnencryptedHTTP2(true)
 		} else {
 			protocols.SetHTTP1(true)
 		}
-		client = &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true, Protocols: &protocols, Proxy: nil}}
+		// One client for the cluster's hosts: without keep-alives each check
+		// is its own connection, as Envoy's are.
+		cfg.client = &http.Client{Timeout: cfg.timeout, Transport: &http.Transport{DisableKeepAlives: true, Protocols: &protocols, Proxy: nil}}
+		cfg.path, cfg.hostname = httpCheck.GetPath(), httpCheck.GetHost()
+		for _, r := range httpCheck.GetExpectedStatuses() {
+			cfg.expected = append(cfg.expected, [2]int64{r.GetStart(), r.GetEnd()})
+		}
 	}
+	return cfg
+}
+
+// startHCLocked schedules a new host's first check (after initial_jitter).
+func (c *cluster) startHCLocked(h *host) {
 	first := time.Duration(0) // a new host is pending until its first check passes
-	if d := hc.GetInitialJitter().AsDuration(); d > 0 {
+	if d := c.hc.initialJitter; d > 0 {
 		first = time.Duration(randFloat() * float64(d))
 	}
-	t := time.NewTimer(first)
-	defer t.Stop()
-	firstCheck := true
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ok, immediate := c.probe(ctx, client, h.hcAddr, httpCheck, timeout)
-		if ctx.Err() != nil {
-			return
-		}
-		c.mu.Lock()
-		pending := false // the result moved the host toward a change that has not happened yet
-		if ok {
-			h.hcPasses, h.hcFails = h.hcPasses+1, 0
-			if !h.healthy {
-				if firstCheck || h.hcPasses >= healthyAfter {
-					h.healthy = true
-				} else {
-					pending = true
-				}
-			}
-			// successful_active_health_check_uneject_host (default true).
-			if h.ejected && (c.outlier.GetSuccessfulActiveHealthCheckUnejectHost() == nil || c.outlier.GetSuccessfulActiveHealthCheckUnejectHost().GetValue()) {
-				c.unejectLocked(h, time.Now())
-			}
-		} else {
-			h.hcFails, h.hcPasses = h.hcFails+1, 0
-			if h.healthy {
-				// An unexpected HTTP status is not retriable: the host goes at once.
-				if immediate || h.hcFails >= unhealthyAfter {
-					h.healthy = false
-				} else {
-					pending = true
-				}
-			}
-		}
-		healthy := h.healthy
-		c.mu.Unlock()
-		firstCheck = false
-		next := sched.next(ok, pending, healthy, c.traffic.Load())
-		t.Reset(max(next, time.Millisecond))
+	checks.scheduleLocked(c, h, first)
+}
+
+// checkHost runs one check of h and schedules the next as Envoy's
+// HealthCheckerImplBase::interval does: after a success
+// healthy_edge_interval while the host waits to turn healthy, else
+// interval; after a failure unhealthy_edge_interval while it waits to turn
+// unhealthy, else unhealthy_interval; and no_traffic_interval (for a healthy
+// host no_traffic_healthy_interval) until the cluster carries traffic; plus
+// interval_jitter and interval_jitter_percent.
+// due is the queue entry the check was started from.
+func (c *cluster) checkHost(h *host, due *dueCheck) {
+	c.mu.Lock()
+	if h.hcDue == due {
+		h.hcDue = nil // popped: nothing to cancel while the check runs
 	}
+	stopped := h.hcStopped
+	c.mu.Unlock()
+	if stopped {
+		return
+	}
+	ok, immediate := c.probe(h.hcAddr)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h.hcStopped {
+		return
+	}
+	firstCheck := !h.hcChecked
+	h.hcChecked = true
+	pending := false // the result moved the host toward a change that has not happened yet
+	if ok {
+		h.hcPasses, h.hcFails = h.hcPasses+1, 0
+		if !h.healthy {
+			if firstCheck || h.hcPasses >= c.hc.healthyAfter {
+				h.healthy = true
+			} else {
+				pending = true
+			}
+		}
+		// successful_active_health_check_uneject_host (default true).
+		if h.ejected && (c.outlier == nil || c.outlier.healthCheckUnejects) {
+			c.unejectLocked(h, time.Now())
+		}
+	} else {
+		h.hcFails, h.hcPasses = h.hcFails+1, 0
+		if h.healthy {
+			// An unexpected HTTP status is not retriable: the host goes at once.
+			if immediate || h.hcFails >= c.hc.unhealthyAfter {
+				h.healthy = false
+			} else {
+				pending = true
+			}
+		}
+	}
+	next := c.hc.sched.next(ok, pending, h.healthy, c.traffic.Load())
+	checks.scheduleLocked(c, h, max(next, time.Millisecond))
 }
 
 // hcSchedule holds a health check's intervals with Envoy's defaults.
@@ -691,32 +793,43 @@ func (s hcSchedule) next(ok, pending, healthy, traffic bool) time.Duration {
 // probe runs one check. immediate says a failure skips unhealthy_threshold
 // (an HTTP status outside expected_statuses, as in Envoy); connect failures
 // and timeouts are network failures and count against it.
-func (c *cluster) probe(ctx context.Context, client *http.Client, addr string, hc *corev3.HealthCheck_HttpHealthCheck, timeout time.Duration) (ok, immediate bool) {
-	if hc == nil {
-		conn, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
+//
+// A check is not cancelled when its host goes (its timeout bounds it): a
+// context derived from a per-cluster one would leave that context a map of
+// children, hundreds of bytes per cluster for good.
+func (c *cluster) probe(addr string) (ok, immediate bool) {
+	hc := c.hc
+	ctx := context.Background()
+	if hc.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, hc.timeout)
+		defer cancel()
+	}
+	if hc.client == nil {
+		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return false, false
 		}
 		conn.Close()
 		return true, false
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+hc.GetPath(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+hc.path, nil)
 	if err != nil {
 		return false, false
 	}
-	if hc.GetHost() != "" {
-		req.Host = hc.GetHost()
+	if hc.hostname != "" {
+		req.Host = hc.hostname
 	}
-	resp, err := client.Do(req)
+	resp, err := hc.client.Do(req)
 	if err != nil {
 		return false, false
 	}
 	resp.Body.Close()
-	if len(hc.GetExpectedStatuses()) == 0 {
+	if len(hc.expected) == 0 {
 		return resp.StatusCode == http.StatusOK, resp.StatusCode != http.StatusOK
 	}
-	for _, r := range hc.GetExpectedStatuses() {
-		if int64(resp.StatusCode) >= r.GetStart() && int64(resp.StatusCode) < r.GetEnd() {
+	for _, r := range hc.expected {
+		if int64(resp.StatusCode) >= r[0] && int64(resp.StatusCode) < r[1] {
 			return true, false
 		}
 	}

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -15,11 +16,10 @@ import (
 // issued when a host is picked for it and ends as a success or an error
 // (connect failure, reset, timeout, 5xx).
 type localityLoad struct {
-	locality *corev3.Locality
-	priority uint32
-	issued   atomic.Uint64
-	success  atomic.Uint64
-	errors   atomic.Uint64
+	key     loadKey
+	issued  atomic.Uint64
+	success atomic.Uint64
+	errors  atomic.Uint64
 }
 
 type loadKey struct {
@@ -29,16 +29,14 @@ type loadKey struct {
 
 // localityLoadLocked returns the counters of a locality, made on first use;
 // they survive EDS updates so a report covers its whole interval.
-func (c *cluster) localityLoadLocked(l *corev3.Locality, priority uint32) *localityLoad {
-	k := loadKey{l.GetRegion(), l.GetZone(), l.GetSubZone(), priority}
-	if c.load == nil {
-		c.load = map[loadKey]*localityLoad{}
+func (c *cluster) localityLoadLocked(k loadKey) *localityLoad {
+	for _, ll := range c.load {
+		if ll.key == k {
+			return ll
+		}
 	}
-	ll := c.load[k]
-	if ll == nil {
-		ll = &localityLoad{locality: &corev3.Locality{Region: k.region, Zone: k.zone, SubZone: k.subZone}, priority: priority}
-		c.load[k] = ll
-	}
+	ll := &localityLoad{key: k}
+	c.load = append(c.load, ll)
 	return ll
 }
 
@@ -73,23 +71,22 @@ func (m *Manager) LoadStats(clusters []string, all bool, interval time.Duration)
 	for _, c := range cls {
 		c.mu.Lock()
 		var locs []*endpointv3.UpstreamLocalityStats
-		for k, ll := range c.load {
+		c.load = slices.DeleteFunc(c.load, func(ll *localityLoad) bool {
 			issued := ll.issued.Swap(0)
 			success, errs := ll.success.Swap(0), ll.errors.Swap(0)
 			if issued == 0 && success == 0 && errs == 0 {
-				if !c.hasLocalityLocked(k) {
-					delete(c.load, k) // gone from EDS and drained
-				}
-				continue
+				return !c.hasLocalityLocked(ll.key) // gone from EDS and drained
 			}
+			k := ll.key
 			locs = append(locs, &endpointv3.UpstreamLocalityStats{
-				Locality: ll.locality, Priority: ll.priority,
+				Locality: &corev3.Locality{Region: k.region, Zone: k.zone, SubZone: k.subZone}, Priority: k.priority,
 				TotalIssuedRequests: issued, TotalSuccessfulRequests: success, TotalErrorRequests: errs,
 			})
-		}
+			return false
+		})
 		c.mu.Unlock()
 		if len(locs) > 0 {
-			out = append(out, &endpointv3.ClusterStats{ClusterName: c.proto.GetName(), UpstreamLocalityStats: locs,
+			out = append(out, &endpointv3.ClusterStats{ClusterName: c.name, UpstreamLocalityStats: locs,
 				LoadReportInterval: durationpb.New(interval)})
 		}
 	}
@@ -98,8 +95,7 @@ func (m *Manager) LoadStats(clusters []string, all bool, interval time.Duration)
 
 func (c *cluster) hasLocalityLocked(k loadKey) bool {
 	for _, h := range c.hosts {
-		if h.load != nil && h.load.priority == k.priority && h.load.locality.GetRegion() == k.region &&
-			h.load.locality.GetZone() == k.zone && h.load.locality.GetSubZone() == k.subZone {
+		if h.load != nil && h.load.key == k {
 			return true
 		}
 	}

@@ -19,7 +19,6 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/go-logr/logr"
-	"google.golang.org/protobuf/proto"
 )
 
 // Errors callers turn into 503s or closed connections.
@@ -33,66 +32,62 @@ const (
 	panicThreshold          = 50  // percent, Envoy's default healthy_panic_threshold
 )
 
-// Manager holds every cluster and its hosts.
+// Manager holds every cluster and its hosts. It keeps no xDS resource: a
+// cluster keeps what it was compiled to, a load assignment its endpoints.
 type Manager struct {
-	log  logr.Logger
-	mu   sync.RWMutex
-	cls  map[string]*cluster
-	clas map[string]*endpointv3.ClusterLoadAssignment
+	log       logr.Logger
+	mu        sync.RWMutex
+	cls       map[string]*cluster
+	endpoints map[string]*endpoints // by cluster name, also before the cluster exists
 }
 
 // NewManager returns an empty cluster manager.
 func NewManager(log logr.Logger) *Manager {
-	return &Manager{log: log, cls: map[string]*cluster{}, clas: map[string]*endpointv3.ClusterLoadAssignment{}}
+	return &Manager{log: log, cls: map[string]*cluster{}, endpoints: map[string]*endpoints{}}
 }
 
-// SetClusters replaces the set of clusters. Unchanged clusters keep their
-// hosts and health state; removed ones stop their health checks.
-func (m *Manager) SetClusters(cs []*clusterv3.Cluster) {
+// UpdateClusters installs the changed clusters and drops the removed ones. A
+// changed cluster starts afresh (its hosts from the cluster's current load
+// assignment, pending their first health check); clusters not named keep
+// their hosts and health state; removed ones stop their health checks.
+func (m *Manager) UpdateClusters(changed []*clusterv3.Cluster, removed []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	keep := map[string]bool{}
-	for _, c := range cs {
-		keep[c.Name] = true
-		old := m.cls[c.Name]
-		if old != nil && proto.Equal(old.proto, c) {
-			continue
-		}
-		nc := newCluster(c, m.log.WithValues("cluster", c.Name))
-		if old != nil {
+	for _, c := range changed {
+		nc := newCluster(c, m.log)
+		if old := m.cls[c.Name]; old != nil {
 			old.stop()
 		}
 		m.cls[c.Name] = nc
-		if cla := m.clas[c.Name]; cla != nil {
-			nc.setHosts(cla)
+		if eps := m.endpoints[c.Name]; eps != nil {
+			nc.setHosts(eps)
 		}
 	}
-	for name, c := range m.cls {
-		if !keep[name] {
+	for _, name := range removed {
+		if c := m.cls[name]; c != nil {
 			c.stop()
 			delete(m.cls, name)
 		}
 	}
 }
 
-// SetLoadAssignments replaces the endpoints of the clusters.
-func (m *Manager) SetLoadAssignments(clas []*endpointv3.ClusterLoadAssignment) {
+// UpdateLoadAssignments replaces the endpoints of the changed load assignments'
+// clusters and empties those of the removed ones. Hosts that stay keep their
+// health state.
+func (m *Manager) UpdateLoadAssignments(changed []*endpointv3.ClusterLoadAssignment, removed []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	seen := map[string]bool{}
-	for _, cla := range clas {
-		seen[cla.ClusterName] = true
-		m.clas[cla.ClusterName] = cla
+	for _, cla := range changed {
+		eps := compileEndpoints(cla)
+		m.endpoints[cla.ClusterName] = eps
 		if c := m.cls[cla.ClusterName]; c != nil {
-			c.setHosts(cla)
+			c.setHosts(eps)
 		}
 	}
-	for name := range m.clas {
-		if !seen[name] {
-			delete(m.clas, name)
-			if c := m.cls[name]; c != nil {
-				c.setHosts(&endpointv3.ClusterLoadAssignment{ClusterName: name})
-			}
+	for _, name := range removed {
+		delete(m.endpoints, name)
+		if c := m.cls[name]; c != nil {
+			c.setHosts(&endpoints{overprov: defaultOverprovisioning})
 		}
 	}
 }
@@ -176,7 +171,10 @@ func (m *Manager) Transport(cluster string) (http.RoundTripper, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.transport, nil
+	if t := c.httpTransport(); t != nil {
+		return t, nil
+	}
+	return nil, fmt.Errorf("%w %q", ErrNoCluster, cluster) // removed while the request started
 }
 
 // StartRequest counts an HTTP request against the cluster's max_requests; it

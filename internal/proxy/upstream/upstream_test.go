@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,8 +94,8 @@ func groups(gs ...group) []model.EndpointGroup {
 func manager(t *testing.T, b model.Backend) *Manager {
 	c, cla := build(t, b)
 	m := NewManager(testr.New(t))
-	m.SetClusters([]*clusterv3.Cluster{c})
-	m.SetLoadAssignments([]*endpointv3.ClusterLoadAssignment{cla})
+	m.UpdateClusters([]*clusterv3.Cluster{c}, nil)
+	m.UpdateLoadAssignments([]*endpointv3.ClusterLoadAssignment{cla}, nil)
 	t.Cleanup(m.Close)
 	return m
 }
@@ -426,4 +427,65 @@ func TestPanicIsPerPriority(t *testing.T) {
 	if got[down1]+got[down2]+got[down3] == 0 {
 		t.Fatalf("priority 0 in panic, yet only its healthy hosts were picked: %v", got)
 	}
+}
+
+// TestHealthChecksHoldNoGoroutineWhileIdle: hosts between checks cost a timer,
+// not a goroutine each, and hosts that leave the cluster are no longer checked.
+func TestHealthChecksHoldNoGoroutineWhileIdle(t *testing.T) {
+	const n = 200
+	var addrs []string
+	for range n {
+		addrs = append(addrs, listener(t, "127.0.0.1:0").Addr().String())
+	}
+	before := runtime.NumGoroutine()
+	slow := &model.HealthCheck{Type: model.HealthTCP, Interval: model.Duration(time.Hour), Timeout: model.Duration(time.Second), UnhealthyThreshold: 1, HealthyThreshold: 1}
+	m := manager(t, model.Backend{HealthCheck: slow, Groups: groups(group{addrs: addrs})})
+	waitHealthy(t, m, addrs...)
+	if grown := runtime.NumGoroutine() - before; grown >= n/2 {
+		t.Errorf("%d goroutines more with %d idle checked hosts", grown, n)
+	}
+
+	c, err := m.get("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	gone := c.hosts[addrs[0]]
+	c.mu.Unlock()
+	_, cla := build(t, model.Backend{HealthCheck: slow, Groups: groups(group{addrs: addrs[1:]})})
+	m.UpdateLoadAssignments([]*endpointv3.ClusterLoadAssignment{cla}, nil)
+	c.mu.Lock()
+	stopped, pending := gone.hcStopped, gone.hcDue != nil
+	c.mu.Unlock()
+	if !stopped || pending {
+		t.Errorf("removed host: checks stopped %v, a check still scheduled %v", stopped, pending)
+	}
+	m.UpdateClusters(nil, []string{"c"})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for addr, h := range c.hosts {
+		if !h.hcStopped || h.hcDue != nil {
+			t.Fatalf("host %s of a removed cluster is still checked", addr)
+		}
+	}
+}
+
+// TestHealthChecksBeyondTheSlots: with fewer check slots than hosts due at
+// once, every host is still checked (the others shortly after).
+func TestHealthChecksBeyondTheSlots(t *testing.T) {
+	checks.mu.Lock()
+	saved := checks.slots
+	checks.slots = make(chan struct{}, 1)
+	checks.mu.Unlock()
+	t.Cleanup(func() {
+		checks.mu.Lock()
+		checks.slots = saved
+		checks.mu.Unlock()
+	})
+	var addrs []string
+	for range 20 {
+		addrs = append(addrs, listener(t, "127.0.0.1:0").Addr().String())
+	}
+	m := manager(t, model.Backend{HealthCheck: fastTCPCheck, Groups: groups(group{addrs: addrs})})
+	waitHealthy(t, m, addrs...)
 }

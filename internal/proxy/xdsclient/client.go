@@ -1,12 +1,17 @@
 // Package xdsclient is an ADS client (state-of-the-world or incremental/delta xDS)
 // that subscribes like Envoy: LDS and CDS as wildcards, EDS/RDS/SDS for the names
-// the caller asks for. Every response is handed to a Handler as the complete set of
-// resources of its type; the Handler's error turns the response into a NACK and the
-// previous set stays in force.
+// the caller asks for. Every response is handed to an Updater as what changed in
+// the set of resources of its type (or to a Handler as the complete set); the
+// error turns the response into a NACK and the previous set stays in force.
+//
+// The client keeps no decoded resource: per accepted resource it keeps a digest
+// of its encoding (and in delta xDS its version), which is how it tells the
+// Updater only what changed, for state of the world as for delta.
 package xdsclient
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -56,6 +61,48 @@ func (f HandlerFunc) Handle(typeURL string, resources map[string]proto.Message) 
 	return f(typeURL, resources)
 }
 
+// Updater receives what a response changed in the set of resources of one
+// type: the resources added or changed since the last accepted set (by the
+// digest of their encoding), keyed by name, and the names that left it. A
+// non-nil error NACKs the response; the Updater must then keep what it had.
+// Update is called from the client's single loop goroutine, one call at a
+// time (also with nothing changed: every response gets one call); it may call
+// Client.Watch.
+type Updater interface {
+	Update(typeURL string, changed map[string]proto.Message, removed []string) error
+}
+
+// UpdaterFunc adapts a function to Updater.
+type UpdaterFunc func(typeURL string, changed map[string]proto.Message, removed []string) error
+
+// Update calls f.
+func (f UpdaterFunc) Update(typeURL string, changed map[string]proto.Message, removed []string) error {
+	return f(typeURL, changed, removed)
+}
+
+// fullSets turns updates into complete sets for a Handler; it keeps every
+// decoded resource, which an Updater need not.
+type fullSets struct {
+	h    Handler
+	sets map[string]map[string]proto.Message
+}
+
+func (f *fullSets) Update(t string, changed map[string]proto.Message, removed []string) error {
+	next := maps.Clone(f.sets[t])
+	if next == nil {
+		next = map[string]proto.Message{}
+	}
+	for _, n := range removed {
+		delete(next, n)
+	}
+	maps.Copy(next, changed)
+	if err := f.h.Handle(t, next); err != nil {
+		return err
+	}
+	f.sets[t] = next
+	return nil
+}
+
 // Options configure a Client.
 type Options struct {
 	Node  *corev3.Node
@@ -70,7 +117,7 @@ type Options struct {
 type Client struct {
 	conn    grpc.ClientConnInterface
 	opts    Options
-	handler Handler
+	handler Updater
 	log     logr.Logger
 
 	mu       sync.Mutex
@@ -88,8 +135,13 @@ type NACK struct {
 	Detail  string
 }
 
-// New returns a client; Run starts it.
+// New returns a client that hands h complete sets; Run starts it.
 func New(conn grpc.ClientConnInterface, h Handler, opts Options, log logr.Logger) *Client {
+	return NewUpdating(conn, &fullSets{h: h, sets: map[string]map[string]proto.Message{}}, opts, log)
+}
+
+// NewUpdating returns a client that hands u what changed; Run starts it.
+func NewUpdating(conn grpc.ClientConnInterface, u Updater, opts Options, log logr.Logger) *Client {
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 100 * time.Millisecond
 	}
@@ -97,7 +149,7 @@ func New(conn grpc.ClientConnInterface, h Handler, opts Options, log logr.Logger
 		opts.MaxBackoff = 5 * time.Second
 	}
 	return &Client{
-		conn: conn, opts: opts, handler: h, log: log,
+		conn: conn, opts: opts, handler: u, log: log,
 		names: map[string]map[string]bool{},
 		acked: map[string]string{},
 		wake:  make(chan struct{}, 1),
@@ -187,14 +239,35 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
+// digest identifies a resource's content: the SHA-256 of its encoding (servers
+// marshal deterministically, as go-control-plane and fleetlb's do).
+type digest [sha256.Size]byte
+
 // state is what the client accepted, per type; it survives reconnects.
 type state struct {
-	resources map[string]map[string]proto.Message
+	resources map[string]map[string]digest
 	versions  map[string]map[string]string // delta: per-resource versions
 }
 
 func newState() *state {
-	return &state{resources: map[string]map[string]proto.Message{}, versions: map[string]map[string]string{}}
+	return &state{resources: map[string]map[string]digest{}, versions: map[string]map[string]string{}}
+}
+
+// update is what one response changes in a type's accepted set.
+type update struct {
+	changed map[string]proto.Message
+	digests map[string]digest // of changed
+	removed []string
+}
+
+func newUpdate() *update {
+	return &update{changed: map[string]proto.Message{}, digests: map[string]digest{}}
+}
+
+// add records a resource of the response; an unchanged one is not decoded
+// again unless it must be (SotW: its name is inside).
+func (u *update) add(name string, d digest, m proto.Message) {
+	u.changed[name], u.digests[name] = m, d
 }
 
 // streamEvent is one message from the receive goroutine.
@@ -262,7 +335,9 @@ func (c *Client) runSotW(ctx context.Context, st *state) error {
 			if len(names) == 0 {
 				// Forget what is no longer wanted.
 				if len(st.resources[t]) > 0 {
-					c.apply(t, map[string]proto.Message{}, st)
+					u := newUpdate()
+					u.removed = slices.Sorted(maps.Keys(st.resources[t]))
+					c.apply(t, u, st)
 				}
 				continue
 			}
@@ -299,17 +374,13 @@ func (c *Client) runSotW(ctx context.Context, st *state) error {
 			resp := ev.sotw
 			t := resp.GetTypeUrl()
 			nonces[t] = resp.GetNonce()
-			decoded, derr := decode(resp.GetResources())
-			if derr == nil && !wildcardTypes[t] {
-				want := c.subscribed(t)
-				for name := range decoded {
-					if !slices.Contains(want, name) {
-						delete(decoded, name)
-					}
-				}
+			var want []string
+			if !wildcardTypes[t] {
+				want = c.subscribed(t)
 			}
+			u, derr := sotwUpdate(resp.GetResources(), st.resources[t], want, !wildcardTypes[t])
 			if derr == nil {
-				derr = c.apply(t, decoded, st)
+				derr = c.apply(t, u, st)
 			}
 			if derr != nil {
 				c.nack(t, resp.GetVersionInfo(), resp.GetNonce(), derr)
@@ -388,12 +459,14 @@ func (c *Client) runDelta(ctx context.Context, st *state) error {
 			sentNames[t] = names
 			if len(unsub) > 0 {
 				// Drop unsubscribed resources locally right away.
-				next := maps.Clone(st.resources[t])
+				u := newUpdate()
 				for _, n := range unsub {
-					delete(next, n)
+					if _, ok := st.resources[t][n]; ok {
+						u.removed = append(u.removed, n)
+					}
 					delete(st.versions[t], n)
 				}
-				c.apply(t, next, st)
+				c.apply(t, u, st)
 			}
 			if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{
 				Node: c.opts.Node, TypeUrl: t,
@@ -421,40 +494,28 @@ func (c *Client) runDelta(ctx context.Context, st *state) error {
 			}
 			resp := ev.delta
 			t := resp.GetTypeUrl()
-			next := maps.Clone(st.resources[t])
-			if next == nil {
-				next = map[string]proto.Message{}
-			}
-			versions := maps.Clone(st.versions[t])
-			if versions == nil {
-				versions = map[string]string{}
-			}
-			var derr error
-			for _, r := range resp.GetResources() {
-				if r.GetResource() == nil {
-					continue // a name-only heartbeat
-				}
-				m, err := r.GetResource().UnmarshalNew()
-				if err != nil {
-					derr = fmt.Errorf("resource %q: %w", r.GetName(), err)
-					break
-				}
-				next[r.GetName()] = m
-				versions[r.GetName()] = r.GetVersion()
-			}
-			for _, n := range resp.GetRemovedResources() {
-				delete(next, n)
-				delete(versions, n)
-			}
+			u, derr := deltaUpdate(resp, st.resources[t])
 			if derr == nil {
-				derr = c.apply(t, next, st)
+				derr = c.apply(t, u, st)
 			}
 			req := &discoveryv3.DeltaDiscoveryRequest{Node: c.opts.Node, TypeUrl: t, ResponseNonce: resp.GetNonce()}
 			if derr != nil {
 				c.nack(t, resp.GetSystemVersionInfo(), resp.GetNonce(), derr)
 				req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: derr.Error()}
 			} else {
-				st.versions[t] = versions
+				versions := st.versions[t]
+				if versions == nil {
+					versions = map[string]string{}
+					st.versions[t] = versions
+				}
+				for _, r := range resp.GetResources() {
+					if r.GetResource() != nil {
+						versions[r.GetName()] = r.GetVersion()
+					}
+				}
+				for _, n := range resp.GetRemovedResources() {
+					delete(versions, n)
+				}
 				c.ack(t, resp.GetSystemVersionInfo())
 			}
 			if err := stream.Send(req); err != nil {
@@ -467,16 +528,90 @@ func (c *Client) runDelta(ctx context.Context, st *state) error {
 	}
 }
 
-// apply hands the full set to the handler and, if accepted, records it.
-func (c *Client) apply(t string, resources map[string]proto.Message, st *state) error {
-	err := c.handler.Handle(t, resources)
+// apply hands the update to the handler and, if accepted, records it.
+func (c *Client) apply(t string, u *update, st *state) error {
+	err := c.handler.Update(t, u.changed, u.removed)
 	if c.opts.OnResponse != nil {
 		c.opts.OnResponse(t, err)
 	}
 	if err == nil {
-		st.resources[t] = resources
+		set := st.resources[t]
+		if set == nil {
+			set = map[string]digest{}
+			st.resources[t] = set
+		}
+		for _, n := range u.removed {
+			delete(set, n)
+		}
+		maps.Copy(set, u.digests)
 	}
 	return err
+}
+
+// sotwUpdate compares a state-of-the-world response with the accepted set:
+// the response is the complete set (of the subscribed names when filter).
+func sotwUpdate(anys []*anypb.Any, accepted map[string]digest, want []string, filter bool) (*update, error) {
+	u := newUpdate()
+	seen := make(map[string]bool, len(anys))
+	for _, a := range anys {
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			return nil, err
+		}
+		name, err := resourceName(m)
+		if err != nil {
+			return nil, err
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("duplicate resource %q", name)
+		}
+		seen[name] = true
+		if filter && !slices.Contains(want, name) {
+			delete(seen, name) // not subscribed: dropped as if absent
+			continue
+		}
+		d := sha256.Sum256(a.GetValue())
+		if old, ok := accepted[name]; !ok || old != d {
+			u.add(name, d, m)
+		}
+	}
+	for n := range accepted {
+		if !seen[n] {
+			u.removed = append(u.removed, n)
+		}
+	}
+	slices.Sort(u.removed)
+	return u, nil
+}
+
+// deltaUpdate is what a delta response changes; a resource sent again with the
+// content already accepted is not decoded.
+func deltaUpdate(resp *discoveryv3.DeltaDiscoveryResponse, accepted map[string]digest) (*update, error) {
+	u := newUpdate()
+	for _, r := range resp.GetResources() {
+		if r.GetResource() == nil {
+			continue // a name-only heartbeat
+		}
+		d := sha256.Sum256(r.GetResource().GetValue())
+		if old, ok := accepted[r.GetName()]; ok && old == d {
+			delete(u.changed, r.GetName()) // sent twice in one response: the last wins
+			delete(u.digests, r.GetName())
+			continue
+		}
+		m, err := r.GetResource().UnmarshalNew()
+		if err != nil {
+			return nil, fmt.Errorf("resource %q: %w", r.GetName(), err)
+		}
+		u.add(r.GetName(), d, m)
+	}
+	for _, n := range resp.GetRemovedResources() {
+		delete(u.changed, n)
+		delete(u.digests, n)
+		if _, ok := accepted[n]; ok {
+			u.removed = append(u.removed, n)
+		}
+	}
+	return u, nil
 }
 
 func (c *Client) ack(t, version string) {
@@ -496,25 +631,6 @@ func (c *Client) nack(t, version, nonce string, err error) {
 	c.mu.Lock()
 	c.lastNACK = &NACK{TypeURL: t, Version: version, Nonce: nonce, Detail: err.Error()}
 	c.mu.Unlock()
-}
-
-func decode(anys []*anypb.Any) (map[string]proto.Message, error) {
-	out := make(map[string]proto.Message, len(anys))
-	for _, a := range anys {
-		m, err := a.UnmarshalNew()
-		if err != nil {
-			return nil, err
-		}
-		name, err := resourceName(m)
-		if err != nil {
-			return nil, err
-		}
-		if _, dup := out[name]; dup {
-			return nil, fmt.Errorf("duplicate resource %q", name)
-		}
-		out[name] = m
-	}
-	return out, nil
 }
 
 // resourceName is the xDS name of a resource (cluster_name for endpoints).

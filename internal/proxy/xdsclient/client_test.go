@@ -252,3 +252,100 @@ func TestDeltaSendsOnlyChanges(t *testing.T) {
 		t.Errorf("CDS resources sent for one added cluster = %d, want 1", got)
 	}
 }
+
+// updates records what an Updater is handed per type.
+type updates struct {
+	mu      sync.Mutex
+	changed map[string][]string // names handed as changed, over all calls
+	removed map[string][]string
+}
+
+func (u *updates) Update(typeURL string, changed map[string]proto.Message, removed []string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for n := range changed {
+		u.changed[typeURL] = append(u.changed[typeURL], n)
+	}
+	u.removed[typeURL] = append(u.removed[typeURL], removed...)
+	return nil
+}
+
+func (u *updates) get(typeURL string) (changed, removed []string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Sorted(slices.Values(u.changed[typeURL])), slices.Sorted(slices.Values(u.removed[typeURL]))
+}
+
+func (u *updates) reset() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.changed, u.removed = map[string][]string{}, map[string][]string{}
+}
+
+// TestUpdaterGetsOnlyWhatChanged: a resource is handed to the Updater when it
+// is new or its content changed, never again for an unchanged one (also when
+// state of the world sends every resource again, and after a reconnect), and
+// removed names are handed once.
+func TestUpdaterGetsOnlyWhatChanged(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delta=%v", delta), func(t *testing.T) {
+			snapCache := cache.NewSnapshotCache(true, cache.IDHash{}, nil)
+			set := func(version string, clusters ...*clusterv3.Cluster) {
+				t.Helper()
+				res := map[resource.Type][]types.Resource{resource.ListenerType: {&listenerv3.Listener{Name: "l"}}}
+				for _, c := range clusters {
+					res[resource.ClusterType] = append(res[resource.ClusterType], c)
+				}
+				snap, err := cache.NewSnapshot(version, res)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := snapCache.SetSnapshot(context.Background(), nodeID, snap); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cl := func(name string, lb clusterv3.Cluster_LbPolicy) *clusterv3.Cluster {
+				return &clusterv3.Cluster{Name: name, LbPolicy: lb}
+			}
+			set("v1", cl("a", clusterv3.Cluster_ROUND_ROBIN), cl("b", clusterv3.Cluster_ROUND_ROBIN), cl("c", clusterv3.Cluster_ROUND_ROBIN))
+			srv := startServer(t, snapCache, "127.0.0.1:0")
+			conn, err := grpc.NewClient(srv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			u := &updates{}
+			u.reset()
+			c := NewUpdating(conn, u, Options{Node: &corev3.Node{Id: nodeID}, Delta: delta, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, testr.New(t))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { c.Run(ctx); close(done) }()
+			t.Cleanup(func() { cancel(); <-done })
+			eventually(t, "v1 ACKed", func() bool { return c.AckedVersions()[ClusterType] == "v1" })
+			if changed, _ := u.get(ClusterType); !slices.Equal(changed, []string{"a", "b", "c"}) {
+				t.Fatalf("first response handed %v, want [a b c]", changed)
+			}
+
+			// b changes, c goes, a stays as it was.
+			u.reset()
+			set("v2", cl("a", clusterv3.Cluster_ROUND_ROBIN), cl("b", clusterv3.Cluster_RING_HASH))
+			eventually(t, "v2 ACKed", func() bool { return c.AckedVersions()[ClusterType] == "v2" })
+			changed, removed := u.get(ClusterType)
+			if !slices.Equal(changed, []string{"b"}) || !slices.Equal(removed, []string{"c"}) {
+				t.Errorf("v2 handed changed %v removed %v, want [b] and [c]", changed, removed)
+			}
+
+			// The server restarts: the client asks for everything again and
+			// is sent it (SotW: all of it), yet nothing changed.
+			u.reset()
+			addr := srv.addr
+			srv.grpc.Stop()
+			set("v3", cl("a", clusterv3.Cluster_ROUND_ROBIN), cl("b", clusterv3.Cluster_RING_HASH))
+			startServer(t, snapCache, addr)
+			eventually(t, "v3 ACKed", func() bool { return c.AckedVersions()[ClusterType] == "v3" })
+			if changed, removed := u.get(ClusterType); len(changed) != 0 || len(removed) != 0 {
+				t.Errorf("after a reconnect with the same clusters: changed %v removed %v, want nothing", changed, removed)
+			}
+		})
+	}
+}
