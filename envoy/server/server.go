@@ -3,9 +3,10 @@
 //
 // Versions are content hashes: a type whose resources did not change keeps its
 // version, so state-of-the-world proxies are not sent it again, and delta
-// proxies get only the resources whose own hash changed. Set calls are
-// coalesced (a short debounce, never longer than a maximum delay), and a
-// snapshot identical to the one being served is never set again.
+// proxies get only the resources whose own hash changed. A lone Set is
+// applied at once; Sets that follow one another closely are coalesced (a
+// short debounce, never longer than a maximum delay), and a snapshot
+// identical to the one being served is never set again.
 //
 // The server also records what every connected proxy acknowledged, so the
 // manager learns (OnAcked) when a fleet runs a configuration that contains a
@@ -43,7 +44,10 @@ type Options struct {
 	// Registerer for the metrics; nil uses prometheus.NewRegistry() (tests) —
 	// cmd/ passes controller-runtime's metrics.Registry.
 	Registerer prometheus.Registerer
-	// Debounce waits this long after the last Set before building a snapshot (default 100ms).
+	// Debounce coalesces Sets: a Set that comes within Debounce of the
+	// previous one waits until no Set came for Debounce (default 100ms). A
+	// Set after a quiet Debounce is applied at once: a lone change does not
+	// wait, a burst is applied in few snapshots.
 	Debounce time.Duration
 	// MaxDelay bounds how long a Set may wait under a stream of changes (default 1s).
 	MaxDelay time.Duration
@@ -69,6 +73,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	pending   map[string]*pendingSet // fleet → latest unapplied Set
+	lastSet   map[string]time.Time   // fleet → when its last Set came
 	nextGen   map[string]uint64      // fleet → last generation handed out
 	serving   map[string]*served     // fleet → snapshot being served
 	acked     map[string]uint64      // fleet → newest generation every proxy acknowledged
@@ -87,6 +92,9 @@ type pendingSet struct {
 	gen       uint64
 	first     time.Time // when the oldest unapplied Set arrived
 	last      time.Time
+	// lone: the first Set came after a quiet Debounce; applied at once
+	// unless another follows before it is.
+	lone bool
 }
 
 type served struct {
@@ -114,6 +122,7 @@ func New(opts Options) *Server {
 		metrics:  newMetrics(opts.Registerer),
 		kick:     make(chan struct{}, 1),
 		pending:  map[string]*pendingSet{},
+		lastSet:  map[string]time.Time{},
 		nextGen:  map[string]uint64{},
 		serving:  map[string]*served{},
 		acked:    map[string]uint64{},
@@ -170,9 +179,13 @@ func (s *Server) Set(fleet string, resources map[resource.Type][]types.Resource)
 	gen := s.nextGen[fleet]
 	p := s.pending[fleet]
 	if p == nil {
-		p = &pendingSet{first: now}
+		prev, ok := s.lastSet[fleet]
+		p = &pendingSet{first: now, lone: !ok || now.Sub(prev) >= s.opts.Debounce}
 		s.pending[fleet] = p
+	} else {
+		p.lone = false // a burst: wait for it to settle
 	}
+	s.lastSet[fleet] = now
 	p.resources, p.gen, p.last = resources, gen, now
 	s.mu.Unlock()
 	select {
@@ -210,6 +223,9 @@ func (s *Server) flush(now time.Time, all bool) (time.Duration, bool) {
 	next := time.Duration(-1)
 	for fleet, p := range s.pending {
 		at := p.last.Add(s.opts.Debounce)
+		if p.lone {
+			at = p.first
+		}
 		if maxAt := p.first.Add(s.opts.MaxDelay); maxAt.Before(at) {
 			at = maxAt
 		}

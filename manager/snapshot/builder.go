@@ -98,6 +98,8 @@ type Builder struct {
 
 	nodeLimits sync.Map // tenant namespace → the node-limit refusal last told
 
+	fleetOf map[string]string // tenant name → its fleet, kept by the Tenant watch
+
 	// Incremental building (cache.go).
 	seq     map[string]uint64       // tenant namespace → events seen by the watch handlers
 	parts   map[string]*tenantParts // tenant namespace → what its objects made
@@ -114,6 +116,7 @@ func (b *Builder) init() {
 	b.trans, b.last, b.gen, b.since = map[string]*translate.Incremental{}, map[string]*model.Fleet{}, map[string]uint64{}, map[string]map[string]programmedSince{}
 	b.contain = map[string]*containment{}
 	b.seq, b.parts, b.deny = map[string]uint64{}, map[string]*tenantParts{}, map[string]*denyEntry{}
+	b.fleetOf = map[string]string{}
 }
 
 func (b *Builder) translator(fleet string) *translate.Incremental {
@@ -169,9 +172,7 @@ func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
 		Watches(&v1.ProxyFleet{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(route.AddressesChanged)).
-		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fleetName(o.(*v1.Tenant))}}}
-		})).
+		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(b.tenantChanged)).
 		// Pools are in every fleet's backend deny-list.
 		Watches(&v1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(b.allFleets)).
 		WatchesRawSource(source.Channel(b.acks, &handler.EnqueueRequestForObject{})).
@@ -202,16 +203,45 @@ func (b *Builder) changedInNamespace(ctx context.Context, o client.Object) []rec
 	return b.fleetOfNamespace(ctx, o)
 }
 
+// fleetOfNamespace names the fleet of a tenant namespace's object: from
+// what the Tenant watch recorded, or (before its first event) the cache,
+// without a copy. It runs on every event of the tenants' objects.
 func (b *Builder) fleetOfNamespace(ctx context.Context, o client.Object) []reconcile.Request {
 	name, ok := strings.CutPrefix(o.GetNamespace(), tenant.NamespacePrefix)
 	if !ok {
 		return nil
 	}
-	var t v1.Tenant
-	if err := b.Client.Get(ctx, types.NamespacedName{Name: name}, &t); err != nil {
-		return nil
+	b.mu.Lock()
+	fleet, known := b.fleetOf[name]
+	b.mu.Unlock()
+	if !known {
+		var t v1.Tenant
+		if err := b.Client.Get(ctx, types.NamespacedName{Name: name}, &t, client.UnsafeDisableDeepCopy); err != nil {
+			return nil
+		}
+		fleet = fleetName(&t)
+		b.mu.Lock()
+		if _, set := b.fleetOf[name]; !set {
+			b.fleetOf[name] = fleet
+		}
+		b.mu.Unlock()
 	}
-	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fleetName(&t)}}}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fleet}}}
+}
+
+// tenantChanged records a Tenant's fleet and names it, and the fleet it
+// left when it moved.
+func (b *Builder) tenantChanged(_ context.Context, o client.Object) []reconcile.Request {
+	fleet := fleetName(o.(*v1.Tenant))
+	b.mu.Lock()
+	old, had := b.fleetOf[o.GetName()]
+	b.fleetOf[o.GetName()] = fleet
+	b.mu.Unlock()
+	out := []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fleet}}}
+	if had && old != fleet {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: old}})
+	}
+	return out
 }
 
 // admittedLB is one LoadBalancer and the model parts made from it.

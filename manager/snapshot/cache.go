@@ -348,4 +348,9 @@ func (b *Builder) forgetTenantsBut(tenants []v1.Tenant) {
 			delete(b.seq, ns)
 		}
 	}
+	for name := range b.fleetOf {
+		if !keep[tenant.Namespace(name)] {
+			delete(b.fleetOf, name)
+		}
+	}
 }
