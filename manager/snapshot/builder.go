@@ -101,9 +101,10 @@ type Builder struct {
 	fleetOf map[string]string // tenant name → its fleet, kept by the Tenant watch
 
 	// Incremental building (cache.go).
-	seq     map[string]uint64       // tenant namespace → events seen by the watch handlers
-	parts   map[string]*tenantParts // tenant namespace → what its objects made
-	deny    map[string]*denyEntry   // fleet → its deny-list and version
+	seq     map[string]uint64        // tenant namespace → events seen by the watch handlers
+	parts   map[string]*tenantParts  // tenant namespace → what its objects made
+	deny    map[string]*denyEntry    // fleet → its deny-list and version
+	asm     map[string]*assembleMemo // fleet → what its Routes and LoadBalancers made last
 	denySeq uint64
 }
 
@@ -116,7 +117,7 @@ func (b *Builder) init() {
 	b.trans, b.last, b.gen, b.since = map[string]*translate.Incremental{}, map[string]*model.Fleet{}, map[string]uint64{}, map[string]map[string]programmedSince{}
 	b.contain = map[string]*containment{}
 	b.seq, b.parts, b.deny = map[string]uint64{}, map[string]*tenantParts{}, map[string]*denyEntry{}
-	b.fleetOf = map[string]string{}
+	b.fleetOf, b.asm = map[string]string{}, map[string]*assembleMemo{}
 }
 
 func (b *Builder) translator(fleet string) *translate.Incremental {
@@ -128,6 +129,17 @@ func (b *Builder) translator(fleet string) *translate.Incremental {
 		b.trans[fleet] = tr
 	}
 	return tr
+}
+
+func (b *Builder) assembleMemo(fleet string) *assembleMemo {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.asm[fleet]
+	if m == nil {
+		m = &assembleMemo{}
+		b.asm[fleet] = m
+	}
+	return m
 }
 
 // SetupWithManager registers the builder.
@@ -359,7 +371,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 
 	// Objects were checked one by one; what is left is a conflict between
 	// them. The younger object of a conflict is left out, never the fleet.
-	f := assemble(fleet, httpL, httpsL, okRoutes, okLBs)
+	f := b.assembleMemo(fleet).assemble(fleet, httpL, httpsL, okRoutes, okLBs)
 	tr := b.translator(fleet)
 	out, changed, err := tr.Translate(f)
 	if err != nil {
