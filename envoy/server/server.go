@@ -35,7 +35,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -269,63 +268,13 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 func Hash(rs []types.Resource) (string, error) {
 	entries := make([]named, 0, len(rs))
 	for _, r := range rs {
-		h, _, err := resourceHash(r, checked{})
+		b, err := cachev3.MarshalResource(r)
 		if err != nil {
 			return "", err
 		}
-		entries = append(entries, named{cachev3.GetResourceName(r), h})
+		entries = append(entries, named{cachev3.GetResourceName(r), cachev3.HashResource(b)})
 	}
 	return typeVersion(entries), nil
-}
-
-// resourceHash is a resource's content hash (its delta xDS version). A
-// route configuration's is made of its own fields' and each virtual host's,
-// reusing those of prev's virtual hosts (by identity): the big shared one
-// changes by a host at a time and is not marshalled whole for it. vhosts is
-// the virtual hosts' hashes, for the next one.
-func resourceHash(r types.Resource, prev checked) (hash string, vhosts map[*routev3.VirtualHost][sha256.Size]byte, err error) {
-	rc, ok := r.(*routev3.RouteConfiguration)
-	if !ok {
-		b, err := cachev3.MarshalResource(r)
-		if err != nil {
-			return "", nil, err
-		}
-		return cachev3.HashResource(b), nil, nil
-	}
-	b, err := cachev3.MarshalResource(routeConfigShell(rc))
-	if err != nil {
-		return "", nil, err
-	}
-	h := sha256.New()
-	h.Write(b)
-	vhosts = make(map[*routev3.VirtualHost][sha256.Size]byte, len(rc.VirtualHosts))
-	for _, vh := range rc.VirtualHosts {
-		sum, ok := prev.vhosts[vh]
-		if !ok {
-			if sum, ok = vhosts[vh]; !ok {
-				b, err := proto.MarshalOptions{Deterministic: true}.Marshal(vh)
-				if err != nil {
-					return "", nil, err
-				}
-				sum = sha256.Sum256(b)
-			}
-		}
-		vhosts[vh] = sum
-		h.Write(sum[:])
-	}
-	return "rc-" + hex.EncodeToString(h.Sum(nil)), vhosts, nil
-}
-
-// routeConfigShell is a shallow copy of rc's fields but its virtual hosts.
-func routeConfigShell(rc *routev3.RouteConfiguration) *routev3.RouteConfiguration {
-	shell := &routev3.RouteConfiguration{}
-	rc.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Name() != "virtual_hosts" {
-			shell.ProtoReflect().Set(fd, v)
-		}
-		return true
-	})
-	return shell
 }
 
 type named struct{ name, hash string }
@@ -364,10 +313,8 @@ var xdsTypes = []resource.Type{resource.ClusterType, resource.EndpointType, reso
 type checked struct {
 	res  types.Resource
 	hash string
-	// vhosts: a route configuration's virtual hosts' hashes (resourceHash).
-	vhosts map[*routev3.VirtualHost][sha256.Size]byte
-	refs   []reference // what a cluster or listener refers to
-	err    error
+	refs []reference // what a cluster or listener refers to
+	err  error
 }
 
 // reference is a resource another one names.
@@ -462,11 +409,12 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 	if err := validate(r, prev[name]); err != nil {
 		c.err = fmt.Errorf("%s %q: %w", typ, name, err)
 	}
-	var err error
-	if c.hash, c.vhosts, err = resourceHash(r, prev[name]); err != nil {
+	b, err := cachev3.MarshalResource(r)
+	if err != nil {
 		c.err = errors.Join(c.err, err)
 		return c, false
 	}
+	c.hash = cachev3.HashResource(b)
 	if typ == resource.ClusterType || typ == resource.ListenerType {
 		for t, names := range cachev3.GetResourceReferences(map[string]types.ResourceWithTTL{name: {Resource: r}}) {
 			for n := range names {
@@ -493,7 +441,15 @@ func validate(r types.Resource, prev checked) error {
 	for _, vh := range old.VirtualHosts {
 		known[vh] = true
 	}
-	if err := routeConfigShell(rc).Validate(); err != nil {
+	// A shallow copy of every field but the virtual hosts.
+	shell := &routev3.RouteConfiguration{}
+	rc.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Name() != "virtual_hosts" {
+			shell.ProtoReflect().Set(fd, v)
+		}
+		return true
+	})
+	if err := shell.Validate(); err != nil {
 		return err
 	}
 	for i, vh := range rc.VirtualHosts {
