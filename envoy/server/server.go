@@ -338,6 +338,7 @@ type typeState struct {
 	byName  map[string]checked
 	indexed map[string]types.ResourceWithTTL
 	hashes  map[string]string
+	entries []named // of items, in their order
 	version string
 	err     error // of its resources, joined
 }
@@ -349,6 +350,9 @@ type typeState struct {
 func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *typeState, namesChanged bool) {
 	if prev == nil {
 		prev = &typeState{}
+	}
+	if t := patchType(prev, typ, items); t != nil {
+		return t, false
 	}
 	// byName is only apply's: it is taken over and patched. The others are
 	// the snapshot's, which may still be read: copied, then patched.
@@ -395,8 +399,50 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 		}
 	}
 	t.err = errors.Join(errs...)
+	t.entries = entries
 	t.version = typeVersion(entries)
 	return t, namesChanged
+}
+
+// patchType is checkType when items are prev's but for a few positions,
+// each holding a new resource of the same name, and prev's were all valid:
+// only those are checked, the rest is not looked at by name. nil when it
+// does not apply.
+func patchType(prev *typeState, typ resource.Type, items []types.Resource) *typeState {
+	if prev.byName == nil || prev.err != nil || len(prev.items) != len(items) || len(prev.entries) != len(items) || len(prev.byName) != len(items) {
+		return nil
+	}
+	var changed []int
+	for i := range items {
+		if items[i] != prev.items[i] {
+			if len(changed) > len(items)/8 {
+				return nil // many: the general way
+			}
+			changed = append(changed, i)
+		}
+	}
+	for _, i := range changed {
+		if cachev3.GetResourceName(items[i]) != prev.entries[i].name {
+			return nil
+		}
+	}
+	t := &typeState{items: items, byName: prev.byName, indexed: maps.Clone(prev.indexed), hashes: maps.Clone(prev.hashes), entries: slices.Clone(prev.entries)}
+	prev.byName = nil
+	var errs []error
+	for _, i := range changed {
+		name, r := t.entries[i].name, items[i]
+		c, _ := check(t.byName, typ, name, r)
+		t.byName[name] = c
+		t.indexed[name] = types.ResourceWithTTL{Resource: r}
+		t.hashes[name] = c.hash
+		t.entries[i].hash = c.hash
+		if c.err != nil {
+			errs = append(errs, c.err)
+		}
+	}
+	t.err = errors.Join(errs...)
+	t.version = typeVersion(t.entries)
+	return t
 }
 
 // check validates and hashes r, or reuses what was learned when the same
