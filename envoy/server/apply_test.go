@@ -152,7 +152,7 @@ func TestApplyFewChangedResources(t *testing.T) {
 			t.Fatalf("step %d: error %v, a first Set's %v", step, err, want)
 		}
 		if err != nil {
-			cs = slices.Clone(cs) // what was handed is never modified
+			cs = slices.Clone(cs)    // what was handed is never modified
 			cs[i] = edsCluster(name) // valid again for the next step
 			if err := set(s, cs, es); err != nil {
 				t.Fatal(err)
