@@ -18,6 +18,7 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 func edsCluster(name string) *clusterv3.Cluster {
@@ -165,6 +166,47 @@ func TestApplyFewChangedResources(t *testing.T) {
 		got, _ := s.Version(fleet)
 		if v, _ := fresh.Version(fleet); got != v {
 			t.Fatalf("step %d: version %s, a first Set's %s", step, got, v)
+		}
+	}
+}
+
+// A route configuration's hash made from its virtual hosts' wire forms (some
+// reused from the previous one) is the hash of its whole wire form, which is
+// the version go-control-plane gives delta proxies.
+func TestRouteConfigurationHashFromVirtualHosts(t *testing.T) {
+	vhost := func(i int) *routev3.VirtualHost {
+		return &routev3.VirtualHost{Name: fmt.Sprintf("h%d.example.com", i), Domains: []string{fmt.Sprintf("h%d.example.com", i)},
+			TypedPerFilterConfig: map[string]*anypb.Any{"b": {TypeUrl: "x/b"}, "a": {TypeUrl: "x/a", Value: []byte{byte(i)}}, "c": {}},
+			Routes: []*routev3.Route{{Name: "r", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: fmt.Sprint("/", i)}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: fmt.Sprint("c", i)}}}}}}
+	}
+	var prev checked
+	var hosts []*routev3.VirtualHost
+	for step := range 5 {
+		hosts = slices.Clone(hosts)
+		hosts = append(hosts, vhost(step), &routev3.VirtualHost{}) // an empty one too
+		if step > 0 {
+			hosts[0] = vhost(100 + step)
+		}
+		for _, rc := range []*routev3.RouteConfiguration{
+			{Name: "http", VirtualHosts: hosts},
+			{VirtualHosts: hosts}, // no name
+			{Name: "http", VirtualHosts: hosts, ValidateClusters: wrapperspb.Bool(true)}, // another field: marshalled whole
+		} {
+			want, err := Hash([]types.Resource{rc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, vhosts, err := contentHash(rc, prev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v := typeVersion([]named{{rc.Name, got}}); v != want {
+				t.Fatalf("step %d: hash of %q differs from its wire form's", step, rc.Name)
+			}
+			if rc.ValidateClusters == nil && rc.Name != "" {
+				prev = checked{res: rc, vhosts: vhosts}
+			}
 		}
 	}
 }

@@ -35,6 +35,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -313,8 +315,10 @@ var xdsTypes = []resource.Type{resource.ClusterType, resource.EndpointType, reso
 type checked struct {
 	res  types.Resource
 	hash string
-	refs []reference // what a cluster or listener refers to
-	err  error
+	// vhosts: a route configuration's virtual hosts' wire forms (contentHash).
+	vhosts map[*routev3.VirtualHost][]byte
+	refs   []reference // what a cluster or listener refers to
+	err    error
 }
 
 // reference is a resource another one names.
@@ -455,12 +459,11 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 	if err := validate(r, prev[name]); err != nil {
 		c.err = fmt.Errorf("%s %q: %w", typ, name, err)
 	}
-	b, err := cachev3.MarshalResource(r)
-	if err != nil {
+	var err error
+	if c.hash, c.vhosts, err = contentHash(r, prev[name]); err != nil {
 		c.err = errors.Join(c.err, err)
 		return c, false
 	}
-	c.hash = cachev3.HashResource(b)
 	if typ == resource.ClusterType || typ == resource.ListenerType {
 		for t, names := range cachev3.GetResourceReferences(map[string]types.ResourceWithTTL{name: {Resource: r}}) {
 			for n := range names {
@@ -469,6 +472,59 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 		}
 	}
 	return c, false
+}
+
+// contentHash is r's content hash, cachev3.HashResource of
+// cachev3.MarshalResource(r): the per-resource version go-control-plane
+// gives delta proxies. A route configuration with no field but its name and
+// virtual hosts is hashed from its virtual hosts' wire forms, those of prev's
+// reused (by identity): the big shared one changes by a host at a time and
+// is not marshalled whole for it. Its wire form is the name's field, then
+// each virtual host as field 2 (tag, length, bytes): fields go in number order.
+func contentHash(r types.Resource, prev checked) (hash string, vhosts map[*routev3.VirtualHost][]byte, err error) {
+	rc, ok := r.(*routev3.RouteConfiguration)
+	if !ok || !proto.Equal(routeConfigShell(rc), &routev3.RouteConfiguration{Name: rc.Name}) || slices.Contains(rc.VirtualHosts, nil) {
+		b, err := cachev3.MarshalResource(r)
+		if err != nil {
+			return "", nil, err
+		}
+		return cachev3.HashResource(b), nil, nil
+	}
+	head, err := cachev3.MarshalResource(&routev3.RouteConfiguration{Name: rc.Name})
+	if err != nil {
+		return "", nil, err
+	}
+	h := sha256.New()
+	h.Write(head)
+	vhosts = make(map[*routev3.VirtualHost][]byte, len(rc.VirtualHosts))
+	var tag []byte
+	for _, vh := range rc.VirtualHosts {
+		b, ok := prev.vhosts[vh]
+		if !ok {
+			if b, ok = vhosts[vh]; !ok {
+				if b, err = (proto.MarshalOptions{Deterministic: true}).Marshal(vh); err != nil {
+					return "", nil, err
+				}
+			}
+		}
+		vhosts[vh] = b
+		tag = protowire.AppendVarint(protowire.AppendTag(tag[:0], 2, protowire.BytesType), uint64(len(b)))
+		h.Write(tag)
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)), vhosts, nil
+}
+
+// routeConfigShell is a shallow copy of rc's fields but its virtual hosts.
+func routeConfigShell(rc *routev3.RouteConfiguration) *routev3.RouteConfiguration {
+	shell := &routev3.RouteConfiguration{}
+	rc.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Name() != "virtual_hosts" {
+			shell.ProtoReflect().Set(fd, v)
+		}
+		return true
+	})
+	return shell
 }
 
 // validate runs r's Validate(). A route configuration that follows a valid
@@ -487,15 +543,7 @@ func validate(r types.Resource, prev checked) error {
 	for _, vh := range old.VirtualHosts {
 		known[vh] = true
 	}
-	// A shallow copy of every field but the virtual hosts.
-	shell := &routev3.RouteConfiguration{}
-	rc.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Name() != "virtual_hosts" {
-			shell.ProtoReflect().Set(fd, v)
-		}
-		return true
-	})
-	if err := shell.Validate(); err != nil {
+	if err := routeConfigShell(rc).Validate(); err != nil {
 		return err
 	}
 	for i, vh := range rc.VirtualHosts {
