@@ -101,10 +101,11 @@ type Builder struct {
 	fleetOf map[string]string // tenant name → its fleet, kept by the Tenant watch
 
 	// Incremental building (cache.go).
-	seq     map[string]uint64        // tenant namespace → events seen by the watch handlers
-	parts   map[string]*tenantParts  // tenant namespace → what its objects made
-	deny    map[string]*denyEntry    // fleet → its deny-list and version
-	asm     map[string]*assembleMemo // fleet → what its Routes and LoadBalancers made last
+	seq     map[string]uint64          // tenant namespace → events seen by the watch handlers
+	dirty   map[string]*changedObjects // tenant namespace → what those events were about, since it was last read
+	parts   map[string]*tenantParts    // tenant namespace → what its objects made
+	deny    map[string]*denyEntry      // fleet → its deny-list and version
+	asm     map[string]*assembleMemo   // fleet → what its Routes and LoadBalancers made last
 	denySeq uint64
 }
 
@@ -118,6 +119,7 @@ func (b *Builder) init() {
 	b.contain = map[string]*containment{}
 	b.seq, b.parts, b.deny = map[string]uint64{}, map[string]*tenantParts{}, map[string]*denyEntry{}
 	b.fleetOf, b.asm = map[string]string{}, map[string]*assembleMemo{}
+	b.dirty = map[string]*changedObjects{}
 }
 
 func (b *Builder) translator(fleet string) *translate.Incremental {
@@ -210,7 +212,7 @@ func fleetName(t *v1.Tenant) string { return cmp.Or(t.Spec.Fleet, v1.DefaultFlee
 // fleet to reconcile.
 func (b *Builder) changedInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
 	if strings.HasPrefix(o.GetNamespace(), tenant.NamespacePrefix) {
-		b.namespaceChanged(o.GetNamespace())
+		b.namespaceChanged(o)
 	}
 	return b.fleetOfNamespace(ctx, o)
 }

@@ -322,8 +322,12 @@ func TestIncrementalSnapshotMatchesFullBuild(t *testing.T) {
 		w := newWorld(t, seed, certs)
 		counts := map[string]int{}
 		for step := range 120 {
-			what := w.step()
-			counts[what]++
+			// Now and then a few changes before the builder reconciles (a burst).
+			var what string
+			for range 1 + w.rng.IntN(2)*w.rng.IntN(4) {
+				what = w.step()
+				counts[what]++
+			}
 			reconcileFleet(t, w.b)
 			full := &recorder{}
 			reconcileFleet(t, newTestBuilder(w.c, full))
@@ -340,6 +344,33 @@ func TestIncrementalSnapshotMatchesFullBuild(t *testing.T) {
 		if counts["(served a Gateway listener)"] == 0 {
 			t.Fatalf("seed %d: no step served a Gateway: the sequence does not test them", seed)
 		}
+	}
+}
+
+// Events of many objects of a namespace, or of a Secret, have the namespace
+// read in full; a few LoadBalancers and Routes are read one by one.
+func TestChangedObjectsOfANamespace(t *testing.T) {
+	b := newTestBuilder(nil, &recorder{})
+	ns := tenant.Namespace("t")
+	b.namespaceChanged(&v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "a"}})
+	b.namespaceChanged(&v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "r"}})
+	if d := b.dirty[ns]; d.all || !d.lbs["a"] || !d.routes["r"] {
+		t.Fatalf("two objects: %+v", d)
+	}
+	b.namespaceChanged(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "s"}})
+	b.namespaceChanged(&v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "b"}})
+	if d := b.dirty[ns]; !d.all {
+		t.Fatalf("after a Secret: %+v", d)
+	}
+	other := tenant.Namespace("u")
+	for i := range maxChangedObjects + 5 {
+		b.namespaceChanged(&v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: other, Name: fmt.Sprint("r", i)}})
+	}
+	if d := b.dirty[other]; !d.all {
+		t.Fatalf("after %d objects: not read in full", maxChangedObjects+5)
+	}
+	if b.seq[ns] != 4 || b.seq[other] != maxChangedObjects+5 {
+		t.Fatalf("events counted: %d, %d", b.seq[ns], b.seq[other])
 	}
 }
 
