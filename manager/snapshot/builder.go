@@ -288,11 +288,14 @@ func servedKey(o client.Object) string {
 func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	fleet := req.Name
 	var tenants v1.TenantList
-	if err := b.Client.List(ctx, &tenants); err != nil {
+	// Read only, never modified: no copies. (Parts keep a Tenant: a deep
+	// copy of every Tenant per reconcile, status and managed fields
+	// included, stayed alive as long as any part made next to it.)
+	if err := b.Client.List(ctx, &tenants, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 	var pf *v1.ProxyFleet
-	if p := (&v1.ProxyFleet{}); b.Client.Get(ctx, types.NamespacedName{Name: fleet}, p) == nil {
+	if p := (&v1.ProxyFleet{}); b.Client.Get(ctx, types.NamespacedName{Name: fleet}, p, client.UnsafeDisableDeepCopy) == nil {
 		pf = p
 	}
 	httpL, httpsL, noL7 := sharedListeners(pf)
@@ -319,7 +322,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		}
 		ns := tenant.Namespace(t.Name)
 		nodes := &v1.TenantNodes{}
-		_ = b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1.TenantNodesName}, nodes) // none yet: no endpoints
+		_ = b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1.TenantNodesName}, nodes, client.UnsafeDisableDeepCopy) // none yet: no endpoints
 		key := tenantKey{tenantUID: string(t.UID), tenantGen: t.Generation, nodesUID: string(nodes.UID), nodesGen: nodes.Generation, deny: denyV, listeners: listeners}
 		// Only node addresses the tenant may use; manager/nodes reports the rest.
 		nodes, _ = backends.Confine(t, nodes, deny)
