@@ -1,6 +1,8 @@
 package server
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 func edsCluster(name string) *clusterv3.Cluster {
@@ -113,4 +116,97 @@ func httpListener() *listenerv3.Listener {
 	return &listenerv3.Listener{Name: "http", Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 		Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 8080}}}},
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}}}}}
+}
+
+// A Set that changes a few resources of a long list (the same names, at the
+// same places) is checked for those alone, and ends where a server that
+// sees the list for the first time ends: the same version, the same refusals.
+func TestApplyFewChangedResources(t *testing.T) {
+	var cs, es []types.Resource
+	for i := range 40 {
+		name := fmt.Sprintf("c%02d", i)
+		cs, es = append(cs, edsCluster(name)), append(es, &endpointv3.ClusterLoadAssignment{ClusterName: name})
+	}
+	s := New(Options{Log: logr.Discard()})
+	set := func(s *Server, cs, es []types.Resource) error {
+		s.Set(fleet, map[resource.Type][]types.Resource{resource.ClusterType: cs, resource.EndpointType: es})
+		s.Flush()
+		return s.LastError(fleet)
+	}
+	if err := set(s, cs, es); err != nil {
+		t.Fatal(err)
+	}
+	for step := range 6 {
+		cs, es = slices.Clone(cs), slices.Clone(es)
+		i := step * 7
+		name := fmt.Sprintf("c%02d", i)
+		es[i] = &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{Priority: uint32(step)}}}
+		c := edsCluster(name)
+		if step%3 == 1 {
+			c.ConnectTimeout = durationpb.New(-time.Second) // invalid
+		}
+		cs[i] = c
+		err := set(s, cs, es)
+		fresh := New(Options{Log: logr.Discard()})
+		want := set(fresh, cs, es)
+		if (err == nil) != (want == nil) {
+			t.Fatalf("step %d: error %v, a first Set's %v", step, err, want)
+		}
+		if err != nil {
+			cs = slices.Clone(cs)    // what was handed is never modified
+			cs[i] = edsCluster(name) // valid again for the next step
+			if err := set(s, cs, es); err != nil {
+				t.Fatal(err)
+			}
+			fresh = New(Options{Log: logr.Discard()})
+			if err := set(fresh, cs, es); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, _ := s.Version(fleet)
+		if v, _ := fresh.Version(fleet); got != v {
+			t.Fatalf("step %d: version %s, a first Set's %s", step, got, v)
+		}
+	}
+}
+
+// A route configuration's hash made from its virtual hosts' wire forms (some
+// reused from the previous one) is the hash of its whole wire form, which is
+// the version go-control-plane gives delta proxies.
+func TestRouteConfigurationHashFromVirtualHosts(t *testing.T) {
+	vhost := func(i int) *routev3.VirtualHost {
+		return &routev3.VirtualHost{Name: fmt.Sprintf("h%d.example.com", i), Domains: []string{fmt.Sprintf("h%d.example.com", i)},
+			TypedPerFilterConfig: map[string]*anypb.Any{"b": {TypeUrl: "x/b"}, "a": {TypeUrl: "x/a", Value: []byte{byte(i)}}, "c": {}},
+			Routes: []*routev3.Route{{Name: "r", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: fmt.Sprint("/", i)}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: fmt.Sprint("c", i)}}}}}}
+	}
+	var prev checked
+	var hosts []*routev3.VirtualHost
+	for step := range 5 {
+		hosts = slices.Clone(hosts)
+		hosts = append(hosts, vhost(step), &routev3.VirtualHost{}) // an empty one too
+		if step > 0 {
+			hosts[0] = vhost(100 + step)
+		}
+		for _, rc := range []*routev3.RouteConfiguration{
+			{Name: "http", VirtualHosts: hosts},
+			{VirtualHosts: hosts}, // no name
+			{Name: "http", VirtualHosts: hosts, ValidateClusters: wrapperspb.Bool(true)}, // another field: marshalled whole
+		} {
+			want, err := Hash([]types.Resource{rc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, vhosts, err := contentHash(rc, prev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v := typeVersion([]named{{rc.Name, got}}); v != want {
+				t.Fatalf("step %d: hash of %q differs from its wire form's", step, rc.Name)
+			}
+			if rc.ValidateClusters == nil && rc.Name != "" {
+				prev = checked{res: rc, vhosts: vhosts}
+			}
+		}
+	}
 }

@@ -3,9 +3,10 @@
 //
 // Versions are content hashes: a type whose resources did not change keeps its
 // version, so state-of-the-world proxies are not sent it again, and delta
-// proxies get only the resources whose own hash changed. Set calls are
-// coalesced (a short debounce, never longer than a maximum delay), and a
-// snapshot identical to the one being served is never set again.
+// proxies get only the resources whose own hash changed. A lone Set is
+// applied at once; Sets that follow one another closely are coalesced (a
+// short debounce, never longer than a maximum delay), and a snapshot
+// identical to the one being served is never set again.
 //
 // The server also records what every connected proxy acknowledged, so the
 // manager learns (OnAcked) when a fleet runs a configuration that contains a
@@ -34,6 +35,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -43,7 +46,10 @@ type Options struct {
 	// Registerer for the metrics; nil uses prometheus.NewRegistry() (tests) —
 	// cmd/ passes controller-runtime's metrics.Registry.
 	Registerer prometheus.Registerer
-	// Debounce waits this long after the last Set before building a snapshot (default 100ms).
+	// Debounce coalesces Sets: a Set that comes within Debounce of the
+	// previous one waits until no Set came for Debounce (default 100ms). A
+	// Set after a quiet Debounce is applied at once: a lone change does not
+	// wait, a burst is applied in few snapshots.
 	Debounce time.Duration
 	// MaxDelay bounds how long a Set may wait under a stream of changes (default 1s).
 	MaxDelay time.Duration
@@ -69,6 +75,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	pending   map[string]*pendingSet // fleet → latest unapplied Set
+	lastSet   map[string]time.Time   // fleet → when its last Set came
 	nextGen   map[string]uint64      // fleet → last generation handed out
 	serving   map[string]*served     // fleet → snapshot being served
 	acked     map[string]uint64      // fleet → newest generation every proxy acknowledged
@@ -87,6 +94,9 @@ type pendingSet struct {
 	gen       uint64
 	first     time.Time // when the oldest unapplied Set arrived
 	last      time.Time
+	// lone: the first Set came after a quiet Debounce; applied at once
+	// unless another follows before it is.
+	lone bool
 }
 
 type served struct {
@@ -114,6 +124,7 @@ func New(opts Options) *Server {
 		metrics:  newMetrics(opts.Registerer),
 		kick:     make(chan struct{}, 1),
 		pending:  map[string]*pendingSet{},
+		lastSet:  map[string]time.Time{},
 		nextGen:  map[string]uint64{},
 		serving:  map[string]*served{},
 		acked:    map[string]uint64{},
@@ -170,9 +181,13 @@ func (s *Server) Set(fleet string, resources map[resource.Type][]types.Resource)
 	gen := s.nextGen[fleet]
 	p := s.pending[fleet]
 	if p == nil {
-		p = &pendingSet{first: now}
+		prev, ok := s.lastSet[fleet]
+		p = &pendingSet{first: now, lone: !ok || now.Sub(prev) >= s.opts.Debounce}
 		s.pending[fleet] = p
+	} else {
+		p.lone = false // a burst: wait for it to settle
 	}
+	s.lastSet[fleet] = now
 	p.resources, p.gen, p.last = resources, gen, now
 	s.mu.Unlock()
 	select {
@@ -210,6 +225,9 @@ func (s *Server) flush(now time.Time, all bool) (time.Duration, bool) {
 	next := time.Duration(-1)
 	for fleet, p := range s.pending {
 		at := p.last.Add(s.opts.Debounce)
+		if p.lone {
+			at = p.first
+		}
 		if maxAt := p.first.Add(s.opts.MaxDelay); maxAt.Before(at) {
 			at = maxAt
 		}
@@ -297,8 +315,10 @@ var xdsTypes = []resource.Type{resource.ClusterType, resource.EndpointType, reso
 type checked struct {
 	res  types.Resource
 	hash string
-	refs []reference // what a cluster or listener refers to
-	err  error
+	// vhosts: a route configuration's virtual hosts' wire forms (contentHash).
+	vhosts map[*routev3.VirtualHost][]byte
+	refs   []reference // what a cluster or listener refers to
+	err    error
 }
 
 // reference is a resource another one names.
@@ -322,6 +342,7 @@ type typeState struct {
 	byName  map[string]checked
 	indexed map[string]types.ResourceWithTTL
 	hashes  map[string]string
+	entries []named // of items, in their order
 	version string
 	err     error // of its resources, joined
 }
@@ -333,6 +354,9 @@ type typeState struct {
 func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *typeState, namesChanged bool) {
 	if prev == nil {
 		prev = &typeState{}
+	}
+	if t := patchType(prev, typ, items); t != nil {
+		return t, false
 	}
 	// byName is only apply's: it is taken over and patched. The others are
 	// the snapshot's, which may still be read: copied, then patched.
@@ -379,8 +403,50 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 		}
 	}
 	t.err = errors.Join(errs...)
+	t.entries = entries
 	t.version = typeVersion(entries)
 	return t, namesChanged
+}
+
+// patchType is checkType when items are prev's but for a few positions,
+// each holding a new resource of the same name, and prev's were all valid:
+// only those are checked, the rest is not looked at by name. nil when it
+// does not apply.
+func patchType(prev *typeState, typ resource.Type, items []types.Resource) *typeState {
+	if prev.byName == nil || prev.err != nil || len(prev.items) != len(items) || len(prev.entries) != len(items) || len(prev.byName) != len(items) {
+		return nil
+	}
+	var changed []int
+	for i := range items {
+		if items[i] != prev.items[i] {
+			if len(changed) > len(items)/8 {
+				return nil // many: the general way
+			}
+			changed = append(changed, i)
+		}
+	}
+	for _, i := range changed {
+		if cachev3.GetResourceName(items[i]) != prev.entries[i].name {
+			return nil
+		}
+	}
+	t := &typeState{items: items, byName: prev.byName, indexed: maps.Clone(prev.indexed), hashes: maps.Clone(prev.hashes), entries: slices.Clone(prev.entries)}
+	prev.byName = nil
+	var errs []error
+	for _, i := range changed {
+		name, r := t.entries[i].name, items[i]
+		c, _ := check(t.byName, typ, name, r)
+		t.byName[name] = c
+		t.indexed[name] = types.ResourceWithTTL{Resource: r}
+		t.hashes[name] = c.hash
+		t.entries[i].hash = c.hash
+		if c.err != nil {
+			errs = append(errs, c.err)
+		}
+	}
+	t.err = errors.Join(errs...)
+	t.version = typeVersion(t.entries)
+	return t
 }
 
 // check validates and hashes r, or reuses what was learned when the same
@@ -393,12 +459,11 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 	if err := validate(r, prev[name]); err != nil {
 		c.err = fmt.Errorf("%s %q: %w", typ, name, err)
 	}
-	b, err := cachev3.MarshalResource(r)
-	if err != nil {
+	var err error
+	if c.hash, c.vhosts, err = contentHash(r, prev[name]); err != nil {
 		c.err = errors.Join(c.err, err)
 		return c, false
 	}
-	c.hash = cachev3.HashResource(b)
 	if typ == resource.ClusterType || typ == resource.ListenerType {
 		for t, names := range cachev3.GetResourceReferences(map[string]types.ResourceWithTTL{name: {Resource: r}}) {
 			for n := range names {
@@ -407,6 +472,59 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 		}
 	}
 	return c, false
+}
+
+// contentHash is r's content hash, cachev3.HashResource of
+// cachev3.MarshalResource(r): the per-resource version go-control-plane
+// gives delta proxies. A route configuration with no field but its name and
+// virtual hosts is hashed from its virtual hosts' wire forms, those of prev's
+// reused (by identity): the big shared one changes by a host at a time and
+// is not marshalled whole for it. Its wire form is the name's field, then
+// each virtual host as field 2 (tag, length, bytes): fields go in number order.
+func contentHash(r types.Resource, prev checked) (hash string, vhosts map[*routev3.VirtualHost][]byte, err error) {
+	rc, ok := r.(*routev3.RouteConfiguration)
+	if !ok || !proto.Equal(routeConfigShell(rc), &routev3.RouteConfiguration{Name: rc.Name}) || slices.Contains(rc.VirtualHosts, nil) {
+		b, err := cachev3.MarshalResource(r)
+		if err != nil {
+			return "", nil, err
+		}
+		return cachev3.HashResource(b), nil, nil
+	}
+	head, err := cachev3.MarshalResource(&routev3.RouteConfiguration{Name: rc.Name})
+	if err != nil {
+		return "", nil, err
+	}
+	h := sha256.New()
+	h.Write(head)
+	vhosts = make(map[*routev3.VirtualHost][]byte, len(rc.VirtualHosts))
+	var tag []byte
+	for _, vh := range rc.VirtualHosts {
+		b, ok := prev.vhosts[vh]
+		if !ok {
+			if b, ok = vhosts[vh]; !ok {
+				if b, err = (proto.MarshalOptions{Deterministic: true}).Marshal(vh); err != nil {
+					return "", nil, err
+				}
+			}
+		}
+		vhosts[vh] = b
+		tag = protowire.AppendVarint(protowire.AppendTag(tag[:0], 2, protowire.BytesType), uint64(len(b)))
+		h.Write(tag)
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)), vhosts, nil
+}
+
+// routeConfigShell is a shallow copy of rc's fields but its virtual hosts.
+func routeConfigShell(rc *routev3.RouteConfiguration) *routev3.RouteConfiguration {
+	shell := &routev3.RouteConfiguration{}
+	rc.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Name() != "virtual_hosts" {
+			shell.ProtoReflect().Set(fd, v)
+		}
+		return true
+	})
+	return shell
 }
 
 // validate runs r's Validate(). A route configuration that follows a valid
@@ -425,15 +543,7 @@ func validate(r types.Resource, prev checked) error {
 	for _, vh := range old.VirtualHosts {
 		known[vh] = true
 	}
-	// A shallow copy of every field but the virtual hosts.
-	shell := &routev3.RouteConfiguration{}
-	rc.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Name() != "virtual_hosts" {
-			shell.ProtoReflect().Set(fd, v)
-		}
-		return true
-	})
-	if err := shell.Validate(); err != nil {
+	if err := routeConfigShell(rc).Validate(); err != nil {
 		return err
 	}
 	for i, vh := range rc.VirtualHosts {

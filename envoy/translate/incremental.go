@@ -42,6 +42,26 @@ type Incremental struct {
 	valid    validMemo
 	gateways map[string]types.Resource // the last Gateway resources by type and name
 	last     *Output
+	// What the last model's L4 services and HTTP side made: the same slices
+	// again (models are never modified once handed over) make the same
+	// resources, without a look at each part.
+	lastL4 *l4Output
+	lastL7 *l7Output
+}
+
+type l4Output struct {
+	l4        sliceID
+	listeners []namedResource
+}
+
+type l7Output struct {
+	vhosts, certs sliceID
+	http, https   *model.SharedListener
+	out           *l7Resources
+}
+
+func sameListener(a, b *model.SharedListener) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
 }
 
 type backendMemo struct {
@@ -161,6 +181,7 @@ func (x *Incremental) translate(f *model.Fleet, backends map[string]*model.Backe
 	}
 	clusters := make([]namedResource, 0, len(f.Backends))
 	endpoints := make([]namedResource, 0, len(f.Backends))
+	affinityChanged := false // a backend came, went or changed its session affinity (L4 listeners use it)
 	for i := range f.Backends {
 		b := &f.Backends[i]
 		if index {
@@ -168,6 +189,9 @@ func (x *Incremental) translate(f *model.Fleet, backends map[string]*model.Backe
 		}
 		m := x.backends[b.Name]
 		if m == nil || !m.b.Equal(b) {
+			if m == nil || m.b.SessionAffinity != b.SessionAffinity {
+				affinityChanged = true
+			}
 			c, cla, err := cluster(b)
 			if err != nil {
 				errs = append(errs, err)
@@ -193,8 +217,21 @@ func (x *Incremental) translate(f *model.Fleet, backends map[string]*model.Backe
 		endpoints = append(endpoints, namedResource{b.Name, m.cla})
 	}
 
-	listeners := make([]namedResource, 0, len(f.L4)+2)
+	// Backends no longer used are dropped below: they were marked by an earlier call.
+	if len(x.backends) != len(f.Backends) {
+		affinityChanged = true
+	}
+	l4Seen := affinityChanged || x.lastL4 == nil || x.lastL4.l4 != idOf(f.L4)
+	var listeners []namedResource
+	if !l4Seen {
+		listeners = slices.Grow(slices.Clone(x.lastL4.listeners), 2)
+	} else {
+		listeners = make([]namedResource, 0, len(f.L4)+2)
+	}
 	for i := range f.L4 {
+		if !l4Seen {
+			break
+		}
 		s := &f.L4[i]
 		b := backends[s.Backend]
 		key := l4Key{s.Protocol, s.VIP, s.Port}
@@ -212,9 +249,12 @@ func (x *Incremental) translate(f *model.Fleet, backends map[string]*model.Backe
 		m.mark = x.call
 		listeners = append(listeners, namedResource{m.name, m.res})
 	}
-	// Only what this model used is kept.
+	// Only what this model used is kept (L4 services not looked at are last time's).
 	maps.DeleteFunc(x.backends, func(_ string, m *backendMemo) bool { return m.mark != x.call })
-	maps.DeleteFunc(x.l4, func(_ l4Key, m *l4Memo) bool { return m.mark != x.call })
+	if l4Seen {
+		maps.DeleteFunc(x.l4, func(_ l4Key, m *l4Memo) bool { return m.mark != x.call })
+		x.lastL4 = &l4Output{l4: idOf(f.L4), listeners: slices.Clip(slices.Clone(listeners))}
+	}
 
 	l7, built := x.httpResources(f)
 	fresh = append(fresh, built...)
@@ -261,6 +301,18 @@ func (x *Incremental) translate(f *model.Fleet, backends map[string]*model.Backe
 // route configurations, secrets, filter chains and listeners whose inputs
 // did not change. It returns the resources it had to build.
 func (x *Incremental) httpResources(f *model.Fleet) (*l7Resources, []types.Resource) {
+	// Virtual hosts, certificates and listeners as last time: the same resources.
+	if p := x.lastL7; p != nil && p.vhosts == idOf(f.VirtualHosts) && p.certs == idOf(f.Certificates) &&
+		sameListener(p.http, f.HTTP) && sameListener(p.https, f.HTTPS) {
+		return p.out, nil
+	}
+	x.lastL7 = nil
+	out, built := x.buildHTTP(f)
+	x.lastL7 = &l7Output{vhosts: idOf(f.VirtualHosts), certs: idOf(f.Certificates), http: f.HTTP, https: f.HTTPS, out: out}
+	return out, built
+}
+
+func (x *Incremental) buildHTTP(f *model.Fleet) (*l7Resources, []types.Resource) {
 	out := &l7Resources{}
 	var built []types.Resource
 	vhosts := slices.Clone(f.VirtualHosts)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -32,7 +33,7 @@ func cloneFleet(t *testing.T, f *model.Fleet) *model.Fleet {
 // parts from the golden models so that clashes and bad references happen too.
 func mutate(rng *rand.Rand, f *model.Fleet, pool []*model.Fleet) {
 	other := pool[rng.IntN(len(pool))]
-	switch rng.IntN(12) {
+	switch rng.IntN(14) {
 	case 0: // a backend's endpoints or options
 		if len(f.Backends) > 0 {
 			b := &f.Backends[rng.IntN(len(f.Backends))]
@@ -49,7 +50,8 @@ func mutate(rng *rand.Rand, f *model.Fleet, pool []*model.Fleet) {
 		}
 	case 1: // a backend goes
 		if len(f.Backends) > 0 {
-			f.Backends = slices.Delete(f.Backends, 0, 1)
+			i := rng.IntN(len(f.Backends))
+			f.Backends = slices.Delete(f.Backends, i, i+1)
 		}
 	case 2: // an L4 service goes, or moves
 		if len(f.L4) > 0 {
@@ -117,6 +119,24 @@ func mutate(rng *rand.Rand, f *model.Fleet, pool []*model.Fleet) {
 			f.VirtualHosts[0].Name += "x"
 		}
 	case 11: // nothing
+	case 12: // a backend's protocol (services and routes refer to it)
+		if len(f.Backends) > 0 {
+			b := &f.Backends[rng.IntN(len(f.Backends))]
+			b.Protocol = []model.BackendProtocol{model.BackendTCP, model.BackendUDP, model.BackendHTTP1, model.BackendHTTP2}[rng.IntN(4)]
+			if b.Protocol == model.BackendUDP {
+				b.HealthCheck, b.ProxyProtocol = nil, 0 // valid on its own
+			}
+		}
+	case 13: // a certificate's content
+		if len(f.Certificates) > 0 {
+			c := &f.Certificates[rng.IntN(len(f.Certificates))]
+			if len(other.Certificates) > 0 {
+				o := other.Certificates[rng.IntN(len(other.Certificates))]
+				c.CertPEM, c.KeyPEM = o.CertPEM, o.KeyPEM
+			} else {
+				c.KeyPEM = ""
+			}
+		}
 	}
 }
 
@@ -142,8 +162,12 @@ func TestIncrementalMatchesTranslate(t *testing.T) {
 			if rng.IntN(5) == 0 {
 				f = cloneFleet(t, pool[rng.IntN(len(pool))])
 			} else {
+				prev := f
 				f = cloneFleet(t, f)
 				mutate(rng, f, pool)
+				if rng.IntN(2) == 0 {
+					shareUnchanged(prev, f)
+				}
 			}
 			where := fmt.Sprintf("seed %d step %d", seed, step)
 			want, werr := Translate(f)
@@ -172,6 +196,23 @@ func TestIncrementalMatchesTranslate(t *testing.T) {
 	t.Logf("%d valid models, %d invalid", valid, invalid)
 	if valid < 500 || invalid < 100 {
 		t.Fatalf("the random sequences hold %d valid and %d invalid models: too few of one kind to compare", valid, invalid)
+	}
+}
+
+// shareUnchanged makes next hold prev's very slices where they are equal,
+// as the snapshot builder hands them (parts made once are handed again).
+func shareUnchanged(prev, next *model.Fleet) {
+	if reflect.DeepEqual(prev.L4, next.L4) {
+		next.L4 = prev.L4
+	}
+	if reflect.DeepEqual(prev.VirtualHosts, next.VirtualHosts) {
+		next.VirtualHosts = prev.VirtualHosts
+	}
+	if reflect.DeepEqual(prev.Certificates, next.Certificates) {
+		next.Certificates = prev.Certificates
+	}
+	if reflect.DeepEqual(prev.HTTP, next.HTTP) {
+		next.HTTP = prev.HTTP
 	}
 }
 
@@ -232,4 +273,41 @@ func errLines(err error) string {
 	lines := strings.Split(strings.TrimPrefix(err.Error(), "invalid fleet model: "), "\n")
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
+}
+
+// TestIncrementalSharedPartsFollowWhatTheyReferTo: a model that hands the
+// very L4 services and virtual hosts of the previous one, next to a backend
+// whose protocol or session affinity changed, is checked and translated as
+// a translation from scratch does.
+func TestIncrementalSharedPartsFollowWhatTheyReferTo(t *testing.T) {
+	var x Incremental
+	f := l4Fleet(3)
+	l7 := l7Fleet(20)
+	f.HTTP, f.VirtualHosts, f.Backends = l7.HTTP, l7.VirtualHosts, append(f.Backends, l7.Backends...)
+	f.HTTP.VIP = addr(99)
+	if _, _, err := x.Translate(f); err != nil {
+		t.Fatal(err)
+	}
+	for i, change := range []func(*model.Fleet){
+		func(g *model.Fleet) { g.Backends[0].Protocol, g.Backends[0].HealthCheck = model.BackendUDP, nil }, // an L4 service's
+		func(g *model.Fleet) { g.Backends[0].SessionAffinity = true },
+		func(g *model.Fleet) { g.Backends[len(g.Backends)-1].Protocol = model.BackendTCP }, // a route's
+		func(g *model.Fleet) { g.Backends = g.Backends[:len(g.Backends)-1] },
+	} {
+		g := *f
+		g.Backends = slices.Clone(f.Backends)
+		change(&g) // L4 and VirtualHosts are f's very slices
+		want, werr := Translate(&g)
+		got, _, gerr := x.Translate(&g)
+		if errLines(werr) != errLines(gerr) {
+			t.Fatalf("change %d: error %v, want %v", i, gerr, werr)
+		}
+		if werr == nil {
+			sameResources(t, fmt.Sprint("change ", i), got, want)
+		}
+		// Back to f (valid), so the next change is made next to it.
+		if _, _, err := x.Translate(f); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

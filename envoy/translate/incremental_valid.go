@@ -4,6 +4,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"unsafe"
 
 	"github.com/fleetlb/fleetlb/internal/model"
 )
@@ -24,6 +25,25 @@ type validMemo struct {
 	vhosts   map[string]*vhostValid
 	hosts    map[string]uint64         // hostname → the call that last saw it
 	byName   map[string]*model.Backend // the last model's backends
+	// The L4 services and virtual hosts of the last model found valid: the
+	// same slice again (models are never modified once handed over), next to
+	// backends of the same protocols and the same certificates, is valid
+	// again without a look at each.
+	lastL4 sliceID
+	lastVH sliceID
+}
+
+// sliceID is a slice's identity: its array and length.
+type sliceID struct {
+	data unsafe.Pointer
+	n    int
+}
+
+func idOf[T any](s []T) sliceID {
+	if len(s) == 0 {
+		return sliceID{}
+	}
+	return sliceID{unsafe.Pointer(unsafe.SliceData(s)), len(s)}
 }
 
 type backendValid struct {
@@ -68,50 +88,72 @@ func (m *validMemo) check(f *model.Fleet) bool {
 	m.call++
 	// What a part was found to be next to what holds: true whatever the
 	// rest of the model. Only a valid model says which parts are in use.
-	if !m.parts(f) {
+	lastL4, lastVH := m.lastL4, m.lastVH
+	m.lastL4, m.lastVH = sliceID{}, sliceID{}
+	ok, l4Seen, vhSeen := m.parts(f, lastL4, lastVH)
+	if !ok {
 		return false
 	}
+	m.lastL4, m.lastVH = idOf(f.L4), idOf(f.VirtualHosts)
 	drop := func(mark uint64) bool { return mark != m.call }
 	maps.DeleteFunc(m.backends, func(_ string, v *backendValid) bool { return drop(v.mark) })
-	maps.DeleteFunc(m.l4, func(_ l4Key, v *l4Valid) bool { return drop(v.mark) })
 	maps.DeleteFunc(m.certs, func(_ string, v *certValid) bool { return drop(v.mark) })
-	maps.DeleteFunc(m.vhosts, func(_ string, v *vhostValid) bool { return drop(v.mark) })
-	if len(m.hosts) > 2*len(m.vhosts)+64 {
-		maps.DeleteFunc(m.hosts, func(_ string, mark uint64) bool { return drop(mark) })
+	// Parts not looked at this time are the same as last time: kept.
+	if l4Seen {
+		maps.DeleteFunc(m.l4, func(_ l4Key, v *l4Valid) bool { return drop(v.mark) })
+	}
+	if vhSeen {
+		maps.DeleteFunc(m.vhosts, func(_ string, v *vhostValid) bool { return drop(v.mark) })
+		if len(m.hosts) > 2*len(m.vhosts)+64 {
+			maps.DeleteFunc(m.hosts, func(_ string, mark uint64) bool { return drop(mark) })
+		}
 	}
 	return true
 }
 
-func (m *validMemo) parts(f *model.Fleet) bool {
+// parts checks f's parts; l4Seen and vhSeen say whether its L4 services and
+// virtual hosts were looked at (else they are lastL4 and lastVH, found valid
+// next to what has not changed since).
+func (m *validMemo) parts(f *model.Fleet, lastL4, lastVH sliceID) (ok, l4Seen, vhSeen bool) {
 	call := m.call
 	base := model.Fleet{Name: f.Name, HTTP: f.HTTP, HTTPS: f.HTTPS}
 	if !reflect.DeepEqual(m.base, base) {
 		if base.Validate() != nil {
-			return false
+			return false, true, true
 		}
 		m.base = base
 		// Parts were checked next to other shared listeners.
 		clear(m.l4)
 		clear(m.vhosts)
+		lastL4, lastVH = sliceID{}, sliceID{}
 	}
+	// Whether a backend came, went or changed protocol, or a certificate
+	// came, went or changed: what the L4 services and virtual hosts refer to.
+	refsChanged := false
 
 	backends := make(map[string]*model.Backend, len(f.Backends))
 	m.byName = backends
 	for i := range f.Backends {
 		b := &f.Backends[i]
 		if _, dup := backends[b.Name]; dup {
-			return false
+			return false, true, true
 		}
 		backends[b.Name] = b
 		v := m.backends[b.Name]
 		if v == nil || !v.b.Equal(b) {
 			if (&model.Fleet{Name: f.Name, Backends: []model.Backend{*b}}).Validate() != nil {
-				return false
+				return false, true, true
+			}
+			if v == nil || v.b.Protocol != b.Protocol {
+				refsChanged = true
 			}
 			v = &backendValid{b: *b}
 			m.backends[b.Name] = v
 		}
 		v.mark = call
+	}
+	if len(m.backends) != len(f.Backends) {
+		refsChanged = true // some are gone
 	}
 	protocol := func(name string) model.BackendProtocol {
 		if b := backends[name]; b != nil {
@@ -120,12 +162,16 @@ func (m *validMemo) parts(f *model.Fleet) bool {
 		return ""
 	}
 
+	l4Seen = refsChanged || idOf(f.L4) != lastL4
 	for i := range f.L4 {
+		if !l4Seen {
+			break
+		}
 		s := &f.L4[i]
 		key := l4Key{s.Protocol, s.VIP, s.Port}
 		v := m.l4[key]
 		if v != nil && v.mark == call {
-			return false // two services on one VIP port
+			return false, true, true // two services on one VIP port
 		}
 		if v == nil || v.proto != protocol(s.Backend) || !v.s.Equal(s) {
 			mini := base
@@ -134,7 +180,7 @@ func (m *validMemo) parts(f *model.Fleet) bool {
 				mini.Backends = []model.Backend{*b}
 			}
 			if mini.Validate() != nil {
-				return false
+				return false, true, true
 			}
 			v = &l4Valid{s: *s, proto: protocol(s.Backend)}
 			m.l4[key] = v
@@ -146,26 +192,35 @@ func (m *validMemo) parts(f *model.Fleet) bool {
 	for i := range f.Certificates {
 		c := &f.Certificates[i]
 		if _, dup := certs[c.Name]; dup {
-			return false
+			return false, true, true
 		}
 		certs[c.Name] = c
 		v := m.certs[c.Name]
 		if v == nil || v.c != *c {
 			if (&model.Fleet{Name: f.Name, Certificates: []model.Certificate{*c}}).Validate() != nil {
-				return false
+				return false, true, true
 			}
+			refsChanged = true
 			v = &certValid{c: *c}
 			m.certs[c.Name] = v
 		}
 		v.mark = call
 	}
 
+	if len(m.certs) != len(f.Certificates) {
+		refsChanged = true // some are gone
+	}
+
+	vhSeen = refsChanged || idOf(f.VirtualHosts) != lastVH
 	var refs []backendRef
 	for i := range f.VirtualHosts {
+		if !vhSeen {
+			break
+		}
 		vh := &f.VirtualHosts[i]
 		for _, h := range vh.Hostnames {
 			if m.hosts[h] == call {
-				return false // served by two virtual hosts (or twice by one)
+				return false, true, true // served by two virtual hosts (or twice by one)
 			}
 			m.hosts[h] = call
 		}
@@ -180,7 +235,7 @@ func (m *validMemo) parts(f *model.Fleet) bool {
 		hasCert := certs[vh.Certificate] != nil
 		v := m.vhosts[vh.Name]
 		if v != nil && v.mark == call {
-			return false // two virtual hosts of one name
+			return false, true, true // two virtual hosts of one name
 		}
 		if v == nil || v.cert != hasCert || !slices.Equal(v.refs, refs) || !v.v.Equal(vh) {
 			mini := base
@@ -194,12 +249,12 @@ func (m *validMemo) parts(f *model.Fleet) bool {
 				}
 			}
 			if mini.Validate() != nil {
-				return false
+				return false, true, true
 			}
 			v = &vhostValid{v: *vh, refs: slices.Clone(refs), cert: hasCert}
 			m.vhosts[vh.Name] = v
 		}
 		v.mark = call
 	}
-	return true
+	return true, l4Seen, vhSeen
 }

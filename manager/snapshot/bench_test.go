@@ -56,6 +56,27 @@ func (m *memCache) Get(_ context.Context, key client.ObjectKey, obj client.Objec
 			n.DeepCopyInto(o)
 			return nil
 		}
+	case *v1.LoadBalancer:
+		for _, lb := range m.lbs[key.Namespace] {
+			if lb.Name == key.Name {
+				*o = *lb // as the cache does with client.UnsafeDisableDeepCopy
+				return nil
+			}
+		}
+	case *v1.Route:
+		for _, rt := range m.routes[key.Namespace] {
+			if rt.Name == key.Name {
+				*o = *rt
+				return nil
+			}
+		}
+	case *corev1.Secret:
+		for _, s := range m.secrets[key.Namespace] {
+			if s.Name == key.Name {
+				*o = *s
+				return nil
+			}
+		}
 	}
 	return apierrors.NewNotFound(schema.GroupResource{}, key.Name)
 }

@@ -98,10 +98,14 @@ type Builder struct {
 
 	nodeLimits sync.Map // tenant namespace → the node-limit refusal last told
 
+	fleetOf map[string]string // tenant name → its fleet, kept by the Tenant watch
+
 	// Incremental building (cache.go).
-	seq     map[string]uint64       // tenant namespace → events seen by the watch handlers
-	parts   map[string]*tenantParts // tenant namespace → what its objects made
-	deny    map[string]*denyEntry   // fleet → its deny-list and version
+	seq     map[string]uint64          // tenant namespace → events seen by the watch handlers
+	dirty   map[string]*changedObjects // tenant namespace → what those events were about, since it was last read
+	parts   map[string]*tenantParts    // tenant namespace → what its objects made
+	deny    map[string]*denyEntry      // fleet → its deny-list and version
+	asm     map[string]*assembleMemo   // fleet → what its Routes and LoadBalancers made last
 	denySeq uint64
 }
 
@@ -114,6 +118,8 @@ func (b *Builder) init() {
 	b.trans, b.last, b.gen, b.since = map[string]*translate.Incremental{}, map[string]*model.Fleet{}, map[string]uint64{}, map[string]map[string]programmedSince{}
 	b.contain = map[string]*containment{}
 	b.seq, b.parts, b.deny = map[string]uint64{}, map[string]*tenantParts{}, map[string]*denyEntry{}
+	b.fleetOf, b.asm = map[string]string{}, map[string]*assembleMemo{}
+	b.dirty = map[string]*changedObjects{}
 }
 
 func (b *Builder) translator(fleet string) *translate.Incremental {
@@ -125,6 +131,17 @@ func (b *Builder) translator(fleet string) *translate.Incremental {
 		b.trans[fleet] = tr
 	}
 	return tr
+}
+
+func (b *Builder) assembleMemo(fleet string) *assembleMemo {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.asm[fleet]
+	if m == nil {
+		m = &assembleMemo{}
+		b.asm[fleet] = m
+	}
+	return m
 }
 
 // SetupWithManager registers the builder.
@@ -169,9 +186,7 @@ func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
 		Watches(&v1.ProxyFleet{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(route.AddressesChanged)).
-		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fleetName(o.(*v1.Tenant))}}}
-		})).
+		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(b.tenantChanged)).
 		// Pools are in every fleet's backend deny-list.
 		Watches(&v1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(b.allFleets)).
 		WatchesRawSource(source.Channel(b.acks, &handler.EnqueueRequestForObject{})).
@@ -197,21 +212,50 @@ func fleetName(t *v1.Tenant) string { return cmp.Or(t.Spec.Fleet, v1.DefaultFlee
 // fleet to reconcile.
 func (b *Builder) changedInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
 	if strings.HasPrefix(o.GetNamespace(), tenant.NamespacePrefix) {
-		b.namespaceChanged(o.GetNamespace())
+		b.namespaceChanged(o)
 	}
 	return b.fleetOfNamespace(ctx, o)
 }
 
+// fleetOfNamespace names the fleet of a tenant namespace's object: from
+// what the Tenant watch recorded, or (before its first event) the cache,
+// without a copy. It runs on every event of the tenants' objects.
 func (b *Builder) fleetOfNamespace(ctx context.Context, o client.Object) []reconcile.Request {
 	name, ok := strings.CutPrefix(o.GetNamespace(), tenant.NamespacePrefix)
 	if !ok {
 		return nil
 	}
-	var t v1.Tenant
-	if err := b.Client.Get(ctx, types.NamespacedName{Name: name}, &t); err != nil {
-		return nil
+	b.mu.Lock()
+	fleet, known := b.fleetOf[name]
+	b.mu.Unlock()
+	if !known {
+		var t v1.Tenant
+		if err := b.Client.Get(ctx, types.NamespacedName{Name: name}, &t, client.UnsafeDisableDeepCopy); err != nil {
+			return nil
+		}
+		fleet = fleetName(&t)
+		b.mu.Lock()
+		if _, set := b.fleetOf[name]; !set {
+			b.fleetOf[name] = fleet
+		}
+		b.mu.Unlock()
 	}
-	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fleetName(&t)}}}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fleet}}}
+}
+
+// tenantChanged records a Tenant's fleet and names it, and the fleet it
+// left when it moved.
+func (b *Builder) tenantChanged(_ context.Context, o client.Object) []reconcile.Request {
+	fleet := fleetName(o.(*v1.Tenant))
+	b.mu.Lock()
+	old, had := b.fleetOf[o.GetName()]
+	b.fleetOf[o.GetName()] = fleet
+	b.mu.Unlock()
+	out := []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fleet}}}
+	if had && old != fleet {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: old}})
+	}
+	return out
 }
 
 // admittedLB is one LoadBalancer and the model parts made from it.
@@ -244,11 +288,14 @@ func servedKey(o client.Object) string {
 func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	fleet := req.Name
 	var tenants v1.TenantList
-	if err := b.Client.List(ctx, &tenants); err != nil {
+	// Read only, never modified: no copies. (Parts keep a Tenant: a deep
+	// copy of every Tenant per reconcile, status and managed fields
+	// included, stayed alive as long as any part made next to it.)
+	if err := b.Client.List(ctx, &tenants, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 	var pf *v1.ProxyFleet
-	if p := (&v1.ProxyFleet{}); b.Client.Get(ctx, types.NamespacedName{Name: fleet}, p) == nil {
+	if p := (&v1.ProxyFleet{}); b.Client.Get(ctx, types.NamespacedName{Name: fleet}, p, client.UnsafeDisableDeepCopy) == nil {
 		pf = p
 	}
 	httpL, httpsL, noL7 := sharedListeners(pf)
@@ -275,7 +322,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		}
 		ns := tenant.Namespace(t.Name)
 		nodes := &v1.TenantNodes{}
-		_ = b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1.TenantNodesName}, nodes) // none yet: no endpoints
+		_ = b.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1.TenantNodesName}, nodes, client.UnsafeDisableDeepCopy) // none yet: no endpoints
 		key := tenantKey{tenantUID: string(t.UID), tenantGen: t.Generation, nodesUID: string(nodes.UID), nodesGen: nodes.Generation, deny: denyV, listeners: listeners}
 		// Only node addresses the tenant may use; manager/nodes reports the rest.
 		nodes, _ = backends.Confine(t, nodes, deny)
@@ -329,7 +376,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 
 	// Objects were checked one by one; what is left is a conflict between
 	// them. The younger object of a conflict is left out, never the fleet.
-	f := assemble(fleet, httpL, httpsL, okRoutes, okLBs)
+	f := b.assembleMemo(fleet).assemble(fleet, httpL, httpsL, okRoutes, okLBs)
 	tr := b.translator(fleet)
 	out, changed, err := tr.Translate(f)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -104,11 +105,47 @@ func keyOfRoute(rt *v1.Route) routeKey {
 	return k
 }
 
-// namespaceChanged counts an event of a tenant namespace (called by the watch handlers).
-func (b *Builder) namespaceChanged(ns string) {
+// changedObjects is what the events of a namespace were about: a few
+// LoadBalancers and Routes by name (read again one by one), or anything
+// (a Secret, many objects: the namespace is listed again).
+type changedObjects struct {
+	all         bool
+	lbs, routes map[string]bool
+}
+
+// maxChangedObjects is how many objects of a namespace are read one by one
+// rather than by listing it.
+const maxChangedObjects = 64
+
+// namespaceChanged counts an event of an object of a tenant namespace and
+// records what it was about (called by the watch handlers).
+func (b *Builder) namespaceChanged(o client.Object) {
+	ns := o.GetNamespace()
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.seq[ns]++
-	b.mu.Unlock()
+	d := b.dirty[ns]
+	if d == nil {
+		d = &changedObjects{lbs: map[string]bool{}, routes: map[string]bool{}}
+		b.dirty[ns] = d
+	}
+	if d.all {
+		return // listed again anyway
+	}
+	switch o.(type) {
+	case *v1.LoadBalancer:
+		d.lbs[o.GetName()] = true
+	case *v1.Route:
+		d.routes[o.GetName()] = true
+	default:
+		d.all = true
+	}
+	if len(d.lbs)+len(d.routes) > maxChangedObjects {
+		d.all = true
+	}
+	if d.all {
+		d.lbs, d.routes = nil, nil
+	}
 }
 
 // denyVersion numbers the fleet's deny-lists: parts made next to another
@@ -131,138 +168,248 @@ type denyEntry struct {
 }
 
 // tenantObjects returns the parts of a tenant's LoadBalancers and Routes,
-// listing the namespace only when an event came since the last time or what
-// the parts depend on changed, and mapping only objects whose inputs changed.
-// Objects read from the cache are shared: nothing here modifies them.
-func (b *Builder) tenantObjects(ctx context.Context, t *v1.Tenant, nodes *v1.TenantNodes, key tenantKey) (*tenantParts, error) {
+// reading the namespace only when an event came since the last time (only
+// the objects the events named, when they are few and no Secret changed;
+// else listing it) or what the parts depend on changed, and mapping only
+// objects whose inputs changed. Objects read from the cache are shared:
+// nothing here modifies them.
+func (b *Builder) tenantObjects(ctx context.Context, t *v1.Tenant, nodes *v1.TenantNodes, key tenantKey) (parts *tenantParts, err error) {
 	ns := tenant.Namespace(t.Name)
 	b.mu.Lock()
-	seq, prev := b.seq[ns], b.parts[ns]
-	b.mu.Unlock()
+	seq, prev, dirty := b.seq[ns], b.parts[ns], b.dirty[ns]
 	if prev != nil && prev.seq == seq && prev.key == key {
+		b.mu.Unlock()
 		return prev, nil
 	}
+	delete(b.dirty, ns) // taken: events from now on are the next reconcile's
+	b.mu.Unlock()
+	defer func() {
+		if err != nil { // read again in full next time
+			b.mu.Lock()
+			b.dirty[ns] = &changedObjects{all: true}
+			b.mu.Unlock()
+		}
+	}()
 	if prev != nil && prev.key != key {
 		prev = nil // made next to something else: make everything again
 	}
-	next := &tenantParts{seq: seq, key: key}
-
-	// The namespace's Secrets, listed once and only when a Route or a
-	// Gateway may read one.
-	var secrets map[string]*corev1.Secret
-	secretsListed := false
-	listSecrets := func() error {
-		if secretsListed {
-			return nil
-		}
-		secretsListed = true
-		var list corev1.SecretList
-		if err := b.Client.List(ctx, &list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-			return err
-		}
-		secrets = make(map[string]*corev1.Secret, len(list.Items))
-		for i := range list.Items {
-			secrets[list.Items[i].Name] = &list.Items[i]
-		}
-		return nil
+	m := &partMaker{b: b, ctx: ctx, t: t, nodes: nodes, ns: ns}
+	var next *tenantParts
+	if prev != nil && dirty != nil && !dirty.all {
+		next, err = m.readChanged(prev, dirty)
+	} else {
+		next, err = m.readAll(prev)
 	}
-	secretRV := func(name string) string {
-		if s := secrets[name]; s != nil {
-			return s.ResourceVersion
-		}
-		return ""
-	}
-	// secretOf reads a Secret and records its version in read.
-	secretOf := func(read map[string]string) func(string) *corev1.Secret {
-		return func(name string) *corev1.Secret {
-			read[name] = secretRV(name)
-			return secrets[name]
-		}
-	}
-
-	var lbList v1.LoadBalancerList
-	if err := b.Client.List(ctx, &lbList, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	for i := range lbList.Items {
-		if isGateway(&lbList.Items[i]) {
-			if err := listSecrets(); err != nil {
-				return nil, err
-			}
-			break
+	next.seq, next.key = seq, key
+	b.mu.Lock()
+	b.parts[ns] = next
+	b.mu.Unlock()
+	return next, nil
+}
+
+// partMaker makes the parts of one tenant's objects.
+type partMaker struct {
+	b     *Builder
+	ctx   context.Context
+	t     *v1.Tenant
+	nodes *v1.TenantNodes
+	ns    string
+	// secrets: the namespace's, when listed; else each is read when named.
+	secrets       map[string]*corev1.Secret
+	secretsListed bool
+}
+
+func (m *partMaker) listSecrets() error {
+	if m.secretsListed {
+		return nil
+	}
+	var list corev1.SecretList
+	if err := m.b.Client.List(m.ctx, &list, client.InNamespace(m.ns), client.UnsafeDisableDeepCopy); err != nil {
+		return err
+	}
+	m.secretsListed = true
+	m.secrets = make(map[string]*corev1.Secret, len(list.Items))
+	for i := range list.Items {
+		m.secrets[list.Items[i].Name] = &list.Items[i]
+	}
+	return nil
+}
+
+func (m *partMaker) secret(name string) *corev1.Secret {
+	if m.secretsListed {
+		return m.secrets[name]
+	}
+	if s, ok := m.secrets[name]; ok {
+		return s
+	}
+	if m.secrets == nil {
+		m.secrets = map[string]*corev1.Secret{}
+	}
+	var s corev1.Secret
+	if err := m.b.Client.Get(m.ctx, client.ObjectKey{Namespace: m.ns, Name: name}, &s, client.UnsafeDisableDeepCopy); err != nil {
+		m.secrets[name] = nil // missing (or unreadable: a Secret event reads the namespace again)
+		return nil
+	}
+	m.secrets[name] = &s
+	return &s
+}
+
+func (m *partMaker) secretRV(name string) string {
+	if s := m.secret(name); s != nil {
+		return s.ResourceVersion
+	}
+	return ""
+}
+
+// secretOf reads a Secret and records its version in read.
+func (m *partMaker) secretOf(read map[string]string) func(string) *corev1.Secret {
+	return func(name string) *corev1.Secret {
+		read[name] = m.secretRV(name)
+		return m.secret(name)
+	}
+}
+
+// lbPart is the part of lb: old when its inputs did not change, nil when it is not served.
+func (m *partMaker) lbPart(lb *v1.LoadBalancer, old *lbPart) *lbPart {
+	k := keyOfLB(lb)
+	if k.deleting || !k.accepted || k.address == "" {
+		return nil
+	}
+	if old != nil && old.key == k && old.a.lb.UID == lb.UID && sameSecrets(old.secrets, m.secretRV) {
+		old.a.lb = lb // the newest object, for its status
+		return old
+	}
+	p := &lbPart{key: k, skey: servedKey(lb), secrets: map[string]string{}}
+	if isGateway(lb) {
+		p.a, p.err = fromGateway(m.t.Name, lb, m.secretOf(p.secrets))
+	} else {
+		p.a, p.err = fromLoadBalancer(m.t.Name, lb, m.nodes)
+	}
+	p.a.global = globalKey(m.t, lb)
+	return p
+}
+
+// routePart is the part of rt: old when its inputs did not change.
+func (m *partMaker) routePart(rt *v1.Route, old *routePart) *routePart {
+	k := keyOfRoute(rt)
+	if old != nil && old.key == k && old.rt.UID == rt.UID && sameSecrets(old.secrets, m.secretRV) {
+		old.rt = rt
+		if old.a != nil {
+			old.a.rt = rt
+		}
+		return old
+	}
+	p := &routePart{key: k, skey: servedKey(rt), rt: rt, secrets: map[string]string{}}
+	switch {
+	case !routeServed(rt):
+	case route.OnGateways(rt):
+		a := fromGatewayRoute(m.t, rt, m.nodes)
+		p.a = &a
+	default:
+		a := fromRoute(m.t, rt, m.nodes, m.secretOf(p.secrets))
+		p.a = &a
+	}
+	return p
+}
+
+// readAll lists the namespace.
+func (m *partMaker) readAll(prev *tenantParts) (*tenantParts, error) {
+	next := &tenantParts{}
+	var lbList v1.LoadBalancerList
+	if err := m.b.Client.List(m.ctx, &lbList, client.InNamespace(m.ns), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	var rtList v1.RouteList
+	if err := m.b.Client.List(m.ctx, &rtList, client.InNamespace(m.ns), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	// The namespace's Secrets, listed once and only when a Route or a
+	// Gateway may read one.
+	if len(rtList.Items) > 0 || slices.ContainsFunc(lbList.Items, func(lb v1.LoadBalancer) bool { return isGateway(&lb) }) {
+		if err := m.listSecrets(); err != nil {
+			return nil, err
 		}
 	}
 	oldLBs := map[string]*lbPart{}
+	oldRoutes := map[string]*routePart{}
 	if prev != nil {
 		for _, p := range prev.lbs {
 			oldLBs[p.a.lb.Name] = p
 		}
-	}
-	for i := range lbList.Items {
-		lb := &lbList.Items[i]
-		k := keyOfLB(lb)
-		if k.deleting || !k.accepted || k.address == "" {
-			continue
-		}
-		if p := oldLBs[lb.Name]; p != nil && p.key == k && p.a.lb.UID == lb.UID && sameSecrets(p.secrets, secretRV) {
-			p.a.lb = lb // the newest object, for its status
-			next.lbs = append(next.lbs, p)
-			continue
-		}
-		p := &lbPart{key: k, skey: servedKey(lb), secrets: map[string]string{}}
-		if isGateway(lb) {
-			p.a, p.err = fromGateway(t.Name, lb, secretOf(p.secrets))
-		} else {
-			p.a, p.err = fromLoadBalancer(t.Name, lb, nodes)
-		}
-		p.a.global = globalKey(t, lb)
-		next.lbs = append(next.lbs, p)
-	}
-	slices.SortFunc(next.lbs, func(x, y *lbPart) int { return strings.Compare(x.a.lb.Name, y.a.lb.Name) })
-
-	var rtList v1.RouteList
-	if err := b.Client.List(ctx, &rtList, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
-	}
-	if len(rtList.Items) > 0 {
-		if err := listSecrets(); err != nil {
-			return nil, err
-		}
-	}
-	oldRoutes := map[string]*routePart{}
-	if prev != nil {
 		for _, p := range prev.routes {
 			oldRoutes[p.rt.Name] = p
 		}
 	}
+	for i := range lbList.Items {
+		lb := &lbList.Items[i]
+		if p := m.lbPart(lb, oldLBs[lb.Name]); p != nil {
+			next.lbs = append(next.lbs, p)
+		}
+	}
+	slices.SortFunc(next.lbs, func(x, y *lbPart) int { return strings.Compare(x.a.lb.Name, y.a.lb.Name) })
 	for i := range rtList.Items {
 		rt := &rtList.Items[i]
-		k := keyOfRoute(rt)
-		if p := oldRoutes[rt.Name]; p != nil && p.key == k && p.rt.UID == rt.UID && sameSecrets(p.secrets, secretRV) {
-			p.rt = rt
-			if p.a != nil {
-				p.a.rt = rt
-			}
-			next.routes = append(next.routes, p)
-			continue
-		}
-		p := &routePart{key: k, skey: servedKey(rt), rt: rt, secrets: map[string]string{}}
-		switch {
-		case !routeServed(rt):
-		case route.OnGateways(rt):
-			a := fromGatewayRoute(t, rt, nodes)
-			p.a = &a
-		default:
-			a := fromRoute(t, rt, nodes, secretOf(p.secrets))
-			p.a = &a
-		}
-		next.routes = append(next.routes, p)
+		next.routes = append(next.routes, m.routePart(rt, oldRoutes[rt.Name]))
 	}
 	slices.SortFunc(next.routes, func(x, y *routePart) int { return strings.Compare(x.rt.Name, y.rt.Name) })
+	return next, nil
+}
 
-	b.mu.Lock()
-	b.parts[ns] = next
-	b.mu.Unlock()
+// readChanged reads again only the objects the events named; no Secret
+// changed since prev was made.
+func (m *partMaker) readChanged(prev *tenantParts, dirty *changedObjects) (*tenantParts, error) {
+	next := &tenantParts{lbs: slices.Clone(prev.lbs), routes: slices.Clone(prev.routes)}
+	for _, name := range slices.Sorted(mapKeys(dirty.lbs)) {
+		i, found := slices.BinarySearchFunc(next.lbs, name, func(p *lbPart, n string) int { return strings.Compare(p.a.lb.Name, n) })
+		var old *lbPart
+		if found {
+			old = next.lbs[i]
+		}
+		var p *lbPart
+		lb := &v1.LoadBalancer{}
+		switch err := m.b.Client.Get(m.ctx, client.ObjectKey{Namespace: m.ns, Name: name}, lb, client.UnsafeDisableDeepCopy); {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return nil, err
+		default:
+			p = m.lbPart(lb, old)
+		}
+		switch {
+		case p != nil && found:
+			next.lbs[i] = p
+		case p != nil:
+			next.lbs = slices.Insert(next.lbs, i, p)
+		case found:
+			next.lbs = slices.Delete(next.lbs, i, i+1)
+		}
+	}
+	for _, name := range slices.Sorted(mapKeys(dirty.routes)) {
+		i, found := slices.BinarySearchFunc(next.routes, name, func(p *routePart, n string) int { return strings.Compare(p.rt.Name, n) })
+		var old *routePart
+		if found {
+			old = next.routes[i]
+		}
+		var p *routePart
+		rt := &v1.Route{}
+		switch err := m.b.Client.Get(m.ctx, client.ObjectKey{Namespace: m.ns, Name: name}, rt, client.UnsafeDisableDeepCopy); {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return nil, err
+		default:
+			p = m.routePart(rt, old)
+		}
+		switch {
+		case p != nil && found:
+			next.routes[i] = p
+		case p != nil:
+			next.routes = slices.Insert(next.routes, i, p)
+		case found:
+			next.routes = slices.Delete(next.routes, i, i+1)
+		}
+	}
 	return next, nil
 }
 
@@ -346,6 +493,12 @@ func (b *Builder) forgetTenantsBut(tenants []v1.Tenant) {
 		if !keep[ns] {
 			delete(b.parts, ns)
 			delete(b.seq, ns)
+			delete(b.dirty, ns)
+		}
+	}
+	for name := range b.fleetOf {
+		if !keep[tenant.Namespace(name)] {
+			delete(b.fleetOf, name)
 		}
 	}
 }

@@ -3,6 +3,9 @@ package snapshot
 import (
 	"cmp"
 	"slices"
+	"unsafe"
+
+	"k8s.io/apimachinery/pkg/types"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -20,55 +23,153 @@ const ReasonConflicted = "Conflicted"
 // assemble builds the fleet's model from admitted Routes (oldest first) and
 // LoadBalancers that each translate on their own.
 func assemble(fleet string, httpL, httpsL *model.SharedListener, routes []*admittedRoute, lbs []admittedLB) *model.Fleet {
-	f := &model.Fleet{Name: fleet}
-	vhosts, global := virtualHosts(routes, httpL, httpsL)
-	if f.VirtualHosts = vhosts; len(vhosts) > 0 {
-		f.HTTP, f.HTTPS = httpL, httpsL
-		// Only the certificates and backends the virtual hosts use.
-		certs, backends := map[string]bool{}, map[string]bool{}
-		n := len(global) + len(lbs)
-		for _, a := range routes {
-			n += len(a.backends)
-		}
-		f.Backends = make([]model.Backend, 0, n)
-		for _, v := range vhosts {
-			certs[v.Certificate] = true
-			for _, r := range v.Routes {
-				if r.Forward != nil {
-					for _, wb := range r.Forward.Backends {
-						backends[wb.Backend] = true
-					}
-				}
+	return (*assembleMemo)(nil).assemble(fleet, httpL, httpsL, routes, lbs)
+}
+
+// assembleMemo keeps what the Routes and what the LoadBalancers of a fleet
+// made at its last reconcile, so a change of LoadBalancers does not merge
+// the virtual hosts again, and a change of Routes does not gather the L4
+// services again. Parts are never modified once made (a changed object gets
+// new ones), so the same parts give the same result.
+type assembleMemo struct {
+	routes        []*admittedRoute
+	httpL, httpsL *model.SharedListener
+	l7            l7Side
+	lbs           []lbIdentity
+	l4            l4Side
+}
+
+// l7Side is what the Routes make: virtual hosts, and the certificates and
+// backends they use (each in name order).
+type l7Side struct {
+	vhosts   []model.VirtualHost
+	certs    []model.Certificate
+	backends []model.Backend
+}
+
+// l4Side is what the LoadBalancers make: L4 services (by backend) and their
+// backends (by name).
+type l4Side struct {
+	l4       []model.L4Service
+	backends []model.Backend
+}
+
+// lbIdentity says which parts an admittedLB holds.
+type lbIdentity struct {
+	uid          types.UID
+	gen          int64
+	services     *model.L4Service
+	backendsData *model.Backend
+	global       string
+	gateway      *gatewayParts
+}
+
+func identityOf(a *admittedLB) lbIdentity {
+	return lbIdentity{uid: a.lb.UID, gen: a.lb.Generation, services: unsafe.SliceData(a.services), backendsData: unsafe.SliceData(a.backends),
+		global: a.global, gateway: a.gateway}
+}
+
+func sameListener(a, b *model.SharedListener) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
+}
+
+// assemble is the package's assemble, reusing the side (Routes or
+// LoadBalancers) whose parts are the same as last time; m may be nil.
+func (m *assembleMemo) assemble(fleet string, httpL, httpsL *model.SharedListener, routes []*admittedRoute, lbs []admittedLB) *model.Fleet {
+	var l7 l7Side
+	if m != nil && m.routes != nil && slices.Equal(m.routes, routes) && sameListener(m.httpL, httpL) && sameListener(m.httpsL, httpsL) {
+		l7 = m.l7
+	} else {
+		l7 = assembleL7(httpL, httpsL, routes)
+		if m != nil {
+			m.routes, m.httpL, m.httpsL, m.l7 = slices.Clip(slices.Clone(routes)), httpL, httpsL, l7
+			if m.routes == nil {
+				m.routes = []*admittedRoute{}
 			}
 		}
-		for _, a := range routes {
-			for _, c := range a.certs {
-				if certs[c.Name] {
-					delete(certs, c.Name)
-					f.Certificates = append(f.Certificates, c)
-				}
-			}
-			for _, be := range a.backends {
-				if backends[be.Name] {
-					delete(backends, be.Name)
-					f.Backends = append(f.Backends, be)
-				}
-			}
-		}
-		for _, be := range global {
-			if backends[be.Name] {
-				delete(backends, be.Name)
-				f.Backends = append(f.Backends, be)
-			}
+	}
+	var l4 l4Side
+	ids := make([]lbIdentity, len(lbs))
+	for i := range lbs {
+		ids[i] = identityOf(&lbs[i])
+	}
+	if m != nil && m.lbs != nil && slices.Equal(m.lbs, ids) {
+		l4 = m.l4
+	} else {
+		l4 = assembleL4(lbs)
+		if m != nil {
+			m.lbs, m.l4 = ids, l4
 		}
 	}
 
+	f := &model.Fleet{Name: fleet, VirtualHosts: l7.vhosts, L4: l4.l4}
+	if len(l7.vhosts) > 0 {
+		f.HTTP, f.HTTPS = httpL, httpsL
+	}
+	// Clipped: what addGateways appends never lands in a memo's array.
+	f.Certificates = slices.Clip(l7.certs)
+	f.Backends = mergeByName(l7.backends, l4.backends)
+	addGateways(f, routes, lbs)
+	f.Backends = sortedByName(f.Backends)
+	return f
+}
+
+// assembleL7 is what the Routes make.
+func assembleL7(httpL, httpsL *model.SharedListener, routes []*admittedRoute) l7Side {
+	var out l7Side
+	vhosts, global := virtualHosts(routes, httpL, httpsL)
+	if out.vhosts = vhosts; len(vhosts) == 0 {
+		return out
+	}
+	// Only the certificates and backends the virtual hosts use.
+	certs, backends := map[string]bool{}, map[string]bool{}
+	n := len(global)
+	for _, a := range routes {
+		n += len(a.backends)
+	}
+	out.backends = make([]model.Backend, 0, n)
+	for _, v := range vhosts {
+		certs[v.Certificate] = true
+		for _, r := range v.Routes {
+			if r.Forward != nil {
+				for _, wb := range r.Forward.Backends {
+					backends[wb.Backend] = true
+				}
+			}
+		}
+	}
+	for _, a := range routes {
+		for _, c := range a.certs {
+			if certs[c.Name] {
+				delete(certs, c.Name)
+				out.certs = append(out.certs, c)
+			}
+		}
+		for _, be := range a.backends {
+			if backends[be.Name] {
+				delete(backends, be.Name)
+				out.backends = append(out.backends, be)
+			}
+		}
+	}
+	for _, be := range global {
+		if backends[be.Name] {
+			delete(backends, be.Name)
+			out.backends = append(out.backends, be)
+		}
+	}
+	out.backends = sortedByName(out.backends)
+	slices.SortFunc(out.certs, func(x, y model.Certificate) int { return cmp.Compare(x.Name, y.Name) })
+	return out
+}
+
+// assembleL4 is what the LoadBalancers make.
+func assembleL4(lbs []admittedLB) l4Side {
+	var out l4Side
 	globals := map[string][]admittedLB{}
 	var globalOrder []string
-	f.L4 = slices.Grow(f.L4, len(lbs))
-	if f.Backends == nil {
-		f.Backends = make([]model.Backend, 0, len(lbs))
-	}
+	out.l4 = slices.Grow(out.l4, len(lbs))
+	out.backends = make([]model.Backend, 0, len(lbs))
 	for _, a := range lbs {
 		if a.global != "" && len(a.services) > 0 {
 			// Members of a global load balancer are joined below, per shared VIP.
@@ -79,21 +180,32 @@ func assemble(fleet string, httpL, httpsL *model.SharedListener, routes []*admit
 			globals[key] = append(globals[key], a)
 			continue
 		}
-		f.L4 = append(f.L4, a.services...)
-		f.Backends = append(f.Backends, a.backends...)
+		out.l4 = append(out.l4, a.services...)
+		out.backends = append(out.backends, a.backends...)
 	}
 	for _, key := range globalOrder {
 		members := globals[key]
 		slices.SortFunc(members, func(x, y admittedLB) int { return olderLB(x.lb, y.lb) })
 		svcs, bes := mergeGlobalLoadBalancers(members[0].global, members)
-		f.L4 = append(f.L4, svcs...)
-		f.Backends = append(f.Backends, bes...)
+		out.l4 = append(out.l4, svcs...)
+		out.backends = append(out.backends, bes...)
 	}
-	addGateways(f, routes, lbs)
-	slices.SortFunc(f.L4, func(x, y model.L4Service) int { return cmp.Compare(x.Backend, y.Backend) })
-	f.Backends = sortedByName(f.Backends)
-	slices.SortFunc(f.Certificates, func(x, y model.Certificate) int { return cmp.Compare(x.Name, y.Name) })
-	return f
+	slices.SortFunc(out.l4, func(x, y model.L4Service) int { return cmp.Compare(x.Backend, y.Backend) })
+	out.backends = sortedByName(out.backends)
+	return out
+}
+
+// mergeByName is a and b (each in name order) in name order, a first on equal names.
+func mergeByName(a, b []model.Backend) []model.Backend {
+	out := make([]model.Backend, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if b[0].Name < a[0].Name {
+			out, b = append(out, b[0]), b[1:]
+		} else {
+			out, a = append(out, a[0]), a[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }
 
 func olderLB(x, y *v1.LoadBalancer) int {

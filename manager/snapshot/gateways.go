@@ -140,6 +140,9 @@ func withGateway(f *model.Fleet, a admittedLB) *model.Fleet {
 // addGateways adds to f the Gateways among lbs, with the Routes (oldest
 // first) attached to their listeners, and the certificates and backends they use.
 func addGateways(f *model.Fleet, routes []*admittedRoute, lbs []admittedLB) {
+	if !slices.ContainsFunc(lbs, func(a admittedLB) bool { return a.gateway != nil }) {
+		return // nothing to add (the fleet's other parts are sorted by whoever made them)
+	}
 	certs := map[string]bool{}
 	for _, c := range f.Certificates {
 		certs[c.Name] = true
@@ -148,7 +151,12 @@ func addGateways(f *model.Fleet, routes []*admittedRoute, lbs []admittedLB) {
 	for _, b := range f.Backends {
 		backends[b.Name] = true
 	}
-	gws := slices.Clone(lbs)
+	var gws []admittedLB
+	for _, a := range lbs {
+		if a.gateway != nil {
+			gws = append(gws, a)
+		}
+	}
 	slices.SortFunc(gws, func(x, y admittedLB) int {
 		return cmp.Compare(x.lb.Namespace+"/"+x.lb.Name, y.lb.Namespace+"/"+y.lb.Name)
 	})

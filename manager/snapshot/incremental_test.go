@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -99,7 +100,7 @@ func (w *world) step() string {
 	must(w.t, w.c.List(ctx, &lbs, client.InNamespace(ns)))
 	must(w.t, w.c.List(ctx, &rts, client.InNamespace(ns)))
 	w.n++
-	switch rng.IntN(14) {
+	switch rng.IntN(17) {
 	case 0, 1: // a LoadBalancer is admitted (VIPs collide now and then: a conflict)
 		lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("lb%d", w.n), Generation: 1, UID: types.UID(fmt.Sprint("lb", w.n)),
 			CreationTimestamp: metav1.Unix(int64(w.n), 0)},
@@ -115,7 +116,7 @@ func (w *world) step() string {
 		w.touched(lb)
 		return "create LoadBalancer"
 	case 2: // a LoadBalancer's spec
-		if lb := pick(rng, lbs.Items); lb != nil {
+		if lb := pick(rng, lbs.Items); lb != nil && len(lb.Spec.Ports) > 0 {
 			lb.Generation++
 			lb.Spec.Ports[0].NodePort = 30000 + v1.PortNumber(rng.IntN(50))
 			lb.Spec.SessionAffinity = []v1.SessionAffinity{v1.SessionAffinityNone, v1.SessionAffinityClientIP}[rng.IntN(2)]
@@ -227,6 +228,68 @@ func (w *world) step() string {
 		}
 		must(w.t, w.c.Update(ctx, &pf))
 		return "ProxyFleet"
+	case 14: // a Gateway is admitted, or its listeners change
+		name := fmt.Sprintf("gw%d", rng.IntN(2))
+		listeners := []v1.GatewayListener{
+			{Name: "http", Port: 80, Protocol: v1.ListenerHTTP},
+			{Name: "https", Port: 443, Protocol: v1.ListenerHTTPS, Hostname: "*.example.com", CertificateSecrets: []string{fmt.Sprintf("cert%d", rng.IntN(3))}},
+			{Name: "tls", Port: 8443, Protocol: v1.ListenerTLS},
+		}[:1+rng.IntN(3)]
+		var lb v1.LoadBalancer
+		if err := w.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &lb); err == nil {
+			lb.Generation++
+			lb.Spec.Listeners = listeners
+			must(w.t, w.c.Update(ctx, &lb))
+			w.touched(&lb)
+			return "update Gateway"
+		}
+		lb = v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1, UID: types.UID(fmt.Sprint("gw", w.n)),
+			CreationTimestamp: metav1.Unix(int64(w.n), 0)},
+			Spec: v1.LoadBalancerSpec{Source: v1.ServiceSource{Kind: v1.SourceGateway, Cluster: "c", Namespace: "default", Name: name, UID: "u"}, Listeners: listeners}}
+		w.create(&lb)
+		// Now and then on an address another LoadBalancer of the fleet uses: a conflict.
+		lb.Status.Addresses = []v1.Address{{IP: v1.IPAddress(fmt.Sprintf("127.0.%d.%d", []int{62, 50}[rng.IntN(2)], 1+rng.IntN(20))), IPMode: v1.IPModeProxy}}
+		lb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted, LastTransitionTime: metav1.Now()}}
+		must(w.t, w.c.Status().Update(ctx, &lb))
+		w.touched(&lb)
+		return "create Gateway"
+	case 15: // a Route on a Gateway's listeners is admitted
+		parent := v1.RouteParent{LoadBalancer: fmt.Sprintf("gw%d", rng.IntN(2)), Listeners: [][]string{{"http"}, {"https"}, {"http", "https"}}[rng.IntN(3)]}
+		kind := v1.SourceHTTPRoute
+		if rng.IntN(4) == 0 {
+			kind, parent.Listeners = v1.SourceTLSRoute, []string{"tls"}
+		}
+		var hosts []v1.Hostname
+		if rng.IntN(2) == 0 {
+			hosts = []v1.Hostname{v1.Hostname(fmt.Sprintf("g%d.example.com", rng.IntN(4)))}
+		}
+		rt := &v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("gr%d", w.n), Generation: 1, UID: types.UID(fmt.Sprint("gr", w.n)),
+			CreationTimestamp: metav1.Unix(int64(w.n), 0)}, Spec: v1.RouteSpec{
+			Source:    v1.RouteSource{Kind: kind, Cluster: "c", Namespace: "default", Name: "r", UID: "u"},
+			Hostnames: hosts, Parents: []v1.RouteParent{parent},
+			Rules: []v1.RouteRule{{Backends: []v1.RouteBackend{{ServiceName: "web", NodePort: 30000 + v1.PortNumber(rng.IntN(50))}}}},
+		}}
+		if kind == v1.SourceHTTPRoute && rng.IntN(2) == 0 {
+			rt.Spec.Rules[0].Matches = []v1.RouteMatch{pathMatch(v1.PathPrefix, fmt.Sprintf("/p%d", rng.IntN(3)))}
+		}
+		w.create(rt)
+		must(w.t, w.c.Status().Update(ctx, accepted(rt)))
+		w.touched(rt)
+		return "create Gateway Route"
+	case 16: // a Gateway Route's backend or parents
+		for _, rt := range rts.Items {
+			if len(rt.Spec.Parents) == 0 {
+				continue
+			}
+			rt.Generation++
+			rt.Spec.Rules[0].Backends[0].NodePort = 30000 + v1.PortNumber(rng.IntN(50))
+			if rng.IntN(2) == 0 && rt.Spec.Source.Kind == v1.SourceHTTPRoute {
+				rt.Spec.Parents[0].LoadBalancer = fmt.Sprintf("gw%d", rng.IntN(2))
+			}
+			must(w.t, w.c.Update(ctx, &rt))
+			w.touched(&rt)
+			return "update Gateway Route"
+		}
 	}
 	return "nothing"
 }
@@ -259,15 +322,55 @@ func TestIncrementalSnapshotMatchesFullBuild(t *testing.T) {
 		w := newWorld(t, seed, certs)
 		counts := map[string]int{}
 		for step := range 120 {
-			what := w.step()
-			counts[what]++
+			// Now and then a few changes before the builder reconciles (a burst).
+			var what string
+			for range 1 + w.rng.IntN(2)*w.rng.IntN(4) {
+				what = w.step()
+				counts[what]++
+			}
 			reconcileFleet(t, w.b)
 			full := &recorder{}
 			reconcileFleet(t, newTestBuilder(w.c, full))
 			where := fmt.Sprintf("seed %d step %d (%s)", seed, step, what)
 			sameSnapshot(t, where, w.xds.res, full.res)
+			for _, l := range full.res[resource.ListenerType] {
+				if strings.HasPrefix(cachev3.GetResourceName(l), "gateway/") {
+					counts["(served a Gateway listener)"]++
+					break
+				}
+			}
 		}
 		t.Logf("seed %d: %v", seed, counts)
+		if counts["(served a Gateway listener)"] == 0 {
+			t.Fatalf("seed %d: no step served a Gateway: the sequence does not test them", seed)
+		}
+	}
+}
+
+// Events of many objects of a namespace, or of a Secret, have the namespace
+// read in full; a few LoadBalancers and Routes are read one by one.
+func TestChangedObjectsOfANamespace(t *testing.T) {
+	b := newTestBuilder(nil, &recorder{})
+	ns := tenant.Namespace("t")
+	b.namespaceChanged(&v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "a"}})
+	b.namespaceChanged(&v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "r"}})
+	if d := b.dirty[ns]; d.all || !d.lbs["a"] || !d.routes["r"] {
+		t.Fatalf("two objects: %+v", d)
+	}
+	b.namespaceChanged(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "s"}})
+	b.namespaceChanged(&v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "b"}})
+	if d := b.dirty[ns]; !d.all {
+		t.Fatalf("after a Secret: %+v", d)
+	}
+	other := tenant.Namespace("u")
+	for i := range maxChangedObjects + 5 {
+		b.namespaceChanged(&v1.Route{ObjectMeta: metav1.ObjectMeta{Namespace: other, Name: fmt.Sprint("r", i)}})
+	}
+	if d := b.dirty[other]; !d.all {
+		t.Fatalf("after %d objects: not read in full", maxChangedObjects+5)
+	}
+	if b.seq[ns] != 4 || b.seq[other] != maxChangedObjects+5 {
+		t.Fatalf("events counted: %d, %d", b.seq[ns], b.seq[other])
 	}
 }
 
