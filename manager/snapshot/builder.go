@@ -243,8 +243,8 @@ func servedKey(o client.Object) string {
 // Reconcile implements reconcile.Reconciler.
 func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	fleet := req.Name
-	var tenants v1.TenantList
-	if err := b.Client.List(ctx, &tenants); err != nil {
+	var tenants v1.TenantList // shared with the cache: read only, and nothing made here keeps them
+	if err := b.Client.List(ctx, &tenants, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 	var pf *v1.ProxyFleet

@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/internal/model"
@@ -19,7 +20,7 @@ import (
 // admittedRoute is one Route and the model parts made from it.
 type admittedRoute struct {
 	rt     *v1.Route
-	tenant *v1.Tenant
+	tenant *v1.Tenant // tenantIdentity: its name and group only
 	hosts  []hostPart
 	// backends and certs are those the hosts use, each once.
 	backends []model.Backend
@@ -63,12 +64,19 @@ func CertificateName(tenantName, namespace, secret string) string {
 	return fmt.Sprintf("%s/%s/%s", tenantName, namespace, secret)
 }
 
+// tenantIdentity is what of a Tenant a Route's parts keep: its name and group.
+// A part outlives the reconcile that made it, and a whole Tenant (hostname
+// claims and all) would be kept once for every reconcile that made a part.
+func tenantIdentity(t *v1.Tenant) *v1.Tenant {
+	return &v1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: t.Name, UID: t.UID}, Spec: v1.TenantSpec{Group: t.Spec.Group}}
+}
+
 // fromRoute maps an admitted Route onto model virtual-host parts, backends
 // and certificates. Rules admission reported as unusable are left out;
 // hostnames whose TLS Secret is unusable are served over plain HTTP.
 // secret returns a Secret of the Route's namespace, or nil.
 func fromRoute(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes, secret func(name string) *corev1.Secret) admittedRoute {
-	a := admittedRoute{rt: rt, tenant: t}
+	a := admittedRoute{rt: rt, tenant: tenantIdentity(t)}
 	hostnames := servedHostnames(rt)
 	if len(hostnames) == 0 {
 		return a
