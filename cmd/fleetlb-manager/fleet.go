@@ -51,6 +51,16 @@ func (o *fleetOptions) fleetNamespace() string {
 	return cmp.Or(ns, "fleetlb-system")
 }
 
+// cacheOptions are the manager's cache: what cacheByObject limits, and no
+// object's managedFields. Nothing in the manager reads them (server-side apply
+// and updates do not need them: the API server keeps its own), and they are
+// most of an object's size: a Tenant's hostname claims, or the Programmed
+// condition applied to every LoadBalancer and Route, is listed there again
+// per field manager, in the cache and in every copy read from it.
+func (o *fleetOptions) cacheOptions() cache.Options {
+	return cache.Options{ByObject: o.cacheByObject(), DefaultTransform: cache.TransformStripManagedFields()}
+}
+
 // cacheByObject limits the cache of what only the fleet controller reads
 // (Envoy Deployments, Services, ConfigMaps; the xDS report Leases) to the fleet namespace: the
 // manager must not hold every ConfigMap of the management cluster in memory.

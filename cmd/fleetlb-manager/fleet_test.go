@@ -8,7 +8,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -17,6 +16,7 @@ import (
 
 // The manager's cache holds the fleet namespace's Secrets and only
 // kubernetes.io/tls Secrets elsewhere; the uncached client reads the others.
+// Cached objects have no managedFields.
 func TestSecretCache(t *testing.T) {
 	env, err := testenv.New(testenv.Options{})
 	if err != nil {
@@ -42,7 +42,7 @@ func TestSecretCache(t *testing.T) {
 		}
 	}
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: cache.Options{ByObject: o.cacheByObject()}})
+		Cache: o.cacheOptions()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,5 +71,30 @@ func TestSecretCache(t *testing.T) {
 	}
 	if err := uncached.Get(ctx, client.ObjectKey{Namespace: "tenant-a", Name: "big-opaque"}, &corev1.Secret{}); err != nil {
 		t.Fatalf("uncached Get: %v", err)
+	}
+
+	// The API server keeps managedFields; the cache does not (in a namespace
+	// of its own for Secrets, and for any other object).
+	tlsKey := client.ObjectKey{Namespace: "tenant-a", Name: "web-tls"}
+	fromServer := &corev1.Secret{}
+	if err := uncached.Get(ctx, tlsKey, fromServer); err != nil {
+		t.Fatal(err)
+	}
+	if len(fromServer.ManagedFields) == 0 {
+		t.Fatal("the API server returned no managedFields: nothing to strip")
+	}
+	cached := &corev1.Secret{}
+	if err := mgr.GetClient().Get(ctx, tlsKey, cached); err != nil {
+		t.Fatal(err)
+	}
+	if len(cached.ManagedFields) != 0 || string(cached.Data[corev1.TLSCertKey]) != "c" {
+		t.Fatalf("cached Secret: managedFields %v, data %v; want none and the data", cached.ManagedFields, cached.Data)
+	}
+	ns := &corev1.Namespace{}
+	if err := mgr.GetClient().Get(ctx, client.ObjectKey{Name: "tenant-a"}, ns); err != nil {
+		t.Fatal(err)
+	}
+	if len(ns.ManagedFields) != 0 {
+		t.Fatalf("cached Namespace has managedFields %v", ns.ManagedFields)
 	}
 }

@@ -17,13 +17,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/fleetlb/fleetlb/envoy/server"
+	"github.com/fleetlb/fleetlb/internal/memlimit"
 	"github.com/fleetlb/fleetlb/internal/scheme"
 	"github.com/fleetlb/fleetlb/internal/version"
 	"github.com/fleetlb/fleetlb/internal/xdstransport"
@@ -60,6 +60,7 @@ type options struct {
 	xdsCertHosts                    string
 	pprofAddr                       string
 	admissionWorkers                int
+	memoryLimitFraction             float64
 }
 
 func main() {
@@ -85,6 +86,7 @@ func main() {
 	flag.IntVar(&o.burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API above --kube-api-qps (absorbs one burst of Programmed writes of ~1,000 objects).")
 	flag.IntVar(&o.statusWorkers, "status-workers", snapshot.DefaultStatusWorkers, "Programmed conditions written at once after an ACK (server-side apply, bounded by --kube-api-qps).")
 	flag.IntVar(&o.admissionWorkers, "admission-workers", admission.DefaultWorkers, "LoadBalancers admitted at once (each waits on its writes; the allocator itself is locked).")
+	flag.Float64Var(&o.memoryLimitFraction, "memory-limit-fraction", 0.9, "Soft memory limit of the Go runtime as a fraction of the container's memory limit (cgroup): near it the garbage collector runs more often rather than the pod being killed at a burst's peak. 0 disables it; GOMEMLIMIT, when set, wins.")
 	flag.StringVar(&o.pprofAddr, "pprof-address", "", "Address of net/http/pprof (/debug/pprof/), on its own listener; empty disables it. Keep it on loopback.")
 	flag.StringVar(&o.backendDeny, "backend-deny-cidrs", backends.FormatPrefixes(backends.DefaultDeny),
 		"Comma-separated CIDRs no tenant node address may be in; add the management cluster's pod, Service and node networks. Every AddressPool range and every fleet address are always added (\"\" adds nothing more).")
@@ -111,6 +113,11 @@ func main() {
 
 func run(o options) error {
 	log := ctrl.Log.WithName("fleetlb-manager")
+	if o.memoryLimitFraction > 0 && o.memoryLimitFraction < 1 {
+		if soft := memlimit.Set(o.memoryLimitFraction); soft > 0 {
+			log.Info("soft memory limit from the container's", "MiB", soft>>20)
+		}
+	}
 	if o.tenantServer == "" {
 		return fmt.Errorf("--tenant-api-server is required: the URL tenant ccms use to reach this management cluster")
 	}
@@ -143,7 +150,7 @@ func run(o options) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme.New(),
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
-		Cache:                   cache.Options{ByObject: o.fleet.cacheByObject()},
+		Cache:                   o.fleet.cacheOptions(),
 		HealthProbeBindAddress:  o.probeAddr,
 		PprofBindAddress:        o.pprofAddr,
 		LeaderElection:          o.leaderElect,

@@ -199,10 +199,19 @@ const (
 	defaultConsecutiveLocalFail = 1
 )
 
+// defaultOutlierDetection is that of every backend that sets none of its
+// own: one message shared (never modified: resources are only read once
+// built), not ~1 KB per cluster kept by the translator.
+var defaultOutlierDetection = newOutlierDetection(&model.Outlier{})
+
 func outlierDetection(o *model.Outlier) *clusterv3.OutlierDetection {
-	if o == nil {
-		o = &model.Outlier{}
+	if o == nil || *o == (model.Outlier{}) {
+		return defaultOutlierDetection
 	}
+	return newOutlierDetection(o)
+}
+
+func newOutlierDetection(o *model.Outlier) *clusterv3.OutlierDetection {
 	return &clusterv3.OutlierDetection{
 		Consecutive_5Xx:                wrapperspb.UInt32(cmp.Or(o.Consecutive5xx, defaultConsecutive5xx)),
 		Interval:                       duration(o.Interval, defaultOutlierInterval),

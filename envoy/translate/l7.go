@@ -204,7 +204,7 @@ func httpsRedirectHost(v *model.VirtualHost, port uint16) *routev3.VirtualHost {
 }
 
 func virtualHost(v *model.VirtualHost) *routev3.VirtualHost {
-	vh := &routev3.VirtualHost{Name: v.Name, Domains: slices.Sorted(slices.Values(v.Hostnames)), RetryPolicy: retryPolicy()}
+	vh := &routev3.VirtualHost{Name: v.Name, Domains: slices.Sorted(slices.Values(v.Hostnames)), RetryPolicy: vhostRetryPolicy}
 	for i := range v.Routes {
 		vh.Routes = append(vh.Routes, route(&v.Routes[i]))
 	}
@@ -377,6 +377,11 @@ const (
 )
 
 var idempotentMethods = []string{"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
+
+// vhostRetryPolicy is every virtual host's: one message shared by all of
+// them (never modified: resources are only read once built), not ~2.7 KB
+// per hostname kept by the translator.
+var vhostRetryPolicy = retryPolicy()
 
 func retryPolicy() *routev3.RetryPolicy {
 	rp := &routev3.RetryPolicy{

@@ -287,10 +287,7 @@ func servedKey(o client.Object) string {
 // Reconcile implements reconcile.Reconciler.
 func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	fleet := req.Name
-	var tenants v1.TenantList
-	// Read only, never modified: no copies. (Parts keep a Tenant: a deep
-	// copy of every Tenant per reconcile, status and managed fields
-	// included, stayed alive as long as any part made next to it.)
+	var tenants v1.TenantList // shared with the cache: read only, and nothing made here keeps them
 	if err := b.Client.List(ctx, &tenants, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}

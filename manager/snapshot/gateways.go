@@ -99,7 +99,7 @@ func routeServed(rt *v1.Route) bool {
 // fromGatewayRoute maps a Route attached to Gateway listeners onto its model
 // routes and backends.
 func fromGatewayRoute(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes) admittedRoute {
-	a := admittedRoute{rt: rt, tenant: t}
+	a := admittedRoute{rt: rt, tenant: refOf(t)}
 	routes, backends := modelRoutes(t, rt, nodes)
 	a.backends = backends
 	a.gateway = &gatewayRoute{routes: routes}

@@ -14,12 +14,13 @@ import (
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/internal/model"
 	"github.com/fleetlb/fleetlb/manager/route"
+	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
 // admittedRoute is one Route and the model parts made from it.
 type admittedRoute struct {
 	rt     *v1.Route
-	tenant *v1.Tenant
+	tenant tenantRef
 	hosts  []hostPart
 	// backends and certs are those the hosts use, each once.
 	backends []model.Backend
@@ -63,12 +64,20 @@ func CertificateName(tenantName, namespace, secret string) string {
 	return fmt.Sprintf("%s/%s/%s", tenantName, namespace, secret)
 }
 
+// tenantRef is what of a Tenant a Route's parts keep: its name and group
+// (tenant.GroupKey). A part outlives the reconcile that made it, and a whole
+// Tenant (hostname claims and all) would be kept once for every reconcile
+// that made a part.
+type tenantRef struct{ Name, group string }
+
+func refOf(t *v1.Tenant) tenantRef { return tenantRef{Name: t.Name, group: tenant.GroupKey(t)} }
+
 // fromRoute maps an admitted Route onto model virtual-host parts, backends
 // and certificates. Rules admission reported as unusable are left out;
 // hostnames whose TLS Secret is unusable are served over plain HTTP.
 // secret returns a Secret of the Route's namespace, or nil.
 func fromRoute(t *v1.Tenant, rt *v1.Route, nodes *v1.TenantNodes, secret func(name string) *corev1.Secret) admittedRoute {
-	a := admittedRoute{rt: rt, tenant: t}
+	a := admittedRoute{rt: rt, tenant: refOf(t)}
 	hostnames := servedHostnames(rt)
 	if len(hostnames) == 0 {
 		return a
@@ -258,7 +267,7 @@ func sharedListeners(pf *v1.ProxyFleet) (httpL, httpsL *model.SharedListener, wh
 // The global backends are returned with the virtual hosts.
 func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) ([]model.VirtualHost, []model.Backend) {
 	type acc struct {
-		owner   *v1.Tenant
+		owner   tenantRef
 		vh      model.VirtualHost
 		origins []*admittedRoute // of each route in vh.Routes
 	}
@@ -290,7 +299,7 @@ func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) (
 			if x == nil {
 				x = &acc{owner: a.tenant, vh: model.VirtualHost{Name: hp.hostname, Hostnames: []string{hp.hostname}}}
 				byHost[hp.hostname] = x
-			} else if !route.SameGroup(x.owner, a.tenant) {
+			} else if x.owner.group != a.tenant.group {
 				continue
 			}
 			if x.vh.Certificate == "" {
