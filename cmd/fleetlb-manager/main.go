@@ -78,7 +78,7 @@ func main() {
 	flag.DurationVar(&o.tokenTTL, "tenant-token-ttl", time.Hour, "Lifetime of ccm tokens; renewed after two thirds of it (minimum 10m).")
 	flag.DurationVar(&o.quarantine, "address-quarantine", 10*time.Minute, "A released VIP waits this long before another tenant group may get it (the group that released it may take it back at once); 0 disables.")
 	flag.DurationVar(&o.claimGrace, "hostname-claim-grace", route.DefaultClaimGrace, "How long a tenant's hostname claim outlives its last Route: it still blocks other tenants and keeps its age if claimed again.")
-	flag.DurationVar(&o.debounce, "xds-debounce", 100*time.Millisecond, "Coalesce configuration changes arriving within this window.")
+	flag.DurationVar(&o.debounce, "xds-debounce", 100*time.Millisecond, "Coalesce configuration changes that follow one another within this window (a change after a quiet window is applied at once).")
 	flag.DurationVar(&o.maxDelay, "xds-max-delay", time.Second, "Never delay a configuration change longer than this.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 500, "Requests per second to the Kubernetes API (client-side limit, shared by every controller). "+
 		"Sized for bulk status: one ACK can make thousands of objects Programmed, written --status-workers at a time, next to admission's writes; "+

@@ -130,12 +130,14 @@ func NewDenyList(static []netip.Prefix, pools []v1.AddressPool, fleets []v1.Prox
 
 // Load reads the pools and fleets and builds the deny-list.
 func Load(ctx context.Context, c client.Reader, static []netip.Prefix) (DenyList, error) {
+	// Read only (NewDenyList keeps parsed ranges, not the objects): no
+	// copies. The snapshot builder loads this on every reconcile.
 	var pools v1.AddressPoolList
-	if err := c.List(ctx, &pools); err != nil {
+	if err := c.List(ctx, &pools, client.UnsafeDisableDeepCopy); err != nil {
 		return DenyList{}, err
 	}
 	var fleets v1.ProxyFleetList
-	if err := c.List(ctx, &fleets); err != nil {
+	if err := c.List(ctx, &fleets, client.UnsafeDisableDeepCopy); err != nil {
 		return DenyList{}, err
 	}
 	return NewDenyList(static, pools.Items, fleets.Items), nil
