@@ -131,10 +131,22 @@ type budget struct {
 	claimed map[v1.Hostname]metav1.Time
 }
 
+// budgetOf is tenant t's budget: the one this reconcile already used, else
+// the one kept between reconciles (c.kept), else made from the cache.
 func (c *claims) budgetOf(ctx context.Context, t *v1.Tenant) (*budget, error) {
 	if b, ok := c.budgets[t.Name]; ok {
 		return b, nil
 	}
+	b, err := c.kept.get(t.Name, t.UID, t.Generation, func() (*budget, error) { return c.makeBudget(ctx, t) })
+	if err != nil {
+		return nil, err
+	}
+	c.budgets[t.Name] = b
+	return b, nil
+}
+
+// makeBudget decides tenant t's limits over all its Routes, oldest first.
+func (c *claims) makeBudget(ctx context.Context, t *v1.Tenant) (*budget, error) {
 	var list v1.RouteList
 	// Only read (the budget keeps names, hostnames and timestamps): no copies.
 	if err := c.c.List(ctx, &list, client.InNamespace(tenant.Namespace(t.Name)), client.UnsafeDisableDeepCopy); err != nil {
@@ -200,7 +212,6 @@ func (c *claims) budgetOf(ctx context.Context, t *v1.Tenant) (*budget, error) {
 			}
 		}
 	}
-	c.budgets[t.Name] = b
 	return b, nil
 }
 
@@ -293,9 +304,16 @@ func (c *claims) decide(ctx context.Context, s string, h v1.Hostname) (map[claim
 		if err != nil {
 			return nil, err
 		}
-		for x, at := range b.claimed {
-			if match(string(x)) {
-				older(claimKey{g, x}, at)
+		if s == "" {
+			// Only h itself: a lookup, not a walk over all the tenant's names.
+			if at, ok := b.claimed[h]; ok {
+				older(claimKey{g, h}, at)
+			}
+		} else {
+			for x, at := range b.claimed {
+				if match(string(x)) {
+					older(claimKey{g, x}, at)
+				}
 			}
 		}
 		for i := range t.Status.HostnameClaims {
