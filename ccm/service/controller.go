@@ -143,6 +143,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	switch err := r.Mgmt.Get(ctx, client.ObjectKeyFromObject(lb), &existing); {
 	case apierrors.IsNotFound(err):
 		lb.Spec = *spec
+		// With the manager's finalizer already on: admission then writes only status.
+		lb.Finalizers = []string{v1.FinalizerAddressRelease}
 		if err := r.Mgmt.Create(ctx, lb); apierrors.IsAlreadyExists(err) {
 			return ctrl.Result{}, nil // our cache lags; its create event brings this Service back
 		} else if err != nil {

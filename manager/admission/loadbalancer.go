@@ -48,7 +48,7 @@ import (
 )
 
 // Finalizer holds a LoadBalancer until its address is back in the pool.
-const Finalizer = "fleetlb.io/address-release"
+const Finalizer = v1.FinalizerAddressRelease
 
 // LoadBalancerReconciler admits LoadBalancers and allocates their VIPs.
 type LoadBalancerReconciler struct {
