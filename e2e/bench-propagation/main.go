@@ -61,6 +61,9 @@ type sample struct{ address, traffic time.Duration }
 // xdsInsecure is the -xds-insecure flag.
 var xdsInsecure bool
 
+// metricsAddr is where the manager serves /metrics.
+var metricsAddr string
+
 // fleet starts the installation: management, two tenants with one node each, a proxy.
 func fleet() (*harness.Harness, *harness.Fleet, []*harness.Tenant, func(), error) {
 	root, err := testenv.ModuleRoot()
@@ -84,7 +87,12 @@ func fleet() (*harness.Harness, *harness.Fleet, []*harness.Tenant, func(), error
 		done()
 		return nil, nil, nil, nil, err
 	}
-	f, err := h.StartFleetWith(harness.FleetOptions{XDSInsecure: xdsInsecure}, "127.0.110.1-127.0.110.250")
+	port, err := harness.FreePort()
+	if err != nil {
+		return fail(err)
+	}
+	metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	f, err := h.StartFleetWith(harness.FleetOptions{XDSInsecure: xdsInsecure, MetricsAddress: metricsAddr}, "127.0.110.1-127.0.110.250")
 	if err != nil {
 		return fail(err)
 	}
@@ -177,6 +185,9 @@ func run(n int, timeout time.Duration) error {
 	report(samples, "apply → address on the Service", func(s sample) time.Duration { return s.address })
 	report(samples, "apply → first connection via VIP", func(s sample) time.Duration { return s.traffic })
 	w.report()
+	if err := controllerTimes(metricsAddr); err != nil {
+		fmt.Println("manager metrics:", err)
+	}
 	return nil
 }
 
