@@ -81,7 +81,7 @@ type LoadBalancerReconciler struct {
 }
 
 // DefaultWorkers is LoadBalancerReconciler.Workers when unset.
-const DefaultWorkers = 8
+const DefaultWorkers = 16
 
 // SetupWithManager registers the index and the controller.
 func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
