@@ -80,6 +80,20 @@ type LoadBalancerReconciler struct {
 	live   map[string]map[string]bool
 }
 
+// indexTenantName indexes Tenants by name, so a Tenant is read from the
+// cache without a copy (its status holds a record per claimed hostname).
+const indexTenantName = "fleetlb.io/admission-tenant-name"
+
+// tenantNamed is the cache's Tenant of that name, or nil: shared with the
+// cache, so only read it.
+func (r *LoadBalancerReconciler) tenantNamed(ctx context.Context, name string) (*v1.Tenant, error) {
+	var list v1.TenantList
+	if err := r.Client.List(ctx, &list, client.MatchingFields{indexTenantName: name}, client.UnsafeDisableDeepCopy); err != nil || len(list.Items) == 0 {
+		return nil, err
+	}
+	return &list.Items[0], nil
+}
+
 // DefaultWorkers is LoadBalancerReconciler.Workers when unset.
 const DefaultWorkers = 16
 
@@ -89,6 +103,11 @@ func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.retry = make(chan event.TypedGenericEvent[*v1.LoadBalancer], 1024)
 	r.live = map[string]map[string]bool{}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.LoadBalancer{}, IndexRefused, indexRefused); err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.Tenant{}, indexTenantName, func(o client.Object) []string {
+		return []string{o.GetName()}
+	}); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
@@ -137,13 +156,12 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, err
 	}
 	name, ok := tenant.Of(lb.Namespace)
-	var t v1.Tenant
+	var t *v1.Tenant
 	if ok {
-		if err := r.Client.Get(ctx, types.NamespacedName{Name: name}, &t); err != nil && !apierrors.IsNotFound(err) {
+		if t, err = r.tenantNamed(ctx, name); err != nil {
 			return ctrl.Result{}, err
-		} else if err != nil {
-			ok = false
 		}
+		ok = t != nil
 	}
 
 	if !lb.DeletionTimestamp.IsZero() {
@@ -165,24 +183,24 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	// round trips at once, not one after the other.
 	defer r.addFinalizer(ctx, &lb)(&err)
 
-	if reason, msg, err := r.checkLimits(ctx, &t, &lb); err != nil {
+	if reason, msg, err := r.checkLimits(ctx, t, &lb); err != nil {
 		return ctrl.Result{}, err
 	} else if reason != "" {
-		if err := r.releaseFor(ctx, &t, &lb); err != nil {
+		if err := r.releaseFor(ctx, t, &lb); err != nil {
 			return ctrl.Result{}, err
 		}
 		return ctrl.Result{}, r.refuse(ctx, &lb, netip.Addr{}, reason, msg)
 	}
 
-	if reason, msg := checkNodePorts(&t, &lb); reason != "" {
+	if reason, msg := checkNodePorts(t, &lb); reason != "" {
 		// Not served, so it holds no address (as over the limits).
-		if err := r.releaseFor(ctx, &t, &lb); err != nil {
+		if err := r.releaseFor(ctx, t, &lb); err != nil {
 			return ctrl.Result{}, err
 		}
 		return ctrl.Result{}, r.refuse(ctx, &lb, netip.Addr{}, reason, msg)
 	}
 
-	addr, retryAt, reason, msg, err := r.allocate(ctx, &t, &lb)
+	addr, retryAt, reason, msg, err := r.allocate(ctx, t, &lb)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
