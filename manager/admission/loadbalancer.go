@@ -80,18 +80,10 @@ type LoadBalancerReconciler struct {
 	live   map[string]map[string]bool
 }
 
-// indexTenantName indexes Tenants by name, so a Tenant is read from the
-// cache without a copy (its status holds a record per claimed hostname).
-const indexTenantName = "fleetlb.io/admission-tenant-name"
-
 // tenantNamed is the cache's Tenant of that name, or nil: shared with the
 // cache, so only read it.
 func (r *LoadBalancerReconciler) tenantNamed(ctx context.Context, name string) (*v1.Tenant, error) {
-	var list v1.TenantList
-	if err := r.Client.List(ctx, &list, client.MatchingFields{indexTenantName: name}, client.UnsafeDisableDeepCopy); err != nil || len(list.Items) == 0 {
-		return nil, err
-	}
-	return &list.Items[0], nil
+	return tenant.Lookup(ctx, r.Client, name)
 }
 
 // DefaultWorkers is LoadBalancerReconciler.Workers when unset.
@@ -105,9 +97,7 @@ func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.LoadBalancer{}, IndexRefused, indexRefused); err != nil {
 		return err
 	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.Tenant{}, indexTenantName, func(o client.Object) []string {
-		return []string{o.GetName()}
-	}); err != nil {
+	if err := tenant.IndexByName(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
