@@ -235,12 +235,13 @@ func (c *claims) root(ctx context.Context, h v1.Hostname) (string, error) {
 	ds := domains(string(h))
 	for i := len(ds) - 1; i >= 1; i-- { // shortest (topmost) domain first
 		w := "*." + ds[i]
+		// Only counted: no copies.
 		var routes v1.RouteList
-		if err := c.c.List(ctx, &routes, client.MatchingFields{IndexHostname: w}); err != nil {
+		if err := c.c.List(ctx, &routes, client.MatchingFields{IndexHostname: w}, client.UnsafeDisableDeepCopy); err != nil {
 			return "", err
 		}
 		var tenants v1.TenantList
-		if err := c.c.List(ctx, &tenants, client.MatchingFields{IndexClaim: w}); err != nil {
+		if err := c.c.List(ctx, &tenants, client.MatchingFields{IndexClaim: w}, client.UnsafeDisableDeepCopy); err != nil {
 			return "", err
 		}
 		if len(routes.Items) > 0 || len(tenants.Items) > 0 {
@@ -359,6 +360,7 @@ func (c *claims) holds(ctx context.Context, t *v1.Tenant, h v1.Hostname) (bool, 
 
 // related are the Routes whose outcome a change of a claim on h may change:
 // every Route with a claim under the same topmost wildcard (or on h itself).
+// They are the cache's objects: only read them.
 func (c *claims) related(ctx context.Context, h v1.Hostname) ([]v1.Route, error) {
 	s, err := c.root(ctx, h)
 	if err != nil {
@@ -367,11 +369,12 @@ func (c *claims) related(ctx context.Context, h v1.Hostname) ([]v1.Route, error)
 	if name, wild := baseName(string(h)); wild && (s == "" || len(name) < len(s)) {
 		s = name // the claim may be gone already: its own wildcard counts
 	}
+	// Callers only read names: no copies.
 	var list v1.RouteList
 	if s == "" {
-		err = c.c.List(ctx, &list, client.MatchingFields{IndexHostname: string(h)})
+		err = c.c.List(ctx, &list, client.MatchingFields{IndexHostname: string(h)}, client.UnsafeDisableDeepCopy)
 	} else {
-		err = c.c.List(ctx, &list, client.MatchingFields{IndexDomain: s})
+		err = c.c.List(ctx, &list, client.MatchingFields{IndexDomain: s}, client.UnsafeDisableDeepCopy)
 	}
 	return list.Items, err
 }

@@ -311,10 +311,11 @@ func indexRefused(o client.Object) []string {
 	return nil
 }
 
-// refusedIn lists the Routes of ns that are not wholly accepted.
+// refusedIn lists the Routes of ns that are not wholly accepted (the
+// cache's objects, for their names: only read them).
 func (r *Reconciler) refusedIn(ctx context.Context, ns string) ([]v1.Route, error) {
 	var list v1.RouteList
-	err := r.Client.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{IndexRefused: "true"})
+	err := r.Client.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{IndexRefused: "true"}, client.UnsafeDisableDeepCopy)
 	return list.Items, err
 }
 
@@ -648,7 +649,7 @@ func (r *Reconciler) claimRecordsChanged(ctx context.Context, e event.UpdateEven
 
 func (r *Reconciler) allRoutes(ctx context.Context, _ client.Object) []reconcile.Request {
 	var list v1.RouteList
-	if err := r.Client.List(ctx, &list); err != nil {
+	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	return requests(list.Items)
@@ -659,15 +660,16 @@ func (r *Reconciler) usingSecret(ctx context.Context, o client.Object) []reconci
 		return nil
 	}
 	var list v1.RouteList
-	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexSecret: o.GetName()}); err != nil {
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexSecret: o.GetName()}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	return requests(list.Items)
 }
 
 func (r *Reconciler) ofFleet(ctx context.Context, o client.Object) []reconcile.Request {
+	// Names only: no copies.
 	var tenants v1.TenantList
-	if err := r.Client.List(ctx, &tenants); err != nil {
+	if err := r.Client.List(ctx, &tenants, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	var reqs []reconcile.Request
@@ -676,7 +678,7 @@ func (r *Reconciler) ofFleet(ctx context.Context, o client.Object) []reconcile.R
 			continue
 		}
 		var list v1.RouteList
-		if err := r.Client.List(ctx, &list, client.InNamespace(tenant.Namespace(tenants.Items[i].Name))); err != nil {
+		if err := r.Client.List(ctx, &list, client.InNamespace(tenant.Namespace(tenants.Items[i].Name)), client.UnsafeDisableDeepCopy); err != nil {
 			continue
 		}
 		reqs = append(reqs, requests(list.Items)...)
