@@ -141,6 +141,9 @@ func (c *claims) budgetOf(ctx context.Context, t *v1.Tenant) (*budget, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.budgets == nil {
+		c.budgets = map[string]*budget{}
+	}
 	c.budgets[t.Name] = b
 	return b, nil
 }
