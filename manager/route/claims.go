@@ -422,18 +422,16 @@ func wantRecords(cur []v1.HostnameClaim, claimed map[v1.Hostname]metav1.Time, no
 // recordClaims brings a tenant's claim records up to date and returns when
 // to look again (a release expiring).
 func (r *Reconciler) recordClaims(ctx context.Context, name string) (time.Duration, error) {
-	var t v1.Tenant
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &t); err != nil {
-		return 0, client.IgnoreNotFound(err)
-	}
-	if !t.DeletionTimestamp.IsZero() {
-		return 0, nil
+	// Read without a copy (it holds every record); copied only to write.
+	t, err := tenant.Lookup(ctx, r.Client, name)
+	if err != nil || t == nil || !t.DeletionTimestamp.IsZero() {
+		return 0, err
 	}
 	c, err := r.newClaims(ctx)
 	if err != nil {
 		return 0, err
 	}
-	b, err := c.budgetOf(ctx, &t)
+	b, err := c.budgetOf(ctx, t)
 	if err != nil {
 		return 0, err
 	}
@@ -445,7 +443,8 @@ func (r *Reconciler) recordClaims(ctx context.Context, name string) (time.Durati
 	if equality.Semantic.DeepEqual(want, t.Status.HostnameClaims) {
 		return after, nil
 	}
-	patch := client.MergeFromWithOptions(t.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	t.Status.HostnameClaims = want
-	return after, r.Client.Status().Patch(ctx, &t, patch)
+	patch := client.MergeFromWithOptions(t, client.MergeFromWithOptimisticLock{})
+	changed := t.DeepCopy()
+	changed.Status.HostnameClaims = want
+	return after, r.Client.Status().Patch(ctx, changed, patch)
 }
