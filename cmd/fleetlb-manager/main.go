@@ -84,7 +84,7 @@ func main() {
 		"at 500/s 10,000 objects take about 20 s of the budget. Reads come from the informer cache and do not count.")
 	flag.IntVar(&o.burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API above --kube-api-qps (absorbs one burst of Programmed writes of ~1,000 objects).")
 	flag.IntVar(&o.statusWorkers, "status-workers", snapshot.DefaultStatusWorkers, "Programmed conditions written at once after an ACK (server-side apply, bounded by --kube-api-qps).")
-	flag.IntVar(&o.admissionWorkers, "admission-workers", admission.DefaultWorkers, "LoadBalancers, and Routes, admitted at once, each (each admission waits on its writes; the allocator itself is locked).")
+	flag.IntVar(&o.admissionWorkers, "admission-workers", admission.DefaultWorkers, "LoadBalancers admitted at once, and as many Routes (each admission waits on its status write; the address allocator itself is locked).")
 	flag.StringVar(&o.pprofAddr, "pprof-address", "", "Address of net/http/pprof (/debug/pprof/), on its own listener; empty disables it. Keep it on loopback.")
 	flag.StringVar(&o.backendDeny, "backend-deny-cidrs", backends.FormatPrefixes(backends.DefaultDeny),
 		"Comma-separated CIDRs no tenant node address may be in; add the management cluster's pod, Service and node networks. Every AddressPool range and every fleet address are always added (\"\" adds nothing more).")
