@@ -19,6 +19,12 @@ const (
 	LabelTenant = "fleetlb.io/tenant"
 	// LabelFleet names the ProxyFleet an object is served by.
 	LabelFleet = "fleetlb.io/fleet"
+
+	// FinalizerAddressRelease holds a LoadBalancer until the manager has put
+	// its address back in the pool. The ccm sets it when it creates the
+	// LoadBalancer (admission then writes only status); admission adds it to
+	// one created without it. A tenant may not remove it.
+	FinalizerAddressRelease = "fleetlb.io/address-release"
 )
 
 // Condition types.

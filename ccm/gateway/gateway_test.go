@@ -115,6 +115,9 @@ func startCCM() (func(), error) {
 	if err := c.SetupWithManager(ctx, mgr, mgmt); err != nil {
 		return fail(err)
 	}
+	if err := releaseAddresses(mgr, mgmt); err != nil {
+		return fail(err)
+	}
 	// The Ingress controller owns the Ingress backend index the companion controller reads.
 	if err := (&ingress.Reconciler{Tenant: mgr.GetClient(), Mgmt: mgmt.GetClient(), Namespace: mgmtNS, ClusterName: "cluster-a", Recorder: rec}).
 		SetupWithManager(ctx, mgr, mgmt); err != nil {

@@ -148,6 +148,8 @@ func (r *gatewayReconciler) ensureLoadBalancer(ctx context.Context, gw *gwv1.Gat
 	var existing v1.LoadBalancer
 	switch err := r.Mgmt.Get(ctx, client.ObjectKeyFromObject(want), &existing); {
 	case apierrors.IsNotFound(err):
+		// With the manager's finalizer already on: admission then writes only status.
+		want.Finalizers = []string{v1.FinalizerAddressRelease}
 		switch err := r.Mgmt.Create(ctx, want); {
 		case apierrors.IsAlreadyExists(err):
 			return nil, nil // our cache lags; its create event brings the Gateway back

@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -71,8 +73,9 @@ type Reconciler struct {
 	refusals sync.Map // "<namespace>/<name>" → reason and message
 }
 
-// DefaultWorkers is Reconciler.Workers when unset.
-const DefaultWorkers = 4
+// DefaultWorkers is Reconciler.Workers when unset: a burst of Services (a
+// namespace applied, a restart) waits on round trips, not on CPU.
+const DefaultWorkers = 16
 
 // LoadBalancerName is the management object's name for a tenant Service.
 // Service names and namespaces are DNS labels (no dots), so the dot keeps it unique.
@@ -96,11 +99,40 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, mgmt cluster.Cluster) er
 			svc := o.(*corev1.Service)
 			// Ours, or once ours: a Service that changed type still needs cleanup.
 			return r.wants(svc) || servicehelper.HasLBFinalizer(svc)
-		}))).
-		WatchesRawSource(source.Kind(mgmt.GetCache(), &v1.LoadBalancer{}, toService)).
+		}), serviceChanged)).
+		WatchesRawSource(source.Kind(mgmt.GetCache(), &v1.LoadBalancer{}, toService, loadBalancerChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: cmp.Or(r.Workers, DefaultWorkers)}).
 		Named("service").
 		Complete(r)
+}
+
+// serviceChanged passes the Service updates the controller acts on: its
+// spec (Services keep generation 1), annotations, deletion, or our finalizer
+// taken away. Our own writes — the finalizer added, the status — are no news
+// (the reconcile that wrote them carries on).
+var serviceChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld, e.ObjectNew
+		os, ok1 := o.(*corev1.Service)
+		ns, ok2 := n.(*corev1.Service)
+		return !ok1 || !ok2 || !equality.Semantic.DeepEqual(os.Spec, ns.Spec) || !maps.Equal(o.GetAnnotations(), n.GetAnnotations()) ||
+			o.GetDeletionTimestamp().IsZero() != n.GetDeletionTimestamp().IsZero() ||
+			controllerutil.ContainsFinalizer(o, servicehelper.LoadBalancerCleanupFinalizer) && !controllerutil.ContainsFinalizer(n, servicehelper.LoadBalancerCleanupFinalizer)
+	},
+}
+
+// loadBalancerChanged passes the management LoadBalancer updates copied back
+// to the Service (addresses, the Accepted condition) or acted on (spec,
+// labels, deletion); Programmed and Serving, written for every object in
+// bulk, are not among them.
+var loadBalancerChanged = predicate.TypedFuncs[*v1.LoadBalancer]{
+	UpdateFunc: func(e event.TypedUpdateEvent[*v1.LoadBalancer]) bool {
+		o, n := e.ObjectOld, e.ObjectNew
+		return o.Generation != n.Generation || !maps.Equal(o.Labels, n.Labels) ||
+			o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero() ||
+			!equality.Semantic.DeepEqual(o.Status.Addresses, n.Status.Addresses) ||
+			!equality.Semantic.DeepEqual(meta.FindStatusCondition(o.Status.Conditions, v1.ConditionAccepted), meta.FindStatusCondition(n.Status.Conditions, v1.ConditionAccepted))
+	},
 }
 
 // wants reports whether the Service should have a load balancer from us.
@@ -143,6 +175,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	switch err := r.Mgmt.Get(ctx, client.ObjectKeyFromObject(lb), &existing); {
 	case apierrors.IsNotFound(err):
 		lb.Spec = *spec
+		// With the manager's finalizer already on: admission then writes only status.
+		lb.Finalizers = []string{v1.FinalizerAddressRelease}
 		if err := r.Mgmt.Create(ctx, lb); apierrors.IsAlreadyExists(err) {
 			return ctrl.Result{}, nil // our cache lags; its create event brings this Service back
 		} else if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,6 +88,9 @@ func startCCM() (func(), error) {
 		Recorder: told,
 	}
 	if err := r.SetupWithManager(mgr, mgmt); err != nil {
+		return nil, err
+	}
+	if err := releaseAddresses(mgr, mgmt); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -179,6 +183,9 @@ func TestServiceBecomesLoadBalancerAndGetsItsAddress(t *testing.T) {
 	}
 	if !servicehelper.HasLBFinalizer(svc) {
 		t.Fatal("Service has no cleanup finalizer")
+	}
+	if !slices.Equal(lb.Finalizers, []string{v1.FinalizerAddressRelease}) {
+		t.Errorf("LoadBalancer created with finalizers %v, want the manager's %s (admission then writes only status)", lb.Finalizers, v1.FinalizerAddressRelease)
 	}
 	s := lb.Spec
 	if s.Source != (v1.ServiceSource{Kind: v1.SourceService, Cluster: "cluster-a", Namespace: ns, Name: "web", UID: string(svc.UID)}) {

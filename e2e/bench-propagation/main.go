@@ -61,6 +61,9 @@ type sample struct{ address, traffic time.Duration }
 // xdsInsecure is the -xds-insecure flag.
 var xdsInsecure bool
 
+// metricsAddr is where the manager serves /metrics.
+var metricsAddr string
+
 // fleet starts the installation: management, two tenants with one node each, a proxy.
 func fleet() (*harness.Harness, *harness.Fleet, []*harness.Tenant, func(), error) {
 	root, err := testenv.ModuleRoot()
@@ -84,7 +87,12 @@ func fleet() (*harness.Harness, *harness.Fleet, []*harness.Tenant, func(), error
 		done()
 		return nil, nil, nil, nil, err
 	}
-	f, err := h.StartFleetWith(harness.FleetOptions{XDSInsecure: xdsInsecure}, "127.0.110.1-127.0.110.250")
+	port, err := harness.FreePort()
+	if err != nil {
+		return fail(err)
+	}
+	metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	f, err := h.StartFleetWith(harness.FleetOptions{XDSInsecure: xdsInsecure, MetricsAddress: metricsAddr}, "127.0.110.1-127.0.110.250")
 	if err != nil {
 		return fail(err)
 	}
@@ -107,11 +115,18 @@ func fleet() (*harness.Harness, *harness.Fleet, []*harness.Tenant, func(), error
 }
 
 func run(n int, timeout time.Duration) error {
-	h, _, tenants, done, err := fleet()
+	h, f, tenants, done, err := fleet()
 	if err != nil {
 		return err
 	}
 	defer done()
+	// Addresses and stages come from watches: 100 pollers would load the
+	// machine that is measured, and poll 100 ms apart.
+	w, err := watchStages(f, tenants)
+	if err != nil {
+		return err
+	}
+	defer w.stop()
 
 	ctx := context.Background()
 	samples := make([]sample, n)
@@ -126,7 +141,8 @@ func run(n int, timeout time.Duration) error {
 			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: ptr.To(service.DefaultClass),
 				Selector: map[string]string{"app": name}, Ports: []corev1.ServicePort{{Port: 8080, Protocol: corev1.ProtocolTCP}}},
 		}
-		applied := time.Now()
+		tl := w.expect(tc.Name, name)
+		applied := tl.applied
 		if err := tc.Env.Client.Create(ctx, svc); err != nil {
 			return err
 		}
@@ -138,12 +154,14 @@ func run(n int, timeout time.Duration) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ip, err := tc.Address("default", name, time.Until(deadline))
-			if err != nil {
-				errs <- err
+			select {
+			case <-tl.addressed:
+			case <-time.After(time.Until(deadline)):
+				errs <- fmt.Errorf("%s/%s has no address before the deadline", tc.Name, name)
 				return
 			}
-			samples[i].address = time.Since(applied)
+			ip := tl.ip
+			samples[i].address = tl.at[stageAddress].Sub(applied)
 			for time.Now().Before(deadline) {
 				if id, err := connect(net.JoinHostPort(ip, "8080")); err == nil && id.Service == "default/"+name {
 					samples[i].traffic = time.Since(applied)
@@ -166,6 +184,10 @@ func run(n int, timeout time.Duration) error {
 	fmt.Printf("%d LoadBalancer Services over 2 tenants (created back to back), xDS over %s:\n", n, xds)
 	report(samples, "apply → address on the Service", func(s sample) time.Duration { return s.address })
 	report(samples, "apply → first connection via VIP", func(s sample) time.Duration { return s.traffic })
+	w.report()
+	if err := controllerTimes(metricsAddr); err != nil {
+		fmt.Println("manager metrics:", err)
+	}
 	return nil
 }
 
@@ -185,9 +207,14 @@ func report(samples []sample, what string, get func(sample) time.Duration) {
 	for i, s := range samples {
 		ds[i] = get(s)
 	}
+	fmt.Printf("%-36s p50 %8s  p99 %8s  max %8s\n", what, quantile(ds, 0.50), quantile(ds, 0.99), quantile(ds, 1))
+}
+
+// quantile is the q-quantile of ds (sorted here), rounded to milliseconds.
+func quantile(ds []time.Duration, q float64) time.Duration {
 	slices.Sort(ds)
-	q := func(p float64) time.Duration { return ds[min(n-1, int(p*float64(n)))] }
-	fmt.Printf("%-36s p50 %8s  p99 %8s  max %8s\n", what, q(0.50).Round(time.Millisecond), q(0.99).Round(time.Millisecond), ds[n-1].Round(time.Millisecond))
+	n := len(ds)
+	return ds[min(n-1, int(q*float64(n)))].Round(time.Millisecond)
 }
 
 func connect(addr string) (echo.Identity, error) {

@@ -422,7 +422,8 @@ func routeKey(c *config, i int) client.ObjectKey {
 
 func newLB(c *config, i int) *v1.LoadBalancer {
 	k := lbKey(c, i)
-	return &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name}, Spec: v1.LoadBalancerSpec{
+	// As the ccm creates it: with the manager's finalizer already on.
+	return &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name, Finalizers: []string{v1.FinalizerAddressRelease}}, Spec: v1.LoadBalancerSpec{
 		Source: v1.ServiceSource{Cluster: "bench", Namespace: "default", Name: k.Name, UID: fmt.Sprintf("uid-lb-%d", i)},
 		Ports:  []v1.LoadBalancerPort{{Name: "tcp", Port: lbPort, Protocol: v1.ProtocolTCP, NodePort: v1.PortNumber(30000 + i%2000)}},
 	}}

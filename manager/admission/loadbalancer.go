@@ -48,7 +48,7 @@ import (
 )
 
 // Finalizer holds a LoadBalancer until its address is back in the pool.
-const Finalizer = "fleetlb.io/address-release"
+const Finalizer = v1.FinalizerAddressRelease
 
 // LoadBalancerReconciler admits LoadBalancers and allocates their VIPs.
 type LoadBalancerReconciler struct {
@@ -80,8 +80,14 @@ type LoadBalancerReconciler struct {
 	live   map[string]map[string]bool
 }
 
+// tenantNamed is the cache's Tenant of that name, or nil: shared with the
+// cache, so only read it.
+func (r *LoadBalancerReconciler) tenantNamed(ctx context.Context, name string) (*v1.Tenant, error) {
+	return tenant.Lookup(ctx, r.Client, name)
+}
+
 // DefaultWorkers is LoadBalancerReconciler.Workers when unset.
-const DefaultWorkers = 8
+const DefaultWorkers = 16
 
 // SetupWithManager registers the index and the controller.
 func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -89,6 +95,9 @@ func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.retry = make(chan event.TypedGenericEvent[*v1.LoadBalancer], 1024)
 	r.live = map[string]map[string]bool{}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.LoadBalancer{}, IndexRefused, indexRefused); err != nil {
+		return err
+	}
+	if err := tenant.IndexByName(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
@@ -137,13 +146,12 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, err
 	}
 	name, ok := tenant.Of(lb.Namespace)
-	var t v1.Tenant
+	var t *v1.Tenant
 	if ok {
-		if err := r.Client.Get(ctx, types.NamespacedName{Name: name}, &t); err != nil && !apierrors.IsNotFound(err) {
+		if t, err = r.tenantNamed(ctx, name); err != nil {
 			return ctrl.Result{}, err
-		} else if err != nil {
-			ok = false
 		}
+		ok = t != nil
 	}
 
 	if !lb.DeletionTimestamp.IsZero() {
@@ -165,24 +173,24 @@ func (r *LoadBalancerReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	// round trips at once, not one after the other.
 	defer r.addFinalizer(ctx, &lb)(&err)
 
-	if reason, msg, err := r.checkLimits(ctx, &t, &lb); err != nil {
+	if reason, msg, err := r.checkLimits(ctx, t, &lb); err != nil {
 		return ctrl.Result{}, err
 	} else if reason != "" {
-		if err := r.releaseFor(ctx, &t, &lb); err != nil {
+		if err := r.releaseFor(ctx, t, &lb); err != nil {
 			return ctrl.Result{}, err
 		}
 		return ctrl.Result{}, r.refuse(ctx, &lb, netip.Addr{}, reason, msg)
 	}
 
-	if reason, msg := checkNodePorts(&t, &lb); reason != "" {
+	if reason, msg := checkNodePorts(t, &lb); reason != "" {
 		// Not served, so it holds no address (as over the limits).
-		if err := r.releaseFor(ctx, &t, &lb); err != nil {
+		if err := r.releaseFor(ctx, t, &lb); err != nil {
 			return ctrl.Result{}, err
 		}
 		return ctrl.Result{}, r.refuse(ctx, &lb, netip.Addr{}, reason, msg)
 	}
 
-	addr, retryAt, reason, msg, err := r.allocate(ctx, &t, &lb)
+	addr, retryAt, reason, msg, err := r.allocate(ctx, t, &lb)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

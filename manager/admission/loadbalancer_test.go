@@ -281,3 +281,43 @@ func TestGlobalHolderDisjointFromGroups(t *testing.T) {
 		}
 	}
 }
+
+// A LoadBalancer created with the finalizer (as the ccm creates it) is
+// admitted with a status write alone; one created without it (an older ccm)
+// gets it from admission.
+func TestFinalizerSetAtCreateIsNotWrittenAgain(t *testing.T) {
+	startAdmission(t)
+	ctx := context.Background()
+	ns, _ := setup(t, []v1.AddressRange{"127.0.38.1-127.0.38.2"}, v1.TenantLimits{})
+	for _, withFinalizer := range []bool{true, false} {
+		name := fmt.Sprintf("held-%t", withFinalizer)
+		lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: v1.LoadBalancerSpec{
+			Source: v1.ServiceSource{Cluster: "c", Namespace: "default", Name: name, UID: "u-" + name},
+			Ports:  []v1.LoadBalancerPort{{Port: 80, Protocol: v1.ProtocolTCP, NodePort: 30080}},
+		}}
+		if withFinalizer {
+			lb.Finalizers = []string{v1.FinalizerAddressRelease}
+		}
+		if err := env.Client.Create(ctx, lb, client.FieldOwner("test-ccm")); err != nil {
+			t.Fatal(err)
+		}
+		admitted(t, ns, name, "any")
+		testenv.Eventually(t, name+": finalizer", func() error {
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(lb), lb); err != nil {
+				return err
+			}
+			if len(lb.Finalizers) != 1 || lb.Finalizers[0] != Finalizer {
+				return fmt.Errorf("finalizers %v", lb.Finalizers)
+			}
+			return nil
+		})
+		if !withFinalizer {
+			continue
+		}
+		for _, mf := range lb.ManagedFields {
+			if mf.Subresource == "" && mf.Manager != "test-ccm" {
+				t.Errorf("%s: admission wrote the object itself (%s %s), not only its status", name, mf.Manager, mf.Operation)
+			}
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -128,8 +127,7 @@ func (r *LoadBalancerReconciler) overLimits(ctx context.Context, ns string, n in
 	if !ok {
 		return
 	}
-	var t v1.Tenant
-	if err := r.Client.Get(ctx, types.NamespacedName{Name: name}, &t); err != nil || underLimits(&t, n) {
+	if t, err := r.tenantNamed(ctx, name); err != nil || t == nil || underLimits(t, n) {
 		return
 	}
 	for _, req := range r.inNamespaces(ctx, ns) {
@@ -166,8 +164,8 @@ func (r *LoadBalancerReconciler) canUse(ctx context.Context, lb *v1.LoadBalancer
 	if !ok {
 		return false
 	}
-	var t v1.Tenant
-	if err := r.Client.Get(ctx, types.NamespacedName{Name: name}, &t); err != nil {
+	t, err := r.tenantNamed(ctx, name)
+	if err != nil || t == nil {
 		return false
 	}
 	r.mu.Lock()

@@ -131,10 +131,25 @@ type budget struct {
 	claimed map[v1.Hostname]metav1.Time
 }
 
+// budgetOf is tenant t's budget: the one this reconcile already used, else
+// the one kept between reconciles (c.kept), else made from the cache.
 func (c *claims) budgetOf(ctx context.Context, t *v1.Tenant) (*budget, error) {
 	if b, ok := c.budgets[t.Name]; ok {
 		return b, nil
 	}
+	b, err := c.kept.get(t.Name, t.UID, t.Generation, func() (*budget, error) { return c.makeBudget(ctx, t) })
+	if err != nil {
+		return nil, err
+	}
+	if c.budgets == nil {
+		c.budgets = map[string]*budget{}
+	}
+	c.budgets[t.Name] = b
+	return b, nil
+}
+
+// makeBudget decides tenant t's limits over all its Routes, oldest first.
+func (c *claims) makeBudget(ctx context.Context, t *v1.Tenant) (*budget, error) {
 	var list v1.RouteList
 	// Only read (the budget keeps names, hostnames and timestamps): no copies.
 	if err := c.c.List(ctx, &list, client.InNamespace(tenant.Namespace(t.Name)), client.UnsafeDisableDeepCopy); err != nil {
@@ -200,7 +215,6 @@ func (c *claims) budgetOf(ctx context.Context, t *v1.Tenant) (*budget, error) {
 			}
 		}
 	}
-	c.budgets[t.Name] = b
 	return b, nil
 }
 
@@ -224,12 +238,13 @@ func (c *claims) root(ctx context.Context, h v1.Hostname) (string, error) {
 	ds := domains(string(h))
 	for i := len(ds) - 1; i >= 1; i-- { // shortest (topmost) domain first
 		w := "*." + ds[i]
+		// Only counted: no copies.
 		var routes v1.RouteList
-		if err := c.c.List(ctx, &routes, client.MatchingFields{IndexHostname: w}); err != nil {
+		if err := c.c.List(ctx, &routes, client.MatchingFields{IndexHostname: w}, client.UnsafeDisableDeepCopy); err != nil {
 			return "", err
 		}
 		var tenants v1.TenantList
-		if err := c.c.List(ctx, &tenants, client.MatchingFields{IndexClaim: w}); err != nil {
+		if err := c.c.List(ctx, &tenants, client.MatchingFields{IndexClaim: w}, client.UnsafeDisableDeepCopy); err != nil {
 			return "", err
 		}
 		if len(routes.Items) > 0 || len(tenants.Items) > 0 {
@@ -293,9 +308,16 @@ func (c *claims) decide(ctx context.Context, s string, h v1.Hostname) (map[claim
 		if err != nil {
 			return nil, err
 		}
-		for x, at := range b.claimed {
-			if match(string(x)) {
-				older(claimKey{g, x}, at)
+		if s == "" {
+			// Only h itself: a lookup, not a walk over all the tenant's names.
+			if at, ok := b.claimed[h]; ok {
+				older(claimKey{g, h}, at)
+			}
+		} else {
+			for x, at := range b.claimed {
+				if match(string(x)) {
+					older(claimKey{g, x}, at)
+				}
 			}
 		}
 		for i := range t.Status.HostnameClaims {
@@ -341,6 +363,7 @@ func (c *claims) holds(ctx context.Context, t *v1.Tenant, h v1.Hostname) (bool, 
 
 // related are the Routes whose outcome a change of a claim on h may change:
 // every Route with a claim under the same topmost wildcard (or on h itself).
+// They are the cache's objects: only read them.
 func (c *claims) related(ctx context.Context, h v1.Hostname) ([]v1.Route, error) {
 	s, err := c.root(ctx, h)
 	if err != nil {
@@ -349,11 +372,12 @@ func (c *claims) related(ctx context.Context, h v1.Hostname) ([]v1.Route, error)
 	if name, wild := baseName(string(h)); wild && (s == "" || len(name) < len(s)) {
 		s = name // the claim may be gone already: its own wildcard counts
 	}
+	// Callers only read names: no copies.
 	var list v1.RouteList
 	if s == "" {
-		err = c.c.List(ctx, &list, client.MatchingFields{IndexHostname: string(h)})
+		err = c.c.List(ctx, &list, client.MatchingFields{IndexHostname: string(h)}, client.UnsafeDisableDeepCopy)
 	} else {
-		err = c.c.List(ctx, &list, client.MatchingFields{IndexDomain: s})
+		err = c.c.List(ctx, &list, client.MatchingFields{IndexDomain: s}, client.UnsafeDisableDeepCopy)
 	}
 	return list.Items, err
 }
@@ -398,18 +422,16 @@ func wantRecords(cur []v1.HostnameClaim, claimed map[v1.Hostname]metav1.Time, no
 // recordClaims brings a tenant's claim records up to date and returns when
 // to look again (a release expiring).
 func (r *Reconciler) recordClaims(ctx context.Context, name string) (time.Duration, error) {
-	var t v1.Tenant
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &t); err != nil {
-		return 0, client.IgnoreNotFound(err)
-	}
-	if !t.DeletionTimestamp.IsZero() {
-		return 0, nil
+	// Read without a copy (it holds every record); copied only to write.
+	t, err := tenant.Lookup(ctx, r.Client, name)
+	if err != nil || t == nil || !t.DeletionTimestamp.IsZero() {
+		return 0, err
 	}
 	c, err := r.newClaims(ctx)
 	if err != nil {
 		return 0, err
 	}
-	b, err := c.budgetOf(ctx, &t)
+	b, err := c.budgetOf(ctx, t)
 	if err != nil {
 		return 0, err
 	}
@@ -421,7 +443,8 @@ func (r *Reconciler) recordClaims(ctx context.Context, name string) (time.Durati
 	if equality.Semantic.DeepEqual(want, t.Status.HostnameClaims) {
 		return after, nil
 	}
-	patch := client.MergeFromWithOptions(t.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	t.Status.HostnameClaims = want
-	return after, r.Client.Status().Patch(ctx, &t, patch)
+	patch := client.MergeFromWithOptions(t, client.MergeFromWithOptimisticLock{})
+	changed := t.DeepCopy()
+	changed.Status.HostnameClaims = want
+	return after, r.Client.Status().Patch(ctx, changed, patch)
 }

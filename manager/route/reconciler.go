@@ -46,6 +46,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -81,10 +82,17 @@ type Reconciler struct {
 	// ClaimGrace is how long a hostname claim outlives its last Route
 	// (DefaultClaimGrace when 0).
 	ClaimGrace time.Duration
+	// Workers is how many Routes are admitted at once (DefaultWorkers when
+	// 0). Each admission decides from the cache alone, and any change that
+	// may move another Route's outcome enqueues that Route, so the order in
+	// which workers finish does not change the outcome.
+	Workers int
 
 	now func() time.Time
 	// sizes caches ConfigBytes per Route generation and hostnames.
 	sizes sizeCache
+	// budgets keeps each tenant's budget until its spec or Routes change.
+	budgets budgetCache
 	// wake enqueues Routes whose limits outcome another Route's admission moved.
 	wake chan event.TypedGenericEvent[*v1.Route]
 }
@@ -106,6 +114,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	if err := idx.IndexField(ctx, &v1.Tenant{}, IndexClaim, indexClaims); err != nil {
+		return err
+	}
+	if err := tenant.IndexByName(ctx, idx); err != nil {
 		return err
 	}
 	if err := idx.IndexField(ctx, &v1.Tenant{}, IndexClaimDomain, indexClaimDomains); err != nil {
@@ -139,15 +150,17 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		},
 	}
 	// The claim records on each Tenant follow its Routes.
+	// Every handler of a change a budget is made from drops the tenant's kept
+	// budget before it enqueues anything (budgetCache).
 	if err := ctrl.NewControllerManagedBy(mgr).
-		For(&v1.Tenant{}, builder.WithPredicates(claimChanged)).
-		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		Watches(&v1.Tenant{}, r.invalidating(&handler.EnqueueRequestForObject{}), builder.WithPredicates(claimChanged)).
+		Watches(&v1.Route{}, r.invalidating(handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			name, ok := tenant.Of(o.GetNamespace())
 			if !ok {
 				return nil
 			}
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
-		}), builder.WithPredicates(claimChanged)).
+		})), builder.WithPredicates(claimChanged)).
 		Named("route-claims").
 		Complete(reconcile.Func(func(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 			after, err := r.recordClaims(ctx, req.Name)
@@ -157,23 +170,74 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Status writes (ours, the snapshot's Programmed) are no news: each
-		// admission reads every Route of the tenant.
-		For(&v1.Route{}, builder.WithPredicates(claimChanged)).
-		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(r.sharingHostnames), builder.WithPredicates(claimChanged)).
+		// admission reads every Route of the tenant. One handler, so the
+		// budget is dropped before any of these is enqueued.
+		Watches(&v1.Route{}, r.invalidating(&handler.EnqueueRequestForObject{}, handler.EnqueueRequestsFromMapFunc(r.sharingHostnames),
+			// A deleted Route's size is not asked for again.
+			handler.Funcs{DeleteFunc: func(_ context.Context, e event.DeleteEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				r.sizes.forget(e.Object.GetUID())
+			}}), builder.WithPredicates(claimChanged)).
 		// Tenant status (counts) changes with every Route: only its spec and deletion matter.
-		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.allRoutes), builder.WithPredicates(claimChanged)).
+		Watches(&v1.Tenant{}, r.invalidating(handler.EnqueueRequestsFromMapFunc(r.allRoutes)), builder.WithPredicates(claimChanged)).
 		// A claim record added, released or expired may decide other tenants' claims.
 		Watches(&v1.Tenant{}, handler.Funcs{UpdateFunc: r.claimRecordsChanged}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.usingSecret)).
 		// ProxyFleet status changes with every acknowledged configuration: only its addresses matter.
 		Watches(&v1.ProxyFleet{}, handler.EnqueueRequestsFromMapFunc(r.ofFleet), builder.WithPredicates(AddressesChanged)).
 		WatchesRawSource(source.Channel(r.wake, &handler.TypedEnqueueRequestForObject[*v1.Route]{})).
-		// A deleted Route's size is not asked for again.
-		Watches(&v1.Route{}, handler.Funcs{DeleteFunc: func(_ context.Context, e event.DeleteEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			r.sizes.forget(e.Object.GetUID())
-		}}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: cmp.Or(r.Workers, DefaultWorkers)}).
 		Named("route-admission").
 		Complete(r)
+}
+
+// DefaultWorkers is Reconciler.Workers when unset.
+const DefaultWorkers = 8
+
+// invalidating is a handler that drops the kept budget of the event's
+// tenant (of a Route's namespace, or the Tenant itself), then hands the
+// event to each of then, in order.
+func (r *Reconciler) invalidating(then ...handler.EventHandler) handler.EventHandler {
+	drop := func(o client.Object, deleted bool) {
+		switch o.(type) {
+		case *v1.Route:
+			if name, ok := tenant.Of(o.GetNamespace()); ok {
+				r.budgets.invalidate(name)
+			}
+		case *v1.Tenant:
+			if deleted {
+				r.budgets.forget(o.GetName())
+			} else {
+				r.budgets.invalidate(o.GetName())
+			}
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			drop(e.Object, false)
+			for _, h := range then {
+				h.Create(ctx, e, q)
+			}
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			drop(e.ObjectOld, false)
+			drop(e.ObjectNew, false)
+			for _, h := range then {
+				h.Update(ctx, e, q)
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			drop(e.Object, true)
+			for _, h := range then {
+				h.Delete(ctx, e, q)
+			}
+		},
+		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			drop(e.Object, false)
+			for _, h := range then {
+				h.Generic(ctx, e, q)
+			}
+		},
+	}
 }
 
 // AddressesChanged passes ProxyFleet events that may change the fleet's addresses.
@@ -250,10 +314,11 @@ func indexRefused(o client.Object) []string {
 	return nil
 }
 
-// refusedIn lists the Routes of ns that are not wholly accepted.
+// refusedIn lists the Routes of ns that are not wholly accepted (the
+// cache's objects, for their names: only read them).
 func (r *Reconciler) refusedIn(ctx context.Context, ns string) ([]v1.Route, error) {
 	var list v1.RouteList
-	err := r.Client.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{IndexRefused: "true"})
+	err := r.Client.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{IndexRefused: "true"}, client.UnsafeDisableDeepCopy)
 	return list.Items, err
 }
 
@@ -299,7 +364,8 @@ func (r *Reconciler) wakeOverLimits(ctx context.Context, rt *v1.Route, b *budget
 // what it read, so deciding several hostnames costs one read each.
 type claims struct {
 	c       client.Client
-	sizes   *sizeCache // nil: ConfigBytes computed each time
+	sizes   *sizeCache   // nil: ConfigBytes computed each time
+	kept    *budgetCache // nil: budgets made for this reconcile only
 	tenants map[string]*v1.Tenant
 	budgets map[string]*budget           // tenant name → what its limits admit
 	decided map[string]map[claimKey]bool // "*.root" or exact name → winning claims
@@ -313,7 +379,7 @@ func (r *Reconciler) newClaims(ctx context.Context) (*claims, error) {
 	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
-	c := &claims{c: r.Client, sizes: &r.sizes, tenants: map[string]*v1.Tenant{}, budgets: map[string]*budget{},
+	c := &claims{c: r.Client, sizes: &r.sizes, kept: &r.budgets, tenants: map[string]*v1.Tenant{}, budgets: map[string]*budget{},
 		decided: map[string]map[claimKey]bool{}, now: r.now(), grace: r.ClaimGrace}
 	for i := range list.Items {
 		if list.Items[i].DeletionTimestamp.IsZero() {
@@ -586,7 +652,7 @@ func (r *Reconciler) claimRecordsChanged(ctx context.Context, e event.UpdateEven
 
 func (r *Reconciler) allRoutes(ctx context.Context, _ client.Object) []reconcile.Request {
 	var list v1.RouteList
-	if err := r.Client.List(ctx, &list); err != nil {
+	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	return requests(list.Items)
@@ -597,15 +663,16 @@ func (r *Reconciler) usingSecret(ctx context.Context, o client.Object) []reconci
 		return nil
 	}
 	var list v1.RouteList
-	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexSecret: o.GetName()}); err != nil {
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexSecret: o.GetName()}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	return requests(list.Items)
 }
 
 func (r *Reconciler) ofFleet(ctx context.Context, o client.Object) []reconcile.Request {
+	// Names only: no copies.
 	var tenants v1.TenantList
-	if err := r.Client.List(ctx, &tenants); err != nil {
+	if err := r.Client.List(ctx, &tenants, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	var reqs []reconcile.Request
@@ -614,7 +681,7 @@ func (r *Reconciler) ofFleet(ctx context.Context, o client.Object) []reconcile.R
 			continue
 		}
 		var list v1.RouteList
-		if err := r.Client.List(ctx, &list, client.InNamespace(tenant.Namespace(tenants.Items[i].Name))); err != nil {
+		if err := r.Client.List(ctx, &list, client.InNamespace(tenant.Namespace(tenants.Items[i].Name)), client.UnsafeDisableDeepCopy); err != nil {
 			continue
 		}
 		reqs = append(reqs, requests(list.Items)...)

@@ -61,6 +61,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.lbs, r.routes = make(chan event.GenericEvent, 1024), make(chan event.GenericEvent, 1024)
 	r.pending, r.kick = map[string]bool{}, make(chan struct{}, 1)
 	r.labels = map[types.NamespacedName][][]string{}
+	if err := tenant.IndexByName(context.Background(), mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
 	r.gauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "fleetlb_global_serving",
 		Help: "1 when the tenant's cluster takes traffic of the global name (L4) or shared hostname (L7), 0 when other clusters of its group do, as the proxies' load reports say.",
@@ -326,15 +329,16 @@ func (r *Reconciler) tenantAndCluster(ctx context.Context, ns, source string) (*
 	if !ok {
 		return nil, "", nil
 	}
-	var t v1.Tenant
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &t); err != nil {
-		return nil, "", client.IgnoreNotFound(err)
+	// Read without a copy (its hostname-claim records): only read.
+	t, err := tenant.Lookup(ctx, r.Client, name)
+	if err != nil || t == nil {
+		return nil, "", err
 	}
 	var nodes v1.TenantNodes
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1.TenantNodesName}, &nodes); err != nil && !apierrors.IsNotFound(err) {
 		return nil, "", err
 	}
-	return &t, cmp.Or(nodes.Spec.Cluster, source), nil
+	return t, cmp.Or(nodes.Spec.Cluster, source), nil
 }
 
 func priorityOf(g *v1.GlobalOptions) int32 {

@@ -199,6 +199,16 @@ func TestTenantPolicy(t *testing.T) {
 		}
 	}
 
+	// The ccm creates its LoadBalancers with the manager's finalizer already
+	// on (admission then writes only status): a create may carry it.
+	withFinalizer := lb(ns, "born-held")
+	withFinalizer.Finalizers = []string{v1.FinalizerAddressRelease}
+	if err := as.Create(ctx, withFinalizer); err != nil {
+		t.Errorf("the ccm creating a LoadBalancer with %s: %v", v1.FinalizerAddressRelease, err)
+	} else if err := refused(as.Patch(ctx, withFinalizer, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":null}}`))), held); err != nil {
+		t.Errorf("removing the finalizer it was created with: %v", err)
+	}
+
 	// The tenant's real kubeconfig gets the same answers.
 	real := tenantClient(t, name)
 	if err := refused(real.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "opaque"}, StringData: map[string]string{"a": "b"}}), "kubernetes.io/tls"); err != nil {
