@@ -115,7 +115,7 @@ func startCCM() (func(), error) {
 	if err := c.SetupWithManager(ctx, mgr, mgmt); err != nil {
 		return fail(err)
 	}
-	if err := releaseAddresses(mgr, mgmt); err != nil {
+	if err := testenv.ReleaseAddresses(mgr, mgmt); err != nil {
 		return fail(err)
 	}
 	// The Ingress controller owns the Ingress backend index the companion controller reads.

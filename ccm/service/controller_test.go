@@ -90,7 +90,7 @@ func startCCM() (func(), error) {
 	if err := r.SetupWithManager(mgr, mgmt); err != nil {
 		return nil, err
 	}
-	if err := releaseAddresses(mgr, mgmt); err != nil {
+	if err := testenv.ReleaseAddresses(mgr, mgmt); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -60,15 +58,7 @@ func (a *apiserver) cpuProfile(seconds int, file string) error {
 		return err
 	}
 	defer resp.Body.Close()
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return save(resp.Body, file)
 }
 
 // isWrite is a verb that changes stored state.

@@ -566,11 +566,16 @@ func fetch(url, file string) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
+	return save(resp.Body, file)
+}
+
+// save writes r (a profile) to file.
+func save(r io.Reader, file string) error {
 	f, err := os.Create(file)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
+	if _, err := io.Copy(f, r); err != nil {
 		f.Close()
 		return err
 	}

@@ -1,4 +1,4 @@
-package service
+package testenv
 
 import (
 	"context"
@@ -14,10 +14,11 @@ import (
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 )
 
-// releaseAddresses plays the manager's part the ccm waits for: once a
-// management LoadBalancer is being deleted, its address is released and the
-// manager's finalizer (which the ccm set at create) removed.
-func releaseAddresses(mgr ctrl.Manager, mgmt cluster.Cluster) error {
+// ReleaseAddresses plays, for tests of the ccm alone, the manager's part the
+// ccm waits for: once a management LoadBalancer is being deleted, its
+// address is released and the manager's finalizer (which the ccm set at
+// create) removed.
+func ReleaseAddresses(mgr ctrl.Manager, mgmt cluster.Cluster) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		WatchesRawSource(source.Kind(mgmt.GetCache(), &v1.LoadBalancer{}, &handler.TypedEnqueueRequestForObject[*v1.LoadBalancer]{})).
 		Named("test-address-release").
