@@ -176,6 +176,11 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 	if err := onboard(ctx, cl, c.tenants, mgr); err != nil {
 		return nil, err
 	}
+	nodes, err := listenNodePorts(c.tenants, max(nLB, nRoute))
+	if err != nil {
+		return nil, err
+	}
+	defer nodes.close()
 	certDir, err := proxyCredentials(ctx, cl, logDir, mgr)
 	if err != nil {
 		return nil, err
@@ -372,7 +377,7 @@ func onboard(ctx context.Context, cl client.Client, n int, mgr *process) error {
 			return fmt.Errorf("tenant %s: %w", tenantName(i), err)
 		}
 		nodes := &v1.TenantNodes{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1.TenantNodesName}, Spec: v1.TenantNodesSpec{
-			Cluster: "bench", Nodes: []v1.TenantNode{{Name: "node-1", Addresses: []v1.IPAddress{v1.IPAddress(fmt.Sprintf("127.0.%d.1", 20+i))}}},
+			Cluster: "bench", Nodes: []v1.TenantNode{{Name: "node-1", Addresses: []v1.IPAddress{v1.IPAddress(nodeAddress(i))}}},
 		}}
 		if err := cl.Create(ctx, nodes); err != nil {
 			return err
@@ -425,7 +430,7 @@ func newLB(c *config, i int) *v1.LoadBalancer {
 	// As the ccm creates it: with the manager's finalizer already on.
 	return &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name, Finalizers: []string{v1.FinalizerAddressRelease}}, Spec: v1.LoadBalancerSpec{
 		Source: v1.ServiceSource{Cluster: "bench", Namespace: "default", Name: k.Name, UID: fmt.Sprintf("uid-lb-%d", i)},
-		Ports:  []v1.LoadBalancerPort{{Name: "tcp", Port: lbPort, Protocol: v1.ProtocolTCP, NodePort: v1.PortNumber(30000 + i%2000)}},
+		Ports:  []v1.LoadBalancerPort{{Name: "tcp", Port: lbPort, Protocol: v1.ProtocolTCP, NodePort: v1.PortNumber(nodePort(i))}},
 	}}
 }
 
@@ -437,7 +442,7 @@ func newRoute(c *config, i int) *v1.Route {
 		Hostnames: []v1.Hostname{v1.Hostname(fmt.Sprintf("r%05d.%s.example.com", i, t))},
 		Rules: []v1.RouteRule{{
 			Matches:  []v1.RouteMatch{{Path: &v1.PathMatch{Type: v1.PathPrefix, Value: "/"}}},
-			Backends: []v1.RouteBackend{{ServiceName: "web", ServicePort: ptr.To(v1.PortNumber(80)), NodePort: v1.PortNumber(30000 + i%2000)}},
+			Backends: []v1.RouteBackend{{ServiceName: "web", ServicePort: ptr.To(v1.PortNumber(80)), NodePort: v1.PortNumber(nodePort(i))}},
 		}},
 	}}
 }

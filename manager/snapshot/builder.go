@@ -86,6 +86,7 @@ type Builder struct {
 	Recorder events.EventRecorder
 	// StatusWorkers bounds the Programmed conditions written at once (0: DefaultStatusWorkers).
 	StatusWorkers int
+	written       writtenMemo // Programmed conditions written that the cache may not show yet
 
 	mu    sync.Mutex
 	trans map[string]*translate.Incremental     // fleet → its translator, holding the resources last handed to the server

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
@@ -69,6 +70,9 @@ func (b *Builder) writeProgrammed(ctx context.Context, fleet string, writes []pr
 		if skipWaiting && w.cond.Status == metav1.ConditionFalse && w.cond.Message == waitingMessage(fleet) {
 			continue
 		}
+		if b.written.pending(w.obj, &w.cond) {
+			continue // written already; the cache has not seen it yet
+		}
 		w.cond.LastTransitionTime = now
 		if cur != nil && cur.Status == w.cond.Status {
 			w.cond.LastTransitionTime = cur.LastTransitionTime
@@ -80,11 +84,65 @@ func (b *Builder) writeProgrammed(ctx context.Context, fleet string, writes []pr
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
+				return
 			}
+			b.written.record(w.obj, &w.cond)
 		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// writtenMemo remembers the Programmed conditions written, until the cache
+// shows the object again. A reconcile that follows a write before its watch
+// event (the next ACK, a burst) still reads the object without it; writing
+// it again cost a fifth of the LoadBalancer status writes at 10 000 objects.
+// An entry holds only while the cache shows the very resourceVersion the
+// write was decided on: any newer version is trusted as it is (so a
+// condition someone else removed is written again).
+type writtenMemo struct {
+	mu      sync.Mutex
+	entries map[types.UID]writtenEntry
+	pruned  time.Time
+}
+
+type writtenEntry struct {
+	resourceVersion    string
+	status             metav1.ConditionStatus
+	reason, message    string
+	observedGeneration int64
+	at                 time.Time
+}
+
+// writtenTTL bounds how long an entry is kept: beyond it a cache still
+// behind costs one write more, nothing else.
+const writtenTTL = 2 * time.Minute
+
+func (m *writtenMemo) pending(o client.Object, c *metav1.Condition) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.entries[o.GetUID()]
+	return ok && e.resourceVersion == o.GetResourceVersion() && e.status == c.Status && e.reason == c.Reason &&
+		e.message == c.Message && e.observedGeneration == c.ObservedGeneration
+}
+
+func (m *writtenMemo) record(o client.Object, c *metav1.Condition) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.entries == nil {
+		m.entries = map[types.UID]writtenEntry{}
+	}
+	if now.Sub(m.pruned) > writtenTTL/4 {
+		m.pruned = now
+		for uid, e := range m.entries {
+			if now.Sub(e.at) > writtenTTL {
+				delete(m.entries, uid)
+			}
+		}
+	}
+	m.entries[o.GetUID()] = writtenEntry{resourceVersion: o.GetResourceVersion(), status: c.Status, reason: c.Reason,
+		message: c.Message, observedGeneration: c.ObservedGeneration, at: now}
 }
 
 // programmedIs reports whether o's Programmed condition already says c
