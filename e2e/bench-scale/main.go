@@ -59,7 +59,7 @@ func main() {
 	flag.DurationVar(&c.stepTimeout, "step-timeout", 10*time.Minute, "give up a step (and report how far it got) after this long from its first create")
 	flag.Float64Var(&c.qps, "qps", 1000, "client-side rate of the creates (requests per second)")
 	flag.IntVar(&c.workers, "workers", 32, "concurrent creates")
-	flag.IntVar(&c.changes, "changes", 5, "single changes timed per kind at the end of each step")
+	flag.IntVar(&c.changes, "changes", 20, "single changes timed per kind at the end of each step (write → proxy serves it, write → Programmed)")
 	flag.StringVar(&c.out, "out", "bin/bench-scale.json", "JSON results file, relative to the module root (empty: none)")
 	flag.StringVar(&c.profileDir, "profile-dir", "", "save the manager's CPU profile (over the step) and heap profile (at its end) here")
 	flag.IntVar(&c.cpuSeconds, "cpu-profile-seconds", 30, "length of the CPU profile, from the first create")

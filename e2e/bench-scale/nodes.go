@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 )
+
+var answer = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 
 // nodePorts stands in for the tenants' nodes: every node address × node port
 // the step's objects use accepts connections, so the proxy's health checks
@@ -38,15 +41,9 @@ func listenNodePorts(tenants, n int) (*nodePorts, error) {
 			return nil, fmt.Errorf("node port %s: %w", addr, err)
 		}
 		np.lns = append(np.lns, ln)
-		np.wg.Go(func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close() // a TCP health check needs only the connect
-			}
-		})
+		// HTTP, so a routed probe (changes) is answered at once; a TCP
+		// health check only connects.
+		np.wg.Go(func() { _ = http.Serve(ln, answer) })
 	}
 	return np, nil
 }

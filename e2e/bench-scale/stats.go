@@ -180,6 +180,18 @@ func printTable(w io.Writer, results []*stepResult) {
 			fmt.Sprintf("%.0f/%.0f/%.0f MiB", r.ProxyRSSIdle, r.ProxyRSS, r.ProxyHWM),
 			lat(r.ChangeLB), lat(r.ChangeRoute), r.LoadAvgStart, r.LoadAvgEnd)
 	}
+	fmt.Fprintln(w, "one change at that size, write → the proxy serves it (p50/p99/max, samples) and write → Programmed (p50/p99/max), resources pushed per change:")
+	for _, r := range results {
+		for _, k := range []struct {
+			name string
+			l    *latencies
+		}{{"LoadBalancer", r.ChangeLB}, {"Route", r.ChangeRoute}} {
+			if k.l == nil {
+				continue
+			}
+			fmt.Fprintf(w, "  step %d %-12s proxy %s, Programmed %.0f/%.0f/%.0f ms, %.1f pushed\n", r.Step, k.name, proxyLat(k.l), k.l.P50, k.l.P99, k.l.Max, k.l.PushedPerChange)
+		}
+	}
 	fmt.Fprintln(w, "reconciles (and seconds of reconcile work) per controller:")
 	for _, r := range results {
 		names := make([]string, 0, len(r.Reconciles))
@@ -212,4 +224,12 @@ func lat(l *latencies) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.0f/%.0f ms", l.P50, l.Max)
+}
+
+// proxyLat is write → the proxy serves it, p50/p99/max.
+func proxyLat(l *latencies) string {
+	if l == nil || len(l.ProxySamples) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f/%.0f/%.0f ms (%d)", l.ProxyP50, l.ProxyP99, l.ProxyMax, len(l.ProxySamples))
 }

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,9 +83,18 @@ type stepResult struct {
 }
 
 type latencies struct {
+	// Write → Programmed at the new generation.
 	Samples []float64 `json:"samplesMs"`
 	P50     float64   `json:"p50Ms"`
+	P99     float64   `json:"p99Ms"`
 	Max     float64   `json:"maxMs"`
+	// Write → the proxy serves it (a connection to the LoadBalancer's new
+	// port accepted; a request to the Route's new path routed), probed every
+	// 2 ms. A Route's first change has no probe.
+	ProxySamples []float64 `json:"proxySamplesMs"`
+	ProxyP50     float64   `json:"proxyP50Ms"`
+	ProxyP99     float64   `json:"proxyP99Ms"`
+	ProxyMax     float64   `json:"proxyMaxMs"`
 	// Resources pushed to the proxy per change (mean).
 	PushedPerChange float64 `json:"pushedResourcesPerChange"`
 }
@@ -484,31 +495,74 @@ func create(ctx context.Context, cl client.Client, c *config, nLB, nRoute int) e
 }
 
 // changeLB moves the LoadBalancer's port: a new listener on its VIP.
-func changeLB(ctx context.Context, cl client.Client, key client.ObjectKey, n int) (int64, error) {
+func changeLB(ctx context.Context, cl client.Client, key client.ObjectKey, n int) (int64, func() bool, error) {
 	var lb v1.LoadBalancer
 	if err := cl.Get(ctx, key, &lb); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	lb.Spec.Ports[0].Port = v1.PortNumber(lbPort + 1 + n%2)
+	// A port no earlier change used: a listener still draining cannot answer the probe.
+	port := lbPort + 1 + n
+	lb.Spec.Ports[0].Port = v1.PortNumber(port)
 	err := cl.Update(ctx, &lb)
-	return lb.Generation, err
+	var probe func() bool
+	if len(lb.Status.Addresses) > 0 {
+		addr := net.JoinHostPort(string(lb.Status.Addresses[0].IP), strconv.Itoa(port))
+		probe = func() bool { return dialable(addr) }
+	}
+	return lb.Generation, probe, err
 }
 
 // changeRoute changes the Route's path prefix.
-func changeRoute(ctx context.Context, cl client.Client, key client.ObjectKey, n int) (int64, error) {
+func changeRoute(ctx context.Context, cl client.Client, key client.ObjectKey, n int) (int64, func() bool, error) {
 	var rt v1.Route
 	if err := cl.Get(ctx, key, &rt); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	rt.Spec.Rules[0].Matches[0].Path.Value = fmt.Sprintf("/v%d", n)
+	path := fmt.Sprintf("/v%d", n)
+	rt.Spec.Rules[0].Matches[0].Path.Value = path
 	err := cl.Update(ctx, &rt)
-	return rt.Generation, err
+	// The first change narrows "/", which matched the new path already: no probe.
+	var probe func() bool
+	if n > 0 && len(rt.Status.Addresses) > 0 && len(rt.Spec.Hostnames) > 0 {
+		url := fmt.Sprintf("http://%s%s", net.JoinHostPort(string(rt.Status.Addresses[0].IP), strconv.Itoa(harness.HTTPPort)), path)
+		host := string(rt.Spec.Hostnames[0])
+		probe = func() bool { return routed(url, host) }
+	}
+	return rt.Generation, probe, err
+}
+
+// dialable reports whether a TCP connection to addr is accepted.
+func dialable(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+var probeClient = &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// routed reports whether the proxy routes url for host: the node ports'
+// answer (204), not the proxy's 404 for a path no route matches.
+func routed(url, host string) bool {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	req.Host = host
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusNoContent
 }
 
 // changes times n single changes, one after the other: write → Programmed at
 // the written generation (seen by the watch).
 func changes(ctx context.Context, cl client.Client, w *watcher, n int, metricsURL string, key client.ObjectKey,
-	change func(context.Context, client.Client, client.ObjectKey, int) (int64, error)) (*latencies, error) {
+	change func(context.Context, client.Client, client.ObjectKey, int) (int64, func() bool, error)) (*latencies, error) {
 	l := &latencies{}
 	pushedBefore := 0.0
 	if m, err := scrape(metricsURL); err == nil {
@@ -517,25 +571,52 @@ func changes(ctx context.Context, cl client.Client, w *watcher, n int, metricsUR
 	for i := range n {
 		time.Sleep(500 * time.Millisecond) // apart, so each is alone in its debounce window
 		wrote := time.Now()
-		gen, err := change(ctx, cl, key, i)
+		gen, probe, err := change(ctx, cl, key, i)
 		if err != nil {
 			return l, err
 		}
+		// The proxy serving it, probed beside the wait for Programmed.
+		served := make(chan time.Time, 1)
+		go func() { served <- probeUntil(probe, wrote.Add(30*time.Second)) }()
 		at := w.waitProgrammed(key, gen, 30*time.Second)
 		if at.IsZero() {
 			return l, fmt.Errorf("%s generation %d not Programmed within 30s", key, gen)
 		}
 		l.Samples = append(l.Samples, float64(at.Sub(wrote).Microseconds())/1000)
+		if t := <-served; !t.IsZero() {
+			l.ProxySamples = append(l.ProxySamples, float64(t.Sub(wrote).Microseconds())/1000)
+		}
 	}
 	if m, err := scrape(metricsURL); err == nil && n > 0 {
 		l.PushedPerChange = (sum(m, "fleetlb_xds_pushed_resources_total") - pushedBefore) / float64(n)
 	}
-	s := slices.Clone(l.Samples)
-	sort.Float64s(s)
-	if len(s) > 0 {
-		l.P50, l.Max = s[len(s)/2], s[len(s)-1]
-	}
+	l.P50, l.P99, l.Max = quantiles(l.Samples)
+	l.ProxyP50, l.ProxyP99, l.ProxyMax = quantiles(l.ProxySamples)
 	return l, nil
+}
+
+// probeUntil tries probe every 2 ms until it holds (its time) or the
+// deadline (zero time; also when there is no probe).
+func probeUntil(probe func() bool, deadline time.Time) time.Time {
+	if probe == nil {
+		return time.Time{}
+	}
+	for time.Now().Before(deadline) {
+		if probe() {
+			return time.Now()
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return time.Time{}
+}
+
+func quantiles(samples []float64) (p50, p99, maxV float64) {
+	s := slices.Clone(samples)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0, 0, 0
+	}
+	return s[len(s)/2], s[min(len(s)-1, len(s)*99/100)], s[len(s)-1]
 }
 
 // waitHTTP waits for a 200 from url (a readiness endpoint: nothing else polls).
