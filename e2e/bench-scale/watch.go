@@ -150,9 +150,28 @@ func (w *watcher) counts() counts {
 // waitUntil returns when cond first holds (zero time: not before deadline,
 // or a check failed). The checks (processes alive) run each second.
 func (w *watcher) waitUntil(deadline time.Time, cond func(counts) bool, checks ...func() error) time.Time {
+	return w.wait(deadline, func() bool { return cond(w.c) }, checks...)
+}
+
+// waitProgrammed returns when the object is Programmed at generation gen or later.
+func (w *watcher) waitProgrammed(key client.ObjectKey, gen int64, timeout time.Duration) time.Time {
+	lb, rt := "lb/"+key.String(), "route/"+key.String()
+	return w.waitUntilState(time.Now().Add(timeout), func(objs map[string]objState) bool {
+		return objs[lb].programmed >= gen || objs[rt].programmed >= gen
+	})
+}
+
+func (w *watcher) waitUntilState(deadline time.Time, cond func(map[string]objState) bool) time.Time {
+	return w.wait(deadline, func() bool { return cond(w.objs) })
+}
+
+// wait returns when cond (called with w.mu held) first holds, woken by every
+// watch event; zero time when the deadline passes or a check (run each
+// second) fails first.
+func (w *watcher) wait(deadline time.Time, cond func() bool, checks ...func() error) time.Time {
 	for {
 		w.mu.Lock()
-		ok, ch := cond(w.c), w.changed
+		ok, ch := cond(), w.changed
 		w.mu.Unlock()
 		if ok {
 			return time.Now()
@@ -169,33 +188,6 @@ func (w *watcher) waitUntil(deadline time.Time, cond func(counts) bool, checks .
 					return time.Time{}
 				}
 			}
-		}
-	}
-}
-
-// waitProgrammed returns when the object is Programmed at generation gen or later.
-func (w *watcher) waitProgrammed(key client.ObjectKey, gen int64, timeout time.Duration) time.Time {
-	lb, rt := "lb/"+key.String(), "route/"+key.String()
-	return w.waitUntilState(time.Now().Add(timeout), func(objs map[string]objState) bool {
-		return objs[lb].programmed >= gen || objs[rt].programmed >= gen
-	})
-}
-
-func (w *watcher) waitUntilState(deadline time.Time, cond func(map[string]objState) bool) time.Time {
-	for {
-		w.mu.Lock()
-		ok, ch := cond(w.objs), w.changed
-		w.mu.Unlock()
-		if ok {
-			return time.Now()
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return time.Time{}
-		}
-		select {
-		case <-ch:
-		case <-time.After(left):
 		}
 	}
 }

@@ -97,9 +97,6 @@ func (r *LoadBalancerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.LoadBalancer{}, IndexRefused, indexRefused); err != nil {
 		return err
 	}
-	if err := tenant.IndexByName(context.Background(), mgr.GetFieldIndexer()); err != nil {
-		return err
-	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Our own writes (the finalizer, status) and the snapshot's Programmed
 		// are no news: only a new spec, a deletion or a lost finalizer is.

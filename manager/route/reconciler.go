@@ -116,9 +116,6 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := idx.IndexField(ctx, &v1.Tenant{}, IndexClaim, indexClaims); err != nil {
 		return err
 	}
-	if err := tenant.IndexByName(ctx, idx); err != nil {
-		return err
-	}
 	if err := idx.IndexField(ctx, &v1.Tenant{}, IndexClaimDomain, indexClaimDomains); err != nil {
 		return err
 	}

@@ -61,9 +61,6 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.lbs, r.routes = make(chan event.GenericEvent, 1024), make(chan event.GenericEvent, 1024)
 	r.pending, r.kick = map[string]bool{}, make(chan struct{}, 1)
 	r.labels = map[types.NamespacedName][][]string{}
-	if err := tenant.IndexByName(context.Background(), mgr.GetFieldIndexer()); err != nil {
-		return err
-	}
 	r.gauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "fleetlb_global_serving",
 		Help: "1 when the tenant's cluster takes traffic of the global name (L4) or shared hostname (L7), 0 when other clusters of its group do, as the proxies' load reports say.",
