@@ -154,6 +154,72 @@ func rss(pid int) (cur, hwm float64) {
 	return cur, hwm
 }
 
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on every
+// Linux architecture Go supports).
+const clockTicks = 100
+
+// cpuTime is a process's user+system CPU time so far.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which may hold spaces: state is field 3,
+	// utime and stime fields 14 and 15.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / clockTicks
+}
+
+// cpuWindow is the CPU time of some processes from a start.
+type cpuWindow struct {
+	procs []*process
+	start []time.Duration
+	at    time.Time
+}
+
+func startCPU(procs ...*process) *cpuWindow {
+	w := &cpuWindow{procs: procs, at: time.Now()}
+	for _, p := range procs {
+		w.start = append(w.start, cpuTime(p.cmd.Process.Pid))
+	}
+	return w
+}
+
+func (w *cpuWindow) used() []time.Duration {
+	out := make([]time.Duration, len(w.procs))
+	for i, p := range w.procs {
+		out[i] = cpuTime(p.cmd.Process.Pid) - w.start[i]
+	}
+	return out
+}
+
+// rates is each process's CPU seconds per second since the start.
+func (w *cpuWindow) rates() []float64 {
+	el := time.Since(w.at).Seconds()
+	out := []float64{}
+	for _, u := range w.used() {
+		out = append(out, u.Seconds()/el)
+	}
+	return out
+}
+
+// perChange is each process's CPU milliseconds per change since the start,
+// above its idle rate.
+func (w *cpuWindow) perChange(idleRate []float64, n int) []float64 {
+	el := time.Since(w.at).Seconds()
+	out := []float64{}
+	for i, u := range w.used() {
+		out = append(out, max(0, u.Seconds()-idleRate[i]*el)*1000/float64(n))
+	}
+	return out
+}
+
 func loadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
@@ -189,7 +255,8 @@ func printTable(w io.Writer, results []*stepResult) {
 			if k.l == nil {
 				continue
 			}
-			fmt.Fprintf(w, "  step %d %-12s proxy %s, Programmed %.0f/%.0f/%.0f ms, %.1f pushed\n", r.Step, k.name, proxyLat(k.l), k.l.P50, k.l.P99, k.l.Max, k.l.PushedPerChange)
+			fmt.Fprintf(w, "  step %d %-12s proxy %s, Programmed %.0f/%.0f/%.0f ms, %.1f pushed, CPU per change manager %.0f ms, proxy %.0f ms\n",
+				r.Step, k.name, proxyLat(k.l), k.l.P50, k.l.P99, k.l.Max, k.l.PushedPerChange, k.l.ManagerCPUPerChangeMs, k.l.ProxyCPUPerChangeMs)
 		}
 	}
 	fmt.Fprintln(w, "reconciles (and seconds of reconcile work) per controller:")

@@ -97,6 +97,11 @@ type latencies struct {
 	ProxyMax     float64   `json:"proxyMaxMs"`
 	// Resources pushed to the proxy per change (mean).
 	PushedPerChange float64 `json:"pushedResourcesPerChange"`
+	// CPU time per change (mean, above each process's idle rate measured
+	// just before): where a change's latency is spent, and whether it
+	// grows with the fleet.
+	ManagerCPUPerChangeMs float64 `json:"managerCPUPerChangeMs"`
+	ProxyCPUPerChangeMs   float64 `json:"proxyCPUPerChangeMs"`
 }
 
 // process is a binary the step started.
@@ -298,10 +303,10 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 	} else {
 		metrics := "http://" + metricsAddr + "/metrics"
 		if nLB > 0 {
-			res.ChangeLB, stepErr = changes(ctx, cl, w, c.changes, metrics, lbKey(c, 0), changeLB)
+			res.ChangeLB, stepErr = changes(ctx, cl, w, c.changes, metrics, lbKey(c, 0), changeLB, mgr, proxy)
 		}
 		if nRoute > 0 && stepErr == nil {
-			res.ChangeRoute, stepErr = changes(ctx, cl, w, c.changes, metrics, routeKey(c, 0), changeRoute)
+			res.ChangeRoute, stepErr = changes(ctx, cl, w, c.changes, metrics, routeKey(c, 0), changeRoute, mgr, proxy)
 		}
 	}
 	if cpuDone != nil {
@@ -562,12 +567,17 @@ func routed(url, host string) bool {
 // changes times n single changes, one after the other: write → Programmed at
 // the written generation (seen by the watch).
 func changes(ctx context.Context, cl client.Client, w *watcher, n int, metricsURL string, key client.ObjectKey,
-	change func(context.Context, client.Client, client.ObjectKey, int) (int64, func() bool, error)) (*latencies, error) {
+	change func(context.Context, client.Client, client.ObjectKey, int) (int64, func() bool, error), mgr, proxy *process) (*latencies, error) {
 	l := &latencies{}
 	pushedBefore := 0.0
 	if m, err := scrape(metricsURL); err == nil {
 		pushedBefore = sum(m, "fleetlb_xds_pushed_resources_total")
 	}
+	// Each process's idle rate (health checks, resyncs) first, to subtract.
+	idle := startCPU(mgr, proxy)
+	time.Sleep(2 * time.Second)
+	idleRate := idle.rates()
+	busy := startCPU(mgr, proxy)
 	for i := range n {
 		time.Sleep(500 * time.Millisecond) // apart, so each is alone in its debounce window
 		wrote := time.Now()
@@ -589,6 +599,10 @@ func changes(ctx context.Context, cl client.Client, w *watcher, n int, metricsUR
 	}
 	if m, err := scrape(metricsURL); err == nil && n > 0 {
 		l.PushedPerChange = (sum(m, "fleetlb_xds_pushed_resources_total") - pushedBefore) / float64(n)
+	}
+	if n > 0 {
+		perChange := busy.perChange(idleRate, n)
+		l.ManagerCPUPerChangeMs, l.ProxyCPUPerChangeMs = perChange[0], perChange[1]
 	}
 	l.P50, l.P99, l.Max = quantiles(l.Samples)
 	l.ProxyP50, l.ProxyP99, l.ProxyMax = quantiles(l.ProxySamples)
