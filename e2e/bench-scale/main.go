@@ -14,8 +14,10 @@
 //     size: write → Programmed at the new generation, and the resources pushed
 //     for it.
 //
-// It prints a table and writes JSON (-out). With -profile-dir it saves a CPU
-// profile of the manager over the step and a heap profile at its end.
+// It prints a table and writes JSON (-out). With -profile-dir it saves CPU
+// profiles (the manager and the management apiserver over the step, the
+// manager and the proxy over each series of changes) and the manager's heap
+// profile at the step's end.
 //
 // Run it under the e2e lock (make bench-scale): it binds loopback VIPs.
 package main
@@ -61,7 +63,7 @@ func main() {
 	flag.IntVar(&c.workers, "workers", 32, "concurrent creates")
 	flag.IntVar(&c.changes, "changes", 20, "single changes timed per kind at the end of each step (write → proxy serves it, write → Programmed)")
 	flag.StringVar(&c.out, "out", "bin/bench-scale.json", "JSON results file, relative to the module root (empty: none)")
-	flag.StringVar(&c.profileDir, "profile-dir", "", "save the manager's CPU profile (over the step) and heap profile (at its end) here")
+	flag.StringVar(&c.profileDir, "profile-dir", "", "save CPU profiles here: the manager's and the management apiserver's over the step, the manager's and the proxy's over each series of changes; and the manager's heap profile at the step's end")
 	flag.IntVar(&c.cpuSeconds, "cpu-profile-seconds", 30, "length of the CPU profile, from the first create")
 	margs := flag.String("manager-args", "", "extra fleetlb-manager flags, space-separated (e.g. \"--kube-api-qps=400\")")
 	flag.Parse()

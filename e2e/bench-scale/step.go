@@ -171,7 +171,7 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 		return nil, err
 	}
 
-	ports := make([]int, 4)
+	ports := make([]int, 5)
 	for i := range ports {
 		if ports[i], err = harness.FreePort(); err != nil {
 			return nil, err
@@ -179,6 +179,7 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 	}
 	xdsAddr, metricsAddr, pprofAddr, adminAddr := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		fmt.Sprintf("127.0.0.1:%d", ports[2]), fmt.Sprintf("127.0.0.1:%d", ports[3])
+	proxyPprofAddr := fmt.Sprintf("127.0.0.1:%d", ports[4])
 	args := append([]string{"--kubeconfig", mgmt.Kubeconfig, "--tenant-api-server", mgmt.Config.Host, "--fleet-namespace", harness.FleetNamespace,
 		"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", "0", "--pprof-address", pprofAddr,
 		"--xds-address", xdsAddr, "--xds-certificate-hosts", "127.0.0.1,localhost", "--leader-elect=false",
@@ -202,7 +203,7 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 		return nil, err
 	}
 	proxy, err := start(c.binDir, logDir, "fleetlb-proxy", "--xds-address", xdsAddr, "--fleet", v1.DefaultFleetName, "--node-id", "proxy-1",
-		"--delta=true", "--admin-address", adminAddr,
+		"--delta=true", "--admin-address", adminAddr, "--pprof-address", proxyPprofAddr,
 		"--xds-cert-file", filepath.Join(certDir, corev1.TLSCertKey), "--xds-key-file", filepath.Join(certDir, corev1.TLSPrivateKeyKey),
 		"--xds-ca-file", filepath.Join(certDir, xdscerts.CAKey))
 	if err != nil {
@@ -302,11 +303,36 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 		stepErr = fmt.Errorf("not converged within -step-timeout %s (process logs in %s)", c.stepTimeout, logDir)
 	} else {
 		metrics := "http://" + metricsAddr + "/metrics"
+		// With -profile-dir, the manager's and the proxy's CPU profiles over
+		// each series of changes (its 2-s idle window, then about a second per change).
+		profiled := func(kind string, f func() (*latencies, error)) (*latencies, error) {
+			if c.profileDir == "" {
+				return f()
+			}
+			done := make(chan error, 2)
+			for name, addr := range map[string]string{"manager": pprofAddr, "proxy": proxyPprofAddr} {
+				go func() {
+					done <- fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, c.changes+2),
+						filepath.Join(c.profileDir, fmt.Sprintf("step%d-%s-change-%s-cpu.pprof", idx+1, name, kind)))
+				}()
+			}
+			l, err := f()
+			for range 2 {
+				if perr := <-done; perr != nil {
+					fmt.Fprintln(os.Stderr, "CPU profile:", perr)
+				}
+			}
+			return l, err
+		}
 		if nLB > 0 {
-			res.ChangeLB, stepErr = changes(ctx, cl, w, c.changes, metrics, lbKey(c, 0), changeLB, mgr, proxy)
+			res.ChangeLB, stepErr = profiled("lb", func() (*latencies, error) {
+				return changes(ctx, cl, w, c.changes, metrics, lbKey(c, 0), changeLB, mgr, proxy)
+			})
 		}
 		if nRoute > 0 && stepErr == nil {
-			res.ChangeRoute, stepErr = changes(ctx, cl, w, c.changes, metrics, routeKey(c, 0), changeRoute, mgr, proxy)
+			res.ChangeRoute, stepErr = profiled("route", func() (*latencies, error) {
+				return changes(ctx, cl, w, c.changes, metrics, routeKey(c, 0), changeRoute, mgr, proxy)
+			})
 		}
 	}
 	if cpuDone != nil {
