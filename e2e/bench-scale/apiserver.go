@@ -102,29 +102,64 @@ func fleetWrites(after, before []sample) map[string]float64 {
 	return out
 }
 
+// otherRequests is after − before of every other request the apiserver
+// served (reads, watches, writes of other groups), by "resource VERB":
+// what besides the objects' own writes loads it.
+func otherRequests(after, before []sample) map[string]float64 {
+	out := map[string]float64{}
+	add := func(ss []sample, sign float64) {
+		for _, s := range ss {
+			l := s.labels
+			if s.name != "apiserver_request_total" || l["group"] == "fleetlb.io" && isWrite(l["verb"]) {
+				continue
+			}
+			k := l["resource"]
+			if l["subresource"] != "" {
+				k += "/" + l["subresource"]
+			}
+			out[k+" "+l["verb"]] += sign * s.value
+		}
+	}
+	add(after, 1)
+	add(before, -1)
+	for k, v := range out {
+		if v == 0 {
+			delete(out, k)
+		}
+	}
+	return out
+}
+
 // writesLine prints the writes, most first, and the total per object.
 func writesLine(w map[string]float64, objects int) string {
-	keys := make([]string, 0, len(w))
 	total := 0.0
 	for k, v := range w {
-		keys = append(keys, k)
 		if !strings.HasSuffix(k, "conflict") {
 			total += v
 		}
-	}
-	slices.SortFunc(keys, func(a, b string) int {
-		if w[a] != w[b] {
-			return int(w[b] - w[a])
-		}
-		return strings.Compare(a, b)
-	})
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s %.0f", k, w[k]))
 	}
 	per := 0.0
 	if objects > 0 {
 		per = total / float64(objects)
 	}
-	return fmt.Sprintf("%.0f writes (%.2f per object): %s", total, per, strings.Join(parts, ", "))
+	return fmt.Sprintf("%.0f writes (%.2f per object): %s", total, per, strings.Join(mostFirst(w, len(w)), ", "))
+}
+
+// mostFirst is up to n "key count" entries of m, the largest counts first.
+func mostFirst(m map[string]float64, n int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if m[a] != m[b] {
+			return int(m[b] - m[a])
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, 0, min(n, len(keys)))
+	for _, k := range keys[:min(n, len(keys))] {
+		parts = append(parts, fmt.Sprintf("%s %.0f", k, m[k]))
+	}
+	return parts
 }

@@ -276,6 +276,7 @@ func printTable(w io.Writer, results []*stepResult) {
 	fmt.Fprintln(w, "management apiserver writes of fleetlb.io objects (creates included):")
 	for _, r := range results {
 		fmt.Fprintf(w, "  step %d: %s\n", r.Step, writesLine(r.APIWrites, r.LoadBalancers+r.Routes))
+		fmt.Fprintf(w, "  step %d, its other requests (most first): %s\n", r.Step, strings.Join(mostFirst(r.APIOtherRequests, 12), ", "))
 	}
 }
 

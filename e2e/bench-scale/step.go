@@ -77,6 +77,7 @@ type stepResult struct {
 	// per object.
 	APIWrites          map[string]float64 `json:"apiserverWrites"`
 	APIWritesPerObject float64            `json:"apiserverWritesPerObject"`
+	APIOtherRequests   map[string]float64 `json:"apiserverOtherRequests"`
 	// Single changes at this size: write → Programmed at the new generation.
 	ChangeLB    *latencies `json:"changeLoadBalancer,omitempty"`
 	ChangeRoute *latencies `json:"changeRoute,omitempty"`
@@ -281,6 +282,7 @@ func runStep(ctx context.Context, c *config, idx, nLB, nRoute int) (*stepResult,
 	res.PushedResources = sum(after, "fleetlb_xds_pushed_resources_total") - sum(before, "fleetlb_xds_pushed_resources_total")
 	if apiAfter, err := api.metrics(); err == nil {
 		res.APIWrites = fleetWrites(apiAfter, apiBefore)
+		res.APIOtherRequests = otherRequests(apiAfter, apiBefore)
 		for k, v := range res.APIWrites {
 			if !strings.HasSuffix(k, "conflict") {
 				res.APIWritesPerObject += v / float64(max(total, 1))
