@@ -24,6 +24,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/fleetlb/fleetlb/ccm/service"
@@ -37,6 +38,8 @@ func main() {
 	routes := flag.Bool("routes", false, "measure Ingresses with TLS (L7) instead of LoadBalancer Services")
 	gateways := flag.Bool("gateways", false, "measure Gateways with an HTTPRoute, each on its own VIP, instead of LoadBalancer Services")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
+	flag.StringVar(&profileDir, "profile-dir", "", "save CPU profiles of the management and tenant kube-apiservers over the burst here (LoadBalancer Services only)")
+	flag.IntVar(&profileSeconds, "profile-seconds", 5, "length of those profiles, from the first create")
 	flag.BoolVar(&xdsInsecure, "xds-insecure", false, "run xDS in plaintext (manager and proxy with --xds-insecure) to compare with the default mTLS")
 	flag.Parse()
 	if *n < 1 || *n > 249 {
@@ -129,6 +132,7 @@ func run(n int, timeout time.Duration) error {
 	defer w.stop()
 
 	ctx := context.Background()
+	profiled := profileAPIServers(map[string]*rest.Config{"management": f.Mgmt.Config, "tenant-" + tenants[0].Name: tenants[0].Env.Config, "tenant-" + tenants[1].Name: tenants[1].Env.Config})
 	samples := make([]sample, n)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -176,6 +180,9 @@ func run(n int, timeout time.Duration) error {
 	close(errs)
 	if err := failed(h, errs); err != nil {
 		return err
+	}
+	if err := profiled(); err != nil {
+		fmt.Fprintln(os.Stderr, "apiserver profiles:", err)
 	}
 	xds := "mTLS"
 	if xdsInsecure {
