@@ -97,10 +97,16 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	listeners map[string]*boundListener
+	byAddress map[string]string // addressKey → the listener bound there
 	drains    sync.WaitGroup
 
-	// edsNames is the EDS service name of each cluster (what EDS watches).
+	// edsNames is the EDS service name of each cluster; EDS watches the
+	// names counted in edsRefs.
 	edsNames map[string]string
+	edsRefs  refCounts
+	// routeRefs and secretRefs count the listeners that reference each route
+	// configuration and secret: RDS and SDS watch those counted.
+	routeRefs, secretRefs refCounts
 
 	downstream connLimit
 }
@@ -113,7 +119,8 @@ func New(conn grpc.ClientConnInterface, opts Options, log logr.Logger) (*Proxy, 
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
-	p := &Proxy{opts: opts, log: log, ready: make(chan struct{}), listeners: map[string]*boundListener{}, edsNames: map[string]string{}}
+	p := &Proxy{opts: opts, log: log, ready: make(chan struct{}), listeners: map[string]*boundListener{}, byAddress: map[string]string{},
+		edsNames: map[string]string{}, edsRefs: refCounts{}, routeRefs: refCounts{}, secretRefs: refCounts{}}
 	p.downstream.max = opts.MaxConnections
 	p.client = xdsclient.NewUpdating(conn, xdsclient.UpdaterFunc(p.handle), xdsclient.Options{
 		Node: opts.Node, Delta: opts.Delta, MinBackoff: opts.MinBackoff, MaxBackoff: opts.MaxBackoff,
@@ -235,19 +242,61 @@ func (p *Proxy) applyClusters(names []string, res map[string]proto.Message, remo
 		}
 	}
 	p.opts.Clusters.UpdateClusters(cs, removed)
+	// EDS follows the clusters that changed, not the whole set.
+	touched := map[string]bool{}
 	for _, n := range removed {
-		delete(p.edsNames, n)
-	}
-	for n, e := range eds {
-		if e == "" {
+		if old, ok := p.edsNames[n]; ok {
+			p.edsRefs.drop(old, touched)
 			delete(p.edsNames, n)
-		} else {
-			p.edsNames[n] = e
 		}
 	}
-	watch := slices.Sorted(maps.Values(p.edsNames))
-	p.client.Watch(xdsclient.EndpointType, slices.Compact(watch))
+	for n, e := range eds {
+		old, ok := p.edsNames[n]
+		if ok && old == e {
+			continue
+		}
+		if ok {
+			p.edsRefs.drop(old, touched)
+			delete(p.edsNames, n)
+		}
+		if e != "" {
+			p.edsNames[n] = e
+			p.edsRefs.add(e, touched)
+		}
+	}
+	watch, unwatch := p.edsRefs.split(touched)
+	p.client.WatchChanges(xdsclient.EndpointType, watch, unwatch)
 	return nil
+}
+
+// refCounts counts the references to each name of a watched type.
+type refCounts map[string]int
+
+func (r refCounts) add(name string, touched map[string]bool) {
+	r[name]++
+	touched[name] = true
+}
+
+func (r refCounts) drop(name string, touched map[string]bool) {
+	if r[name]--; r[name] <= 0 {
+		delete(r, name)
+	}
+	touched[name] = true
+}
+
+// split sorts the touched names into those referenced (to watch) and those
+// no longer referenced (to stop watching).
+func (r refCounts) split(touched map[string]bool) (watch, unwatch []string) {
+	for n := range touched {
+		if r[n] > 0 {
+			watch = append(watch, n)
+		} else {
+			unwatch = append(unwatch, n)
+		}
+	}
+	slices.Sort(watch)
+	slices.Sort(unwatch)
+	return watch, unwatch
 }
 
 func (p *Proxy) applyEndpoints(names []string, res map[string]proto.Message, removed []string) error {

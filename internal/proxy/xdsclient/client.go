@@ -120,9 +120,13 @@ type Client struct {
 	handler Updater
 	log     logr.Logger
 
-	mu       sync.Mutex
-	names    map[string]map[string]bool // subscribed names of non-wildcard types
-	acked    map[string]string          // type → last ACKed version_info
+	mu    sync.Mutex
+	names map[string]map[string]bool // subscribed names of non-wildcard types
+	// dirty are the names of each type whose subscription changed since the
+	// stream last told the server, so a change costs what it names, not the
+	// whole subscription.
+	dirty    map[string]map[string]bool
+	acked    map[string]string // type → last ACKed version_info
 	lastNACK *NACK
 	wake     chan struct{} // a Watch changed names
 }
@@ -151,6 +155,7 @@ func NewUpdating(conn grpc.ClientConnInterface, u Updater, opts Options, log log
 	return &Client{
 		conn: conn, opts: opts, handler: u, log: log,
 		names: map[string]map[string]bool{},
+		dirty: map[string]map[string]bool{},
 		acked: map[string]string{},
 		wake:  make(chan struct{}, 1),
 	}
@@ -167,16 +172,66 @@ func (c *Client) Watch(typeURL string, names []string) {
 		set[n] = true
 	}
 	c.mu.Lock()
-	changed := !maps.Equal(set, c.names[typeURL])
-	if changed {
-		c.names[typeURL] = set
+	cur := c.names[typeURL]
+	var add, remove []string
+	for n := range set {
+		if !cur[n] {
+			add = append(add, n)
+		}
 	}
+	for n := range cur {
+		if !set[n] {
+			remove = append(remove, n)
+		}
+	}
+	changed := c.changeLocked(typeURL, add, remove)
 	c.mu.Unlock()
 	if changed {
-		select {
-		case c.wake <- struct{}{}:
-		default:
+		c.wakeUp()
+	}
+}
+
+// WatchChanges adds names to and removes names from those subscribed for a
+// non-wildcard type; its cost, and that of telling the server in delta xDS,
+// is proportional to the names given. A name in both lists stays subscribed.
+func (c *Client) WatchChanges(typeURL string, add, remove []string) {
+	if wildcardTypes[typeURL] || len(add)+len(remove) == 0 {
+		return
+	}
+	c.mu.Lock()
+	changed := c.changeLocked(typeURL, add, remove)
+	c.mu.Unlock()
+	if changed {
+		c.wakeUp()
+	}
+}
+
+func (c *Client) changeLocked(typeURL string, add, remove []string) bool {
+	set, dirty := c.names[typeURL], c.dirty[typeURL]
+	if set == nil {
+		set, dirty = map[string]bool{}, map[string]bool{}
+		c.names[typeURL], c.dirty[typeURL] = set, dirty
+	}
+	changed := false
+	for _, n := range remove {
+		if set[n] {
+			delete(set, n)
+			dirty[n], changed = true, true
 		}
+	}
+	for _, n := range add {
+		if !set[n] {
+			set[n] = true
+			dirty[n], changed = true, true
+		}
+	}
+	return changed
+}
+
+func (c *Client) wakeUp() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -199,10 +254,45 @@ func (c *Client) LastNACK() *NACK {
 	return &n
 }
 
-func (c *Client) subscribed(typeURL string) []string {
+// Subscribed is the sorted list of names subscribed for a non-wildcard type.
+func (c *Client) Subscribed(typeURL string) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Sorted(maps.Keys(c.names[typeURL]))
+}
+
+// wanted is a copy of the subscribed names of a type.
+func (c *Client) wanted(typeURL string) map[string]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.names[typeURL])
+}
+
+// takeChanges returns the subscribed names of a type whose subscription
+// changed since the last call, each with whether it is subscribed now, and
+// forgets them.
+func (c *Client) takeChanges(typeURL string) map[string]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	dirty := c.dirty[typeURL]
+	if len(dirty) == 0 {
+		return nil
+	}
+	out := make(map[string]bool, len(dirty))
+	for n := range dirty {
+		out[n] = c.names[typeURL][n]
+	}
+	clear(dirty)
+	return out
+}
+
+// takeAll returns the subscribed names of a type and forgets what changed:
+// a new stream tells the server the whole subscription.
+func (c *Client) takeAll(typeURL string) map[string]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.dirty[typeURL])
+	return maps.Clone(c.names[typeURL])
 }
 
 // Run keeps an ADS stream open until ctx ends, reconnecting with bounded, jittered
@@ -322,23 +412,35 @@ func (c *Client) runSotW(ctx context.Context, st *state) error {
 	// syncNames sends a request for each non-wildcard type whose names changed. An
 	// empty list is never sent (it would mean wildcard); the local filter drops
 	// unsubscribed resources instead.
+	synced := map[string]bool{} // the type's names were compared once on this stream
 	syncNames := func() error {
 		for _, t := range subscribeOrder {
 			if wildcardTypes[t] {
 				continue
 			}
-			names := c.subscribed(t)
+			// State of the world sends the whole list, but only when it changed.
+			if changes := c.takeChanges(t); synced[t] && changes == nil {
+				continue
+			}
+			synced[t] = true
+			names := c.Subscribed(t)
 			if slices.Equal(names, sentNames[t]) || (len(names) == 0 && sentNames[t] == nil) {
 				continue
 			}
 			sentNames[t] = names
-			if len(names) == 0 {
-				// Forget what is no longer wanted.
-				if len(st.resources[t]) > 0 {
-					u := newUpdate()
-					u.removed = slices.Sorted(maps.Keys(st.resources[t]))
-					c.apply(t, u, st)
+			// Forget what is no longer wanted now: the server answers a
+			// narrower subscription only when something else changes.
+			u := newUpdate()
+			for n := range st.resources[t] {
+				if _, ok := slices.BinarySearch(names, n); !ok {
+					u.removed = append(u.removed, n)
 				}
+			}
+			if len(u.removed) > 0 {
+				slices.Sort(u.removed)
+				c.apply(t, u, st)
+			}
+			if len(names) == 0 {
 				continue
 			}
 			if err := send(t, c.ackedVersion(t), nonces[t], names, nil); err != nil {
@@ -374,9 +476,9 @@ func (c *Client) runSotW(ctx context.Context, st *state) error {
 			resp := ev.sotw
 			t := resp.GetTypeUrl()
 			nonces[t] = resp.GetNonce()
-			var want []string
+			var want map[string]bool
 			if !wildcardTypes[t] {
-				want = c.subscribed(t)
+				want = c.wanted(t)
 			}
 			u, derr := sotwUpdate(resp.GetResources(), st.resources[t], want, !wildcardTypes[t])
 			if derr == nil {
@@ -414,12 +516,28 @@ func (c *Client) runDelta(ctx context.Context, st *state) error {
 		return streamEvent{delta: r}, err
 	}, events)
 
-	sentNames := map[string][]string{}
+	sent := map[string]map[string]bool{} // the names the server was told per type
 	// Initial requests carry the versions we hold so the server sends only differences.
 	for _, t := range subscribeOrder {
-		names := c.subscribed(t)
-		if !wildcardTypes[t] && len(names) == 0 {
-			continue
+		var names []string
+		if !wildcardTypes[t] {
+			sent[t] = c.takeAll(t)
+			// What was unsubscribed while no stream was open goes now.
+			u := newUpdate()
+			for n := range st.resources[t] {
+				if !sent[t][n] {
+					u.removed = append(u.removed, n)
+					delete(st.versions[t], n)
+				}
+			}
+			if len(u.removed) > 0 {
+				slices.Sort(u.removed)
+				c.apply(t, u, st)
+			}
+			if len(sent[t]) == 0 {
+				continue
+			}
+			names = slices.Sorted(maps.Keys(sent[t]))
 		}
 		req := &discoveryv3.DeltaDiscoveryRequest{
 			Node: c.opts.Node, TypeUrl: t,
@@ -429,34 +547,43 @@ func (c *Client) runDelta(ctx context.Context, st *state) error {
 			req.ResourceNamesSubscribe = []string{"*"}
 		} else {
 			req.ResourceNamesSubscribe = names
-			sentNames[t] = names
 		}
 		if err := stream.Send(req); err != nil {
 			return err
 		}
 	}
+	// syncNames tells the server what changed in the subscriptions: the work
+	// is proportional to the names that changed.
 	syncNames := func() error {
 		for _, t := range subscribeOrder {
 			if wildcardTypes[t] {
 				continue
 			}
-			names := c.subscribed(t)
-			old := sentNames[t]
-			if slices.Equal(names, old) {
+			changes := c.takeChanges(t)
+			if changes == nil {
 				continue
 			}
+			told := sent[t]
+			if told == nil {
+				told = map[string]bool{}
+				sent[t] = told
+			}
 			var sub, unsub []string
-			for _, n := range names {
-				if !slices.Contains(old, n) {
+			for n, want := range changes {
+				switch {
+				case want && !told[n]:
 					sub = append(sub, n)
-				}
-			}
-			for _, n := range old {
-				if !slices.Contains(names, n) {
+					told[n] = true
+				case !want && told[n]:
 					unsub = append(unsub, n)
+					delete(told, n)
 				}
 			}
-			sentNames[t] = names
+			if len(sub)+len(unsub) == 0 {
+				continue
+			}
+			slices.Sort(sub)
+			slices.Sort(unsub)
 			if len(unsub) > 0 {
 				// Drop unsubscribed resources locally right away.
 				u := newUpdate()
@@ -550,7 +677,7 @@ func (c *Client) apply(t string, u *update, st *state) error {
 
 // sotwUpdate compares a state-of-the-world response with the accepted set:
 // the response is the complete set (of the subscribed names when filter).
-func sotwUpdate(anys []*anypb.Any, accepted map[string]digest, want []string, filter bool) (*update, error) {
+func sotwUpdate(anys []*anypb.Any, accepted map[string]digest, want map[string]bool, filter bool) (*update, error) {
 	u := newUpdate()
 	seen := make(map[string]bool, len(anys))
 	for _, a := range anys {
@@ -566,7 +693,7 @@ func sotwUpdate(anys []*anypb.Any, accepted map[string]digest, want []string, fi
 			return nil, fmt.Errorf("duplicate resource %q", name)
 		}
 		seen[name] = true
-		if filter && !slices.Contains(want, name) {
+		if filter && !want[name] {
 			delete(seen, name) // not subscribed: dropped as if absent
 			continue
 		}

@@ -3,6 +3,7 @@ package xdsclient
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -346,6 +347,124 @@ func TestUpdaterGetsOnlyWhatChanged(t *testing.T) {
 			if changed, removed := u.get(ClusterType); len(changed) != 0 || len(removed) != 0 {
 				t.Errorf("after a reconnect with the same clusters: changed %v removed %v, want nothing", changed, removed)
 			}
+		})
+	}
+}
+
+// sets is an Updater that keeps the names of the accepted set per type.
+type sets struct {
+	mu   sync.Mutex
+	have map[string]map[string]bool
+}
+
+func (s *sets) Update(typeURL string, changed map[string]proto.Message, removed []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set := s.have[typeURL]
+	if set == nil {
+		set = map[string]bool{}
+		s.have[typeURL] = set
+	}
+	for _, n := range removed {
+		delete(set, n)
+	}
+	for n := range changed {
+		set[n] = true
+	}
+	return nil
+}
+
+func (s *sets) get(typeURL string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.have[typeURL]))
+}
+
+// TestWatchChangesFollowsSubscription: names added and removed one change at
+// a time are what the Updater holds, in delta xDS each request names only
+// what changed, a name both added and removed stays, and a name removed while
+// the server is away is dropped once the stream is back.
+func TestWatchChangesFollowsSubscription(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delta=%v", delta), func(t *testing.T) {
+			// Not ADS mode: in it go-control-plane answers a state-of-the-world
+			// EDS request only when it names every load assignment.
+			snapCache := cache.NewSnapshotCache(false, cache.IDHash{}, nil)
+			if err := snapCache.SetSnapshot(context.Background(), nodeID, snapshot(t, "v1", "c0", "c1", "c2", "c3")); err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			var subs, unsubs [][]string // per delta EDS request
+			cb := server.CallbackFuncs{StreamDeltaRequestFunc: func(_ int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+				if r.GetTypeUrl() == EndpointType && (len(r.GetResourceNamesSubscribe())+len(r.GetResourceNamesUnsubscribe()) > 0) {
+					mu.Lock()
+					subs, unsubs = append(subs, r.GetResourceNamesSubscribe()), append(unsubs, r.GetResourceNamesUnsubscribe())
+					mu.Unlock()
+				}
+				return nil
+			}}
+			g := grpc.NewServer()
+			discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, server.NewServer(context.Background(), snapCache, cb))
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			go g.Serve(ln)
+			t.Cleanup(func() { g.Stop() })
+			lastRequest := func() (sub, unsub []string) {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(subs) == 0 {
+					return nil, nil
+				}
+				return slices.Sorted(slices.Values(subs[len(subs)-1])), slices.Sorted(slices.Values(unsubs[len(unsubs)-1]))
+			}
+
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			s := &sets{have: map[string]map[string]bool{}}
+			c := NewUpdating(conn, s, Options{Node: &corev3.Node{Id: nodeID}, Delta: delta, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, testr.New(t))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { c.Run(ctx); close(done) }()
+			t.Cleanup(func() { cancel(); <-done })
+			eventually(t, "CDS", func() bool { return len(s.get(ClusterType)) == 4 })
+
+			c.WatchChanges(EndpointType, []string{"c0", "c1"}, nil)
+			eventually(t, "EDS c0 c1", func() bool { return slices.Equal(s.get(EndpointType), []string{"c0", "c1"}) })
+			c.WatchChanges(EndpointType, []string{"c2"}, []string{"c0"})
+			eventually(t, "EDS c1 c2", func() bool { return slices.Equal(s.get(EndpointType), []string{"c1", "c2"}) })
+			if delta {
+				eventually(t, "the request of the change", func() bool {
+					sub, unsub := lastRequest()
+					return slices.Equal(sub, []string{"c2"}) && slices.Equal(unsub, []string{"c0"})
+				})
+			}
+			c.WatchChanges(EndpointType, []string{"c1", "c3"}, []string{"c1"})
+			eventually(t, "EDS c1 c2 c3", func() bool { return slices.Equal(s.get(EndpointType), []string{"c1", "c2", "c3"}) })
+			if delta {
+				eventually(t, "the request of the change", func() bool {
+					sub, unsub := lastRequest()
+					return slices.Equal(sub, []string{"c3"}) && len(unsub) == 0
+				})
+			}
+			// The whole set through Watch, then a removal while the server is away.
+			c.Watch(EndpointType, []string{"c1", "c2"})
+			eventually(t, "EDS c1 c2", func() bool { return slices.Equal(s.get(EndpointType), []string{"c1", "c2"}) })
+			g.Stop()
+			c.WatchChanges(EndpointType, nil, []string{"c1"})
+			ln, err = net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g = grpc.NewServer()
+			discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, server.NewServer(context.Background(), snapCache, cb))
+			go g.Serve(ln)
+			eventually(t, "EDS c2 after the reconnect", func() bool { return slices.Equal(s.get(EndpointType), []string{"c2"}) })
 		})
 	}
 }
