@@ -25,6 +25,7 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/fleetlb/fleetlb/internal/proxy/l4"
 	"github.com/fleetlb/fleetlb/internal/proxy/lrs"
@@ -59,6 +60,17 @@ type HTTPListeners interface {
 	// removed ones; on error nothing changes.
 	UpdateSecrets(changed []*tlsv3.Secret, removed []string) error
 	NewListener(l *listenerv3.Listener, log logr.Logger) (Server, error)
+}
+
+// EncodedRouteConfigs is an HTTP side that compiles route configurations from
+// their encoding (l7.Set): the xDS client then hands RDS resources on
+// undecoded, so the one route configuration with every virtual host of the
+// fleet, re-sent when one of them changed, costs what changed.
+type EncodedRouteConfigs interface {
+	// UpdateEncodedRouteConfigs validates and installs the changed route
+	// configurations, given by name as encoded, and drops the removed
+	// ones; on error nothing changes.
+	UpdateEncodedRouteConfigs(changed map[string][]byte, removed []string) error
 }
 
 // Options configure a Proxy.
@@ -122,8 +134,12 @@ func New(conn grpc.ClientConnInterface, opts Options, log logr.Logger) (*Proxy, 
 	p := &Proxy{opts: opts, log: log, ready: make(chan struct{}), listeners: map[string]*boundListener{}, byAddress: map[string]string{},
 		edsNames: map[string]string{}, edsRefs: refCounts{}, routeRefs: refCounts{}, secretRefs: refCounts{}}
 	p.downstream.max = opts.MaxConnections
+	var undecoded []string
+	if _, ok := opts.HTTP.(EncodedRouteConfigs); ok {
+		undecoded = append(undecoded, xdsclient.RouteType)
+	}
 	p.client = xdsclient.NewUpdating(conn, xdsclient.UpdaterFunc(p.handle), xdsclient.Options{
-		Node: opts.Node, Delta: opts.Delta, MinBackoff: opts.MinBackoff, MaxBackoff: opts.MaxBackoff,
+		Node: opts.Node, Delta: opts.Delta, MinBackoff: opts.MinBackoff, MaxBackoff: opts.MaxBackoff, Undecoded: undecoded,
 		OnResponse: func(typeURL string, err error) {
 			result := "applied"
 			if err != nil {
@@ -323,6 +339,17 @@ func (p *Proxy) applyRoutes(names []string, res map[string]proto.Message, remove
 			return errors.New("route configurations are not supported: this proxy serves no HTTP")
 		}
 		return nil
+	}
+	if enc, ok := p.opts.HTTP.(EncodedRouteConfigs); ok {
+		encoded := make(map[string][]byte, len(names))
+		for _, n := range names {
+			a, ok := res[n].(*anypb.Any)
+			if !ok || a.GetTypeUrl() != xdsclient.RouteType {
+				return fmt.Errorf("resource %q is not a RouteConfiguration", n)
+			}
+			encoded[n] = a.GetValue()
+		}
+		return enc.UpdateEncodedRouteConfigs(encoded, removed)
 	}
 	rcs := make([]*routev3.RouteConfiguration, 0, len(names))
 	for _, n := range names {

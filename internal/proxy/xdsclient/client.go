@@ -6,12 +6,14 @@
 //
 // The client keeps no decoded resource: per accepted resource it keeps a digest
 // of its encoding (and in delta xDS its version), which is how it tells the
-// Updater only what changed, for state of the world as for delta.
+// Updater only what changed, for state of the world as for delta. Types the
+// Updater decodes itself (Options.Undecoded) are handed on as sent.
 package xdsclient
 
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -25,6 +27,7 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -63,7 +66,8 @@ func (f HandlerFunc) Handle(typeURL string, resources map[string]proto.Message) 
 
 // Updater receives what a response changed in the set of resources of one
 // type: the resources added or changed since the last accepted set (by the
-// digest of their encoding), keyed by name, and the names that left it. A
+// digest of their encoding; for Options.Undecoded types every resource sent),
+// keyed by name, and the names that left it. A
 // non-nil error NACKs the response; the Updater must then keep what it had.
 // Update is called from the client's single loop goroutine, one call at a
 // time (also with nothing changed: every response gets one call); it may call
@@ -111,6 +115,13 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// OnResponse, if set, is called after every response with the outcome (for metrics).
 	OnResponse func(typeURL string, err error)
+	// Undecoded are type URLs whose resources the Updater gets as the
+	// *anypb.Any the server sent, neither decoded nor digested: every
+	// resource a response carries is handed on and the Updater compares it
+	// with what it has (a big resource of which little changed then costs
+	// what changed, not a decode). Their names must be field 1 (name), as
+	// in every xDS resource type.
+	Undecoded []string
 }
 
 // Client is one ADS stream (reconnected as needed).
@@ -480,7 +491,7 @@ func (c *Client) runSotW(ctx context.Context, st *state) error {
 			if !wildcardTypes[t] {
 				want = c.wanted(t)
 			}
-			u, derr := sotwUpdate(resp.GetResources(), st.resources[t], want, !wildcardTypes[t])
+			u, derr := sotwUpdate(resp.GetResources(), st.resources[t], want, !wildcardTypes[t], c.undecoded(t))
 			if derr == nil {
 				derr = c.apply(t, u, st)
 			}
@@ -621,7 +632,7 @@ func (c *Client) runDelta(ctx context.Context, st *state) error {
 			}
 			resp := ev.delta
 			t := resp.GetTypeUrl()
-			u, derr := deltaUpdate(resp, st.resources[t])
+			u, derr := deltaUpdate(resp, st.resources[t], c.undecoded(t))
 			if derr == nil {
 				derr = c.apply(t, u, st)
 			}
@@ -675,17 +686,23 @@ func (c *Client) apply(t string, u *update, st *state) error {
 	return err
 }
 
+func (c *Client) undecoded(typeURL string) bool { return slices.Contains(c.opts.Undecoded, typeURL) }
+
 // sotwUpdate compares a state-of-the-world response with the accepted set:
 // the response is the complete set (of the subscribed names when filter).
-func sotwUpdate(anys []*anypb.Any, accepted map[string]digest, want map[string]bool, filter bool) (*update, error) {
+// Undecoded resources are all handed on.
+func sotwUpdate(anys []*anypb.Any, accepted map[string]digest, want map[string]bool, filter, undecoded bool) (*update, error) {
 	u := newUpdate()
 	seen := make(map[string]bool, len(anys))
 	for _, a := range anys {
-		m, err := a.UnmarshalNew()
-		if err != nil {
-			return nil, err
+		var m proto.Message = a
+		var name string
+		var err error
+		if undecoded {
+			name, err = wireName(a.GetValue())
+		} else if m, err = a.UnmarshalNew(); err == nil {
+			name, err = resourceName(m)
 		}
-		name, err := resourceName(m)
 		if err != nil {
 			return nil, err
 		}
@@ -695,6 +712,10 @@ func sotwUpdate(anys []*anypb.Any, accepted map[string]digest, want map[string]b
 		seen[name] = true
 		if filter && !want[name] {
 			delete(seen, name) // not subscribed: dropped as if absent
+			continue
+		}
+		if undecoded {
+			u.add(name, digest{}, m)
 			continue
 		}
 		d := sha256.Sum256(a.GetValue())
@@ -712,12 +733,16 @@ func sotwUpdate(anys []*anypb.Any, accepted map[string]digest, want map[string]b
 }
 
 // deltaUpdate is what a delta response changes; a resource sent again with the
-// content already accepted is not decoded.
-func deltaUpdate(resp *discoveryv3.DeltaDiscoveryResponse, accepted map[string]digest) (*update, error) {
+// content already accepted is not decoded. Undecoded resources are all handed on.
+func deltaUpdate(resp *discoveryv3.DeltaDiscoveryResponse, accepted map[string]digest, undecoded bool) (*update, error) {
 	u := newUpdate()
 	for _, r := range resp.GetResources() {
 		if r.GetResource() == nil {
 			continue // a name-only heartbeat
+		}
+		if undecoded {
+			u.add(r.GetName(), digest{}, r.GetResource())
+			continue
 		}
 		d := sha256.Sum256(r.GetResource().GetValue())
 		if old, ok := accepted[r.GetName()]; ok && old == d {
@@ -758,6 +783,35 @@ func (c *Client) nack(t, version, nonce string, err error) {
 	c.mu.Lock()
 	c.lastNACK = &NACK{TypeURL: t, Version: version, Nonce: nonce, Detail: err.Error()}
 	c.mu.Unlock()
+}
+
+// wireName is field 1 of an encoded resource: its name (cluster_name for
+// endpoints); the last occurrence wins, as in decoding.
+func wireName(b []byte) (string, error) {
+	var name string
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", fmt.Errorf("decoding a resource: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return "", fmt.Errorf("decoding a resource: %w", protowire.ParseError(n))
+			}
+			name, b = string(v), b[n:]
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return "", fmt.Errorf("decoding a resource: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	if name == "" {
+		return "", errors.New("a resource has no name")
+	}
+	return name, nil
 }
 
 // resourceName is the xDS name of a resource (cluster_name for endpoints).

@@ -14,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 const nodeID = "proxy-1"
@@ -466,5 +468,87 @@ func TestWatchChangesFollowsSubscription(t *testing.T) {
 			go g.Serve(ln)
 			eventually(t, "EDS c2 after the reconnect", func() bool { return slices.Equal(s.get(EndpointType), []string{"c2"}) })
 		})
+	}
+}
+
+// TestUndecodedTypesArriveAsSent: resources of an Undecoded type reach the
+// Updater as the server encoded them (state of the world and delta), named
+// as in their field 1, every time they are sent.
+func TestUndecodedTypesArriveAsSent(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delta=%v", delta), func(t *testing.T) {
+			snapCache := cache.NewSnapshotCache(false, cache.IDHash{}, nil)
+			rc := func(version, domain string) {
+				t.Helper()
+				snap, err := cache.NewSnapshot(version, map[resource.Type][]types.Resource{
+					resource.ListenerType: {&listenerv3.Listener{Name: "l"}},
+					resource.RouteType:    {&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{domain}}}}},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := snapCache.SetSnapshot(context.Background(), nodeID, snap); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rc("v1", "a.example")
+			srv := startServer(t, snapCache, "127.0.0.1:0")
+			conn, err := grpc.NewClient(srv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			var mu sync.Mutex
+			var got []string // domain of each RDS resource handed on
+			u := UpdaterFunc(func(typeURL string, changed map[string]proto.Message, _ []string) error {
+				if typeURL != RouteType {
+					return nil
+				}
+				for name, m := range changed {
+					a, ok := m.(*anypb.Any)
+					if !ok || name != "r" {
+						return fmt.Errorf("resource %q handed as %T", name, m)
+					}
+					var r routev3.RouteConfiguration
+					if err := a.UnmarshalTo(&r); err != nil {
+						return err
+					}
+					mu.Lock()
+					got = append(got, r.GetVirtualHosts()[0].GetDomains()[0])
+					mu.Unlock()
+				}
+				return nil
+			})
+			c := NewUpdating(conn, u, Options{Node: &corev3.Node{Id: nodeID}, Delta: delta, Undecoded: []string{RouteType},
+				MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, testr.New(t))
+			c.Watch(RouteType, []string{"r"})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { c.Run(ctx); close(done) }()
+			t.Cleanup(func() { cancel(); <-done })
+			handed := func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
+			eventually(t, "v1 handed on", func() bool { return slices.Equal(handed(), []string{"a.example"}) })
+			rc("v2", "b.example")
+			eventually(t, "v2 handed on", func() bool { return slices.Equal(handed(), []string{"a.example", "b.example"}) })
+			if n := c.LastNACK(); n != nil {
+				t.Errorf("NACK %+v", n)
+			}
+		})
+	}
+}
+
+func TestWireName(t *testing.T) {
+	b, err := proto.Marshal(&routev3.RouteConfiguration{Name: "http", VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{"a"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, err := wireName(b); err != nil || name != "http" {
+		t.Errorf("wireName = %q, %v; want http", name, err)
+	}
+	if _, err := wireName(b[:len(b)-1]); err == nil {
+		t.Error("a truncated resource has a name")
+	}
+	if _, err := wireName(nil); err == nil {
+		t.Error("an empty resource has a name")
 	}
 }
