@@ -358,22 +358,14 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message, rem
 
 	// Commit: start new and changed listeners, then retire removed ones. RDS
 	// and SDS follow the references of the listeners that changed.
-	routesTouched, secretsTouched := map[string]bool{}, map[string]bool{}
+	var routesAdded, routesDropped, secretsAdded, secretsDropped []string
 	reference := func(bl *boundListener) {
-		for _, r := range bl.routeNames {
-			p.routeRefs.add(r, routesTouched)
-		}
-		for _, s := range bl.secretNames {
-			p.secretRefs.add(s, secretsTouched)
-		}
+		routesAdded = append(routesAdded, bl.routeNames...)
+		secretsAdded = append(secretsAdded, bl.secretNames...)
 	}
 	unreference := func(bl *boundListener) {
-		for _, r := range bl.routeNames {
-			p.routeRefs.drop(r, routesTouched)
-		}
-		for _, s := range bl.secretNames {
-			p.secretRefs.drop(s, secretsTouched)
-		}
+		routesDropped = append(routesDropped, bl.routeNames...)
+		secretsDropped = append(secretsDropped, bl.secretNames...)
 	}
 	for _, c := range changes {
 		n := c.pl.name
@@ -436,10 +428,8 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message, rem
 		p.retire(bl)
 	}
 	if p.opts.HTTP != nil {
-		watch, unwatch := p.routeRefs.split(routesTouched)
-		p.client.WatchChanges(xdsclient.RouteType, watch, unwatch)
-		watch, unwatch = p.secretRefs.split(secretsTouched)
-		p.client.WatchChanges(xdsclient.SecretType, watch, unwatch)
+		p.client.WatchChanges(xdsclient.RouteType, routesAdded, routesDropped)
+		p.client.WatchChanges(xdsclient.SecretType, secretsAdded, secretsDropped)
 	}
 	return nil
 }

@@ -112,13 +112,10 @@ type Proxy struct {
 	byAddress map[string]string // addressKey → the listener bound there
 	drains    sync.WaitGroup
 
-	// edsNames is the EDS service name of each cluster; EDS watches the
-	// names counted in edsRefs.
+	// edsNames is the EDS service name of each cluster: each holds a
+	// reference to its name in the client's EDS subscription, as each
+	// listener does to the route configurations and secrets it uses.
 	edsNames map[string]string
-	edsRefs  refCounts
-	// routeRefs and secretRefs count the listeners that reference each route
-	// configuration and secret: RDS and SDS watch those counted.
-	routeRefs, secretRefs refCounts
 
 	downstream connLimit
 }
@@ -132,7 +129,7 @@ func New(conn grpc.ClientConnInterface, opts Options, log logr.Logger) (*Proxy, 
 		opts.DrainTimeout = 30 * time.Second
 	}
 	p := &Proxy{opts: opts, log: log, ready: make(chan struct{}), listeners: map[string]*boundListener{}, byAddress: map[string]string{},
-		edsNames: map[string]string{}, edsRefs: refCounts{}, routeRefs: refCounts{}, secretRefs: refCounts{}}
+		edsNames: map[string]string{}}
 	p.downstream.max = opts.MaxConnections
 	var undecoded []string
 	if _, ok := opts.HTTP.(EncodedRouteConfigs); ok {
@@ -259,10 +256,10 @@ func (p *Proxy) applyClusters(names []string, res map[string]proto.Message, remo
 	}
 	p.opts.Clusters.UpdateClusters(cs, removed)
 	// EDS follows the clusters that changed, not the whole set.
-	touched := map[string]bool{}
+	var watch, unwatch []string
 	for _, n := range removed {
 		if old, ok := p.edsNames[n]; ok {
-			p.edsRefs.drop(old, touched)
+			unwatch = append(unwatch, old)
 			delete(p.edsNames, n)
 		}
 	}
@@ -272,47 +269,16 @@ func (p *Proxy) applyClusters(names []string, res map[string]proto.Message, remo
 			continue
 		}
 		if ok {
-			p.edsRefs.drop(old, touched)
+			unwatch = append(unwatch, old)
 			delete(p.edsNames, n)
 		}
 		if e != "" {
 			p.edsNames[n] = e
-			p.edsRefs.add(e, touched)
+			watch = append(watch, e)
 		}
 	}
-	watch, unwatch := p.edsRefs.split(touched)
 	p.client.WatchChanges(xdsclient.EndpointType, watch, unwatch)
 	return nil
-}
-
-// refCounts counts the references to each name of a watched type.
-type refCounts map[string]int
-
-func (r refCounts) add(name string, touched map[string]bool) {
-	r[name]++
-	touched[name] = true
-}
-
-func (r refCounts) drop(name string, touched map[string]bool) {
-	if r[name]--; r[name] <= 0 {
-		delete(r, name)
-	}
-	touched[name] = true
-}
-
-// split sorts the touched names into those referenced (to watch) and those
-// no longer referenced (to stop watching).
-func (r refCounts) split(touched map[string]bool) (watch, unwatch []string) {
-	for n := range touched {
-		if r[n] > 0 {
-			watch = append(watch, n)
-		} else {
-			unwatch = append(unwatch, n)
-		}
-	}
-	slices.Sort(watch)
-	slices.Sort(unwatch)
-	return watch, unwatch
 }
 
 func (p *Proxy) applyEndpoints(names []string, res map[string]proto.Message, removed []string) error {

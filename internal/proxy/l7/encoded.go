@@ -46,10 +46,9 @@ func keyOf(b []byte) vhostKey {
 // compiledVHost is one virtual host of a route configuration as compiled.
 type compiledVHost struct {
 	vh      *virtualHost
-	key     vhostKey
 	domains []string // lower-cased, in their order
+	pos     int32    // in its configuration's order
 	wild    bool     // a domain with "*": the wildcard lists depend on the hosts' order
-	pos     int      // in its configuration's order
 }
 
 // routeState is what the Set keeps of a route configuration received encoded,
@@ -71,6 +70,8 @@ const maxSharedRetryPolicies = 1024
 type pendingRoute struct {
 	state            *routeState
 	removed, added   []*compiledVHost
+	removedKeys      []vhostKey // of removed, side by side
+	addedKeys        []vhostKey
 	shifted          bool        // hosts kept moved in the order
 	fullCompileTable *RouteTable // set when the incremental path was not taken
 }
@@ -79,15 +80,15 @@ type pendingRoute struct {
 // previous state, which is dropped) follows what came and went.
 func (p *pendingRoute) commit() {
 	st := p.state
-	for _, c := range p.removed {
-		delete(st.vhosts, c.key)
+	for _, k := range p.removedKeys {
+		delete(st.vhosts, k)
 	}
-	for _, c := range p.added {
-		st.vhosts[c.key] = c
+	for i, c := range p.added {
+		st.vhosts[p.addedKeys[i]] = c
 	}
 	if p.shifted {
 		for i, c := range st.order {
-			c.pos = i
+			c.pos = int32(i)
 		}
 	}
 }
@@ -199,7 +200,7 @@ func compileIncremental(b []byte, prev *routeState) (*pendingRoute, error) {
 			at, j = j+1, j+2
 		default:
 			if c := prev.vhosts[key]; c != nil {
-				at, reordered = c.pos, true
+				at, reordered = int(c.pos), true
 			}
 		}
 		if at >= 0 {
@@ -225,7 +226,7 @@ func compileIncremental(b []byte, prev *routeState) (*pendingRoute, error) {
 		if len(v.GetDomains()) == 0 {
 			return nil, fmt.Errorf("%s: domains is empty", vw)
 		}
-		c := &compiledVHost{vh: vh, key: key, pos: i, domains: make([]string, 0, len(v.GetDomains()))}
+		c := &compiledVHost{vh: vh, pos: int32(i), domains: make([]string, 0, len(v.GetDomains()))}
 		for _, d := range v.GetDomains() {
 			d = strings.ToLower(d)
 			kind, err := domainKind(vw, d)
@@ -236,7 +237,7 @@ func compileIncremental(b []byte, prev *routeState) (*pendingRoute, error) {
 			c.domains = append(c.domains, d)
 		}
 		wildChanged = wildChanged || c.wild
-		p.added = append(p.added, c)
+		p.added, p.addedKeys = append(p.added, c), append(p.addedKeys, key)
 		st.order = append(st.order, c)
 		st.keys = append(st.keys, key)
 	}
@@ -244,7 +245,7 @@ func compileIncremental(b []byte, prev *routeState) (*pendingRoute, error) {
 		for at, ok := range used {
 			if !ok {
 				c := prev.order[at]
-				p.removed = append(p.removed, c)
+				p.removed, p.removedKeys = append(p.removed, c), append(p.removedKeys, prev.keys[at])
 				wildChanged = wildChanged || c.wild
 			}
 		}

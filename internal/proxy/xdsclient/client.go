@@ -131,11 +131,12 @@ type Client struct {
 	handler Updater
 	log     logr.Logger
 
-	mu    sync.Mutex
-	names map[string]map[string]bool // subscribed names of non-wildcard types
-	// dirty are the names of each type whose subscription changed since the
-	// stream last told the server, so a change costs what it names, not the
-	// whole subscription.
+	mu sync.Mutex
+	// subs are the names subscribed per non-wildcard type, and dirty the
+	// names whose subscription changed since the stream last told the
+	// server, so that a change costs what it names, not the whole
+	// subscription.
+	subs     map[string]map[string]subscription
 	dirty    map[string]map[string]bool
 	acked    map[string]string // type → last ACKed version_info
 	lastNACK *NACK
@@ -165,11 +166,17 @@ func NewUpdating(conn grpc.ClientConnInterface, u Updater, opts Options, log log
 	}
 	return &Client{
 		conn: conn, opts: opts, handler: u, log: log,
-		names: map[string]map[string]bool{},
+		subs:  map[string]map[string]subscription{},
 		dirty: map[string]map[string]bool{},
 		acked: map[string]string{},
 		wake:  make(chan struct{}, 1),
 	}
+}
+
+// subscription is one name of a non-wildcard type.
+type subscription struct {
+	refs int32 // subscribed while > 0
+	told bool  // the open stream told the server it is subscribed (delta)
 }
 
 // Watch sets the names subscribed for a non-wildcard type (EDS, RDS, SDS). Resources
@@ -183,60 +190,68 @@ func (c *Client) Watch(typeURL string, names []string) {
 		set[n] = true
 	}
 	c.mu.Lock()
-	cur := c.names[typeURL]
-	var add, remove []string
+	subs, dirty := c.typeLocked(typeURL)
+	changed := false
+	for n, e := range subs {
+		if e.refs > 0 && !set[n] {
+			e.refs = 0
+			subs[n], dirty[n], changed = e, true, true
+		}
+	}
 	for n := range set {
-		if !cur[n] {
-			add = append(add, n)
+		if e := subs[n]; e.refs != 1 {
+			if e.refs == 0 {
+				dirty[n], changed = true, true
+			}
+			e.refs = 1
+			subs[n] = e
 		}
 	}
-	for n := range cur {
-		if !set[n] {
-			remove = append(remove, n)
-		}
-	}
-	changed := c.changeLocked(typeURL, add, remove)
 	c.mu.Unlock()
 	if changed {
 		c.wakeUp()
 	}
 }
 
-// WatchChanges adds names to and removes names from those subscribed for a
-// non-wildcard type; its cost, and that of telling the server in delta xDS,
-// is proportional to the names given. A name in both lists stays subscribed.
+// WatchChanges adds a reference to each name of add and drops one from each
+// of remove, for a non-wildcard type: a name is subscribed while it has
+// references. Its cost, and that of telling the server in delta xDS, is
+// proportional to the names given.
 func (c *Client) WatchChanges(typeURL string, add, remove []string) {
 	if wildcardTypes[typeURL] || len(add)+len(remove) == 0 {
 		return
 	}
 	c.mu.Lock()
-	changed := c.changeLocked(typeURL, add, remove)
+	subs, dirty := c.typeLocked(typeURL)
+	changed := false
+	for _, n := range add {
+		e := subs[n]
+		if e.refs++; e.refs == 1 {
+			dirty[n], changed = true, true
+		}
+		subs[n] = e
+	}
+	for _, n := range remove {
+		e, ok := subs[n]
+		if !ok || e.refs == 0 {
+			continue
+		}
+		if e.refs--; e.refs == 0 {
+			dirty[n], changed = true, true
+		}
+		subs[n] = e
+	}
 	c.mu.Unlock()
 	if changed {
 		c.wakeUp()
 	}
 }
 
-func (c *Client) changeLocked(typeURL string, add, remove []string) bool {
-	set, dirty := c.names[typeURL], c.dirty[typeURL]
-	if set == nil {
-		set, dirty = map[string]bool{}, map[string]bool{}
-		c.names[typeURL], c.dirty[typeURL] = set, dirty
+func (c *Client) typeLocked(typeURL string) (map[string]subscription, map[string]bool) {
+	if c.subs[typeURL] == nil {
+		c.subs[typeURL], c.dirty[typeURL] = map[string]subscription{}, map[string]bool{}
 	}
-	changed := false
-	for _, n := range remove {
-		if set[n] {
-			delete(set, n)
-			dirty[n], changed = true, true
-		}
-	}
-	for _, n := range add {
-		if !set[n] {
-			set[n] = true
-			dirty[n], changed = true, true
-		}
-	}
-	return changed
+	return c.subs[typeURL], c.dirty[typeURL]
 }
 
 func (c *Client) wakeUp() {
@@ -269,41 +284,87 @@ func (c *Client) LastNACK() *NACK {
 func (c *Client) Subscribed(typeURL string) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Sorted(maps.Keys(c.names[typeURL]))
-}
-
-// wanted is a copy of the subscribed names of a type.
-func (c *Client) wanted(typeURL string) map[string]bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return maps.Clone(c.names[typeURL])
-}
-
-// takeChanges returns the subscribed names of a type whose subscription
-// changed since the last call, each with whether it is subscribed now, and
-// forgets them.
-func (c *Client) takeChanges(typeURL string) map[string]bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	dirty := c.dirty[typeURL]
-	if len(dirty) == 0 {
-		return nil
+	var out []string
+	for n, e := range c.subs[typeURL] {
+		if e.refs > 0 {
+			out = append(out, n)
+		}
 	}
-	out := make(map[string]bool, len(dirty))
-	for n := range dirty {
-		out[n] = c.names[typeURL][n]
-	}
-	clear(dirty)
+	slices.Sort(out)
 	return out
 }
 
-// takeAll returns the subscribed names of a type and forgets what changed:
-// a new stream tells the server the whole subscription.
-func (c *Client) takeAll(typeURL string) map[string]bool {
+// wanted is the set of names subscribed for a type.
+func (c *Client) wanted(typeURL string) map[string]bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	out := make(map[string]bool, len(c.subs[typeURL]))
+	for n, e := range c.subs[typeURL] {
+		if e.refs > 0 {
+			out[n] = true
+		}
+	}
+	return out
+}
+
+// takeChanges returns what the open stream has yet to tell the server of a
+// type's subscription (delta: the names to subscribe and to unsubscribe),
+// and whether anything changed since the last call, and forgets it.
+func (c *Client) takeChanges(typeURL string) (sub, unsub []string, changed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	subs, dirty := c.subs[typeURL], c.dirty[typeURL]
+	if len(dirty) == 0 {
+		return nil, nil, false
+	}
+	for n := range dirty {
+		e := subs[n]
+		switch {
+		case e.refs > 0 && !e.told:
+			sub = append(sub, n)
+			e.told = true
+			subs[n] = e
+		case e.refs == 0 && e.told:
+			unsub = append(unsub, n)
+			delete(subs, n)
+		case e.refs == 0:
+			delete(subs, n)
+		}
+	}
+	c.forgetChangesLocked(typeURL)
+	slices.Sort(sub)
+	slices.Sort(unsub)
+	return sub, unsub, true
+}
+
+// takeAll returns the names subscribed for a type, as told to a new stream,
+// and forgets what changed.
+func (c *Client) takeAll(typeURL string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for n, e := range c.subs[typeURL] {
+		if e.refs == 0 {
+			delete(c.subs[typeURL], n)
+			continue
+		}
+		e.told = true
+		c.subs[typeURL][n] = e
+		out = append(out, n)
+	}
+	c.forgetChangesLocked(typeURL)
+	slices.Sort(out)
+	return out
+}
+
+// forgetChangesLocked empties a type's dirty set; a big one (the first
+// subscription) is dropped rather than kept empty at its size.
+func (c *Client) forgetChangesLocked(typeURL string) {
+	if len(c.dirty[typeURL]) > 64 {
+		c.dirty[typeURL] = map[string]bool{}
+		return
+	}
 	clear(c.dirty[typeURL])
-	return maps.Clone(c.names[typeURL])
 }
 
 // Run keeps an ADS stream open until ctx ends, reconnecting with bounded, jittered
@@ -430,7 +491,7 @@ func (c *Client) runSotW(ctx context.Context, st *state) error {
 				continue
 			}
 			// State of the world sends the whole list, but only when it changed.
-			if changes := c.takeChanges(t); synced[t] && changes == nil {
+			if _, _, changed := c.takeChanges(t); synced[t] && !changed {
 				continue
 			}
 			synced[t] = true
@@ -527,16 +588,15 @@ func (c *Client) runDelta(ctx context.Context, st *state) error {
 		return streamEvent{delta: r}, err
 	}, events)
 
-	sent := map[string]map[string]bool{} // the names the server was told per type
 	// Initial requests carry the versions we hold so the server sends only differences.
 	for _, t := range subscribeOrder {
 		var names []string
 		if !wildcardTypes[t] {
-			sent[t] = c.takeAll(t)
+			names = c.takeAll(t)
 			// What was unsubscribed while no stream was open goes now.
 			u := newUpdate()
 			for n := range st.resources[t] {
-				if !sent[t][n] {
+				if _, ok := slices.BinarySearch(names, n); !ok {
 					u.removed = append(u.removed, n)
 					delete(st.versions[t], n)
 				}
@@ -545,10 +605,9 @@ func (c *Client) runDelta(ctx context.Context, st *state) error {
 				slices.Sort(u.removed)
 				c.apply(t, u, st)
 			}
-			if len(sent[t]) == 0 {
+			if len(names) == 0 {
 				continue
 			}
-			names = slices.Sorted(maps.Keys(sent[t]))
 		}
 		req := &discoveryv3.DeltaDiscoveryRequest{
 			Node: c.opts.Node, TypeUrl: t,
@@ -570,31 +629,10 @@ func (c *Client) runDelta(ctx context.Context, st *state) error {
 			if wildcardTypes[t] {
 				continue
 			}
-			changes := c.takeChanges(t)
-			if changes == nil {
-				continue
-			}
-			told := sent[t]
-			if told == nil {
-				told = map[string]bool{}
-				sent[t] = told
-			}
-			var sub, unsub []string
-			for n, want := range changes {
-				switch {
-				case want && !told[n]:
-					sub = append(sub, n)
-					told[n] = true
-				case !want && told[n]:
-					unsub = append(unsub, n)
-					delete(told, n)
-				}
-			}
+			sub, unsub, _ := c.takeChanges(t)
 			if len(sub)+len(unsub) == 0 {
 				continue
 			}
-			slices.Sort(sub)
-			slices.Sort(unsub)
 			if len(unsub) > 0 {
 				// Drop unsubscribed resources locally right away.
 				u := newUpdate()
