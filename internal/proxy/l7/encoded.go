@@ -251,16 +251,26 @@ func compileIncremental(b []byte, prev *routeState) (*pendingRoute, error) {
 		}
 	}
 
-	// Exact domains: the previous index (which requests may be reading)
-	// copied, with the removed hosts' domains out and the added ones' in.
-	rt.exact = maps.Clone(prev.table.exact)
+	// Exact domains: the previous index (which requests may be reading) is
+	// shared, with the removed hosts' domains and the added ones' in a copy
+	// of its overlay; past a sixteenth of the index, the overlay is folded
+	// into a copy of it, so an update costs what changed (amortized).
+	rt.exact, rt.exactChanged = prev.table.exact, maps.Clone(prev.table.exactChanged)
 	if rt.exact == nil {
-		rt.exact = make(map[string]*virtualHost, len(encoded))
+		rt.exact = map[string]*virtualHost{}
+	}
+	if rt.exactChanged == nil {
+		rt.exactChanged = map[string]*virtualHost{}
 	}
 	for _, c := range p.removed {
 		for _, d := range c.domains {
-			if !strings.Contains(d, "*") {
-				delete(rt.exact, d)
+			if strings.Contains(d, "*") {
+				continue
+			}
+			if _, ok := rt.exact[d]; ok {
+				rt.exactChanged[d] = nil
+			} else {
+				delete(rt.exactChanged, d)
 			}
 		}
 	}
@@ -269,11 +279,25 @@ func compileIncremental(b []byte, prev *routeState) (*pendingRoute, error) {
 			if strings.Contains(d, "*") {
 				continue
 			}
-			if _, dup := rt.exact[d]; dup {
+			if rt.exactHost(d) != nil {
 				return nil, fmt.Errorf("%s: domain %q is used twice", where, d)
 			}
-			rt.exact[d] = c.vh
+			rt.exactChanged[d] = c.vh
 		}
+	}
+	if len(rt.exactChanged) > max(8, len(rt.exact)/16) {
+		exact := make(map[string]*virtualHost, len(rt.exact)+len(rt.exactChanged))
+		maps.Copy(exact, rt.exact)
+		for d, vh := range rt.exactChanged {
+			if vh == nil {
+				delete(exact, d)
+			} else {
+				exact[d] = vh
+			}
+		}
+		rt.exact, rt.exactChanged = exact, nil
+	} else if len(rt.exactChanged) == 0 {
+		rt.exactChanged = nil
 	}
 	// Wildcards match by length, then by order: their lists are rebuilt when
 	// a host with one came or went, or hosts moved.

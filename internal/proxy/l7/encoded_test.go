@@ -2,6 +2,7 @@ package l7
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -28,10 +29,14 @@ func encode(t *testing.T, rc *routev3.RouteConfiguration) []byte {
 func randomVHost(rng *rand.Rand) *routev3.VirtualHost {
 	domains := []string{"a.com", "B.com", "c.com", "*.a.com", "*.b.com", "*.com", "www.*", "api.*", "*", "x.c.com", "a*b.com"}
 	v := &routev3.VirtualHost{Name: fmt.Sprint("v", rng.IntN(6))}
-	for range rng.IntN(3) + map[bool]int{true: 0, false: 1}[rng.IntN(40) == 0] { // now and then no domain
-		v.Domains = append(v.Domains, domains[rng.IntN(len(domains))])
-		if rng.IntN(20) == 0 { // a domain only this host has
-			v.Domains[len(v.Domains)-1] = fmt.Sprintf("h%d.example", rng.Uint32())
+	for range rng.IntN(3) + map[bool]int{true: 0, false: 1}[rng.IntN(60) == 0] { // now and then no domain
+		switch rng.IntN(16) {
+		case 0: // shared: duplicates, wildcards of equal length, invalid
+			v.Domains = append(v.Domains, domains[rng.IntN(len(domains))])
+		case 2:
+			v.Domains = append(v.Domains, fmt.Sprintf("*.h%d.example", rng.IntN(1000)))
+		default: // a domain only this host has, most of the time
+			v.Domains = append(v.Domains, fmt.Sprintf("h%d.example", rng.IntN(100000)))
 		}
 	}
 	if rng.IntN(4) == 0 {
@@ -59,10 +64,20 @@ func randomVHost(rng *rand.Rand) *routev3.VirtualHost {
 // update becomes the base of the next, as in the Set.
 func TestEncodedCompileMatchesFullCompile(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 5))
+	overlaid := false // some table had changes over a shared index
+	accepted, rejected := 0, 0
+	defer func() {
+		if !overlaid {
+			t.Error("no table was compiled over a shared index")
+		}
+		if accepted < rejected || rejected == 0 {
+			t.Errorf("%d updates accepted, %d rejected: the sequences test too little of one", accepted, rejected)
+		}
+	}()
 	for seq := range 40 {
 		var st *routeState
 		rc := &routev3.RouteConfiguration{Name: "http"}
-		for range 4 {
+		for range 12 {
 			rc.VirtualHosts = append(rc.VirtualHosts, randomVHost(rng))
 		}
 		for step := range 60 {
@@ -101,14 +116,17 @@ func TestEncodedCompileMatchesFullCompile(t *testing.T) {
 				t.Fatalf("sequence %d step %d: error %v, the full compilation's %v", seq, step, err, wantErr)
 			}
 			if err != nil {
+				rejected++
 				continue // rejected: the previous configuration stays
 			}
+			accepted++
 			if p.fullCompileTable != nil {
 				t.Fatalf("sequence %d step %d: the incremental compilation failed where the full one succeeded", seq, step)
 			}
-			if !reflect.DeepEqual(p.state.table, want) {
-				t.Fatalf("sequence %d step %d: the incremental table differs from the full compilation's\nincremental %+v\nfull %+v", seq, step, p.state.table, want)
+			if got := flattened(p.state.table); !reflect.DeepEqual(got, want) {
+				t.Fatalf("sequence %d step %d: the incremental table differs from the full compilation's\nincremental %+v\nfull %+v", seq, step, got, want)
 			}
+			overlaid = overlaid || len(p.state.table.exactChanged) > 0
 			p.commit()
 			st, rc = p.state, next
 		}
@@ -196,4 +214,20 @@ func TestSetEncodedUpdates(t *testing.T) {
 	if err := s.UpdateEncodedRouteConfigs(nil, []string{"http"}); err != nil || s.route("http") != nil {
 		t.Errorf("removal: %v, table %v", err, s.route("http"))
 	}
+}
+
+// flattened is rt with its exact-domain overlay applied, as the full
+// compilation builds it.
+func flattened(rt *RouteTable) *RouteTable {
+	out := *rt
+	out.exact = maps.Clone(rt.exact)
+	for d, vh := range rt.exactChanged {
+		if vh == nil {
+			delete(out.exact, d)
+		} else {
+			out.exact[d] = vh
+		}
+	}
+	out.exactChanged = nil
+	return &out
 }
