@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -273,19 +272,14 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message, rem
 		}
 		plans[n] = pl
 	}
-	// No two listeners of the resulting set on one address.
+	// No two listeners of the resulting set on one address: a changed one may
+	// not take an address another keeps (the index of bound addresses, not a
+	// walk over every listener) nor one another changed listener takes.
 	gone := map[string]bool{}
 	for _, n := range removed {
 		gone[n] = true
 	}
 	seen := map[string]string{}
-	p.mu.Lock()
-	for n, bl := range p.listeners {
-		if k := addressKey(bl.udp, bl.address); k != "" && plans[n] == nil && !gone[n] {
-			seen[k] = n
-		}
-	}
-	p.mu.Unlock()
 	for _, n := range names {
 		k := addressKey(plans[n].udp, plans[n].address)
 		if k == "" {
@@ -295,6 +289,12 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message, rem
 			return fmt.Errorf("listener %q: address is already used by listener %q", n, other)
 		}
 		seen[k] = n
+		p.mu.Lock()
+		holder, bound := p.byAddress[k]
+		p.mu.Unlock()
+		if bound && holder != n && plans[holder] == nil && !gone[holder] {
+			return fmt.Errorf("listener %q: address is already used by listener %q", n, holder)
+		}
 	}
 
 	// Build servers and bind the sockets that do not exist yet.
@@ -356,7 +356,17 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message, rem
 		c.bl = bl
 	}
 
-	// Commit: start new and changed listeners, then retire removed ones.
+	// Commit: start new and changed listeners, then retire removed ones. RDS
+	// and SDS follow the references of the listeners that changed.
+	var routesAdded, routesDropped, secretsAdded, secretsDropped []string
+	reference := func(bl *boundListener) {
+		routesAdded = append(routesAdded, bl.routeNames...)
+		secretsAdded = append(secretsAdded, bl.secretNames...)
+	}
+	unreference := func(bl *boundListener) {
+		routesDropped = append(routesDropped, bl.routeNames...)
+		secretsDropped = append(secretsDropped, bl.secretNames...)
+	}
 	for _, c := range changes {
 		n := c.pl.name
 		p.mu.Lock()
@@ -365,7 +375,9 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message, rem
 		if c.reus != nil {
 			prev := c.reus.start(c.srv)
 			p.mu.Lock()
+			unreference(c.reus)
 			c.reus.routeNames, c.reus.secretNames = c.pl.routeNames, c.pl.secretNames
+			reference(c.reus)
 			p.mu.Unlock()
 			p.drainServer(prev)
 			continue
@@ -382,6 +394,16 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message, rem
 		}
 		p.mu.Lock()
 		p.listeners[n] = bl
+		if old != nil {
+			unreference(old)
+			if k := addressKey(old.udp, old.address); k != "" && p.byAddress[k] == n {
+				delete(p.byAddress, k)
+			}
+		}
+		reference(bl)
+		if k := addressKey(bl.udp, bl.address); k != "" {
+			p.byAddress[k] = n
+		}
 		p.mu.Unlock()
 		if old != nil && old != bl {
 			p.retire(old)
@@ -394,13 +416,11 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message, rem
 		if bl := p.listeners[n]; bl != nil {
 			retired = append(retired, bl)
 			delete(p.listeners, n)
+			unreference(bl)
+			if k := addressKey(bl.udp, bl.address); k != "" && p.byAddress[k] == n {
+				delete(p.byAddress, k)
+			}
 		}
-	}
-	// RDS and SDS follow what the listeners reference.
-	var routes, secrets []string
-	for _, bl := range p.listeners {
-		routes = append(routes, bl.routeNames...)
-		secrets = append(secrets, bl.secretNames...)
 	}
 	p.mu.Unlock()
 	for _, bl := range retired {
@@ -408,10 +428,8 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message, rem
 		p.retire(bl)
 	}
 	if p.opts.HTTP != nil {
-		slices.Sort(routes)
-		slices.Sort(secrets)
-		p.client.Watch(xdsclient.RouteType, slices.Compact(routes))
-		p.client.Watch(xdsclient.SecretType, slices.Compact(secrets))
+		p.client.WatchChanges(xdsclient.RouteType, routesAdded, routesDropped)
+		p.client.WatchChanges(xdsclient.SecretType, secretsAdded, secretsDropped)
 	}
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/fleetlb/fleetlb/internal/proxy/l4"
 	"github.com/fleetlb/fleetlb/internal/proxy/lrs"
@@ -59,6 +60,17 @@ type HTTPListeners interface {
 	// removed ones; on error nothing changes.
 	UpdateSecrets(changed []*tlsv3.Secret, removed []string) error
 	NewListener(l *listenerv3.Listener, log logr.Logger) (Server, error)
+}
+
+// EncodedRouteConfigs is an HTTP side that compiles route configurations from
+// their encoding (l7.Set): the xDS client then hands RDS resources on
+// undecoded, so the one route configuration with every virtual host of the
+// fleet, re-sent when one of them changed, costs what changed.
+type EncodedRouteConfigs interface {
+	// UpdateEncodedRouteConfigs validates and installs the changed route
+	// configurations, given by name as encoded, and drops the removed
+	// ones; on error nothing changes.
+	UpdateEncodedRouteConfigs(changed map[string][]byte, removed []string) error
 }
 
 // Options configure a Proxy.
@@ -97,9 +109,12 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	listeners map[string]*boundListener
+	byAddress map[string]string // addressKey → the listener bound there
 	drains    sync.WaitGroup
 
-	// edsNames is the EDS service name of each cluster (what EDS watches).
+	// edsNames is the EDS service name of each cluster: each holds a
+	// reference to its name in the client's EDS subscription, as each
+	// listener does to the route configurations and secrets it uses.
 	edsNames map[string]string
 
 	downstream connLimit
@@ -113,10 +128,15 @@ func New(conn grpc.ClientConnInterface, opts Options, log logr.Logger) (*Proxy, 
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
-	p := &Proxy{opts: opts, log: log, ready: make(chan struct{}), listeners: map[string]*boundListener{}, edsNames: map[string]string{}}
+	p := &Proxy{opts: opts, log: log, ready: make(chan struct{}), listeners: map[string]*boundListener{}, byAddress: map[string]string{},
+		edsNames: map[string]string{}}
 	p.downstream.max = opts.MaxConnections
+	var undecoded []string
+	if _, ok := opts.HTTP.(EncodedRouteConfigs); ok {
+		undecoded = append(undecoded, xdsclient.RouteType)
+	}
 	p.client = xdsclient.NewUpdating(conn, xdsclient.UpdaterFunc(p.handle), xdsclient.Options{
-		Node: opts.Node, Delta: opts.Delta, MinBackoff: opts.MinBackoff, MaxBackoff: opts.MaxBackoff,
+		Node: opts.Node, Delta: opts.Delta, MinBackoff: opts.MinBackoff, MaxBackoff: opts.MaxBackoff, Undecoded: undecoded,
 		OnResponse: func(typeURL string, err error) {
 			result := "applied"
 			if err != nil {
@@ -235,18 +255,29 @@ func (p *Proxy) applyClusters(names []string, res map[string]proto.Message, remo
 		}
 	}
 	p.opts.Clusters.UpdateClusters(cs, removed)
+	// EDS follows the clusters that changed, not the whole set.
+	var watch, unwatch []string
 	for _, n := range removed {
-		delete(p.edsNames, n)
-	}
-	for n, e := range eds {
-		if e == "" {
+		if old, ok := p.edsNames[n]; ok {
+			unwatch = append(unwatch, old)
 			delete(p.edsNames, n)
-		} else {
-			p.edsNames[n] = e
 		}
 	}
-	watch := slices.Sorted(maps.Values(p.edsNames))
-	p.client.Watch(xdsclient.EndpointType, slices.Compact(watch))
+	for n, e := range eds {
+		old, ok := p.edsNames[n]
+		if ok && old == e {
+			continue
+		}
+		if ok {
+			unwatch = append(unwatch, old)
+			delete(p.edsNames, n)
+		}
+		if e != "" {
+			p.edsNames[n] = e
+			watch = append(watch, e)
+		}
+	}
+	p.client.WatchChanges(xdsclient.EndpointType, watch, unwatch)
 	return nil
 }
 
@@ -274,6 +305,17 @@ func (p *Proxy) applyRoutes(names []string, res map[string]proto.Message, remove
 			return errors.New("route configurations are not supported: this proxy serves no HTTP")
 		}
 		return nil
+	}
+	if enc, ok := p.opts.HTTP.(EncodedRouteConfigs); ok {
+		encoded := make(map[string][]byte, len(names))
+		for _, n := range names {
+			a, ok := res[n].(*anypb.Any)
+			if !ok || a.GetTypeUrl() != xdsclient.RouteType {
+				return fmt.Errorf("resource %q is not a RouteConfiguration", n)
+			}
+			encoded[n] = a.GetValue()
+		}
+		return enc.UpdateEncodedRouteConfigs(encoded, removed)
 	}
 	rcs := make([]*routev3.RouteConfiguration, 0, len(names))
 	for _, n := range names {

@@ -21,12 +21,16 @@ import (
 // Envoy's precedence (exact, then the longest suffix wildcard, then the longest
 // prefix wildcard, then "*"), each with its routes in order.
 type RouteTable struct {
-	name    string
-	exact   map[string]*virtualHost
-	suffix  []wildcardHost // "*.example.com" as ".example.com", longest first
-	prefix  []wildcardHost // "www.*" as "www.", longest first
-	any     *virtualHost
-	headers headerOps
+	name  string
+	exact map[string]*virtualHost
+	// exactChanged overlays exact with the domains added or changed (nil:
+	// removed) since exact was built, so that a table compiled from the
+	// previous one shares its index instead of copying it (encoded.go).
+	exactChanged map[string]*virtualHost
+	suffix       []wildcardHost // "*.example.com" as ".example.com", longest first
+	prefix       []wildcardHost // "www.*" as "www.", longest first
+	any          *virtualHost
+	headers      headerOps
 }
 
 type wildcardHost struct {
@@ -169,7 +173,7 @@ func CompileRouteConfig(rc *routev3.RouteConfiguration) (*RouteTable, error) {
 
 // virtualHost returns the virtual host for host (lower-cased, port already handled).
 func (rt *RouteTable) virtualHost(host string) *virtualHost {
-	if vh := rt.exact[host]; vh != nil {
+	if vh := rt.exactHost(host); vh != nil {
 		return vh
 	}
 	// A wildcard never matches the empty string: "*.a.com" does not match ".a.com".
@@ -184,6 +188,14 @@ func (rt *RouteTable) virtualHost(host string) *virtualHost {
 		}
 	}
 	return rt.any
+}
+
+// exactHost is the virtual host with the exact domain host, or nil.
+func (rt *RouteTable) exactHost(host string) *virtualHost {
+	if vh, ok := rt.exactChanged[host]; ok {
+		return vh
+	}
+	return rt.exact[host]
 }
 
 // retryPolicies shares the compiled retry policy of virtual hosts whose

@@ -3,6 +3,7 @@ package l7
 import (
 	"crypto/tls"
 	"maps"
+	"slices"
 	"sync"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -20,13 +21,21 @@ type Set struct {
 	mu      sync.RWMutex
 	routes  map[string]*RouteTable
 	secrets map[string]*tls.Certificate
+
+	// Route updates one at a time: what each route configuration received
+	// encoded was compiled from, for the next one.
+	routeUpdates sync.Mutex
+	routeStates  map[string]*routeState
 }
 
-var _ proxy.HTTPListeners = (*Set)(nil)
+var (
+	_ proxy.HTTPListeners       = (*Set)(nil)
+	_ proxy.EncodedRouteConfigs = (*Set)(nil)
+)
 
 // NewSet returns an empty set forwarding to up.
 func NewSet(up Upstreams) *Set {
-	return &Set{up: up, routes: map[string]*RouteTable{}, secrets: map[string]*tls.Certificate{}}
+	return &Set{up: up, routes: map[string]*RouteTable{}, secrets: map[string]*tls.Certificate{}, routeStates: map[string]*routeState{}}
 }
 
 func (s *Set) IsHTTPListener(l *listenerv3.Listener) bool       { return IsHTTPListener(l) }
@@ -35,10 +44,13 @@ func (s *Set) SecretNames(l *listenerv3.Listener) []string      { return SecretN
 
 // SetRouteConfigs compiles the complete RDS set; on any error nothing changes.
 func (s *Set) SetRouteConfigs(rcs []*routev3.RouteConfiguration) error {
+	s.routeUpdates.Lock()
+	defer s.routeUpdates.Unlock()
 	next, err := compileRouteConfigs(rcs, nil)
 	if err != nil {
 		return err
 	}
+	clear(s.routeStates)
 	s.mu.Lock()
 	s.routes = next
 	s.mu.Unlock()
@@ -48,6 +60,8 @@ func (s *Set) SetRouteConfigs(rcs []*routev3.RouteConfiguration) error {
 // UpdateRouteConfigs compiles the changed route configurations and drops the
 // removed ones; on any error nothing changes.
 func (s *Set) UpdateRouteConfigs(changed []*routev3.RouteConfiguration, removed []string) error {
+	s.routeUpdates.Lock()
+	defer s.routeUpdates.Unlock()
 	s.mu.RLock()
 	cur := s.routes
 	s.mu.RUnlock()
@@ -55,8 +69,49 @@ func (s *Set) UpdateRouteConfigs(changed []*routev3.RouteConfiguration, removed 
 	if err != nil {
 		return err
 	}
+	for _, rc := range changed {
+		delete(s.routeStates, rc.GetName())
+	}
 	for _, n := range removed {
 		delete(next, n)
+		delete(s.routeStates, n)
+	}
+	s.mu.Lock()
+	s.routes = next
+	s.mu.Unlock()
+	return nil
+}
+
+// UpdateEncodedRouteConfigs compiles the changed route configurations from
+// their encoding, each over what its previous version was compiled to, and
+// drops the removed ones; on any error nothing changes.
+func (s *Set) UpdateEncodedRouteConfigs(changed map[string][]byte, removed []string) error {
+	s.routeUpdates.Lock()
+	defer s.routeUpdates.Unlock()
+	pending := make(map[string]*pendingRoute, len(changed))
+	for _, name := range slices.Sorted(maps.Keys(changed)) {
+		p, err := compileEncoded(name, changed[name], s.routeStates[name])
+		if err != nil {
+			return err
+		}
+		pending[name] = p
+	}
+	s.mu.RLock()
+	next := maps.Clone(s.routes)
+	s.mu.RUnlock()
+	for name, p := range pending {
+		if p.fullCompileTable != nil {
+			next[name] = p.fullCompileTable
+			delete(s.routeStates, name)
+			continue
+		}
+		p.commit()
+		next[name] = p.state.table
+		s.routeStates[name] = p.state
+	}
+	for _, n := range removed {
+		delete(next, n)
+		delete(s.routeStates, n)
 	}
 	s.mu.Lock()
 	s.routes = next

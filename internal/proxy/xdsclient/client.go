@@ -6,12 +6,14 @@
 //
 // The client keeps no decoded resource: per accepted resource it keeps a digest
 // of its encoding (and in delta xDS its version), which is how it tells the
-// Updater only what changed, for state of the world as for delta.
+// Updater only what changed, for state of the world as for delta. Types the
+// Updater decodes itself (Options.Undecoded) are handed on as sent.
 package xdsclient
 
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -25,6 +27,7 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -63,7 +66,8 @@ func (f HandlerFunc) Handle(typeURL string, resources map[string]proto.Message) 
 
 // Updater receives what a response changed in the set of resources of one
 // type: the resources added or changed since the last accepted set (by the
-// digest of their encoding), keyed by name, and the names that left it. A
+// digest of their encoding; for Options.Undecoded types every resource sent),
+// keyed by name, and the names that left it. A
 // non-nil error NACKs the response; the Updater must then keep what it had.
 // Update is called from the client's single loop goroutine, one call at a
 // time (also with nothing changed: every response gets one call); it may call
@@ -111,6 +115,13 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// OnResponse, if set, is called after every response with the outcome (for metrics).
 	OnResponse func(typeURL string, err error)
+	// Undecoded are type URLs whose resources the Updater gets as the
+	// *anypb.Any the server sent, neither decoded nor digested: every
+	// resource a response carries is handed on and the Updater compares it
+	// with what it has (a big resource of which little changed then costs
+	// what changed, not a decode). Their names must be field 1 (name), as
+	// in every xDS resource type.
+	Undecoded []string
 }
 
 // Client is one ADS stream (reconnected as needed).
@@ -120,9 +131,14 @@ type Client struct {
 	handler Updater
 	log     logr.Logger
 
-	mu       sync.Mutex
-	names    map[string]map[string]bool // subscribed names of non-wildcard types
-	acked    map[string]string          // type → last ACKed version_info
+	mu sync.Mutex
+	// subs are the names subscribed per non-wildcard type, and dirty the
+	// names whose subscription changed since the stream last told the
+	// server, so that a change costs what it names, not the whole
+	// subscription.
+	subs     map[string]map[string]subscription
+	dirty    map[string]map[string]bool
+	acked    map[string]string // type → last ACKed version_info
 	lastNACK *NACK
 	wake     chan struct{} // a Watch changed names
 }
@@ -150,10 +166,17 @@ func NewUpdating(conn grpc.ClientConnInterface, u Updater, opts Options, log log
 	}
 	return &Client{
 		conn: conn, opts: opts, handler: u, log: log,
-		names: map[string]map[string]bool{},
+		subs:  map[string]map[string]subscription{},
+		dirty: map[string]map[string]bool{},
 		acked: map[string]string{},
 		wake:  make(chan struct{}, 1),
 	}
+}
+
+// subscription is one name of a non-wildcard type.
+type subscription struct {
+	refs int32 // subscribed while > 0
+	told bool  // the open stream told the server it is subscribed (delta)
 }
 
 // Watch sets the names subscribed for a non-wildcard type (EDS, RDS, SDS). Resources
@@ -167,16 +190,74 @@ func (c *Client) Watch(typeURL string, names []string) {
 		set[n] = true
 	}
 	c.mu.Lock()
-	changed := !maps.Equal(set, c.names[typeURL])
-	if changed {
-		c.names[typeURL] = set
+	subs, dirty := c.typeLocked(typeURL)
+	changed := false
+	for n, e := range subs {
+		if e.refs > 0 && !set[n] {
+			e.refs = 0
+			subs[n], dirty[n], changed = e, true, true
+		}
+	}
+	for n := range set {
+		if e := subs[n]; e.refs != 1 {
+			if e.refs == 0 {
+				dirty[n], changed = true, true
+			}
+			e.refs = 1
+			subs[n] = e
+		}
 	}
 	c.mu.Unlock()
 	if changed {
-		select {
-		case c.wake <- struct{}{}:
-		default:
+		c.wakeUp()
+	}
+}
+
+// WatchChanges adds a reference to each name of add and drops one from each
+// of remove, for a non-wildcard type: a name is subscribed while it has
+// references. Its cost, and that of telling the server in delta xDS, is
+// proportional to the names given.
+func (c *Client) WatchChanges(typeURL string, add, remove []string) {
+	if wildcardTypes[typeURL] || len(add)+len(remove) == 0 {
+		return
+	}
+	c.mu.Lock()
+	subs, dirty := c.typeLocked(typeURL)
+	changed := false
+	for _, n := range add {
+		e := subs[n]
+		if e.refs++; e.refs == 1 {
+			dirty[n], changed = true, true
 		}
+		subs[n] = e
+	}
+	for _, n := range remove {
+		e, ok := subs[n]
+		if !ok || e.refs == 0 {
+			continue
+		}
+		if e.refs--; e.refs == 0 {
+			dirty[n], changed = true, true
+		}
+		subs[n] = e
+	}
+	c.mu.Unlock()
+	if changed {
+		c.wakeUp()
+	}
+}
+
+func (c *Client) typeLocked(typeURL string) (map[string]subscription, map[string]bool) {
+	if c.subs[typeURL] == nil {
+		c.subs[typeURL], c.dirty[typeURL] = map[string]subscription{}, map[string]bool{}
+	}
+	return c.subs[typeURL], c.dirty[typeURL]
+}
+
+func (c *Client) wakeUp() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -199,10 +280,91 @@ func (c *Client) LastNACK() *NACK {
 	return &n
 }
 
-func (c *Client) subscribed(typeURL string) []string {
+// Subscribed is the sorted list of names subscribed for a non-wildcard type.
+func (c *Client) Subscribed(typeURL string) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Sorted(maps.Keys(c.names[typeURL]))
+	var out []string
+	for n, e := range c.subs[typeURL] {
+		if e.refs > 0 {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// wanted is the set of names subscribed for a type.
+func (c *Client) wanted(typeURL string) map[string]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]bool, len(c.subs[typeURL]))
+	for n, e := range c.subs[typeURL] {
+		if e.refs > 0 {
+			out[n] = true
+		}
+	}
+	return out
+}
+
+// takeChanges returns what the open stream has yet to tell the server of a
+// type's subscription (delta: the names to subscribe and to unsubscribe),
+// and whether anything changed since the last call, and forgets it.
+func (c *Client) takeChanges(typeURL string) (sub, unsub []string, changed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	subs, dirty := c.subs[typeURL], c.dirty[typeURL]
+	if len(dirty) == 0 {
+		return nil, nil, false
+	}
+	for n := range dirty {
+		e := subs[n]
+		switch {
+		case e.refs > 0 && !e.told:
+			sub = append(sub, n)
+			e.told = true
+			subs[n] = e
+		case e.refs == 0 && e.told:
+			unsub = append(unsub, n)
+			delete(subs, n)
+		case e.refs == 0:
+			delete(subs, n)
+		}
+	}
+	c.forgetChangesLocked(typeURL)
+	slices.Sort(sub)
+	slices.Sort(unsub)
+	return sub, unsub, true
+}
+
+// takeAll returns the names subscribed for a type, as told to a new stream,
+// and forgets what changed.
+func (c *Client) takeAll(typeURL string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for n, e := range c.subs[typeURL] {
+		if e.refs == 0 {
+			delete(c.subs[typeURL], n)
+			continue
+		}
+		e.told = true
+		c.subs[typeURL][n] = e
+		out = append(out, n)
+	}
+	c.forgetChangesLocked(typeURL)
+	slices.Sort(out)
+	return out
+}
+
+// forgetChangesLocked empties a type's dirty set; a big one (the first
+// subscription) is dropped rather than kept empty at its size.
+func (c *Client) forgetChangesLocked(typeURL string) {
+	if len(c.dirty[typeURL]) > 64 {
+		c.dirty[typeURL] = map[string]bool{}
+		return
+	}
+	clear(c.dirty[typeURL])
 }
 
 // Run keeps an ADS stream open until ctx ends, reconnecting with bounded, jittered
@@ -322,23 +484,35 @@ func (c *Client) runSotW(ctx context.Context, st *state) error {
 	// syncNames sends a request for each non-wildcard type whose names changed. An
 	// empty list is never sent (it would mean wildcard); the local filter drops
 	// unsubscribed resources instead.
+	synced := map[string]bool{} // the type's names were compared once on this stream
 	syncNames := func() error {
 		for _, t := range subscribeOrder {
 			if wildcardTypes[t] {
 				continue
 			}
-			names := c.subscribed(t)
+			// State of the world sends the whole list, but only when it changed.
+			if _, _, changed := c.takeChanges(t); synced[t] && !changed {
+				continue
+			}
+			synced[t] = true
+			names := c.Subscribed(t)
 			if slices.Equal(names, sentNames[t]) || (len(names) == 0 && sentNames[t] == nil) {
 				continue
 			}
 			sentNames[t] = names
-			if len(names) == 0 {
-				// Forget what is no longer wanted.
-				if len(st.resources[t]) > 0 {
-					u := newUpdate()
-					u.removed = slices.Sorted(maps.Keys(st.resources[t]))
-					c.apply(t, u, st)
+			// Forget what is no longer wanted now: the server answers a
+			// narrower subscription only when something else changes.
+			u := newUpdate()
+			for n := range st.resources[t] {
+				if _, ok := slices.BinarySearch(names, n); !ok {
+					u.removed = append(u.removed, n)
 				}
+			}
+			if len(u.removed) > 0 {
+				slices.Sort(u.removed)
+				c.apply(t, u, st)
+			}
+			if len(names) == 0 {
 				continue
 			}
 			if err := send(t, c.ackedVersion(t), nonces[t], names, nil); err != nil {
@@ -374,11 +548,11 @@ func (c *Client) runSotW(ctx context.Context, st *state) error {
 			resp := ev.sotw
 			t := resp.GetTypeUrl()
 			nonces[t] = resp.GetNonce()
-			var want []string
+			var want map[string]bool
 			if !wildcardTypes[t] {
-				want = c.subscribed(t)
+				want = c.wanted(t)
 			}
-			u, derr := sotwUpdate(resp.GetResources(), st.resources[t], want, !wildcardTypes[t])
+			u, derr := sotwUpdate(resp.GetResources(), st.resources[t], want, !wildcardTypes[t], c.undecoded(t))
 			if derr == nil {
 				derr = c.apply(t, u, st)
 			}
@@ -414,12 +588,26 @@ func (c *Client) runDelta(ctx context.Context, st *state) error {
 		return streamEvent{delta: r}, err
 	}, events)
 
-	sentNames := map[string][]string{}
 	// Initial requests carry the versions we hold so the server sends only differences.
 	for _, t := range subscribeOrder {
-		names := c.subscribed(t)
-		if !wildcardTypes[t] && len(names) == 0 {
-			continue
+		var names []string
+		if !wildcardTypes[t] {
+			names = c.takeAll(t)
+			// What was unsubscribed while no stream was open goes now.
+			u := newUpdate()
+			for n := range st.resources[t] {
+				if _, ok := slices.BinarySearch(names, n); !ok {
+					u.removed = append(u.removed, n)
+					delete(st.versions[t], n)
+				}
+			}
+			if len(u.removed) > 0 {
+				slices.Sort(u.removed)
+				c.apply(t, u, st)
+			}
+			if len(names) == 0 {
+				continue
+			}
 		}
 		req := &discoveryv3.DeltaDiscoveryRequest{
 			Node: c.opts.Node, TypeUrl: t,
@@ -429,34 +617,22 @@ func (c *Client) runDelta(ctx context.Context, st *state) error {
 			req.ResourceNamesSubscribe = []string{"*"}
 		} else {
 			req.ResourceNamesSubscribe = names
-			sentNames[t] = names
 		}
 		if err := stream.Send(req); err != nil {
 			return err
 		}
 	}
+	// syncNames tells the server what changed in the subscriptions: the work
+	// is proportional to the names that changed.
 	syncNames := func() error {
 		for _, t := range subscribeOrder {
 			if wildcardTypes[t] {
 				continue
 			}
-			names := c.subscribed(t)
-			old := sentNames[t]
-			if slices.Equal(names, old) {
+			sub, unsub, _ := c.takeChanges(t)
+			if len(sub)+len(unsub) == 0 {
 				continue
 			}
-			var sub, unsub []string
-			for _, n := range names {
-				if !slices.Contains(old, n) {
-					sub = append(sub, n)
-				}
-			}
-			for _, n := range old {
-				if !slices.Contains(names, n) {
-					unsub = append(unsub, n)
-				}
-			}
-			sentNames[t] = names
 			if len(unsub) > 0 {
 				// Drop unsubscribed resources locally right away.
 				u := newUpdate()
@@ -494,7 +670,7 @@ func (c *Client) runDelta(ctx context.Context, st *state) error {
 			}
 			resp := ev.delta
 			t := resp.GetTypeUrl()
-			u, derr := deltaUpdate(resp, st.resources[t])
+			u, derr := deltaUpdate(resp, st.resources[t], c.undecoded(t))
 			if derr == nil {
 				derr = c.apply(t, u, st)
 			}
@@ -548,17 +724,23 @@ func (c *Client) apply(t string, u *update, st *state) error {
 	return err
 }
 
+func (c *Client) undecoded(typeURL string) bool { return slices.Contains(c.opts.Undecoded, typeURL) }
+
 // sotwUpdate compares a state-of-the-world response with the accepted set:
 // the response is the complete set (of the subscribed names when filter).
-func sotwUpdate(anys []*anypb.Any, accepted map[string]digest, want []string, filter bool) (*update, error) {
+// Undecoded resources are all handed on.
+func sotwUpdate(anys []*anypb.Any, accepted map[string]digest, want map[string]bool, filter, undecoded bool) (*update, error) {
 	u := newUpdate()
 	seen := make(map[string]bool, len(anys))
 	for _, a := range anys {
-		m, err := a.UnmarshalNew()
-		if err != nil {
-			return nil, err
+		var m proto.Message = a
+		var name string
+		var err error
+		if undecoded {
+			name, err = wireName(a.GetValue())
+		} else if m, err = a.UnmarshalNew(); err == nil {
+			name, err = resourceName(m)
 		}
-		name, err := resourceName(m)
 		if err != nil {
 			return nil, err
 		}
@@ -566,8 +748,12 @@ func sotwUpdate(anys []*anypb.Any, accepted map[string]digest, want []string, fi
 			return nil, fmt.Errorf("duplicate resource %q", name)
 		}
 		seen[name] = true
-		if filter && !slices.Contains(want, name) {
+		if filter && !want[name] {
 			delete(seen, name) // not subscribed: dropped as if absent
+			continue
+		}
+		if undecoded {
+			u.add(name, digest{}, m)
 			continue
 		}
 		d := sha256.Sum256(a.GetValue())
@@ -585,12 +771,16 @@ func sotwUpdate(anys []*anypb.Any, accepted map[string]digest, want []string, fi
 }
 
 // deltaUpdate is what a delta response changes; a resource sent again with the
-// content already accepted is not decoded.
-func deltaUpdate(resp *discoveryv3.DeltaDiscoveryResponse, accepted map[string]digest) (*update, error) {
+// content already accepted is not decoded. Undecoded resources are all handed on.
+func deltaUpdate(resp *discoveryv3.DeltaDiscoveryResponse, accepted map[string]digest, undecoded bool) (*update, error) {
 	u := newUpdate()
 	for _, r := range resp.GetResources() {
 		if r.GetResource() == nil {
 			continue // a name-only heartbeat
+		}
+		if undecoded {
+			u.add(r.GetName(), digest{}, r.GetResource())
+			continue
 		}
 		d := sha256.Sum256(r.GetResource().GetValue())
 		if old, ok := accepted[r.GetName()]; ok && old == d {
@@ -631,6 +821,35 @@ func (c *Client) nack(t, version, nonce string, err error) {
 	c.mu.Lock()
 	c.lastNACK = &NACK{TypeURL: t, Version: version, Nonce: nonce, Detail: err.Error()}
 	c.mu.Unlock()
+}
+
+// wireName is field 1 of an encoded resource: its name (cluster_name for
+// endpoints); the last occurrence wins, as in decoding.
+func wireName(b []byte) (string, error) {
+	var name string
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", fmt.Errorf("decoding a resource: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return "", fmt.Errorf("decoding a resource: %w", protowire.ParseError(n))
+			}
+			name, b = string(v), b[n:]
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return "", fmt.Errorf("decoding a resource: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	if name == "" {
+		return "", errors.New("a resource has no name")
+	}
+	return name, nil
 }
 
 // resourceName is the xDS name of a resource (cluster_name for endpoints).

@@ -3,6 +3,7 @@ package xdsclient
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -22,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 const nodeID = "proxy-1"
@@ -347,5 +350,205 @@ func TestUpdaterGetsOnlyWhatChanged(t *testing.T) {
 				t.Errorf("after a reconnect with the same clusters: changed %v removed %v, want nothing", changed, removed)
 			}
 		})
+	}
+}
+
+// sets is an Updater that keeps the names of the accepted set per type.
+type sets struct {
+	mu   sync.Mutex
+	have map[string]map[string]bool
+}
+
+func (s *sets) Update(typeURL string, changed map[string]proto.Message, removed []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set := s.have[typeURL]
+	if set == nil {
+		set = map[string]bool{}
+		s.have[typeURL] = set
+	}
+	for _, n := range removed {
+		delete(set, n)
+	}
+	for n := range changed {
+		set[n] = true
+	}
+	return nil
+}
+
+func (s *sets) get(typeURL string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.have[typeURL]))
+}
+
+// TestWatchChangesFollowsSubscription: names added and removed one change at
+// a time are what the Updater holds, in delta xDS each request names only
+// what changed, a name both added and removed stays, and a name removed while
+// the server is away is dropped once the stream is back.
+func TestWatchChangesFollowsSubscription(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delta=%v", delta), func(t *testing.T) {
+			// Not ADS mode: in it go-control-plane answers a state-of-the-world
+			// EDS request only when it names every load assignment.
+			snapCache := cache.NewSnapshotCache(false, cache.IDHash{}, nil)
+			if err := snapCache.SetSnapshot(context.Background(), nodeID, snapshot(t, "v1", "c0", "c1", "c2", "c3")); err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			var subs, unsubs [][]string // per delta EDS request
+			cb := server.CallbackFuncs{StreamDeltaRequestFunc: func(_ int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+				if r.GetTypeUrl() == EndpointType && (len(r.GetResourceNamesSubscribe())+len(r.GetResourceNamesUnsubscribe()) > 0) {
+					mu.Lock()
+					subs, unsubs = append(subs, r.GetResourceNamesSubscribe()), append(unsubs, r.GetResourceNamesUnsubscribe())
+					mu.Unlock()
+				}
+				return nil
+			}}
+			g := grpc.NewServer()
+			discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, server.NewServer(context.Background(), snapCache, cb))
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			go g.Serve(ln)
+			t.Cleanup(func() { g.Stop() })
+			lastRequest := func() (sub, unsub []string) {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(subs) == 0 {
+					return nil, nil
+				}
+				return slices.Sorted(slices.Values(subs[len(subs)-1])), slices.Sorted(slices.Values(unsubs[len(unsubs)-1]))
+			}
+
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			s := &sets{have: map[string]map[string]bool{}}
+			c := NewUpdating(conn, s, Options{Node: &corev3.Node{Id: nodeID}, Delta: delta, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, testr.New(t))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { c.Run(ctx); close(done) }()
+			t.Cleanup(func() { cancel(); <-done })
+			eventually(t, "CDS", func() bool { return len(s.get(ClusterType)) == 4 })
+
+			c.WatchChanges(EndpointType, []string{"c0", "c1"}, nil)
+			eventually(t, "EDS c0 c1", func() bool { return slices.Equal(s.get(EndpointType), []string{"c0", "c1"}) })
+			c.WatchChanges(EndpointType, []string{"c2"}, []string{"c0"})
+			eventually(t, "EDS c1 c2", func() bool { return slices.Equal(s.get(EndpointType), []string{"c1", "c2"}) })
+			if delta {
+				eventually(t, "the request of the change", func() bool {
+					sub, unsub := lastRequest()
+					return slices.Equal(sub, []string{"c2"}) && slices.Equal(unsub, []string{"c0"})
+				})
+			}
+			c.WatchChanges(EndpointType, []string{"c1", "c3"}, []string{"c1"})
+			eventually(t, "EDS c1 c2 c3", func() bool { return slices.Equal(s.get(EndpointType), []string{"c1", "c2", "c3"}) })
+			if delta {
+				eventually(t, "the request of the change", func() bool {
+					sub, unsub := lastRequest()
+					return slices.Equal(sub, []string{"c3"}) && len(unsub) == 0
+				})
+			}
+			// The whole set through Watch, then a removal while the server is away.
+			c.Watch(EndpointType, []string{"c1", "c2"})
+			eventually(t, "EDS c1 c2", func() bool { return slices.Equal(s.get(EndpointType), []string{"c1", "c2"}) })
+			g.Stop()
+			c.WatchChanges(EndpointType, nil, []string{"c1"})
+			ln, err = net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g = grpc.NewServer()
+			discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, server.NewServer(context.Background(), snapCache, cb))
+			go g.Serve(ln)
+			eventually(t, "EDS c2 after the reconnect", func() bool { return slices.Equal(s.get(EndpointType), []string{"c2"}) })
+		})
+	}
+}
+
+// TestUndecodedTypesArriveAsSent: resources of an Undecoded type reach the
+// Updater as the server encoded them (state of the world and delta), named
+// as in their field 1, every time they are sent.
+func TestUndecodedTypesArriveAsSent(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delta=%v", delta), func(t *testing.T) {
+			snapCache := cache.NewSnapshotCache(false, cache.IDHash{}, nil)
+			rc := func(version, domain string) {
+				t.Helper()
+				snap, err := cache.NewSnapshot(version, map[resource.Type][]types.Resource{
+					resource.ListenerType: {&listenerv3.Listener{Name: "l"}},
+					resource.RouteType:    {&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{domain}}}}},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := snapCache.SetSnapshot(context.Background(), nodeID, snap); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rc("v1", "a.example")
+			srv := startServer(t, snapCache, "127.0.0.1:0")
+			conn, err := grpc.NewClient(srv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			var mu sync.Mutex
+			var got []string // domain of each RDS resource handed on
+			u := UpdaterFunc(func(typeURL string, changed map[string]proto.Message, _ []string) error {
+				if typeURL != RouteType {
+					return nil
+				}
+				for name, m := range changed {
+					a, ok := m.(*anypb.Any)
+					if !ok || name != "r" {
+						return fmt.Errorf("resource %q handed as %T", name, m)
+					}
+					var r routev3.RouteConfiguration
+					if err := a.UnmarshalTo(&r); err != nil {
+						return err
+					}
+					mu.Lock()
+					got = append(got, r.GetVirtualHosts()[0].GetDomains()[0])
+					mu.Unlock()
+				}
+				return nil
+			})
+			c := NewUpdating(conn, u, Options{Node: &corev3.Node{Id: nodeID}, Delta: delta, Undecoded: []string{RouteType},
+				MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, testr.New(t))
+			c.Watch(RouteType, []string{"r"})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { c.Run(ctx); close(done) }()
+			t.Cleanup(func() { cancel(); <-done })
+			handed := func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
+			eventually(t, "v1 handed on", func() bool { return slices.Equal(handed(), []string{"a.example"}) })
+			rc("v2", "b.example")
+			eventually(t, "v2 handed on", func() bool { return slices.Equal(handed(), []string{"a.example", "b.example"}) })
+			if n := c.LastNACK(); n != nil {
+				t.Errorf("NACK %+v", n)
+			}
+		})
+	}
+}
+
+func TestWireName(t *testing.T) {
+	b, err := proto.Marshal(&routev3.RouteConfiguration{Name: "http", VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{"a"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, err := wireName(b); err != nil || name != "http" {
+		t.Errorf("wireName = %q, %v; want http", name, err)
+	}
+	if _, err := wireName(b[:len(b)-1]); err == nil {
+		t.Error("a truncated resource has a name")
+	}
+	if _, err := wireName(nil); err == nil {
+		t.Error("an empty resource has a name")
 	}
 }
