@@ -277,6 +277,12 @@ func TestStatusWriter(t *testing.T) {
 		}
 	})
 
+	t.Run("admission's conditions survive racing writes", func(t *testing.T) {
+		raceProgrammedWithAdmission(t, env, ns, func(ctx context.Context, lb *v1.LoadBalancer, cond metav1.Condition) error {
+			return (&Builder{Client: env.Client}).applyProgrammed(ctx, programmedWrite{lb, cond})
+		})
+	})
+
 	t.Run("a deleted object is dropped", func(t *testing.T) {
 		w := startStatusWriter(t, env, 2, nil)
 		gone := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gone", UID: types.UID("gone-uid"), Generation: 1}}
@@ -331,4 +337,62 @@ func TestStatusWriter(t *testing.T) {
 			}
 		}
 	})
+}
+
+// raceProgrammedWithAdmission writes Programmed with write while admission
+// rewrites its Accepted condition (as admission does: a merge patch of the
+// status it read) on the same objects, and checks that every object ends
+// with admission's last condition.
+func raceProgrammedWithAdmission(t *testing.T, env *testenv.Env, ns string, write func(context.Context, *v1.LoadBalancer, metav1.Condition) error) {
+	ctx := context.Background()
+	const objects, rounds = 6, 25
+	var lbs []*v1.LoadBalancer
+	for i := range objects {
+		lbs = append(lbs, acceptedLB(t, env, ns, fmt.Sprint("race", i)))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*objects*rounds)
+	for _, lb := range lbs {
+		wg.Go(func() { // admission
+			for r := range rounds {
+				var cur v1.LoadBalancer
+				if err := env.Client.Get(ctx, client.ObjectKeyFromObject(lb), &cur); err != nil {
+					errs <- err
+					return
+				}
+				patch := client.MergeFrom(cur.DeepCopy())
+				meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue,
+					Reason: v1.ReasonAccepted, Message: fmt.Sprint("admission ", r), ObservedGeneration: cur.Generation})
+				if err := env.Client.Status().Patch(ctx, &cur, patch); err != nil {
+					errs <- err
+				}
+			}
+		})
+		wg.Go(func() { // the status writer
+			for r := range rounds {
+				var cur v1.LoadBalancer
+				if err := env.Client.Get(ctx, client.ObjectKeyFromObject(lb), &cur); err != nil {
+					errs <- err
+					return
+				}
+				cond := programmedCond(&cur, fmt.Sprint("programmed ", r))
+				cond.LastTransitionTime = metav1.Now()
+				if err := write(ctx, &cur, cond); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for _, lb := range lbs {
+		got := getLB(t, env, lb)
+		c := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionAccepted)
+		if c == nil || c.Message != fmt.Sprint("admission ", rounds-1) {
+			t.Errorf("%s: admission's last condition lost: %+v", lb.Name, got.Status.Conditions)
+		}
+	}
 }
