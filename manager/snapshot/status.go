@@ -140,7 +140,8 @@ func sameCondition(a, b *metav1.Condition) bool {
 // inFlight says a write is under way (it may yet fail).
 func (s *statusWriter) onServer(o client.Object, key statusKey) (c *metav1.Condition, inFlight bool) {
 	if w, ok := s.busy[key]; ok && w.obj.GetUID() == o.GetUID() {
-		return &w.cond, true
+		c := w.cond // copied here, so only a hit allocates
+		return &c, true
 	}
 	if e, ok := s.written.at(o); ok {
 		return &metav1.Condition{Status: e.status, Reason: e.reason, Message: e.message, ObservedGeneration: e.observedGeneration}, false
