@@ -218,6 +218,9 @@ func (b *Builder) changedInNamespace(ctx context.Context, o client.Object) []rec
 	if strings.HasPrefix(o.GetNamespace(), tenant.NamespacePrefix) {
 		b.namespaceChanged(o)
 	}
+	if b.ownProgrammedEcho(o) {
+		return nil // status.go: our own Programmed write coming back
+	}
 	return b.fleetOfNamespace(ctx, o)
 }
 

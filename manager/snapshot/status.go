@@ -85,6 +85,14 @@ func (b *Builder) needsProgrammedWrite(o client.Object, c *metav1.Condition) boo
 	return b.status.needs(o, c)
 }
 
+// ownProgrammedEcho reports whether o (from a watch event) is the version
+// this replica's own Programmed write made: the write's echo, which needs no
+// reconcile (a reconcile no longer waits for the writes, so without this
+// every write came back as one more rebuild of the fleet).
+func (b *Builder) ownProgrammedEcho(o client.Object) bool {
+	return b.status.written.ownEcho(o)
+}
+
 // statusKey names the object a Programmed condition is written to.
 type statusKey struct {
 	kind string
@@ -260,7 +268,7 @@ func (b *Builder) writeOne(ctx context.Context, key statusKey) {
 	s.busy[key] = w
 	s.mu.Unlock()
 
-	err := b.applyProgrammed(ctx, w)
+	wrote, err := b.applyProgrammed(ctx, w)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -268,7 +276,7 @@ func (b *Builder) writeOne(ctx context.Context, key statusKey) {
 	switch {
 	case err == nil:
 		statusWrites.WithLabelValues("written").Inc()
-		s.written.record(w.obj, &w.cond)
+		s.written.record(w.obj, &w.cond, wrote)
 		s.queue.Forget(key)
 	case apierrors.IsNotFound(err):
 		statusWrites.WithLabelValues("not_found").Inc()
@@ -300,7 +308,8 @@ type writtenMemo struct {
 }
 
 type writtenEntry struct {
-	resourceVersion    string
+	resourceVersion    string // the object's, when the write was decided
+	wrote              string // the object's after the write: its watch event is the write's own echo
 	status             metav1.ConditionStatus
 	reason, message    string
 	observedGeneration int64
@@ -325,7 +334,7 @@ func (m *writtenMemo) at(o client.Object) (writtenEntry, bool) {
 	return e, ok && e.resourceVersion == o.GetResourceVersion()
 }
 
-func (m *writtenMemo) record(o client.Object, c *metav1.Condition) {
+func (m *writtenMemo) record(o client.Object, c *metav1.Condition, wrote string) {
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -340,8 +349,18 @@ func (m *writtenMemo) record(o client.Object, c *metav1.Condition) {
 			}
 		}
 	}
-	m.entries[o.GetUID()] = writtenEntry{resourceVersion: o.GetResourceVersion(), status: c.Status, reason: c.Reason,
+	m.entries[o.GetUID()] = writtenEntry{resourceVersion: o.GetResourceVersion(), wrote: wrote, status: c.Status, reason: c.Reason,
 		message: c.Message, observedGeneration: c.ObservedGeneration, at: now}
+}
+
+// ownEcho reports whether o, as a watch event shows it, is the very version
+// a Programmed write of this writer made: the event brings nothing the
+// builder has not decided already, so it needs no rebuild of the fleet.
+func (m *writtenMemo) ownEcho(o client.Object) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.entries[o.GetUID()]
+	return ok && e.wrote != "" && e.wrote == o.GetResourceVersion()
 }
 
 // programmedIs reports whether o's Programmed condition already says c
@@ -362,8 +381,9 @@ func conditionsOf(o client.Object) []metav1.Condition {
 }
 
 // applyProgrammed writes one Programmed condition by server-side apply of
-// that condition alone. The object (shared with the cache) is not modified.
-func (b *Builder) applyProgrammed(ctx context.Context, w programmedWrite) error {
+// that condition alone, and returns the object's resourceVersion after it.
+// The object (shared with the cache) is not modified.
+func (b *Builder) applyProgrammed(ctx context.Context, w programmedWrite) (resourceVersion string, err error) {
 	u := &unstructured.Unstructured{}
 	u.SetAPIVersion(v1.GroupVersion.String())
 	u.SetKind(kindOf(w.obj))
@@ -374,5 +394,8 @@ func (b *Builder) applyProgrammed(ctx context.Context, w programmedWrite) error 
 		"type": c.Type, "status": string(c.Status), "reason": c.Reason, "message": c.Message,
 		"observedGeneration": c.ObservedGeneration, "lastTransitionTime": c.LastTransitionTime.UTC().Format(time.RFC3339),
 	}}}
-	return b.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)
+	if err := b.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return "", err
+	}
+	return u.GetResourceVersion(), nil // the response, decoded into u
 }

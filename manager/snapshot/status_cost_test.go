@@ -97,7 +97,8 @@ func benchLBs(tb testing.TB, env *testenv.Env, ns, prefix string, n int, program
 		if programmed {
 			cond := programmedCond(lb, "served by fleet default")
 			cond.LastTransitionTime = metav1.NewTime(time.Now().Truncate(time.Second))
-			mustTB(tb, b.applyProgrammed(ctx, programmedWrite{lb, cond}))
+			_, err := b.applyProgrammed(ctx, programmedWrite{lb, cond})
+			mustTB(tb, err)
 			mustTB(tb, env.Client.Get(ctx, client.ObjectKeyFromObject(lb), lb))
 		}
 		out[i] = lb
@@ -229,7 +230,8 @@ func cmpOr(a, b error) error {
 // writeBySSA is applyProgrammed, the writer's form.
 func writeBySSA(ctx context.Context, c client.Client, lb *v1.LoadBalancer, cond metav1.Condition) error {
 	cond.LastTransitionTime = metav1.NewTime(time.Now().Truncate(time.Second))
-	return (&Builder{Client: c}).applyProgrammed(ctx, programmedWrite{lb, cond})
+	_, err := (&Builder{Client: c}).applyProgrammed(ctx, programmedWrite{lb, cond})
+	return err
 }
 
 // writeByMergePatch replaces status.conditions by a JSON merge patch that

@@ -168,6 +168,22 @@ func TestStatusWriter(t *testing.T) {
 		if n := w.writes.Load(); n != 20 {
 			t.Errorf("%d writes for 20 conditions", n)
 		}
+		// Each object as the write left it is the write's own echo (no
+		// rebuild for it); once admission writes again, it is not.
+		first := lbs[0].(*v1.LoadBalancer)
+		if got := getLB(t, env, first); !w.ownProgrammedEcho(got) {
+			t.Errorf("the version the write made (%s) is not taken for its echo", got.ResourceVersion)
+		}
+		if w.ownProgrammedEcho(first) {
+			t.Error("the version before the write is taken for its echo")
+		}
+		later := getLB(t, env, first)
+		patch := client.MergeFrom(later.DeepCopy())
+		later.Status.Addresses = []v1.Address{{IP: "127.0.50.2", IPMode: v1.IPModeProxy}}
+		must(t, env.Client.Status().Patch(context.Background(), later, patch))
+		if w.ownProgrammedEcho(later) {
+			t.Error("admission's later write is taken for the echo of the Programmed write")
+		}
 	})
 
 	t.Run("changes while a write is in flight are coalesced", func(t *testing.T) {
@@ -279,7 +295,8 @@ func TestStatusWriter(t *testing.T) {
 
 	t.Run("admission's conditions survive racing writes", func(t *testing.T) {
 		raceProgrammedWithAdmission(t, env, ns, func(ctx context.Context, lb *v1.LoadBalancer, cond metav1.Condition) error {
-			return (&Builder{Client: env.Client}).applyProgrammed(ctx, programmedWrite{lb, cond})
+			_, err := (&Builder{Client: env.Client}).applyProgrammed(ctx, programmedWrite{lb, cond})
+			return err
 		})
 	})
 
