@@ -252,7 +252,7 @@ func (b *Builder) writeOne(ctx context.Context, key statusKey) {
 	s := &b.status
 	s.mu.Lock()
 	w, ok := s.want[key]
-	if !ok {
+	if !ok || ctx.Err() != nil { // nothing waits, or the manager stops (the queue hands out what it holds)
 		s.mu.Unlock()
 		s.queue.Forget(key)
 		return
