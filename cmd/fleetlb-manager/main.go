@@ -84,7 +84,7 @@ func main() {
 		"Sized for bulk status: one ACK can make thousands of objects Programmed, written --status-workers at a time, next to admission's writes; "+
 		"at 500/s 10,000 objects take about 20 s of the budget. Reads come from the informer cache and do not count.")
 	flag.IntVar(&o.burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API above --kube-api-qps (absorbs one burst of Programmed writes of ~1,000 objects).")
-	flag.IntVar(&o.statusWorkers, "status-workers", snapshot.DefaultStatusWorkers, "Programmed conditions written at once after an ACK (server-side apply, bounded by --kube-api-qps).")
+	flag.IntVar(&o.statusWorkers, "status-workers", snapshot.DefaultStatusWorkers, "Programmed conditions written at once by the status writer (a queue off the snapshot reconcile: latest condition per object, failed writes retried with backoff; bounded by --kube-api-qps).")
 	flag.IntVar(&o.admissionWorkers, "admission-workers", admission.DefaultWorkers, "LoadBalancers admitted at once, and as many Routes (each admission waits on its status write; the address allocator itself is locked).")
 	flag.Float64Var(&o.memoryLimitFraction, "memory-limit-fraction", 0.9, "Soft memory limit of the Go runtime as a fraction of the container's memory limit (cgroup): near it the garbage collector runs more often rather than the pod being killed at a burst's peak. 0 disables it; GOMEMLIMIT, when set, wins.")
 	flag.StringVar(&o.pprofAddr, "pprof-address", "", "Address of net/http/pprof (/debug/pprof/), on its own listener; empty disables it. Keep it on loopback.")

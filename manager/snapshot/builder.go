@@ -86,7 +86,7 @@ type Builder struct {
 	Recorder events.EventRecorder
 	// StatusWorkers bounds the Programmed conditions written at once (0: DefaultStatusWorkers).
 	StatusWorkers int
-	written       writtenMemo // Programmed conditions written that the cache may not show yet
+	status        statusWriter // writes Programmed conditions off the reconcile (status.go)
 
 	mu    sync.Mutex
 	trans map[string]*translate.Incremental     // fleet → its translator, holding the resources last handed to the server
@@ -149,6 +149,9 @@ func (b *Builder) assembleMemo(fleet string) *assembleMemo {
 func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 	b.init()
 	b.acks = make(chan event.GenericEvent, 256)
+	if err := mgr.Add(statusRunner{b}); err != nil {
+		return err
+	}
 	if n, ok := b.XDS.(NACKSource); ok {
 		n.OnNACK(func(fleet string, nack server.NACK) {
 			_, served := n.Version(fleet)
@@ -214,6 +217,9 @@ func fleetName(t *v1.Tenant) string { return cmp.Or(t.Spec.Fleet, v1.DefaultFlee
 func (b *Builder) changedInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
 	if strings.HasPrefix(o.GetNamespace(), tenant.NamespacePrefix) {
 		b.namespaceChanged(o)
+	}
+	if b.ownProgrammedEcho(o) {
+		return nil // status.go: our own Programmed write coming back
 	}
 	return b.fleetOfNamespace(ctx, o)
 }
@@ -442,7 +448,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 				cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, v1.ReasonProgrammed, programmed
 			}
 		}
-		if !programmedIs(o.obj, &cond) {
+		if b.needsProgrammedWrite(o.obj, &cond) {
 			writes = append(writes, programmedWrite{o.obj, cond})
 		}
 	}
@@ -453,7 +459,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		}
 		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonPending,
 			Message: "no hostname of the route is accepted", ObservedGeneration: rt.Generation}
-		if !programmedIs(rt, &cond) {
+		if b.needsProgrammedWrite(rt, &cond) {
 			writes = append(writes, programmedWrite{rt, cond})
 		}
 	}

@@ -18,7 +18,7 @@ func TestWrittenConditionIsNotWrittenAgainUntilTheCacheMoves(t *testing.T) {
 	if m.pending(lb, &cond) {
 		t.Fatal("nothing written yet, but the condition counts as written")
 	}
-	m.record(lb, &cond)
+	m.record(lb, &cond, "11")
 	if !m.pending(lb, &cond) {
 		t.Fatal("written at resourceVersion 10 and the cache still shows 10: it must not be written again")
 	}
