@@ -3,7 +3,9 @@ package snapshot
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 
@@ -191,6 +193,8 @@ func benchOneChange(b *testing.B, n int, route bool) {
 	runtime.ReadMemStats(&ms)
 	heap := ms.HeapAlloc
 	b.ReportAllocs()
+	stop := loopProfile(b)
+	defer stop()
 	b.ResetTimer()
 	i, rebuilt := 0, 0
 	for b.Loop() {
@@ -254,4 +258,21 @@ func differing(a, b *translate.Output) int {
 		}
 	}
 	return n
+}
+
+// loopProfile writes a CPU profile of the measured loop alone (not of
+// building the world) to $FLEETLB_LOOP_CPUPROFILE, when set.
+func loopProfile(b *testing.B) func() {
+	path := os.Getenv("FLEETLB_LOOP_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }

@@ -330,7 +330,9 @@ func TestIncrementalSnapshotMatchesFullBuild(t *testing.T) {
 			}
 			reconcileFleet(t, w.b)
 			full := &recorder{}
-			reconcileFleet(t, newTestBuilder(w.c, full))
+			ref := newTestBuilder(w.c, full)
+			ref.fullOnly = true
+			reconcileFleet(t, ref)
 			where := fmt.Sprintf("seed %d step %d (%s)", seed, step, what)
 			sameSnapshot(t, where, w.xds.res, full.res)
 			for _, l := range full.res[resource.ListenerType] {
@@ -340,7 +342,7 @@ func TestIncrementalSnapshotMatchesFullBuild(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("seed %d: %v", seed, counts)
+		t.Logf("seed %d: %v; reconciles by path %+v", seed, counts, w.b.paths)
 		if counts["(served a Gateway listener)"] == 0 {
 			t.Fatalf("seed %d: no step served a Gateway: the sequence does not test them", seed)
 		}
