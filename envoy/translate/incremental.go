@@ -484,26 +484,62 @@ func (x *Incremental) httpResources(f *model.Fleet) (*l7Resources, []types.Resou
 func (x *Incremental) buildHTTP(f *model.Fleet) (*l7Resources, []types.Resource) {
 	out := &l7Resources{}
 	var built []types.Resource
-	vhosts := slices.Clone(f.VirtualHosts)
-	slices.SortFunc(vhosts, func(a, b model.VirtualHost) int { return cmp.Compare(a.Name, b.Name) })
+	vhosts := f.VirtualHosts
+	byName := func(a, b model.VirtualHost) int { return cmp.Compare(a.Name, b.Name) }
+	sorted := slices.IsSortedFunc(vhosts, byName)
+	if !sorted {
+		vhosts = slices.Clone(f.VirtualHosts)
+		slices.SortFunc(vhosts, byName)
+	}
 	if x.vhosts == nil {
 		x.vhosts = map[string]*vhostMemo{}
 	}
-	memo := func(v *model.VirtualHost) *vhostMemo {
+	// The memo of each virtual host: the last one's when it is the very same
+	// value (found by walking both lists in name order), else by name.
+	memos := make([]*vhostMemo, len(vhosts))
+	lookup := func(v *model.VirtualHost) *vhostMemo {
 		m := x.vhosts[v.Name]
-		if m == nil || (m.mark != x.call && !m.v.Equal(v)) {
+		if m == nil || !m.v.Equal(v) {
 			m = &vhostMemo{v: *v}
 			x.vhosts[v.Name] = m
 		}
-		m.mark = x.call
 		return m
 	}
+	if sorted && x.lastVH != nil {
+		prev := x.lastVH
+		pair(prev, vhosts, vhostKey, func(i, j int) bool {
+			switch {
+			case j < 0:
+				delete(x.vhosts, prev[i].Name)
+			case i >= 0 && sameVirtualHost(&prev[i], &vhosts[j]):
+				memos[j] = x.lastVHM[i]
+			default:
+				memos[j] = lookup(&vhosts[j])
+			}
+			return true
+		})
+	} else {
+		seen := make(map[string]bool, len(vhosts))
+		for j := range vhosts {
+			memos[j] = lookup(&vhosts[j])
+			seen[vhosts[j].Name] = true
+		}
+		maps.DeleteFunc(x.vhosts, func(name string, _ *vhostMemo) bool { return !seen[name] })
+	}
+	x.lastVH, x.lastVHM = nil, nil
+	if sorted {
+		x.lastVH, x.lastVHM = f.VirtualHosts, memos
+		if x.lastVH == nil {
+			x.lastVH = []model.VirtualHost{}
+		}
+	}
+	memo := func(i int) *vhostMemo { return memos[i] }
 
 	if f.HTTP != nil {
 		var list []*routev3.VirtualHost
 		for i := range vhosts {
 			v := &vhosts[i]
-			m := memo(v)
+			m := memo(i)
 			if v.Certificate != "" && v.RedirectToHTTPS {
 				if m.redirect == nil || m.redirectPort != httpsPort(f) {
 					m.redirect, m.redirectPort = httpsRedirectHost(v, httpsPort(f)), httpsPort(f)
@@ -548,7 +584,7 @@ func (x *Incremental) buildHTTP(f *model.Fleet) (*l7Resources, []types.Resource)
 				continue
 			}
 			serverNames[v.Certificate] = append(serverNames[v.Certificate], v.Hostnames...)
-			m := memo(v)
+			m := memo(i)
 			if m.plain == nil {
 				m.plain = virtualHost(v)
 				built = append(built, m.plain)
@@ -619,7 +655,6 @@ func (x *Incremental) buildHTTP(f *model.Fleet) (*l7Resources, []types.Resource)
 	} else {
 		x.httpsL = nil
 	}
-	maps.DeleteFunc(x.vhosts, func(_ string, m *vhostMemo) bool { return m.mark != x.call })
 	x.httpsRCs, x.certs, x.chains = nextRC, nextCerts, nextChains
 	return out, built
 }

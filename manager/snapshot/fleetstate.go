@@ -239,13 +239,18 @@ type assembler struct {
 	// What changed, to patch the sorted lists by.
 	hosts, l7be, certs, l4names, backs map[string]bool
 	globals                            map[string]bool
-	dup                                bool // two parts of one name: left to the full path
-	bulk                               bool // building from scratch: sorted once at the end
+	// What the touched names held before (the first value seen): a name
+	// whose value is equal again is not touched (the lists keep the old one).
+	oldBacks map[string]*model.Backend
+	oldSvcs  map[string]*model.L4Service
+	dup      bool // two parts of one name: left to the full path
+	bulk     bool // building from scratch: sorted once at the end
 }
 
 func newAssembler(s *fleetState, fleet string) *assembler {
 	return &assembler{s: s, fleet: fleet, hosts: map[string]bool{}, l7be: map[string]bool{}, certs: map[string]bool{},
-		l4names: map[string]bool{}, backs: map[string]bool{}, globals: map[string]bool{}}
+		l4names: map[string]bool{}, backs: map[string]bool{}, globals: map[string]bool{},
+		oldBacks: map[string]*model.Backend{}, oldSvcs: map[string]*model.L4Service{}}
 }
 
 // reset empties s for a build from scratch.
@@ -428,6 +433,9 @@ func globalOf(p *lbPart) string {
 }
 
 func (a *assembler) l4Out(name string) {
+	if _, ok := a.oldSvcs[name]; !ok {
+		a.oldSvcs[name] = a.s.l4svc[name]
+	}
 	delete(a.s.l4svc, name)
 	a.l4names[name] = true
 }
@@ -441,6 +449,9 @@ func (a *assembler) l4In(svc *model.L4Service) {
 }
 
 func (a *assembler) l4BackendOut(name string) {
+	if _, ok := a.oldBacks[name]; !ok {
+		a.oldBacks[name] = a.s.l4be[name]
+	}
 	delete(a.s.l4be, name)
 	a.backs[name] = true
 }
@@ -506,6 +517,26 @@ func (a *assembler) finish() {
 		}
 		return nil, false
 	})
+	for n := range a.l4names {
+		if old, now := a.oldSvcs[n], s.l4svc[n]; old != nil && now != nil && old.Equal(now) {
+			delete(a.l4names, n) // the same again: the list keeps the old one
+		}
+	}
+	for n := range a.backs {
+		var now *model.Backend
+		if r := s.backRefs[n]; r != nil {
+			now = r.be
+		}
+		if be := s.l4be[n]; be != nil {
+			if now != nil {
+				continue // both sides: a conflict, found below
+			}
+			now = be
+		}
+		if old := a.oldBacks[n]; old != nil && now != nil && old.Equal(now) {
+			delete(a.backs, n)
+		}
+	}
 	s.l4 = patchByName(s.l4, serviceBackend, a.l4names, func(n string) (*model.L4Service, bool) {
 		svc, ok := s.l4svc[n]
 		return svc, ok
@@ -532,6 +563,9 @@ func (a *assembler) host(name string) {
 	h := s.hosts[name]
 	for _, n := range h.uses {
 		r := s.backRefs[n]
+		if _, ok := a.oldBacks[n]; !ok {
+			a.oldBacks[n] = r.be
+		}
 		if r.n--; r.n == 0 {
 			delete(s.backRefs, n)
 		}
