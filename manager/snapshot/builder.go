@@ -91,6 +91,7 @@ type Builder struct {
 	// tests that the incremental path must equal).
 	fullOnly bool
 	paths    struct{ changes, rebuilt, full int } // reconciles by path (for tests)
+	onWrites func([]programmedWrite)              // sees the Programmed conditions decided (for tests)
 
 	mu    sync.Mutex
 	trans map[string]*translate.Incremental     // fleet → its translator, holding the resources last handed to the server
@@ -359,7 +360,9 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 // objects conflict or whose proxies refused a configuration (and of the
 // reference builder of the tests).
 func (b *Builder) reconcileFull(ctx context.Context, fleet string, httpL, httpsL *model.SharedListener, noL7 string, nss []string, cur map[string]*tenantParts) (ctrl.Result, error) {
-	b.paths.full++
+	if !b.fullOnly {
+		b.paths.full++
+	}
 	b.stateOf(fleet).valid = false // made again from all parts next time
 	var lbs []*lbPart
 	var routes []*routePart
@@ -495,6 +498,9 @@ func (b *Builder) reconcileFull(ctx context.Context, fleet string, httpL, httpsL
 		if !programmedIs(rt, &cond) {
 			writes = append(writes, programmedWrite{rt, cond})
 		}
+	}
+	if b.onWrites != nil {
+		b.onWrites(writes)
 	}
 	return ctrl.Result{}, b.writeProgrammed(ctx, fleet, writes)
 }

@@ -241,6 +241,9 @@ func (b *Builder) served(ctx context.Context, fleet string, st *fleetState, ch *
 			writes = append(writes, programmedWrite{o.obj, cond})
 		}
 	}
+	if b.onWrites != nil {
+		b.onWrites(writes)
+	}
 	if err := b.writeProgrammed(ctx, fleet, writes); err != nil {
 		st.statusStale = true
 		return ctrl.Result{}, true, err
