@@ -90,8 +90,10 @@ type Builder struct {
 	// fullOnly: every reconcile takes the full path (the reference of the
 	// tests that the incremental path must equal).
 	fullOnly bool
-	paths    struct{ changes, rebuilt, full int } // reconciles by path (for tests)
-	onWrites func([]programmedWrite)              // sees the Programmed conditions decided (for tests)
+	// Reconciles by path; diverged counts those where the incremental model
+	// did not translate but the full one did (a bug of the incremental path).
+	paths    struct{ changes, rebuilt, full, diverged int }
+	onWrites func([]programmedWrite) // sees the Programmed conditions decided (for tests)
 
 	mu    sync.Mutex
 	trans map[string]*translate.Incremental     // fleet → its translator, holding the resources last handed to the server
@@ -419,6 +421,12 @@ func (b *Builder) reconcileFull(ctx context.Context, fleet string, httpL, httpsL
 	f := b.assembleMemo(fleet).assemble(fleet, httpL, httpsL, okRoutes, okLBs)
 	tr := b.translator(fleet)
 	out, changed, err := tr.Translate(f)
+	st := b.stateOf(fleet)
+	if err == nil && st.fellBack {
+		b.paths.diverged++
+		b.Log.Error(nil, "the incremental model of the fleet did not translate but the full one does (a builder bug; served from the full one)", "fleet", fleet)
+	}
+	st.fellBack = false
 	if err != nil {
 		var excluded []client.Object
 		f, excluded = resolveConflicts(fleet, httpL, httpsL, okRoutes, okLBs)

@@ -78,6 +78,7 @@ func (b *Builder) reconcileChanges(ctx context.Context, fleet string, httpL, htt
 		}
 		a.finish()
 		if a.dup {
+			st.fellBack = true
 			return ctrl.Result{}, false, nil // two objects make one name: a conflict
 		}
 		return b.served(ctx, fleet, st, &ch, lbErrs, gwChanged, rebuild)
@@ -95,6 +96,7 @@ func (b *Builder) served(ctx context.Context, fleet string, st *fleetState, ch *
 		f := st.model(fleet)
 		var err error
 		if out, changed, err = tr.Translate(f); err != nil {
+			st.fellBack = true
 			return ctrl.Result{}, false, nil // a conflict between objects: the full path finds it
 		}
 		st.fleet = f

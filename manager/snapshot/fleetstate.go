@@ -22,6 +22,7 @@ import (
 // made again from all parts at the next reconcile.
 type fleetState struct {
 	valid         bool
+	fellBack      bool                    // the incremental model of this reconcile did not translate
 	nss           []string                // the fleet's tenant namespaces, in tenant order
 	parts         map[string]*tenantParts // namespace → the parts assembled
 	httpL, httpsL *model.SharedListener
