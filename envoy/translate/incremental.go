@@ -216,7 +216,7 @@ func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
 		}
 		return m
 	}
-	sorted := slices.IsSortedFunc(f.Backends, func(a, b model.Backend) int { return strings.Compare(a.Name, b.Name) })
+	sorted := strictlySorted(f.Backends, backendKey)
 	if sorted && x.lastB != nil {
 		prev := x.lastB
 		pair(prev, f.Backends, backendKey, func(i, j int) bool {
@@ -348,8 +348,9 @@ func (x *Incremental) l4Listeners(f *model.Fleet, affinity map[string]bool, back
 		}
 		return m
 	}
-	byBackend := func(a, b model.L4Service) int { return strings.Compare(a.Backend, b.Backend) }
-	if last != nil && last.svcs != nil && slices.IsSortedFunc(f.L4, byBackend) {
+	// In strict backend order (services that share a backend are looked at as before).
+	inOrder := strictlySorted(f.L4, serviceKey)
+	if last != nil && last.svcs != nil && inOrder {
 		// Only the services that changed, and those of backends whose affinity changed.
 		prev := last.svcs
 		touched := map[string]*namedResource{} // listener name → its resource now (nil: gone)
@@ -407,7 +408,7 @@ func (x *Incremental) l4Listeners(f *model.Fleet, affinity map[string]bool, back
 	listeners = slices.Clip(listeners)
 	slices.SortFunc(listeners, func(a, b namedResource) int { return strings.Compare(a.name, b.name) })
 	var svcs []model.L4Service
-	if slices.IsSortedFunc(f.L4, byBackend) {
+	if inOrder {
 		svcs = f.L4
 		if svcs == nil {
 			svcs = []model.L4Service{}
@@ -485,11 +486,10 @@ func (x *Incremental) buildHTTP(f *model.Fleet) (*l7Resources, []types.Resource)
 	out := &l7Resources{}
 	var built []types.Resource
 	vhosts := f.VirtualHosts
-	byName := func(a, b model.VirtualHost) int { return cmp.Compare(a.Name, b.Name) }
-	sorted := slices.IsSortedFunc(vhosts, byName)
+	sorted := strictlySorted(vhosts, vhostKey)
 	if !sorted {
 		vhosts = slices.Clone(f.VirtualHosts)
-		slices.SortFunc(vhosts, byName)
+		slices.SortFunc(vhosts, func(a, b model.VirtualHost) int { return cmp.Compare(a.Name, b.Name) })
 	}
 	if x.vhosts == nil {
 		x.vhosts = map[string]*vhostMemo{}

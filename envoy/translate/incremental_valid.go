@@ -140,6 +140,16 @@ func hasKey(s []model.L4Service, k string) int {
 	return i
 }
 
+// strictlySorted reports whether s is in strictly ascending key order.
+func strictlySorted[T any](s []T, key func(*T) string) bool {
+	for i := 1; i < len(s); i++ {
+		if key(&s[i-1]) >= key(&s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 // check reports whether f is valid. false does not mean invalid: the caller
 // then runs f.Validate(), which is authoritative (and words the errors).
 func (m *validMemo) check(f *model.Fleet) bool {
