@@ -344,9 +344,9 @@ func (a *assembler) gatewayRoutes() []*routePart {
 	}
 	var changed []*routePart
 	for _, p := range s.gwRoutes {
-		was, checked := p.reason, p.checked
+		was, wasMsg, checked := p.reason, p.msg, p.checked
 		checkRoute(p, a.fleet, s.httpL, s.httpsL, s.noL7, gws)
-		if !checked || p.reason != was {
+		if !checked || p.reason != was || p.msg != wasMsg {
 			changed = append(changed, p)
 		}
 		if ok := p.reason == ""; ok != s.gwOK[p] {

@@ -130,8 +130,8 @@ func (w *world) checkStatus(where string) {
 	b.dirty, b.parts, st.valid = dirty, parts, valid
 	b.trans[fleet], b.XDS = tr, xds
 	for _, wr := range got {
-		w.t.Fatalf("%s: a full pass writes %s %s/%s: %s %s %q (gen %d); the incremental pass left it", where, servedKey(wr.obj), wr.obj.GetNamespace(), wr.obj.GetName(),
-			wr.cond.Status, wr.cond.Reason, wr.cond.Message, wr.cond.ObservedGeneration)
+		w.t.Fatalf("%s: a full pass writes %s: %s %s %q (gen %d); the incremental pass left %+v (reconciles by path %+v)", where, servedKey(wr.obj),
+			wr.cond.Status, wr.cond.Reason, wr.cond.Message, wr.cond.ObservedGeneration, meta.FindStatusCondition(conditionsOf(wr.obj), v1.ConditionProgrammed), w.b.paths)
 	}
 	if !maps.Equal(since, b.since[fleet]) {
 		w.t.Fatalf("%s: objects served since: incremental %v, full %v", where, since, b.since[fleet])
@@ -171,7 +171,7 @@ func (w *world) step() string {
 	must(w.t, w.c.List(ctx, &lbs, client.InNamespace(ns)))
 	must(w.t, w.c.List(ctx, &rts, client.InNamespace(ns)))
 	w.n++
-	switch rng.IntN(17) {
+	switch rng.IntN(18) {
 	case 0, 1: // a LoadBalancer is admitted (VIPs collide now and then: a conflict)
 		lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("lb%d", w.n), Generation: 1, UID: types.UID(fmt.Sprint("lb", w.n)),
 			CreationTimestamp: metav1.Unix(int64(w.n), 0)},
@@ -347,6 +347,21 @@ func (w *world) step() string {
 		must(w.t, w.c.Status().Update(ctx, accepted(rt)))
 		w.touched(rt)
 		return "create Gateway Route"
+	case 17: // another writer (an old leader) sets a LoadBalancer's or Route's Programmed condition
+		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: "Stale", Message: "written elsewhere", ObservedGeneration: 1}
+		if rng.IntN(2) == 0 {
+			if lb := pick(rng, lbs.Items); lb != nil {
+				meta.SetStatusCondition(&lb.Status.Conditions, cond)
+				must(w.t, w.c.Status().Update(ctx, lb))
+				w.touched(lb)
+				return "Programmed written elsewhere"
+			}
+		} else if rt := pick(rng, rts.Items); rt != nil {
+			meta.SetStatusCondition(&rt.Status.Conditions, cond)
+			must(w.t, w.c.Status().Update(ctx, rt))
+			w.touched(rt)
+			return "Programmed written elsewhere"
+		}
 	case 16: // a Gateway Route's backend or parents
 		for _, rt := range rts.Items {
 			if len(rt.Spec.Parents) == 0 {
