@@ -89,7 +89,6 @@ type l4Memo struct {
 	affinity bool
 	name     string
 	res      types.Resource
-	mark     uint64
 }
 
 type namedResource struct {
@@ -114,7 +113,6 @@ type vhostMemo struct {
 	v               model.VirtualHost
 	plain, redirect *routev3.VirtualHost
 	redirectPort    uint16 // the HTTPS port redirect was built for
-	mark            uint64
 }
 
 type certMemo struct {

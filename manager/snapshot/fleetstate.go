@@ -16,7 +16,7 @@ import (
 // hostname's Routes and virtual host, the L4 services and backends in name
 // order, and what the Programmed condition of each object is decided from.
 // It is the same model that assemble makes of all parts
-// (TestIncrementalSnapshotMatchesFullBuild builds the reference with it).
+// (TestIncrementalSnapshotMatchesFullBuild compares with the full path).
 // A fleet with a conflict between objects, or with objects held back after
 // a NACK, takes the full path (Reconcile's reconcileFull); the state is then
 // made again from all parts at the next reconcile.
