@@ -3,6 +3,7 @@ package snapshot
 import (
 	"cmp"
 	"slices"
+	"strings"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -206,25 +207,21 @@ func patchByName[T any](s []T, name func(*T) string, touched map[string]bool, no
 	}
 	names := slices.Sorted(mapKeys(touched))
 	out := make([]T, 0, len(s)+len(names))
-	k := 0
-	for i := range s {
-		n := name(&s[i])
-		for k < len(names) && names[k] < n {
-			if v, ok := now(names[k]); ok {
-				out = append(out, *v)
-			}
-			k++
+	// Runs of untouched entries are copied whole: a touched name is found by bisection.
+	last := 0
+	for _, n := range names {
+		i, found := slices.BinarySearchFunc(s[last:], n, func(x T, n string) int { return strings.Compare(name(&x), n) })
+		i += last
+		out = append(out, s[last:i]...)
+		last = i
+		if found {
+			last = i + 1
 		}
-		if touched[n] {
-			continue
-		}
-		out = append(out, s[i])
-	}
-	for ; k < len(names); k++ {
-		if v, ok := now(names[k]); ok {
+		if v, ok := now(n); ok {
 			out = append(out, *v)
 		}
 	}
+	out = append(out, s[last:]...)
 	return slices.Clip(out)
 }
 
