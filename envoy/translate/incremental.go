@@ -45,8 +45,10 @@ type Incremental struct {
 	// The last model's backends and their memos (in the same order): a
 	// backend that is the very same value again (models are never modified
 	// once handed over) has the same resources, without a look inside.
-	lastB  []model.Backend
-	lastBM []*backendMemo
+	lastB         []model.Backend
+	lastBM        []*backendMemo
+	lastClusters  []types.Resource // what lastB made, in its order
+	lastEndpoints []types.Resource
 	// What the last model's L4 services and HTTP side made: the same slices
 	// again make the same resources, without a look at each part.
 	lastL4 *l4Output
@@ -180,9 +182,8 @@ func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
 	if x.backends == nil {
 		x.backends, x.l4 = map[string]*backendMemo{}, map[l4Key]*l4Memo{}
 	}
-	clusters := make([]types.Resource, len(f.Backends))
-	endpoints := make([]types.Resource, len(f.Backends))
-	memos := make([]*backendMemo, len(f.Backends))
+	var clusters, endpoints []types.Resource
+	var memos []*backendMemo
 	// Backends that came, went or changed session affinity (L4 listeners use it).
 	affinity := map[string]bool{}
 	// memo is the memo of b, built again when b changed.
@@ -214,8 +215,17 @@ func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
 		}
 		return m
 	}
-	sorted := strictlySorted(f.Backends, backendKey)
-	if sorted && x.lastB != nil {
+	sameBackends := x.lastB != nil && idOf(x.lastB) == idOf(f.Backends)
+	sorted := sameBackends || strictlySorted(f.Backends, backendKey)
+	if !sameBackends {
+		clusters, endpoints = make([]types.Resource, len(f.Backends)), make([]types.Resource, len(f.Backends))
+		memos = make([]*backendMemo, len(f.Backends))
+	}
+	switch {
+	case sameBackends:
+		// The very same backends (the slice of the last model): the same resources.
+		clusters, endpoints, memos = x.lastClusters, x.lastEndpoints, x.lastBM
+	case sorted && x.lastB != nil:
 		prev := x.lastB
 		pair(prev, f.Backends, backendKey, func(i, j int) bool {
 			switch {
@@ -229,7 +239,7 @@ func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
 			}
 			return true
 		})
-	} else {
+	default:
 		for j := range f.Backends {
 			if memos[j] = memo(&f.Backends[j]); memos[j] != nil {
 				memos[j].mark = x.call
@@ -244,14 +254,16 @@ func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
 			return false
 		})
 	}
-	for j, m := range memos {
-		if m != nil {
-			clusters[j], endpoints[j] = m.c, m.cla
+	if !sameBackends {
+		for j, m := range memos {
+			if m != nil {
+				clusters[j], endpoints[j] = m.c, m.cla
+			}
 		}
 	}
-	x.lastB, x.lastBM = nil, nil
-	if sorted {
-		x.lastB, x.lastBM = f.Backends, memos
+	x.lastB, x.lastBM, x.lastClusters, x.lastEndpoints = nil, nil, nil, nil
+	if sorted && len(errs) == 0 {
+		x.lastB, x.lastBM, x.lastClusters, x.lastEndpoints = f.Backends, memos, clusters, endpoints
 		if x.lastB == nil {
 			x.lastB = []model.Backend{} // none is a model too (not "no last model")
 		}

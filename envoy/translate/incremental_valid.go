@@ -168,6 +168,16 @@ func (m *validMemo) check(f *model.Fleet) bool {
 		return false
 	}
 	m.lastB, m.lastL4, m.lastVH = f.Backends, f.L4, f.VirtualHosts
+	// none is a model too (not "no last model")
+	if m.lastB == nil {
+		m.lastB = []model.Backend{}
+	}
+	if m.lastL4 == nil {
+		m.lastL4 = []model.L4Service{}
+	}
+	if m.lastVH == nil {
+		m.lastVH = []model.VirtualHost{}
+	}
 	return true
 }
 
@@ -203,7 +213,7 @@ func (m *validMemo) parts(f *model.Fleet) bool {
 	// virtual hosts refer to.
 	refs := map[string]bool{}
 	prevB := m.lastB
-	ok := pair(prevB, f.Backends, backendKey, func(i, j int) bool {
+	ok := prevB != nil && idOf(prevB) == idOf(f.Backends) || pair(prevB, f.Backends, backendKey, func(i, j int) bool {
 		switch {
 		case j < 0:
 			delete(m.backends, prevB[i].Name)
@@ -231,7 +241,7 @@ func (m *validMemo) parts(f *model.Fleet) bool {
 	// L4 services: those gone first, so a service that moved to a port another left does not clash.
 	var check []int
 	prevL4 := m.lastL4
-	ok = pair(prevL4, f.L4, serviceKey, func(i, j int) bool {
+	ok = prevL4 != nil && idOf(prevL4) == idOf(f.L4) || pair(prevL4, f.L4, serviceKey, func(i, j int) bool {
 		if i >= 0 && j >= 0 && prevL4[i].Equal(&f.L4[j]) {
 			return true
 		}
@@ -309,7 +319,7 @@ func (m *validMemo) parts(f *model.Fleet) bool {
 		clear(m.hosts)
 		clear(m.usedBy)
 	}
-	ok = pair(prevVH, f.VirtualHosts, vhostKey, func(i, j int) bool {
+	ok = prevVH != nil && idOf(prevVH) == idOf(f.VirtualHosts) || pair(prevVH, f.VirtualHosts, vhostKey, func(i, j int) bool {
 		if i >= 0 && j >= 0 && sameVirtualHost(&prevVH[i], &f.VirtualHosts[j]) {
 			return true
 		}
