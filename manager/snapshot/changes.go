@@ -12,6 +12,10 @@ import (
 	"github.com/fleetlb/fleetlb/internal/model"
 )
 
+// maxChangedParts is how many changed parts are applied one by one; more
+// make the fleet's state again from all parts.
+var maxChangedParts = 1024
+
 // reconcileChanges is a reconcile of the parts that changed since the last
 // one (fleetState): what they assembled into is changed by them, translated
 // (the translator reuses what did not change), and only the objects whose
@@ -42,6 +46,12 @@ func (b *Builder) reconcileChanges(ctx context.Context, fleet string, httpL, htt
 		} else {
 			for _, ns := range nss {
 				diffTenant(&ch, st.parts[ns], cur[ns], false)
+			}
+			if len(ch.lbsGone)+len(ch.lbsCome)+len(ch.routesGone)+len(ch.routesCome) > maxChangedParts {
+				// Many changed (a deny-list or listener change remakes every part):
+				// made from scratch, sorted once, rather than one insertion at a time.
+				rebuild = true
+				continue
 			}
 		}
 		st.valid = false // until it holds what the parts make
