@@ -42,16 +42,26 @@ type Incremental struct {
 	valid    validMemo
 	gateways map[string]types.Resource // the last Gateway resources by type and name
 	last     *Output
+	// The last model's backends and their memos (in the same order): a
+	// backend that is the very same value again (models are never modified
+	// once handed over) has the same resources, without a look inside.
+	lastB         []model.Backend
+	lastBM        []*backendMemo
+	lastClusters  []types.Resource // what lastB made, in its order
+	lastEndpoints []types.Resource
 	// What the last model's L4 services and HTTP side made: the same slices
-	// again (models are never modified once handed over) make the same
-	// resources, without a look at each part.
+	// again make the same resources, without a look at each part.
 	lastL4 *l4Output
 	lastL7 *l7Output
+	// The last model's virtual hosts and their memos (in the same order).
+	lastVH  []model.VirtualHost
+	lastVHM []*vhostMemo
 }
 
 type l4Output struct {
 	l4        sliceID
-	listeners []namedResource
+	svcs      []model.L4Service // the services (nil when not in backend order)
+	listeners []namedResource   // in name order
 }
 
 type l7Output struct {
@@ -81,7 +91,6 @@ type l4Memo struct {
 	affinity bool
 	name     string
 	res      types.Resource
-	mark     uint64
 }
 
 type namedResource struct {
@@ -106,7 +115,6 @@ type vhostMemo struct {
 	v               model.VirtualHost
 	plain, redirect *routev3.VirtualHost
 	redirectPort    uint16 // the HTTPS port redirect was built for
-	mark            uint64
 }
 
 type certMemo struct {
@@ -133,14 +141,13 @@ type chainMemo struct {
 // Translate returns f's resources, as the package's Translate does, and
 // whether any resource differs from the previous call's.
 func (x *Incremental) Translate(f *model.Fleet) (*Output, bool, error) {
-	var backends map[string]*model.Backend
-	if x.valid.check(f) {
-		backends = x.valid.byName
-	} else if err := f.Validate(); err != nil {
-		// The authoritative check, with Translate's messages.
-		return nil, true, fmt.Errorf("invalid fleet model: %w", err)
+	if !x.valid.check(f) {
+		if err := f.Validate(); err != nil {
+			// The authoritative check, with Translate's messages.
+			return nil, true, fmt.Errorf("invalid fleet model: %w", err)
+		}
 	}
-	out, err := x.translate(f, backends)
+	out, err := x.translate(f)
 	if err != nil {
 		// Resources were built but not all checked: build everything again next time.
 		*x = Incremental{valid: x.valid}
@@ -165,37 +172,31 @@ func sameOutput(a, b *Output) bool {
 		same(a.Endpoints, b.Endpoints) && same(a.Secrets, b.Secrets)
 }
 
-// translate builds f's resources; backends is f's backends by name, or nil.
-func (x *Incremental) translate(f *model.Fleet, backends map[string]*model.Backend) (*Output, error) {
+// translate builds f's resources.
+func (x *Incremental) translate(f *model.Fleet) (*Output, error) {
 	out := &Output{}
 	var errs []error
 	var fresh []types.Resource // built now: validated below
 
 	x.call++
-	index := backends == nil
-	if index {
-		backends = make(map[string]*model.Backend, len(f.Backends))
-	}
 	if x.backends == nil {
 		x.backends, x.l4 = map[string]*backendMemo{}, map[l4Key]*l4Memo{}
 	}
-	clusters := make([]namedResource, 0, len(f.Backends))
-	endpoints := make([]namedResource, 0, len(f.Backends))
-	affinityChanged := false // a backend came, went or changed its session affinity (L4 listeners use it)
-	for i := range f.Backends {
-		b := &f.Backends[i]
-		if index {
-			backends[b.Name] = b
-		}
+	var clusters, endpoints []types.Resource
+	var memos []*backendMemo
+	// Backends that came, went or changed session affinity (L4 listeners use it).
+	affinity := map[string]bool{}
+	// memo is the memo of b, built again when b changed.
+	memo := func(b *model.Backend) *backendMemo {
 		m := x.backends[b.Name]
 		if m == nil || !m.b.Equal(b) {
 			if m == nil || m.b.SessionAffinity != b.SessionAffinity {
-				affinityChanged = true
+				affinity[b.Name] = true
 			}
 			c, cla, err := cluster(b)
 			if err != nil {
 				errs = append(errs, err)
-				continue
+				return nil
 			}
 			next := &backendMemo{b: *b, c: c, cla: cla}
 			// A node change alters endpoints, not the cluster: keep what is equal.
@@ -212,48 +213,81 @@ func (x *Incremental) translate(f *model.Fleet, backends map[string]*model.Backe
 			m = next
 			x.backends[b.Name] = m
 		}
-		m.mark = x.call
-		clusters = append(clusters, namedResource{b.Name, m.c})
-		endpoints = append(endpoints, namedResource{b.Name, m.cla})
+		return m
+	}
+	sameBackends := x.lastB != nil && idOf(x.lastB) == idOf(f.Backends)
+	sorted := sameBackends || strictlySorted(f.Backends, backendKey)
+	if !sameBackends {
+		clusters, endpoints = make([]types.Resource, len(f.Backends)), make([]types.Resource, len(f.Backends))
+		memos = make([]*backendMemo, len(f.Backends))
+	}
+	switch {
+	case sameBackends:
+		// The very same backends (the slice of the last model): the same resources.
+		clusters, endpoints, memos = x.lastClusters, x.lastEndpoints, x.lastBM
+	case sorted && x.lastB != nil:
+		prev := x.lastB
+		pair(prev, f.Backends, backendKey, func(i, j int) bool {
+			switch {
+			case j < 0:
+				delete(x.backends, prev[i].Name)
+				affinity[prev[i].Name] = true
+			case i >= 0 && sameBackend(&prev[i], &f.Backends[j]):
+				memos[j] = x.lastBM[i]
+			default:
+				memos[j] = memo(&f.Backends[j])
+			}
+			return true
+		})
+	default:
+		for j := range f.Backends {
+			if memos[j] = memo(&f.Backends[j]); memos[j] != nil {
+				memos[j].mark = x.call
+			}
+		}
+		// Backends no longer used were marked by an earlier call.
+		maps.DeleteFunc(x.backends, func(name string, m *backendMemo) bool {
+			if m.mark != x.call {
+				affinity[name] = true
+				return true
+			}
+			return false
+		})
+	}
+	if !sameBackends {
+		for j, m := range memos {
+			if m != nil {
+				clusters[j], endpoints[j] = m.c, m.cla
+			}
+		}
+	}
+	x.lastB, x.lastBM, x.lastClusters, x.lastEndpoints = nil, nil, nil, nil
+	if sorted && len(errs) == 0 {
+		x.lastB, x.lastBM, x.lastClusters, x.lastEndpoints = f.Backends, memos, clusters, endpoints
+		if x.lastB == nil {
+			x.lastB = []model.Backend{} // none is a model too (not "no last model")
+		}
+	}
+	backend := func(name string) *model.Backend {
+		if m := x.backends[name]; m != nil {
+			return &m.b
+		}
+		return nil
 	}
 
-	// Backends no longer used are dropped below: they were marked by an earlier call.
-	if len(x.backends) != len(f.Backends) {
-		affinityChanged = true
+	listeners, err := x.l4Listeners(f, affinity, backend, &fresh)
+	if err != nil {
+		errs = append(errs, err)
 	}
-	l4Seen := affinityChanged || x.lastL4 == nil || x.lastL4.l4 != idOf(f.L4)
-	var listeners []namedResource
-	if !l4Seen {
-		listeners = slices.Grow(slices.Clone(x.lastL4.listeners), 2)
-	} else {
-		listeners = make([]namedResource, 0, len(f.L4)+2)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...) // a translator bug
 	}
-	for i := range f.L4 {
-		if !l4Seen {
-			break
+	if !sorted {
+		cs, es := make([]namedResource, len(memos)), make([]namedResource, len(memos))
+		for j, m := range memos {
+			cs[j], es[j] = namedResource{f.Backends[j].Name, m.c}, namedResource{f.Backends[j].Name, m.cla}
 		}
-		s := &f.L4[i]
-		b := backends[s.Backend]
-		key := l4Key{s.Protocol, s.VIP, s.Port}
-		m := x.l4[key]
-		if m == nil || m.affinity != b.SessionAffinity || !m.s.Equal(s) {
-			l, err := l4Listener(s, b)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			m = &l4Memo{s: *s, affinity: b.SessionAffinity, res: l, name: l.Name}
-			fresh = append(fresh, l)
-			x.l4[key] = m
-		}
-		m.mark = x.call
-		listeners = append(listeners, namedResource{m.name, m.res})
-	}
-	// Only what this model used is kept (L4 services not looked at are last time's).
-	maps.DeleteFunc(x.backends, func(_ string, m *backendMemo) bool { return m.mark != x.call })
-	if l4Seen {
-		maps.DeleteFunc(x.l4, func(_ l4Key, m *l4Memo) bool { return m.mark != x.call })
-		x.lastL4 = &l4Output{l4: idOf(f.L4), listeners: slices.Clip(slices.Clone(listeners))}
+		clusters, endpoints = sortedByName(cs), sortedByName(es)
 	}
 
 	l7, built := x.httpResources(f)
@@ -265,10 +299,11 @@ func (x *Incremental) translate(f *model.Fleet, backends map[string]*model.Backe
 	if err := errors.Join(errs...); err != nil {
 		return nil, err // a translator bug
 	}
+	var others []namedResource
 	for _, r := range slices.Concat(l7.listeners, gw.listeners) {
-		listeners = append(listeners, namedResource{nameOf(r), r})
+		others = append(others, namedResource{nameOf(r), r})
 	}
-	out.Listeners, out.Clusters, out.Endpoints = sortedByName(listeners), sortedByName(clusters), sortedByName(endpoints)
+	out.Listeners, out.Clusters, out.Endpoints = mergeNamed(listeners, others), clusters, endpoints
 	// Few: route configurations and secrets.
 	out.Routes, out.Secrets = slices.Concat(l7.routes, gw.routes), slices.Concat(l7.secrets, gw.secrets)
 	for _, list := range [][]types.Resource{out.Routes, out.Secrets} {
@@ -297,6 +332,151 @@ func (x *Incremental) translate(f *model.Fleet, backends map[string]*model.Backe
 	return out, nil
 }
 
+// l4Listeners are the L4 services' listeners in name order, reusing those
+// of services (and their backends' session affinity) that did not change.
+// affinity names the backends that came, went or changed session affinity.
+func (x *Incremental) l4Listeners(f *model.Fleet, affinity map[string]bool, backend func(string) *model.Backend, fresh *[]types.Resource) ([]namedResource, error) {
+	last := x.lastL4
+	if last != nil && last.l4 == idOf(f.L4) && len(affinity) == 0 {
+		return last.listeners, nil
+	}
+	var errs []error
+	// listener is the memo of s, built again when s or its backend's affinity changed.
+	listener := func(s *model.L4Service) *l4Memo {
+		b := backend(s.Backend)
+		key := l4Key{s.Protocol, s.VIP, s.Port}
+		m := x.l4[key]
+		if m == nil || m.affinity != b.SessionAffinity || !m.s.Equal(s) {
+			l, err := l4Listener(s, b)
+			if err != nil {
+				errs = append(errs, err)
+				return nil
+			}
+			m = &l4Memo{s: *s, affinity: b.SessionAffinity, res: l, name: l.Name}
+			*fresh = append(*fresh, l)
+			x.l4[key] = m
+		}
+		return m
+	}
+	// In strict backend order (services that share a backend are looked at as before).
+	inOrder := strictlySorted(f.L4, serviceKey)
+	if last != nil && last.svcs != nil && inOrder {
+		// Only the services that changed, and those of backends whose affinity changed.
+		prev := last.svcs
+		touched := map[string]*namedResource{} // listener name → its resource now (nil: gone)
+		var check []int
+		pair(prev, f.L4, serviceKey, func(i, j int) bool {
+			if i >= 0 && j >= 0 && !affinity[f.L4[j].Backend] && prev[i].Equal(&f.L4[j]) {
+				return true
+			}
+			if i >= 0 && (j < 0 || l4KeyOf(&prev[i]) != l4KeyOf(&f.L4[j])) {
+				key := l4KeyOf(&prev[i])
+				if m := x.l4[key]; m != nil {
+					if _, ok := touched[m.name]; !ok {
+						touched[m.name] = nil
+					}
+					delete(x.l4, key)
+				}
+			}
+			if j >= 0 {
+				check = append(check, j)
+			}
+			return true
+		})
+		for name := range affinity {
+			if j := hasKey(f.L4, name); j >= 0 && !slices.Contains(check, j) {
+				check = append(check, j)
+			}
+		}
+		for _, j := range check {
+			if m := listener(&f.L4[j]); m != nil {
+				touched[m.name] = &namedResource{m.name, m.res}
+			}
+		}
+		if len(errs) > 0 {
+			x.lastL4 = nil
+			return nil, errors.Join(errs...)
+		}
+		listeners := patchNamed(last.listeners, touched)
+		x.lastL4 = &l4Output{l4: idOf(f.L4), svcs: f.L4, listeners: listeners}
+		return listeners, nil
+	}
+	listeners := make([]namedResource, 0, len(f.L4))
+	seen := make(map[l4Key]bool, len(f.L4))
+	for i := range f.L4 {
+		s := &f.L4[i]
+		if m := listener(s); m != nil {
+			seen[l4KeyOf(s)] = true
+			listeners = append(listeners, namedResource{m.name, m.res})
+		}
+	}
+	if len(errs) > 0 {
+		x.lastL4 = nil
+		return nil, errors.Join(errs...)
+	}
+	maps.DeleteFunc(x.l4, func(k l4Key, _ *l4Memo) bool { return !seen[k] })
+	listeners = slices.Clip(listeners)
+	slices.SortFunc(listeners, func(a, b namedResource) int { return strings.Compare(a.name, b.name) })
+	var svcs []model.L4Service
+	if inOrder {
+		svcs = f.L4
+		if svcs == nil {
+			svcs = []model.L4Service{}
+		}
+	}
+	x.lastL4 = &l4Output{l4: idOf(f.L4), svcs: svcs, listeners: listeners}
+	return listeners, nil
+}
+
+// patchNamed is rs (in name order) with the resources named in touched
+// replaced (dropped where nil); rs is not modified.
+func patchNamed(rs []namedResource, touched map[string]*namedResource) []namedResource {
+	if len(touched) == 0 {
+		return rs
+	}
+	names := slices.Sorted(maps.Keys(touched))
+	out := make([]namedResource, 0, len(rs)+len(names))
+	k := 0
+	for _, r := range rs {
+		for k < len(names) && names[k] < r.name {
+			if t := touched[names[k]]; t != nil {
+				out = append(out, *t)
+			}
+			k++
+		}
+		if _, ok := touched[r.name]; ok {
+			continue
+		}
+		out = append(out, r)
+	}
+	for ; k < len(names); k++ {
+		if t := touched[names[k]]; t != nil {
+			out = append(out, *t)
+		}
+	}
+	return slices.Clip(out)
+}
+
+// mergeNamed is the resources of a (in name order) and of b (few, any order) in name order.
+func mergeNamed(a, b []namedResource) []types.Resource {
+	slices.SortFunc(b, func(x, y namedResource) int { return strings.Compare(x.name, y.name) })
+	out := make([]types.Resource, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if b[0].name < a[0].name {
+			out, b = append(out, b[0].res), b[1:]
+		} else {
+			out, a = append(out, a[0].res), a[1:]
+		}
+	}
+	for _, r := range a {
+		out = append(out, r.res)
+	}
+	for _, r := range b {
+		out = append(out, r.res)
+	}
+	return out
+}
+
 // httpResources is httpResources of the package, reusing virtual hosts,
 // route configurations, secrets, filter chains and listeners whose inputs
 // did not change. It returns the resources it had to build.
@@ -315,26 +495,61 @@ func (x *Incremental) httpResources(f *model.Fleet) (*l7Resources, []types.Resou
 func (x *Incremental) buildHTTP(f *model.Fleet) (*l7Resources, []types.Resource) {
 	out := &l7Resources{}
 	var built []types.Resource
-	vhosts := slices.Clone(f.VirtualHosts)
-	slices.SortFunc(vhosts, func(a, b model.VirtualHost) int { return cmp.Compare(a.Name, b.Name) })
+	vhosts := f.VirtualHosts
+	sorted := strictlySorted(vhosts, vhostKey)
+	if !sorted {
+		vhosts = slices.Clone(f.VirtualHosts)
+		slices.SortFunc(vhosts, func(a, b model.VirtualHost) int { return cmp.Compare(a.Name, b.Name) })
+	}
 	if x.vhosts == nil {
 		x.vhosts = map[string]*vhostMemo{}
 	}
-	memo := func(v *model.VirtualHost) *vhostMemo {
+	// The memo of each virtual host: the last one's when it is the very same
+	// value (found by walking both lists in name order), else by name.
+	memos := make([]*vhostMemo, len(vhosts))
+	lookup := func(v *model.VirtualHost) *vhostMemo {
 		m := x.vhosts[v.Name]
-		if m == nil || (m.mark != x.call && !m.v.Equal(v)) {
+		if m == nil || !m.v.Equal(v) {
 			m = &vhostMemo{v: *v}
 			x.vhosts[v.Name] = m
 		}
-		m.mark = x.call
 		return m
 	}
+	if sorted && x.lastVH != nil {
+		prev := x.lastVH
+		pair(prev, vhosts, vhostKey, func(i, j int) bool {
+			switch {
+			case j < 0:
+				delete(x.vhosts, prev[i].Name)
+			case i >= 0 && sameVirtualHost(&prev[i], &vhosts[j]):
+				memos[j] = x.lastVHM[i]
+			default:
+				memos[j] = lookup(&vhosts[j])
+			}
+			return true
+		})
+	} else {
+		seen := make(map[string]bool, len(vhosts))
+		for j := range vhosts {
+			memos[j] = lookup(&vhosts[j])
+			seen[vhosts[j].Name] = true
+		}
+		maps.DeleteFunc(x.vhosts, func(name string, _ *vhostMemo) bool { return !seen[name] })
+	}
+	x.lastVH, x.lastVHM = nil, nil
+	if sorted {
+		x.lastVH, x.lastVHM = f.VirtualHosts, memos
+		if x.lastVH == nil {
+			x.lastVH = []model.VirtualHost{}
+		}
+	}
+	memo := func(i int) *vhostMemo { return memos[i] }
 
 	if f.HTTP != nil {
 		var list []*routev3.VirtualHost
 		for i := range vhosts {
 			v := &vhosts[i]
-			m := memo(v)
+			m := memo(i)
 			if v.Certificate != "" && v.RedirectToHTTPS {
 				if m.redirect == nil || m.redirectPort != httpsPort(f) {
 					m.redirect, m.redirectPort = httpsRedirectHost(v, httpsPort(f)), httpsPort(f)
@@ -379,7 +594,7 @@ func (x *Incremental) buildHTTP(f *model.Fleet) (*l7Resources, []types.Resource)
 				continue
 			}
 			serverNames[v.Certificate] = append(serverNames[v.Certificate], v.Hostnames...)
-			m := memo(v)
+			m := memo(i)
 			if m.plain == nil {
 				m.plain = virtualHost(v)
 				built = append(built, m.plain)
@@ -450,7 +665,6 @@ func (x *Incremental) buildHTTP(f *model.Fleet) (*l7Resources, []types.Resource)
 	} else {
 		x.httpsL = nil
 	}
-	maps.DeleteFunc(x.vhosts, func(_ string, m *vhostMemo) bool { return m.mark != x.call })
 	x.httpsRCs, x.certs, x.chains = nextRC, nextCerts, nextChains
 	return out, built
 }

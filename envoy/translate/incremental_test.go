@@ -154,7 +154,7 @@ func TestIncrementalMatchesTranslate(t *testing.T) {
 		pool = append(pool, loadModel(t, in))
 	}
 	valid, invalid := 0, 0
-	for seed := range uint64(8) {
+	for seed := range uint64(32) {
 		rng := rand.New(rand.NewPCG(seed, 11))
 		var x Incremental
 		f := cloneFleet(t, pool[rng.IntN(len(pool))])
@@ -165,8 +165,15 @@ func TestIncrementalMatchesTranslate(t *testing.T) {
 				prev := f
 				f = cloneFleet(t, f)
 				mutate(rng, f, pool)
+				sorted := rng.IntN(2) == 0
+				if sorted {
+					sortParts(f) // before anything is shared: prev is never modified
+				}
 				if rng.IntN(2) == 0 {
 					shareUnchanged(prev, f)
+				}
+				if sorted && rng.IntN(3) != 0 {
+					shareEqualParts(prev, f)
 				}
 			}
 			where := fmt.Sprintf("seed %d step %d", seed, step)
@@ -216,6 +223,36 @@ func shareUnchanged(prev, next *model.Fleet) {
 	}
 }
 
+// sortParts puts f's backends, L4 services (by backend) and virtual hosts
+// in name order, as the snapshot builder hands them (the order where the
+// translator matches parts with the last model's).
+func sortParts(f *model.Fleet) {
+	slices.SortStableFunc(f.Backends, func(a, b model.Backend) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortStableFunc(f.L4, func(a, b model.L4Service) int { return strings.Compare(a.Backend, b.Backend) })
+	slices.SortStableFunc(f.VirtualHosts, func(a, b model.VirtualHost) int { return strings.Compare(a.Name, b.Name) })
+}
+
+// shareEqualParts makes each backend, L4 service and virtual host of next
+// that equals prev's of the same name the very same value (its slices and
+// pointers prev's), as the builder hands a part it did not make again.
+func shareEqualParts(prev, next *model.Fleet) {
+	shareElems(prev.Backends, next.Backends, func(b *model.Backend) string { return b.Name })
+	shareElems(prev.L4, next.L4, func(s *model.L4Service) string { return s.Backend })
+	shareElems(prev.VirtualHosts, next.VirtualHosts, func(v *model.VirtualHost) string { return v.Name })
+}
+
+func shareElems[T any](prev, next []T, key func(*T) string) {
+	byName := map[string]*T{}
+	for i := range prev {
+		byName[key(&prev[i])] = &prev[i]
+	}
+	for i := range next {
+		if p := byName[key(&next[i])]; p != nil && reflect.DeepEqual(*p, next[i]) {
+			next[i] = *p
+		}
+	}
+}
+
 func sameResources(t *testing.T, where string, got, want *Output) {
 	t.Helper()
 	for typ, pair := range map[string][2][]types.Resource{
@@ -223,7 +260,14 @@ func sameResources(t *testing.T, where string, got, want *Output) {
 		"endpoints": {got.Endpoints, want.Endpoints}, "secrets": {got.Secrets, want.Secrets},
 	} {
 		if len(pair[0]) != len(pair[1]) {
-			t.Fatalf("%s: %d %s, want %d", where, len(pair[0]), typ, len(pair[1]))
+			var g, w []string
+			for _, r := range pair[0] {
+				g = append(g, nameOf(r))
+			}
+			for _, r := range pair[1] {
+				w = append(w, nameOf(r))
+			}
+			t.Fatalf("%s: %d %s %v, want %d %v", where, len(pair[0]), typ, g, len(pair[1]), w)
 		}
 		for i := range pair[0] {
 			if !proto.Equal(pair[0][i], pair[1][i]) {

@@ -87,6 +87,13 @@ type Builder struct {
 	// StatusWorkers bounds the Programmed conditions written at once (0: DefaultStatusWorkers).
 	StatusWorkers int
 	status        statusWriter // writes Programmed conditions off the reconcile (status.go)
+	// fullOnly: every reconcile takes the full path (the reference of the
+	// tests that the incremental path must equal).
+	fullOnly bool
+	// Reconciles by path; diverged counts those where the incremental model
+	// did not translate but the full one did (a bug of the incremental path).
+	paths    struct{ changes, rebuilt, full, diverged int }
+	onWrites func([]programmedWrite) // tests: takes the Programmed conditions decided, in place of the status writer
 
 	mu    sync.Mutex
 	trans map[string]*translate.Incremental     // fleet → its translator, holding the resources last handed to the server
@@ -107,6 +114,7 @@ type Builder struct {
 	parts   map[string]*tenantParts    // tenant namespace → what its objects made
 	deny    map[string]*denyEntry      // fleet → its deny-list and version
 	asm     map[string]*assembleMemo   // fleet → what its Routes and LoadBalancers made last
+	states  map[string]*fleetState     // fleet → what its objects assembled into (fleetstate.go)
 	denySeq uint64
 }
 
@@ -121,6 +129,18 @@ func (b *Builder) init() {
 	b.seq, b.parts, b.deny = map[string]uint64{}, map[string]*tenantParts{}, map[string]*denyEntry{}
 	b.fleetOf, b.asm = map[string]string{}, map[string]*assembleMemo{}
 	b.dirty = map[string]*changedObjects{}
+	b.states = map[string]*fleetState{}
+}
+
+func (b *Builder) stateOf(fleet string) *fleetState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.states[fleet]
+	if s == nil {
+		s = &fleetState{}
+		b.states[fleet] = s
+	}
+	return s
 }
 
 func (b *Builder) translator(fleet string) *translate.Incremental {
@@ -313,12 +333,8 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 
 	b.forgetTenantsBut(tenants.Items)
 
-	var lbs []*lbPart
-	var routes []*routePart
-	b.mu.Lock()
-	objects := make([]served, 0, len(b.since[fleet])+16) // Programmed is reported on these
-	b.mu.Unlock()
-	var unserved []*v1.Route
+	var nss []string // the fleet's tenant namespaces, in tenant order
+	cur := map[string]*tenantParts{}
 	for i := range tenants.Items {
 		t := &tenants.Items[i]
 		if fleetName(t) != fleet || !t.DeletionTimestamp.IsZero() {
@@ -336,6 +352,34 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		if err != nil {
 			return ctrl.Result{}, err
 		}
+		nss = append(nss, ns)
+		cur[ns] = parts
+	}
+	if !b.fullOnly {
+		if res, done, err := b.reconcileChanges(ctx, fleet, httpL, httpsL, noL7, nss, cur); done {
+			return res, err
+		}
+	}
+	return b.reconcileFull(ctx, fleet, httpL, httpsL, noL7, nss, cur)
+}
+
+// reconcileFull checks, assembles and translates every part of the fleet
+// and decides every object's Programmed condition: the path of a fleet whose
+// objects conflict or whose proxies refused a configuration (and of the
+// reference builder of the tests).
+func (b *Builder) reconcileFull(ctx context.Context, fleet string, httpL, httpsL *model.SharedListener, noL7 string, nss []string, cur map[string]*tenantParts) (ctrl.Result, error) {
+	if !b.fullOnly {
+		b.paths.full++
+	}
+	b.stateOf(fleet).valid = false // made again from all parts next time
+	var lbs []*lbPart
+	var routes []*routePart
+	b.mu.Lock()
+	objects := make([]served, 0, len(b.since[fleet])+16) // Programmed is reported on these
+	b.mu.Unlock()
+	var unserved []*v1.Route
+	for _, ns := range nss {
+		parts := cur[ns]
 		lbs = append(lbs, parts.lbs...)
 		for _, p := range parts.routes {
 			if p.a == nil {
@@ -383,6 +427,12 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	f := b.assembleMemo(fleet).assemble(fleet, httpL, httpsL, okRoutes, okLBs)
 	tr := b.translator(fleet)
 	out, changed, err := tr.Translate(f)
+	st := b.stateOf(fleet)
+	if err == nil && st.fellBack {
+		b.paths.diverged++
+		b.Log.Error(nil, "the incremental model of the fleet did not translate but the full one does (a builder bug; served from the full one)", "fleet", fleet)
+	}
+	st.fellBack = false
 	if err != nil {
 		var excluded []client.Object
 		f, excluded = resolveConflicts(fleet, httpL, httpsL, okRoutes, okLBs)

@@ -34,6 +34,10 @@ type tenantParts struct {
 	key    tenantKey // what else the parts were made from
 	lbs    []*lbPart
 	routes []*routePart
+	// The objects read to make these parts (their status may have changed):
+	// all of them, or those named.
+	readAll             bool
+	readLBs, readRoutes map[string]bool
 }
 
 // tenantKey is what a tenant's parts depend on besides its own objects.
@@ -197,8 +201,14 @@ func (b *Builder) tenantObjects(ctx context.Context, t *v1.Tenant, nodes *v1.Ten
 	var next *tenantParts
 	if prev != nil && dirty != nil && !dirty.all {
 		next, err = m.readChanged(prev, dirty)
+		if next != nil {
+			next.readLBs, next.readRoutes = dirty.lbs, dirty.routes
+		}
 	} else {
 		next, err = m.readAll(prev)
+		if next != nil {
+			next.readAll = true
+		}
 	}
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -21,9 +23,11 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
 	"github.com/fleetlb/fleetlb/envoy/server"
+	"github.com/fleetlb/fleetlb/envoy/translate"
 	"github.com/fleetlb/fleetlb/manager/tenant"
 )
 
@@ -39,6 +43,10 @@ type world struct {
 	b       *Builder
 	xds     *recorder
 	n       int
+	writes  int // Programmed conditions written
+	// addresses LoadBalancers draw from: few make conflicts (the full
+	// path), many make them rare (the incremental path).
+	addresses int
 }
 
 func newWorld(t *testing.T, seed uint64, certs []*corev1.Secret) *world {
@@ -50,8 +58,15 @@ func newWorld(t *testing.T, seed uint64, certs []*corev1.Secret) *world {
 		t.Fatal(err)
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme).
-		WithStatusSubresource(&v1.LoadBalancer{}, &v1.Route{}, &v1.ProxyFleet{}, &v1.Tenant{}, &v1.TenantNodes{}).Build()
-	w := &world{t: t, ctx: context.Background(), c: c, rng: rand.New(rand.NewPCG(seed, 7)), certs: certs}
+		WithStatusSubresource(&v1.LoadBalancer{}, &v1.Route{}, &v1.ProxyFleet{}, &v1.Tenant{}, &v1.TenantNodes{}).
+		// Programmed conditions are written by world.apply (the apply and its watch event).
+		WithInterceptorFuncs(interceptor.Funcs{SubResourceApply: func(context.Context, client.Client, string, runtime.ApplyConfiguration, ...client.SubResourceApplyOption) error {
+			return nil
+		}}).Build()
+	w := &world{t: t, ctx: context.Background(), c: c, rng: rand.New(rand.NewPCG(seed, 7)), certs: certs, addresses: 20}
+	if seed%2 == 1 {
+		w.addresses = 250
+	}
 	w.create(&v1.ProxyFleet{ObjectMeta: metav1.ObjectMeta{Name: v1.DefaultFleetName}, Spec: v1.ProxyFleetSpec{
 		VIP: "127.0.60.1", Exposure: v1.ExposureNone, HTTP: &v1.FleetListener{Port: 8080}, HTTPS: &v1.FleetListener{Port: 8443}}})
 	for i, group := range []string{"g", "g", ""} {
@@ -64,7 +79,63 @@ func newWorld(t *testing.T, seed uint64, certs []*corev1.Secret) *world {
 	}
 	w.xds = &recorder{}
 	w.b = newTestBuilder(c, w.xds)
+	w.b.WriteStatus = nil // it writes status
+	w.b.onWrites = w.apply
 	return w
+}
+
+// apply writes Programmed conditions the builder decided, as the apiserver
+// would, and delivers their watch events.
+func (w *world) apply(writes []programmedWrite) {
+	for _, wr := range writes {
+		w.writes++
+		var obj client.Object
+		var conds *[]metav1.Condition
+		switch wr.obj.(type) {
+		case *v1.LoadBalancer:
+			lb := &v1.LoadBalancer{}
+			obj, conds = lb, &lb.Status.Conditions
+		case *v1.Route:
+			rt := &v1.Route{}
+			obj, conds = rt, &rt.Status.Conditions
+		}
+		if err := w.c.Get(w.ctx, client.ObjectKeyFromObject(wr.obj), obj); err != nil {
+			continue // deleted since
+		}
+		meta.SetStatusCondition(conds, wr.cond)
+		must(w.t, w.c.Status().Update(w.ctx, obj))
+		w.touched(obj)
+	}
+}
+
+// checkStatus has the builder decide every object's Programmed condition
+// the full way (reconcileFull) and fails when that would write anything, or
+// would remember another xDS generation for an object: the incremental
+// decisions, with their writes played, left nothing behind. What the
+// builder keeps between reconciles is as it was before the check.
+func (w *world) checkStatus(where string) {
+	w.t.Helper()
+	b, fleet := w.b, v1.DefaultFleetName
+	st := b.stateOf(fleet)
+	valid, dirty, parts := st.valid, maps.Clone(b.dirty), maps.Clone(b.parts)
+	since := maps.Clone(b.since[fleet])
+	// Neither what is served nor the translator's memory is touched.
+	tr, xds := b.trans[fleet], b.XDS
+	b.trans[fleet], b.XDS = &translate.Incremental{}, &frozenXDS{gen: b.gen[fleet], acked: xds.AckedGeneration(fleet)}
+	var got []programmedWrite
+	b.onWrites = func(ws []programmedWrite) { got = append(got, ws...) }
+	b.fullOnly = true
+	reconcileFleet(w.t, b)
+	b.fullOnly, b.onWrites = false, w.apply
+	b.dirty, b.parts, st.valid = dirty, parts, valid
+	b.trans[fleet], b.XDS = tr, xds
+	for _, wr := range got {
+		w.t.Fatalf("%s: a full pass writes %s: %s %s %q (gen %d); the incremental pass left %+v (reconciles by path %+v)", where, servedKey(wr.obj),
+			wr.cond.Status, wr.cond.Reason, wr.cond.Message, wr.cond.ObservedGeneration, meta.FindStatusCondition(conditionsOf(wr.obj), v1.ConditionProgrammed), w.b.paths)
+	}
+	if !maps.Equal(since, b.since[fleet]) {
+		w.t.Fatalf("%s: objects served since: incremental %v, full %v", where, since, b.since[fleet])
+	}
 }
 
 func newTestBuilder(c client.Client, xds XDS) *Builder {
@@ -100,7 +171,7 @@ func (w *world) step() string {
 	must(w.t, w.c.List(ctx, &lbs, client.InNamespace(ns)))
 	must(w.t, w.c.List(ctx, &rts, client.InNamespace(ns)))
 	w.n++
-	switch rng.IntN(17) {
+	switch rng.IntN(18) {
 	case 0, 1: // a LoadBalancer is admitted (VIPs collide now and then: a conflict)
 		lb := &v1.LoadBalancer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("lb%d", w.n), Generation: 1, UID: types.UID(fmt.Sprint("lb", w.n)),
 			CreationTimestamp: metav1.Unix(int64(w.n), 0)},
@@ -110,7 +181,7 @@ func (w *world) step() string {
 			lb.Spec.Global = &v1.GlobalOptions{Name: "shared", Strategy: v1.StrategyFailover, Priority: ptr.To(int32(rng.IntN(3)))}
 		}
 		w.create(lb)
-		lb.Status.Addresses = []v1.Address{{IP: v1.IPAddress(fmt.Sprintf("127.0.50.%d", 1+rng.IntN(20))), IPMode: v1.IPModeProxy}}
+		lb.Status.Addresses = []v1.Address{{IP: v1.IPAddress(fmt.Sprintf("127.0.50.%d", 1+rng.IntN(w.addresses))), IPMode: v1.IPModeProxy}}
 		lb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted, LastTransitionTime: metav1.Now()}}
 		must(w.t, w.c.Status().Update(ctx, lb))
 		w.touched(lb)
@@ -136,7 +207,7 @@ func (w *world) step() string {
 			if rng.IntN(2) == 0 {
 				lb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: "Refused", LastTransitionTime: metav1.Now()}}
 			} else {
-				lb.Status.Addresses[0].IP = v1.IPAddress(fmt.Sprintf("127.0.50.%d", 1+rng.IntN(20)))
+				lb.Status.Addresses[0].IP = v1.IPAddress(fmt.Sprintf("127.0.50.%d", 1+rng.IntN(w.addresses)))
 			}
 			must(w.t, w.c.Status().Update(ctx, lb))
 			w.touched(lb)
@@ -248,7 +319,7 @@ func (w *world) step() string {
 			Spec: v1.LoadBalancerSpec{Source: v1.ServiceSource{Kind: v1.SourceGateway, Cluster: "c", Namespace: "default", Name: name, UID: "u"}, Listeners: listeners}}
 		w.create(&lb)
 		// Now and then on an address another LoadBalancer of the fleet uses: a conflict.
-		lb.Status.Addresses = []v1.Address{{IP: v1.IPAddress(fmt.Sprintf("127.0.%d.%d", []int{62, 50}[rng.IntN(2)], 1+rng.IntN(20))), IPMode: v1.IPModeProxy}}
+		lb.Status.Addresses = []v1.Address{{IP: v1.IPAddress(fmt.Sprintf("127.0.%d.%d", []int{62, 50}[rng.IntN(2)], 1+rng.IntN(w.addresses))), IPMode: v1.IPModeProxy}}
 		lb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted, LastTransitionTime: metav1.Now()}}
 		must(w.t, w.c.Status().Update(ctx, &lb))
 		w.touched(&lb)
@@ -276,6 +347,21 @@ func (w *world) step() string {
 		must(w.t, w.c.Status().Update(ctx, accepted(rt)))
 		w.touched(rt)
 		return "create Gateway Route"
+	case 17: // another writer (an old leader) sets a LoadBalancer's or Route's Programmed condition
+		cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: "Stale", Message: "written elsewhere", ObservedGeneration: 1}
+		if rng.IntN(2) == 0 {
+			if lb := pick(rng, lbs.Items); lb != nil {
+				meta.SetStatusCondition(&lb.Status.Conditions, cond)
+				must(w.t, w.c.Status().Update(ctx, lb))
+				w.touched(lb)
+				return "Programmed written elsewhere"
+			}
+		} else if rt := pick(rng, rts.Items); rt != nil {
+			meta.SetStatusCondition(&rt.Status.Conditions, cond)
+			must(w.t, w.c.Status().Update(ctx, rt))
+			w.touched(rt)
+			return "Programmed written elsewhere"
+		}
 	case 16: // a Gateway Route's backend or parents
 		for _, rt := range rts.Items {
 			if len(rt.Spec.Parents) == 0 {
@@ -318,8 +404,13 @@ func TestIncrementalSnapshotMatchesFullBuild(t *testing.T) {
 	for i := range 2 {
 		certs = append(certs, tlsSecret(t, "x", "x", fmt.Sprintf("h%d.example.com", i), "*.example.com"))
 	}
-	for seed := range uint64(4) {
+	for seed := range uint64(6) {
 		w := newWorld(t, seed, certs)
+		if seed == 5 {
+			// Bursts of more than a few changed parts make the state again.
+			defer func(n int) { maxChangedParts = n }(maxChangedParts)
+			maxChangedParts = 2
+		}
 		counts := map[string]int{}
 		for step := range 120 {
 			// Now and then a few changes before the builder reconciles (a burst).
@@ -329,10 +420,24 @@ func TestIncrementalSnapshotMatchesFullBuild(t *testing.T) {
 				counts[what]++
 			}
 			reconcileFleet(t, w.b)
-			full := &recorder{}
-			reconcileFleet(t, newTestBuilder(w.c, full))
 			where := fmt.Sprintf("seed %d step %d (%s)", seed, step, what)
+			full := &recorder{}
+			ref := newTestBuilder(w.c, full)
+			ref.fullOnly = true
+			reconcileFleet(t, ref)
 			sameSnapshot(t, where, w.xds.res, full.res)
+			w.checkStatus(where)
+			if w.rng.IntN(3) == 0 {
+				// The proxies acknowledge: only conditions change.
+				w.xds.ack(v1.DefaultFleetName)
+				reconcileFleet(t, w.b)
+				sameSnapshot(t, where+" ACK", w.xds.res, full.res)
+				w.checkStatus(where + " ACK")
+				counts["(acknowledged)"]++
+			}
+			if w.b.paths.diverged > 0 {
+				t.Fatalf("%s: the incremental model did not translate, the full one did", where)
+			}
 			for _, l := range full.res[resource.ListenerType] {
 				if strings.HasPrefix(cachev3.GetResourceName(l), "gateway/") {
 					counts["(served a Gateway listener)"]++
@@ -340,7 +445,10 @@ func TestIncrementalSnapshotMatchesFullBuild(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("seed %d: %v", seed, counts)
+		t.Logf("seed %d: %v; reconciles by path %+v; %d conditions written", seed, counts, w.b.paths, w.writes)
+		if seed%2 == 1 && w.b.paths.changes < 60 {
+			t.Fatalf("seed %d: %d reconciles took the incremental path: the sequence does not test it", seed, w.b.paths.changes)
+		}
 		if counts["(served a Gateway listener)"] == 0 {
 			t.Fatalf("seed %d: no step served a Gateway: the sequence does not test them", seed)
 		}
@@ -406,3 +514,10 @@ func sameSnapshot(t *testing.T, where string, got, want map[resource.Type][]cach
 func reconcileRequest() ctrl.Request {
 	return ctrl.Request{NamespacedName: types.NamespacedName{Name: v1.DefaultFleetName}}
 }
+
+// frozenXDS serves nothing: Set keeps the generation as it is.
+type frozenXDS struct{ gen, acked uint64 }
+
+func (x *frozenXDS) Set(string, map[resource.Type][]cachetypes.Resource) uint64 { return x.gen }
+func (x *frozenXDS) OnAcked(func(string, uint64))                               {}
+func (x *frozenXDS) AckedGeneration(string) uint64                              { return x.acked }

@@ -266,16 +266,53 @@ func sharedListeners(pf *v1.ProxyFleet) (httpL, httpsL *model.SharedListener, wh
 // global backend whose endpoint groups are every cluster's (see mergeGlobal).
 // The global backends are returned with the virtual hosts.
 func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) ([]model.VirtualHost, []model.Backend) {
-	type acc struct {
-		owner   tenantRef
-		vh      model.VirtualHost
-		origins []*admittedRoute // of each route in vh.Routes
+	byHost := map[string]*vhostAcc{}
+	for _, a := range parts {
+		for i := range a.hosts {
+			hp := &a.hosts[i]
+			x := byHost[hp.hostname]
+			if x == nil {
+				x = &vhostAcc{}
+				byHost[hp.hostname] = x
+			}
+			x.add(a, hp, httpL, httpsL)
+		}
 	}
-	byHost := map[string]*acc{}
+	out := make([]model.VirtualHost, 0, len(byHost))
+	var global []model.Backend
 	// Only hostnames served by several tenants look backends up: the map is
 	// made on first use.
+	backend := backendsOf(parts)
+	for _, h := range slices.Sorted(mapKeys(byHost)) {
+		vh, extra, ok := byHost[h].finish(h, backend)
+		if !ok {
+			continue
+		}
+		global = append(global, extra...)
+		out = append(out, vh)
+	}
+	return out, global
+}
+
+// virtualHostOf is what virtualHosts makes of parts for one hostname (the
+// parts that have a host part for it, oldest first): its virtual host (ok
+// false for none) and the global backends it made.
+func virtualHostOf(host string, parts []*admittedRoute, httpL, httpsL *model.SharedListener) (model.VirtualHost, []model.Backend, bool) {
+	x := &vhostAcc{}
+	for _, a := range parts {
+		for i := range a.hosts {
+			if a.hosts[i].hostname == host {
+				x.add(a, &a.hosts[i], httpL, httpsL)
+			}
+		}
+	}
+	return x.finish(host, backendsOf(parts))
+}
+
+// backendsOf looks the backends of parts up by name (the map is made on first use).
+func backendsOf(parts []*admittedRoute) func(string) *model.Backend {
 	var backends map[string]*model.Backend
-	backend := func(name string) *model.Backend {
+	return func(name string) *model.Backend {
 		if backends == nil {
 			backends = map[string]*model.Backend{}
 			for _, a := range parts {
@@ -286,43 +323,47 @@ func virtualHosts(parts []*admittedRoute, httpL, httpsL *model.SharedListener) (
 		}
 		return backends[name]
 	}
-	for _, a := range parts {
-		for _, hp := range a.hosts {
-			cert := hp.cert
-			if httpsL == nil {
-				cert = ""
-			}
-			if cert == "" && httpL == nil {
-				continue
-			}
-			x := byHost[hp.hostname]
-			if x == nil {
-				x = &acc{owner: a.tenant, vh: model.VirtualHost{Name: hp.hostname, Hostnames: []string{hp.hostname}}}
-				byHost[hp.hostname] = x
-			} else if x.owner.group != a.tenant.group {
-				continue
-			}
-			if x.vh.Certificate == "" {
-				x.vh.Certificate = cert
-				x.vh.RedirectToHTTPS = cert != "" && hp.redirect
-			}
-			x.vh.Routes = append(x.vh.Routes, hp.routes...)
-			for range hp.routes {
-				x.origins = append(x.origins, a)
-			}
-		}
+}
+
+// vhostAcc gathers the host parts of one hostname, oldest Route first.
+type vhostAcc struct {
+	started bool
+	owner   tenantRef
+	vh      model.VirtualHost
+	origins []*admittedRoute // of each route in vh.Routes
+}
+
+func (x *vhostAcc) add(a *admittedRoute, hp *hostPart, httpL, httpsL *model.SharedListener) {
+	cert := hp.cert
+	if httpsL == nil {
+		cert = ""
 	}
-	out := make([]model.VirtualHost, 0, len(byHost))
-	var global []model.Backend
-	for _, h := range slices.Sorted(mapKeys(byHost)) {
-		x := byHost[h]
-		routes, extra := mergeGlobal(h, x.vh.Routes, x.origins, backend)
-		x.vh.Routes = routes
-		global = append(global, extra...)
-		slices.SortStableFunc(x.vh.Routes, precedence)
-		out = append(out, x.vh)
+	if cert == "" && httpL == nil {
+		return
 	}
-	return out, global
+	if !x.started {
+		x.started, x.owner, x.vh = true, a.tenant, model.VirtualHost{Name: hp.hostname, Hostnames: []string{hp.hostname}}
+	} else if x.owner.group != a.tenant.group {
+		return
+	}
+	if x.vh.Certificate == "" {
+		x.vh.Certificate = cert
+		x.vh.RedirectToHTTPS = cert != "" && hp.redirect
+	}
+	x.vh.Routes = append(x.vh.Routes, hp.routes...)
+	for range hp.routes {
+		x.origins = append(x.origins, a)
+	}
+}
+
+func (x *vhostAcc) finish(h string, backend func(string) *model.Backend) (model.VirtualHost, []model.Backend, bool) {
+	if !x.started {
+		return model.VirtualHost{}, nil, false
+	}
+	routes, extra := mergeGlobal(h, x.vh.Routes, x.origins, backend)
+	x.vh.Routes = routes
+	slices.SortStableFunc(x.vh.Routes, precedence)
+	return x.vh, extra, true
 }
 
 // mergeGlobal joins routes of different tenants with the same match into
