@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -197,12 +199,16 @@ func TestRouteConfigurationHashFromVirtualHosts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, vhosts, err := contentHash(rc, prev)
+			got, vhosts, wire, err := contentHash(rc, prev)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if v := typeVersion([]named{{rc.Name, got}}); v != want {
 				t.Fatalf("step %d: hash of %q differs from its wire form's", step, rc.Name)
+			}
+			// The wire form put together from the virtual hosts is what is pushed.
+			if b, err := cachev3.MarshalResource(rc); err != nil || (wire != nil && !bytes.Equal(wire, b)) {
+				t.Fatalf("step %d: wire form of %q differs from its marshalled form (%v)", step, rc.Name, err)
 			}
 			if rc.ValidateClusters == nil && rc.Name != "" {
 				prev = checked{res: rc, vhosts: vhosts}

@@ -19,7 +19,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -65,9 +64,11 @@ type Options struct {
 
 // Server is the xDS server of all fleets.
 type Server struct {
-	opts    Options
-	log     logr.Logger
-	cache   cachev3.SnapshotCache
+	opts Options
+	log  logr.Logger
+	// sotw serves state-of-the-world streams from a snapshot per fleet,
+	// built from fleets only while the fleet has such streams (cache.go).
+	sotw    cachev3.SnapshotCache
 	xds     serverv3.Server
 	metrics *metrics
 
@@ -87,6 +88,11 @@ type Server struct {
 	lastErrs  map[string]error // fleet → why the newest Set was refused
 	// checked is, per fleet, what the last applied Set's resources were found to be.
 	checked map[string]*fleetChecked
+	// fleets is what each fleet is served, with its delta watches (cache.go).
+	fleets map[string]*fleetState
+	// deltaReqs links a delta request to its stream between the request
+	// callback and the watch the request opens.
+	deltaReqs map[*discoveryv3.DeltaDiscoveryRequest]*stream
 }
 
 type pendingSet struct {
@@ -100,7 +106,6 @@ type pendingSet struct {
 }
 
 type served struct {
-	snap     *cachev3.Snapshot
 	versions map[resource.Type]string
 	version  string // hash over all types
 	gen      uint64
@@ -131,9 +136,12 @@ func New(opts Options) *Server {
 		streams:  map[streamKey]*stream{},
 		lastErrs: map[string]error{},
 		checked:  map[string]*fleetChecked{},
+		fleets:   map[string]*fleetState{},
+
+		deltaReqs: map[*discoveryv3.DeltaDiscoveryRequest]*stream{},
 	}
-	s.cache = cachev3.NewSnapshotCache(true, fleetHash{}, nil)
-	s.xds = serverv3.NewServer(context.Background(), s.cache, s)
+	s.sotw = cachev3.NewSnapshotCache(true, fleetHash{}, nil)
+	s.xds = serverv3.NewServer(context.Background(), cache{s}, s)
 	return s
 }
 
@@ -315,8 +323,10 @@ var xdsTypes = []resource.Type{resource.ClusterType, resource.EndpointType, reso
 type checked struct {
 	res  types.Resource
 	hash string
-	// vhosts: a route configuration's virtual hosts' wire forms (contentHash).
+	// vhosts: a route configuration's virtual hosts' wire forms (contentHash),
+	// and wire its own, put together from them: what is pushed.
 	vhosts map[*routev3.VirtualHost][]byte
+	wire   []byte
 	refs   []reference // what a cluster or listener refers to
 	err    error
 }
@@ -331,6 +341,10 @@ type reference struct {
 type fleetChecked struct {
 	types      map[resource.Type]*typeState
 	consistent bool
+	// unserved names, per type, the resources that changed (or went) since
+	// the fleet's served state was last brought up to date: serving looks
+	// at those only.
+	unserved map[resource.Type]map[string]bool
 }
 
 // typeState is the resources of one type as last handed, and what a
@@ -340,17 +354,15 @@ type fleetChecked struct {
 type typeState struct {
 	items   []types.Resource
 	byName  map[string]checked
-	indexed map[string]types.ResourceWithTTL
-	hashes  map[string]string
 	entries []named // of items, in their order
 	version string
 	err     error // of its resources, joined
+	// changed names the resources checked anew (or gone) since the previous state.
+	changed []string
 }
 
 // checkType builds the state of a type's resources, checking only those
 // not in prev; namesChanged says whether the set of names differs from prev's.
-// The maps start as copies of prev's (a map copy is far cheaper than
-// rebuilding) and take the changes.
 func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *typeState, namesChanged bool) {
 	if prev == nil {
 		prev = &typeState{}
@@ -358,12 +370,11 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 	if t := patchType(prev, typ, items); t != nil {
 		return t, false
 	}
-	// byName is only apply's: it is taken over and patched. The others are
-	// the snapshot's, which may still be read: copied, then patched.
-	t = &typeState{items: items, byName: prev.byName, indexed: maps.Clone(prev.indexed), hashes: maps.Clone(prev.hashes)}
+	// byName is only apply's: it is taken over and patched.
+	t = &typeState{items: items, byName: prev.byName}
 	prev.byName = nil
 	if t.byName == nil {
-		t.byName, t.indexed, t.hashes = map[string]checked{}, map[string]types.ResourceWithTTL{}, map[string]string{}
+		t.byName = map[string]checked{}
 	}
 	before := len(t.byName)
 	entries := make([]named, 0, len(items))
@@ -378,8 +389,7 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 		if !had || c.res != r {
 			c, _ = check(t.byName, typ, name, r)
 			t.byName[name] = c
-			t.indexed[name] = types.ResourceWithTTL{Resource: r}
-			t.hashes[name] = c.hash
+			t.changed = append(t.changed, name)
 		}
 		if c.err != nil {
 			errs = append(errs, c.err)
@@ -396,8 +406,7 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 		for name := range t.byName {
 			if !now[name] {
 				delete(t.byName, name)
-				delete(t.indexed, name)
-				delete(t.hashes, name)
+				t.changed = append(t.changed, name)
 				namesChanged = true
 			}
 		}
@@ -430,15 +439,14 @@ func patchType(prev *typeState, typ resource.Type, items []types.Resource) *type
 			return nil
 		}
 	}
-	t := &typeState{items: items, byName: prev.byName, indexed: maps.Clone(prev.indexed), hashes: maps.Clone(prev.hashes), entries: slices.Clone(prev.entries)}
+	t := &typeState{items: items, byName: prev.byName, entries: slices.Clone(prev.entries)}
 	prev.byName = nil
 	var errs []error
 	for _, i := range changed {
 		name, r := t.entries[i].name, items[i]
 		c, _ := check(t.byName, typ, name, r)
 		t.byName[name] = c
-		t.indexed[name] = types.ResourceWithTTL{Resource: r}
-		t.hashes[name] = c.hash
+		t.changed = append(t.changed, name)
 		t.entries[i].hash = c.hash
 		if c.err != nil {
 			errs = append(errs, c.err)
@@ -460,7 +468,7 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 		c.err = fmt.Errorf("%s %q: %w", typ, name, err)
 	}
 	var err error
-	if c.hash, c.vhosts, err = contentHash(r, prev[name]); err != nil {
+	if c.hash, c.vhosts, c.wire, err = contentHash(r, prev[name]); err != nil {
 		c.err = errors.Join(c.err, err)
 		return c, false
 	}
@@ -480,39 +488,44 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 // virtual hosts is hashed from its virtual hosts' wire forms, those of prev's
 // reused (by identity): the big shared one changes by a host at a time and
 // is not marshalled whole for it. Its wire form is the name's field, then
-// each virtual host as field 2 (tag, length, bytes): fields go in number order.
-func contentHash(r types.Resource, prev checked) (hash string, vhosts map[*routev3.VirtualHost][]byte, err error) {
+// each virtual host as field 2 (tag, length, bytes): fields go in number
+// order. That wire form is returned too, and pushed as it is.
+func contentHash(r types.Resource, prev checked) (hash string, vhosts map[*routev3.VirtualHost][]byte, wire []byte, err error) {
 	rc, ok := r.(*routev3.RouteConfiguration)
 	if !ok || !proto.Equal(routeConfigShell(rc), &routev3.RouteConfiguration{Name: rc.Name}) || slices.Contains(rc.VirtualHosts, nil) {
 		b, err := cachev3.MarshalResource(r)
 		if err != nil {
-			return "", nil, err
+			return "", nil, nil, err
 		}
-		return cachev3.HashResource(b), nil, nil
+		return cachev3.HashResource(b), nil, nil, nil
 	}
 	head, err := cachev3.MarshalResource(&routev3.RouteConfiguration{Name: rc.Name})
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
-	h := sha256.New()
-	h.Write(head)
 	vhosts = make(map[*routev3.VirtualHost][]byte, len(rc.VirtualHosts))
-	var tag []byte
+	size := len(head)
 	for _, vh := range rc.VirtualHosts {
 		b, ok := prev.vhosts[vh]
 		if !ok {
 			if b, ok = vhosts[vh]; !ok {
 				if b, err = (proto.MarshalOptions{Deterministic: true}).Marshal(vh); err != nil {
-					return "", nil, err
+					return "", nil, nil, err
 				}
 			}
 		}
 		vhosts[vh] = b
-		tag = protowire.AppendVarint(protowire.AppendTag(tag[:0], 2, protowire.BytesType), uint64(len(b)))
-		h.Write(tag)
-		h.Write(b)
+		size += 1 + protowire.SizeVarint(uint64(len(b))) + len(b)
 	}
-	return hex.EncodeToString(h.Sum(nil)), vhosts, nil
+	wire = make([]byte, 0, size)
+	wire = append(wire, head...)
+	for _, vh := range rc.VirtualHosts {
+		b := vhosts[vh]
+		wire = protowire.AppendVarint(protowire.AppendTag(wire, 2, protowire.BytesType), uint64(len(b)))
+		wire = append(wire, b...)
+	}
+	sum := sha256.Sum256(wire)
+	return hex.EncodeToString(sum[:]), vhosts, wire, nil
 }
 
 // routeConfigShell is a shallow copy of rc's fields but its virtual hosts.
@@ -598,12 +611,14 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 	if prev == nil {
 		prev = &fleetChecked{types: map[resource.Type]*typeState{}}
 	}
-	next := &fleetChecked{types: map[resource.Type]*typeState{}}
+	next := &fleetChecked{types: map[resource.Type]*typeState{}, unserved: prev.unserved}
+	if next.unserved == nil {
+		next.unserved = map[resource.Type]map[string]bool{}
+	}
 	var errs []error
 	// Consistency depends on the references of clusters and listeners and
 	// on the names of endpoints and route configurations.
 	recheck := !prev.consistent
-	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
 	all := sha256.New()
 	for _, typ := range xdsTypes {
 		items := p.resources[typ]
@@ -617,16 +632,18 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 			case resource.EndpointType, resource.RouteType:
 				recheck = recheck || namesChanged
 			}
+			if len(t.changed) > 0 && next.unserved[typ] == nil {
+				next.unserved[typ] = map[string]bool{}
+			}
+			for _, name := range t.changed {
+				next.unserved[typ][name] = true
+			}
 		}
 		next.types[typ] = t
 		if t.err != nil {
 			errs = append(errs, t.err)
 		}
 		fmt.Fprintf(all, "%s=%s;", typ, t.version)
-		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.Resources{Version: t.version, Items: t.indexed}
-		// Delta ACK tracking compares against per-resource versions: the
-		// content hashes, as go-control-plane's ConstructVersionMap makes them.
-		snap.VersionMap[typ] = t.hashes
 	}
 	err := errors.Join(errs...)
 	if err == nil && recheck {
@@ -648,6 +665,7 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 	cur := s.serving[fleet]
 	if cur != nil && cur.version == version {
 		// Nothing changed: the served snapshot already contains this generation.
+		next.unserved = nil
 		cur.gen = p.gen
 		cur.setAt[p.gen] = p.first
 		s.mu.Unlock()
@@ -664,10 +682,11 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 	for typ, t := range next.types {
 		versions[typ] = t.version
 	}
-	s.serving[fleet] = &served{snap: snap, versions: versions, version: version, gen: p.gen, setAt: setAt}
+	s.serving[fleet] = &served{versions: versions, version: version, gen: p.gen, setAt: setAt}
+	err = s.serve(fleet, next)
+	next.unserved = nil
 	s.mu.Unlock()
-
-	if err := s.cache.SetSnapshot(context.Background(), fleet, snap); err != nil {
+	if err != nil {
 		return fail(err)
 	}
 	s.metrics.snapshots.WithLabelValues(fleet).Inc()
@@ -716,7 +735,7 @@ func (s *Server) checkAcked(fleet string) {
 			continue
 		}
 		proxies++
-		if !st.current(cur) {
+		if !s.current(st, cur) {
 			s.mu.Unlock()
 			return
 		}
