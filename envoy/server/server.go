@@ -341,6 +341,9 @@ type reference struct {
 type fleetChecked struct {
 	types      map[resource.Type]*typeState
 	consistent bool
+	// refs counts what clusters and listeners refer to, kept up to date
+	// from the changes (taken over from the previous state).
+	refs *refIndex
 	// unserved names, per type, the resources that changed (or went) since
 	// the fleet's served state was last brought up to date: serving looks
 	// at those only.
@@ -357,8 +360,16 @@ type typeState struct {
 	entries []named // of items, in their order
 	version string
 	err     error // of its resources, joined
-	// changed names the resources checked anew (or gone) since the previous state.
+	// changed names the resources checked anew (or gone) since the previous
+	// state; changes says what each was and is.
 	changed []string
+	changes []change
+}
+
+// change is a resource checked anew or gone: what was there (had) and what is (has).
+type change struct {
+	old, new checked
+	had, has bool
 }
 
 // checkType builds the state of a type's resources, checking only those
@@ -387,9 +398,11 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 			added++
 		}
 		if !had || c.res != r {
+			old := c
 			c, _ = check(t.byName, typ, name, r)
 			t.byName[name] = c
 			t.changed = append(t.changed, name)
+			t.changes = append(t.changes, change{old: old, new: c, had: had, has: true})
 		}
 		if c.err != nil {
 			errs = append(errs, c.err)
@@ -405,6 +418,7 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 		}
 		for name := range t.byName {
 			if !now[name] {
+				t.changes = append(t.changes, change{old: t.byName[name], had: true})
 				delete(t.byName, name)
 				t.changed = append(t.changed, name)
 				namesChanged = true
@@ -444,9 +458,11 @@ func patchType(prev *typeState, typ resource.Type, items []types.Resource) *type
 	var errs []error
 	for _, i := range changed {
 		name, r := t.entries[i].name, items[i]
+		old := t.byName[name]
 		c, _ := check(t.byName, typ, name, r)
 		t.byName[name] = c
 		t.changed = append(t.changed, name)
+		t.changes = append(t.changes, change{old: old, new: c, had: true, has: true})
 		t.entries[i].hash = c.hash
 		if c.err != nil {
 			errs = append(errs, c.err)
@@ -611,27 +627,24 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 	if prev == nil {
 		prev = &fleetChecked{types: map[resource.Type]*typeState{}}
 	}
-	next := &fleetChecked{types: map[resource.Type]*typeState{}, unserved: prev.unserved}
+	next := &fleetChecked{types: map[resource.Type]*typeState{}, unserved: prev.unserved, refs: prev.refs}
+	prev.refs = nil
+	if next.refs == nil {
+		next.refs = newRefIndex()
+	}
 	if next.unserved == nil {
 		next.unserved = map[resource.Type]map[string]bool{}
 	}
 	var errs []error
-	// Consistency depends on the references of clusters and listeners and
-	// on the names of endpoints and route configurations.
-	recheck := !prev.consistent
 	all := sha256.New()
 	for _, typ := range xdsTypes {
 		items := p.resources[typ]
 		t := prev.types[typ]
-		if t == nil || !slices.Equal(t.items, items) {
-			var namesChanged bool
-			t, namesChanged = checkType(t, typ, items)
-			switch typ {
-			case resource.ClusterType, resource.ListenerType:
-				recheck = true
-			case resource.EndpointType, resource.RouteType:
-				recheck = recheck || namesChanged
-			}
+		if t != nil && slices.Equal(t.items, items) {
+			// Handed again unchanged: nothing changed since.
+			t = &typeState{items: t.items, byName: t.byName, entries: t.entries, version: t.version, err: t.err}
+		} else {
+			t, _ = checkType(t, typ, items)
 			if len(t.changed) > 0 && next.unserved[typ] == nil {
 				next.unserved[typ] = map[string]bool{}
 			}
@@ -646,8 +659,12 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 		fmt.Fprintf(all, "%s=%s;", typ, t.version)
 	}
 	err := errors.Join(errs...)
-	if err == nil && recheck {
-		if err = consistent(next.types); err != nil {
+	next.refs.update(next.types)
+	for _, t := range next.types {
+		t.changes = nil // taken; what they hold need not stay
+	}
+	if err == nil {
+		if err = next.refs.consistent(next.types); err != nil {
 			err = fmt.Errorf("snapshot is not consistent: %w", err)
 		}
 	}
@@ -782,4 +799,79 @@ func (s *Server) Proxies(fleet string) int {
 // (benchmarks and tests that measure the work of a Set).
 func (s *Server) Flush() {
 	s.flush(time.Now(), true)
+}
+
+// refIndex is what consistent finds, kept up to date from the changes of
+// each Set: how many clusters and listeners refer to each endpoint and
+// route configuration name, and which referred names are not there.
+type refIndex struct {
+	count    map[resource.Type]map[string]int
+	dangling map[resource.Type]map[string]bool
+}
+
+var referable = []resource.Type{resource.EndpointType, resource.RouteType}
+
+func newRefIndex() *refIndex {
+	x := &refIndex{count: map[resource.Type]map[string]int{}, dangling: map[resource.Type]map[string]bool{}}
+	for _, typ := range referable {
+		x.count[typ], x.dangling[typ] = map[string]int{}, map[string]bool{}
+	}
+	return x
+}
+
+// update takes the changes of byType's types.
+func (x *refIndex) update(byType map[resource.Type]*typeState) {
+	present := func(typ resource.Type, name string) bool { _, ok := byType[typ].byName[name]; return ok }
+	refer := func(c checked, delta int) {
+		for _, ref := range c.refs {
+			count := x.count[ref.typ]
+			if count == nil {
+				continue // not a type consistency is about
+			}
+			n := count[ref.name] + delta
+			switch {
+			case n == 0:
+				delete(count, ref.name)
+				delete(x.dangling[ref.typ], ref.name)
+			case n == 1 && delta > 0 && !present(ref.typ, ref.name):
+				x.dangling[ref.typ][ref.name] = true
+				count[ref.name] = n
+			default:
+				count[ref.name] = n
+			}
+		}
+	}
+	for _, from := range []resource.Type{resource.ClusterType, resource.ListenerType} {
+		for _, c := range byType[from].changes {
+			if c.had {
+				refer(c.old, -1)
+			}
+			if c.has {
+				refer(c.new, +1)
+			}
+		}
+	}
+	for _, typ := range referable {
+		for _, name := range byType[typ].changed {
+			switch {
+			case present(typ, name):
+				delete(x.dangling[typ], name)
+			case x.count[typ][name] > 0:
+				x.dangling[typ][name] = true
+			}
+		}
+	}
+}
+
+// consistent is consistent(byType), from the index.
+func (x *refIndex) consistent(byType map[resource.Type]*typeState) error {
+	for _, typ := range referable {
+		for name := range x.dangling[typ] {
+			return fmt.Errorf("inconsistent %q reference: %q not listed", typ, name)
+		}
+		if n, m := len(x.count[typ]), len(byType[typ].byName); n != m {
+			return fmt.Errorf("mismatched %q reference and resource lengths: %d != %d", typ, n, m)
+		}
+	}
+	return nil
 }
