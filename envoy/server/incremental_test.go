@@ -1,14 +1,19 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 )
@@ -150,3 +155,199 @@ func TestApplyMatchesFirstSet(t *testing.T) {
 }
 
 func mustVersion(s *Server) string { v, _ := s.Version(fleet); return v }
+
+// deltaState is what a delta client holds: per type, name → version, after
+// checking each version is the hash of the bytes received.
+type deltaState map[string]map[string]string
+
+func (d deltaState) apply(t *testing.T, r *discoveryv3.DeltaDiscoveryResponse) {
+	t.Helper()
+	if d[r.TypeUrl] == nil {
+		d[r.TypeUrl] = map[string]string{}
+	}
+	for _, res := range r.Resources {
+		if v := cachev3.HashResource(res.GetResource().GetValue()); v != res.Version {
+			t.Fatalf("%s %q sent as version %s, its bytes hash to %s", r.TypeUrl, res.Name, res.Version, v)
+		}
+		d[r.TypeUrl][res.Name] = res.Version
+	}
+	for _, name := range r.RemovedResources {
+		delete(d[r.TypeUrl], name)
+	}
+}
+
+// A delta proxy that stays connected while the fleet changes Set after Set
+// (answered from the change log) holds, after each acknowledged change,
+// exactly what is served, and what a proxy connecting afresh is sent.
+// Clusters and listeners are subscribed by wildcard, endpoints and route
+// configurations by the names those refer to, as fleetlb-proxy does.
+func TestDeltaStreamMatchesFreshStream(t *testing.T) {
+	h := startWith(t, Options{Debounce: time.Hour, MaxDelay: time.Hour})
+	acked := make(chan uint64, 256)
+	h.srv.OnAcked(func(_ string, g uint64) { acked <- g })
+	first := h.srv.Set(fleet, map[resource.Type][]types.Resource{})
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, g := h.srv.Version(fleet); g == first {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal("the first Set was not applied")
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(h.conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *discoveryv3.DeltaDiscoveryResponse, 64)
+	go func() {
+		defer close(got)
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				return
+			}
+			got <- r
+		}
+	}()
+	send := func(r *discoveryv3.DeltaDiscoveryRequest) {
+		if err := st.Send(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := deltaState{}
+	subscribed := map[string]map[string]bool{resource.EndpointType: {}, resource.RouteType: {}}
+	send(&discoveryv3.DeltaDiscoveryRequest{Node: node("d1"), TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{"*"}})
+	send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResourceNamesSubscribe: []string{"*"}})
+	// follow subscribes to what the held clusters and listeners refer to, and unsubscribes from the rest.
+	follow := func() {
+		want := map[string]map[string]bool{resource.EndpointType: {}, resource.RouteType: {}}
+		for _, typ := range []string{resource.ClusterType, resource.ListenerType} {
+			for name := range held[typ] {
+				for rt, names := range cachev3.GetResourceReferences(map[string]types.ResourceWithTTL{name: {Resource: h.srv.servedResource(typ, name)}}) {
+					for n := range names {
+						if want[rt] != nil {
+							want[rt][n] = true
+						}
+					}
+				}
+			}
+		}
+		for typ, names := range want {
+			var sub, unsub []string
+			for n := range names {
+				if !subscribed[typ][n] {
+					sub = append(sub, n)
+				}
+			}
+			for n := range subscribed[typ] {
+				if !names[n] {
+					unsub = append(unsub, n)
+					delete(held[typ], n)
+				}
+			}
+			if len(sub)+len(unsub) > 0 {
+				subscribed[typ] = names
+				send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: sub, ResourceNamesUnsubscribe: unsub})
+			}
+		}
+	}
+	// settle handles responses (ACKing each) until the fleet acknowledged
+	// gen and the proxy holds what is served. (A fleet counts as having
+	// acknowledged a change once every name its proxies subscribe to is
+	// acknowledged: a route configuration a listener just started to name
+	// may still be on its way.)
+	settle := func(gen uint64) {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for h.srv.AckedGeneration(fleet) < gen || !reflect.DeepEqual(normalize(held), normalize(h.srv.servedVersions())) {
+			select {
+			case r, ok := <-got:
+				if !ok {
+					t.Fatal("the delta stream ended")
+				}
+				held.apply(t, r)
+				send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce})
+				follow()
+			case <-acked:
+			case <-timeout:
+				t.Fatalf("generation %d not acknowledged (acked %d), or the proxy holds\n%v\nthe fleet is served\n%v",
+					gen, h.srv.AckedGeneration(fleet), held, h.srv.servedVersions())
+			}
+		}
+	}
+	settle(first)
+	accepted := 0
+	for _, set := range randomSets(3, 80) {
+		gen := h.srv.Set(fleet, set)
+		h.srv.Flush()
+		if h.srv.LastError(fleet) != nil {
+			continue
+		}
+		accepted++
+		settle(gen)
+	}
+	if accepted < 20 {
+		t.Fatalf("only %d of 80 Sets accepted", accepted)
+	}
+
+	// A proxy connecting now is sent what the first one holds.
+	fresh, err := discoveryv3.NewAggregatedDiscoveryServiceClient(h.conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	freshHeld := deltaState{}
+	for i, typ := range xdsTypes {
+		r := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: []string{"*"}}
+		if i == 0 {
+			r.Node = node("d2")
+		}
+		if err := fresh.Send(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range xdsTypes {
+		r, err := fresh.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		freshHeld.apply(t, r)
+	}
+	if !reflect.DeepEqual(normalize(held), normalize(freshHeld)) {
+		t.Fatalf("the proxy holds\n%v\na fresh one was sent\n%v", held, freshHeld)
+	}
+}
+
+func normalize(d deltaState) deltaState {
+	out := deltaState{}
+	for typ, m := range d {
+		if len(m) > 0 {
+			out[typ] = m
+		}
+	}
+	return out
+}
+
+// servedVersions is what the fleet is served: per type, name → version.
+func (s *Server) servedVersions() deltaState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := deltaState{}
+	for typ, ts := range s.fleets[fleet].types {
+		out[typ] = map[string]string{}
+		for name, it := range ts.items {
+			out[typ][name] = it.version
+		}
+	}
+	return out
+}
+
+func (s *Server) servedResource(typ, name string) types.Resource {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if it := s.fleets[fleet].types[typ].items[name]; it != nil {
+		return it.res
+	}
+	return nil
+}
