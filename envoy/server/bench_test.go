@@ -258,13 +258,16 @@ func (p *deltaProxy) waitPush(tb testing.TB, typ string) {
 // the server from Set until a delta proxy on loopback received it and the
 // fleet's acknowledged generation reached it. Iterations alternate a
 // cluster change and a virtual-host change (the shared route configuration).
+// The cluster and vhost variants change only one kind of resource.
 func BenchmarkOneChangePush(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) { benchOneChangePush(b, n) })
+		for _, kind := range []string{"alternate", "cluster", "vhost"} {
+			b.Run(fmt.Sprint(n, "/", kind), func(b *testing.B) { benchOneChangePush(b, n, kind) })
+		}
 	}
 }
 
-func benchOneChangePush(b *testing.B, n int) {
+func benchOneChangePush(b *testing.B, n int, kind string) {
 	f := scaleFleet(b, n, n)
 	out, err := translate.Translate(f)
 	if err != nil {
@@ -310,7 +313,7 @@ func benchOneChangePush(b *testing.B, n int) {
 			next[t] = rs
 		}
 		var want string
-		if i%2 == 0 {
+		if kind == "cluster" || kind == "alternate" && i%2 == 0 {
 			cs := slices.Clone(cur[resource.ClusterType])
 			j := (i / 2 * 7919) % len(cs)
 			c := proto.Clone(cs[j]).(*clusterv3.Cluster)
