@@ -175,9 +175,9 @@ func TestApplyFewChangedResources(t *testing.T) {
 	}
 }
 
-// A route configuration's hash made from its virtual hosts' wire forms (some
-// reused from the previous one) is the hash of its whole wire form, which is
-// the version go-control-plane gives delta proxies.
+// A route configuration's version made from its virtual hosts' digests (some
+// reused from the previous one) is the version made from scratch (Hash), and
+// the wire form put together from theirs is its marshalled form.
 func TestRouteConfigurationHashFromVirtualHosts(t *testing.T) {
 	vhost := func(i int) *routev3.VirtualHost {
 		return &routev3.VirtualHost{Name: fmt.Sprintf("h%d.example.com", i), Domains: []string{fmt.Sprintf("h%d.example.com", i)},
@@ -207,7 +207,7 @@ func TestRouteConfigurationHashFromVirtualHosts(t *testing.T) {
 				t.Fatal(err)
 			}
 			if v := typeVersion([]named{{rc.Name, got}}); v != want {
-				t.Fatalf("step %d: hash of %q differs from its wire form's", step, rc.Name)
+				t.Fatalf("step %d: version of %q differs from one made from scratch", step, rc.Name)
 			}
 			// The wire form put together from the virtual hosts is what is pushed.
 			if b, err := cachev3.MarshalResource(rc); err != nil || (wire != nil && !bytes.Equal(wire, b)) {

@@ -166,8 +166,12 @@ func (d deltaState) apply(t *testing.T, r *discoveryv3.DeltaDiscoveryResponse) {
 		d[r.TypeUrl] = map[string]string{}
 	}
 	for _, res := range r.Resources {
-		if v := cachev3.HashResource(res.GetResource().GetValue()); v != res.Version {
-			t.Fatalf("%s %q sent as version %s, its bytes hash to %s", r.TypeUrl, res.Name, res.Version, v)
+		m, err := res.GetResource().UnmarshalNew()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, err := Hash([]types.Resource{m}); err != nil || typeVersion([]named{{res.Name, res.Version}}) != v {
+			t.Fatalf("%s %q sent as version %s, what was sent is not that version (%v)", r.TypeUrl, res.Name, res.Version, err)
 		}
 		d[r.TypeUrl][res.Name] = res.Version
 	}

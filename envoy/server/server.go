@@ -278,11 +278,11 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 func Hash(rs []types.Resource) (string, error) {
 	entries := make([]named, 0, len(rs))
 	for _, r := range rs {
-		b, err := cachev3.MarshalResource(r)
+		h, _, _, err := contentHash(r, checked{})
 		if err != nil {
 			return "", err
 		}
-		entries = append(entries, named{cachev3.GetResourceName(r), cachev3.HashResource(b)})
+		entries = append(entries, named{cachev3.GetResourceName(r), h})
 	}
 	return typeVersion(entries), nil
 }
@@ -323,9 +323,11 @@ var xdsTypes = []resource.Type{resource.ClusterType, resource.EndpointType, reso
 type checked struct {
 	res  types.Resource
 	hash string
-	// vhosts: a route configuration's virtual hosts' wire forms (contentHash),
-	// and wire its own, put together from them: what is pushed.
-	vhosts map[*routev3.VirtualHost][]byte
+	// vhosts: a route configuration's virtual hosts' wire forms and their
+	// digests (contentHash), and wire its own, put together from them: what
+	// is pushed.
+	// vhosts are in the order of the route configuration's.
+	vhosts []vhostWire
 	wire   []byte
 	refs   []reference // what a cluster or listener refers to
 	err    error
@@ -498,15 +500,22 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 	return c, false
 }
 
-// contentHash is r's content hash, cachev3.HashResource of
-// cachev3.MarshalResource(r): the per-resource version go-control-plane
-// gives delta proxies. A route configuration with no field but its name and
-// virtual hosts is hashed from its virtual hosts' wire forms, those of prev's
-// reused (by identity): the big shared one changes by a host at a time and
-// is not marshalled whole for it. Its wire form is the name's field, then
-// each virtual host as field 2 (tag, length, bytes): fields go in number
-// order. That wire form is returned too, and pushed as it is.
-func contentHash(r types.Resource, prev checked) (hash string, vhosts map[*routev3.VirtualHost][]byte, wire []byte, err error) {
+// vhostWire is a virtual host's wire form and its SHA-256.
+type vhostWire struct {
+	b   []byte
+	sum [sha256.Size]byte
+}
+
+// contentHash is r's content hash, the per-resource version delta proxies
+// get: cachev3.HashResource of cachev3.MarshalResource(r), but for a route
+// configuration with no field but its name and virtual hosts. That one (the
+// big shared one, which changes by a host at a time) is versioned by a hash
+// over its name's wire form and its virtual hosts' digests, those of prev's
+// reused (by identity), so a change hashes the host that changed, not the
+// whole configuration. Its wire form is put together from theirs (the name's
+// field, then each virtual host as field 2: tag, length, bytes; fields go in
+// number order), returned, and pushed as it is.
+func contentHash(r types.Resource, prev checked) (hash string, vhosts []vhostWire, wire []byte, err error) {
 	rc, ok := r.(*routev3.RouteConfiguration)
 	if !ok || !proto.Equal(routeConfigShell(rc), &routev3.RouteConfiguration{Name: rc.Name}) || slices.Contains(rc.VirtualHosts, nil) {
 		b, err := cachev3.MarshalResource(r)
@@ -519,29 +528,49 @@ func contentHash(r types.Resource, prev checked) (hash string, vhosts map[*route
 	if err != nil {
 		return "", nil, nil, err
 	}
-	vhosts = make(map[*routev3.VirtualHost][]byte, len(rc.VirtualHosts))
+	// The previous one's hosts are looked up by position (a host replaced
+	// in place), then by identity (hosts added or removed before it).
+	var old []*routev3.VirtualHost
+	if o, ok := prev.res.(*routev3.RouteConfiguration); ok && len(prev.vhosts) == len(o.VirtualHosts) {
+		old = o.VirtualHosts
+	}
+	var at map[*routev3.VirtualHost]int
+	vhosts = make([]vhostWire, len(rc.VirtualHosts))
+	h := sha256.New()
+	h.Write([]byte("route configuration by virtual hosts\x00"))
+	h.Write(head)
 	size := len(head)
-	for _, vh := range rc.VirtualHosts {
-		b, ok := prev.vhosts[vh]
-		if !ok {
-			if b, ok = vhosts[vh]; !ok {
-				if b, err = (proto.MarshalOptions{Deterministic: true}).Marshal(vh); err != nil {
-					return "", nil, nil, err
+	for i, vh := range rc.VirtualHosts {
+		j, ok := i, i < len(old) && old[i] == vh
+		if !ok && old != nil {
+			if at == nil {
+				at = make(map[*routev3.VirtualHost]int, len(old))
+				for k, o := range old {
+					at[o] = k
 				}
 			}
+			j, ok = at[vh]
 		}
-		vhosts[vh] = b
-		size += 1 + protowire.SizeVarint(uint64(len(b))) + len(b)
+		var w vhostWire
+		if ok {
+			w = prev.vhosts[j]
+		} else {
+			if w.b, err = (proto.MarshalOptions{Deterministic: true}).Marshal(vh); err != nil {
+				return "", nil, nil, err
+			}
+			w.sum = sha256.Sum256(w.b)
+		}
+		vhosts[i] = w
+		h.Write(w.sum[:])
+		size += 1 + protowire.SizeVarint(uint64(len(w.b))) + len(w.b)
 	}
 	wire = make([]byte, 0, size)
 	wire = append(wire, head...)
-	for _, vh := range rc.VirtualHosts {
-		b := vhosts[vh]
-		wire = protowire.AppendVarint(protowire.AppendTag(wire, 2, protowire.BytesType), uint64(len(b)))
-		wire = append(wire, b...)
+	for _, w := range vhosts {
+		wire = protowire.AppendVarint(protowire.AppendTag(wire, 2, protowire.BytesType), uint64(len(w.b)))
+		wire = append(wire, w.b...)
 	}
-	sum := sha256.Sum256(wire)
-	return hex.EncodeToString(sum[:]), vhosts, wire, nil
+	return hex.EncodeToString(h.Sum(nil)), vhosts, wire, nil
 }
 
 // routeConfigShell is a shallow copy of rc's fields but its virtual hosts.
@@ -568,14 +597,20 @@ func validate(r types.Resource, prev checked) error {
 		}
 		return nil
 	}
-	known := make(map[*routev3.VirtualHost]bool, len(old.VirtualHosts))
-	for _, vh := range old.VirtualHosts {
-		known[vh] = true
-	}
+	var known map[*routev3.VirtualHost]bool // built when a host is not where it was
 	if err := routeConfigShell(rc).Validate(); err != nil {
 		return err
 	}
 	for i, vh := range rc.VirtualHosts {
+		if i < len(old.VirtualHosts) && old.VirtualHosts[i] == vh {
+			continue
+		}
+		if known == nil {
+			known = make(map[*routev3.VirtualHost]bool, len(old.VirtualHosts))
+			for _, vh := range old.VirtualHosts {
+				known[vh] = true
+			}
+		}
 		if !known[vh] {
 			if err := vh.Validate(); err != nil {
 				return fmt.Errorf("invalid RouteConfiguration.VirtualHosts[%d]: %w", i, err)
