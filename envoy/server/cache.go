@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"reflect"
 	"slices"
@@ -228,7 +229,7 @@ func (s *Server) deltaResponse(fs *fleetState, w *deltaWatch, extra []string) ca
 			names = append(names, name)
 		}
 	} else {
-		i, _ := slices.BinarySearchFunc(ts.log, sy.seq+1, func(l logged, seq uint64) int { return int(l.seq - seq) })
+		i, _ := slices.BinarySearchFunc(ts.log, sy.seq+1, func(l logged, seq uint64) int { return cmp.Compare(l.seq, seq) })
 		for _, l := range ts.log[i:] {
 			names = append(names, l.name)
 		}

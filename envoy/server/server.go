@@ -1,5 +1,9 @@
 // Package server serves each fleet's xDS snapshot to its proxies over ADS,
-// state-of-the-world and delta, using go-control-plane's snapshot cache.
+// state-of-the-world and delta, through go-control-plane's protocol server.
+// Delta streams are answered from what changed since what each was sent (a
+// change log per type, cache.go), so one changed resource costs work for that
+// resource, not for the fleet; state-of-the-world streams from
+// go-control-plane's snapshot cache.
 //
 // Versions are content hashes: a type whose resources did not change keeps its
 // version, so state-of-the-world proxies are not sent it again, and delta
