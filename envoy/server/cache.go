@@ -120,13 +120,20 @@ func (s *Server) serve(fleet string, next *fleetChecked) error {
 			default:
 				ts.items[name] = &item{res: c.res, version: c.hash, wire: c.wire}
 			}
-			ts.log = append(ts.log, logged{seq, name})
 			changed[typ] = append(changed[typ], name)
 		}
 		if len(changed[typ]) == 0 {
 			continue
 		}
 		ts.seq = seq
+		if len(changed[typ]) > maxLog(len(ts.items)) {
+			// A change of (almost) everything: compared name by name.
+			ts.log, ts.logFrom = ts.log[:0], seq
+			continue
+		}
+		for _, name := range changed[typ] {
+			ts.log = append(ts.log, logged{seq, name})
+		}
 		if n := len(ts.log) - maxLog(len(ts.items)); n > 0 {
 			ts.logFrom = ts.log[n-1].seq
 			ts.log = slices.Delete(ts.log, 0, n)

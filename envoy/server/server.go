@@ -372,10 +372,9 @@ type typeState struct {
 	changes []change
 }
 
-// change is a resource checked anew or gone: what was there (had) and what is (has).
+// change is a resource checked anew or gone: what it referred to, and refers to.
 type change struct {
-	old, new checked
-	had, has bool
+	old, new []reference
 }
 
 // checkType builds the state of a type's resources, checking only those
@@ -408,7 +407,7 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 			c, _ = check(t.byName, typ, name, r)
 			t.byName[name] = c
 			t.changed = append(t.changed, name)
-			t.changes = append(t.changes, change{old: old, new: c, had: had, has: true})
+			t.changes = append(t.changes, change{old: old.refs, new: c.refs})
 		}
 		if c.err != nil {
 			errs = append(errs, c.err)
@@ -424,7 +423,7 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 		}
 		for name := range t.byName {
 			if !now[name] {
-				t.changes = append(t.changes, change{old: t.byName[name], had: true})
+				t.changes = append(t.changes, change{old: t.byName[name].refs})
 				delete(t.byName, name)
 				t.changed = append(t.changed, name)
 				namesChanged = true
@@ -468,7 +467,7 @@ func patchType(prev *typeState, typ resource.Type, items []types.Resource) *type
 		c, _ := check(t.byName, typ, name, r)
 		t.byName[name] = c
 		t.changed = append(t.changed, name)
-		t.changes = append(t.changes, change{old: old, new: c, had: true, has: true})
+		t.changes = append(t.changes, change{old: old.refs, new: c.refs})
 		t.entries[i].hash = c.hash
 		if c.err != nil {
 			errs = append(errs, c.err)
@@ -861,8 +860,8 @@ func newRefIndex() *refIndex {
 // update takes the changes of byType's types.
 func (x *refIndex) update(byType map[resource.Type]*typeState) {
 	present := func(typ resource.Type, name string) bool { _, ok := byType[typ].byName[name]; return ok }
-	refer := func(c checked, delta int) {
-		for _, ref := range c.refs {
+	refer := func(refs []reference, delta int) {
+		for _, ref := range refs {
 			count := x.count[ref.typ]
 			if count == nil {
 				continue // not a type consistency is about
@@ -882,12 +881,8 @@ func (x *refIndex) update(byType map[resource.Type]*typeState) {
 	}
 	for _, from := range []resource.Type{resource.ClusterType, resource.ListenerType} {
 		for _, c := range byType[from].changes {
-			if c.had {
-				refer(c.old, -1)
-			}
-			if c.has {
-				refer(c.new, +1)
-			}
+			refer(c.old, -1)
+			refer(c.new, +1)
 		}
 	}
 	for _, typ := range referable {
