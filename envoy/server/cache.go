@@ -92,7 +92,9 @@ type deltaWatch struct {
 
 // maxLog bounds a type's change log: a subscription further behind is
 // compared name by name, as on its first request.
-func maxLog(items int) int { return max(1024, items/4) }
+func maxLog(items int) int { return max(minLog, items/4) }
+
+var minLog = 1024 // tests make it small
 
 // serve brings the fleet's served state to next's resources (only the names
 // next.unserved lists are looked at), answers the delta watches those

@@ -186,6 +186,16 @@ func (d deltaState) apply(t *testing.T, r *discoveryv3.DeltaDiscoveryResponse) {
 // Clusters and listeners are subscribed by wildcard, endpoints and route
 // configurations by the names those refer to, as fleetlb-proxy does.
 func TestDeltaStreamMatchesFreshStream(t *testing.T) {
+	t.Run("log", func(t *testing.T) { testDeltaStreamMatchesFreshStream(t, 1024) })
+	// A log of two: most changes are compared name by name, some are too
+	// many to log, some fall off the log while a response is on its way.
+	t.Run("short log", func(t *testing.T) { testDeltaStreamMatchesFreshStream(t, 2) })
+}
+
+func testDeltaStreamMatchesFreshStream(t *testing.T, logSize int) {
+	old := minLog
+	t.Cleanup(func() { minLog = old }) // after the server stopped: cleanups run last first
+	minLog = logSize
 	h := startWith(t, Options{Debounce: time.Hour, MaxDelay: time.Hour})
 	acked := make(chan uint64, 256)
 	h.srv.OnAcked(func(_ string, g uint64) { acked <- g })
@@ -354,4 +364,77 @@ func (s *Server) servedResource(typ, name string) types.Resource {
 		return it.res
 	}
 	return nil
+}
+
+// A fleet with a state-of-the-world and a delta proxy: each gets a change
+// its way, and the fleet counts it acknowledged only once both did.
+func TestSotWAndDeltaProxiesOfOneFleet(t *testing.T) {
+	h := start(t)
+	gen := h.srv.Set(fleet, clusters(4, time.Second))
+	s := sotw(t, h, "s1")
+	s.ack(s.recv())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, err := discoveryv3.NewAggregatedDiscoveryServiceClient(h.conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node("d1"), TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := d.Recv()
+	if err != nil || len(r.Resources) != 4 {
+		t.Fatalf("the delta proxy got %v (%v), want the 4 clusters", r, err)
+	}
+	if err := d.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: r.Nonce}); err != nil {
+		t.Fatal(err)
+	}
+	waitAcked(t, h.srv, gen)
+
+	changed := clusters(4, time.Second)
+	changed[resource.ClusterType][2] = clusters(4, 3*time.Second)[resource.ClusterType][2]
+	gen = h.srv.Set(fleet, changed)
+	if r, err = d.Recv(); err != nil || len(r.Resources) != 1 || r.Resources[0].Name != "c02" {
+		t.Fatalf("the delta proxy got %v (%v), want c02 alone", r, err)
+	}
+	if err := d.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: r.Nonce}); err != nil {
+		t.Fatal(err)
+	}
+	rs := s.recv()
+	if len(rs.Resources) != 4 {
+		t.Fatalf("the state-of-the-world proxy got %d clusters, want all 4", len(rs.Resources))
+	}
+	v, _ := h.srv.Version(fleet)
+	if want := h.srv.servingVersion(resource.ClusterType); rs.VersionInfo != want {
+		t.Fatalf("the state-of-the-world proxy got version %s, the served clusters are %s (snapshot %s)", rs.VersionInfo, want, v)
+	}
+	// Once the delta proxy's ACK is taken, the generation still waits for the other.
+	for deadline := time.Now().Add(20 * time.Second); !h.srv.deltaCurrent(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the delta proxy's ACK was not taken")
+		}
+	}
+	if h.srv.AckedGeneration(fleet) >= gen {
+		t.Fatal("acknowledged before the state-of-the-world proxy ACKed")
+	}
+	s.ack(rs)
+	waitAcked(t, h.srv, gen)
+}
+
+func (s *Server) servingVersion(typ string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.serving[fleet].versions[typ]
+}
+
+// deltaCurrent reports whether every delta stream of the fleet acknowledged what is served.
+func (s *Server) deltaCurrent() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.streams {
+		if st.delta && st.fleet == fleet && !s.current(st, s.serving[fleet]) {
+			return false
+		}
+	}
+	return true
 }
