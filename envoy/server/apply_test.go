@@ -210,7 +210,7 @@ func TestRouteConfigurationHashFromVirtualHosts(t *testing.T) {
 				t.Fatalf("step %d: version of %q differs from one made from scratch", step, rc.Name)
 			}
 			// The wire form put together from the virtual hosts is what is pushed.
-			if b, err := cachev3.MarshalResource(rc); err != nil || (wire != nil && !bytes.Equal(wire, b)) {
+			if b, err := cachev3.MarshalResource(rc); err != nil || (wire != nil && !bytes.Equal(wire.bytes(), b)) {
 				t.Fatalf("step %d: wire form of %q differs from its marshalled form (%v)", step, rc.Name, err)
 			}
 			if rc.ValidateClusters == nil && rc.Name != "" {

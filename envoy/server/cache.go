@@ -32,8 +32,8 @@ import (
 // item is one served resource.
 type item struct {
 	res     types.Resource
-	version string // content hash
-	wire    []byte // its wire form when known (the big route configurations); else marshalled when pushed
+	version string    // content hash
+	wire    *wireForm // its wire form when known (the big route configurations); else marshalled when pushed
 }
 
 // logged is a name whose served resource changed (or went) at seq.
@@ -306,8 +306,10 @@ func (r *deltaResponse) GetDeltaDiscoveryResponse() (*discoveryv3.DeltaDiscovery
 	out := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: r.req.GetTypeUrl(), RemovedResources: r.removed, SystemVersionInfo: r.version,
 		Resources: make([]*discoveryv3.Resource, 0, len(r.resources))}
 	for _, it := range r.resources {
-		b := it.wire
-		if b == nil {
+		var b []byte
+		if it.wire != nil {
+			b = it.wire.bytes()
+		} else {
 			var err error
 			if b, err = cachev3.MarshalResource(it.res); err != nil {
 				return nil, err

@@ -328,11 +328,10 @@ type checked struct {
 	res  types.Resource
 	hash string
 	// vhosts: a route configuration's virtual hosts' wire forms and their
-	// digests (contentHash), and wire its own, put together from them: what
-	// is pushed.
-	// vhosts are in the order of the route configuration's.
+	// digests, in its order (contentHash), and wire its own, put together
+	// from them when pushed.
 	vhosts []vhostWire
-	wire   []byte
+	wire   *wireForm
 	refs   []reference // what a cluster or listener refers to
 	err    error
 }
@@ -518,7 +517,7 @@ type vhostWire struct {
 // whole configuration. Its wire form is put together from theirs (the name's
 // field, then each virtual host as field 2: tag, length, bytes; fields go in
 // number order), returned, and pushed as it is.
-func contentHash(r types.Resource, prev checked) (hash string, vhosts []vhostWire, wire []byte, err error) {
+func contentHash(r types.Resource, prev checked) (hash string, vhosts []vhostWire, wire *wireForm, err error) {
 	rc, ok := r.(*routev3.RouteConfiguration)
 	if !ok || !proto.Equal(routeConfigShell(rc), &routev3.RouteConfiguration{Name: rc.Name}) || slices.Contains(rc.VirtualHosts, nil) {
 		b, err := cachev3.MarshalResource(r)
@@ -567,13 +566,31 @@ func contentHash(r types.Resource, prev checked) (hash string, vhosts []vhostWir
 		h.Write(w.sum[:])
 		size += 1 + protowire.SizeVarint(uint64(len(w.b))) + len(w.b)
 	}
-	wire = make([]byte, 0, size)
-	wire = append(wire, head...)
-	for _, w := range vhosts {
-		wire = protowire.AppendVarint(protowire.AppendTag(wire, 2, protowire.BytesType), uint64(len(w.b)))
-		wire = append(wire, w.b...)
-	}
-	return hex.EncodeToString(h.Sum(nil)), vhosts, wire, nil
+	return hex.EncodeToString(h.Sum(nil)), vhosts, &wireForm{head: head, vhosts: vhosts, size: size}, nil
+}
+
+// wireForm is a route configuration's wire form, put together from its
+// name's and its virtual hosts' when first pushed (not at each Set: one
+// that no proxy is sent is never put together).
+type wireForm struct {
+	head   []byte
+	vhosts []vhostWire
+	size   int
+	once   sync.Once
+	b      []byte
+}
+
+func (f *wireForm) bytes() []byte {
+	f.once.Do(func() {
+		b := make([]byte, 0, f.size)
+		b = append(b, f.head...)
+		for _, w := range f.vhosts {
+			b = protowire.AppendVarint(protowire.AppendTag(b, 2, protowire.BytesType), uint64(len(w.b)))
+			b = append(b, w.b...)
+		}
+		f.b = b
+	})
+	return f.b
 }
 
 // routeConfigShell is a shallow copy of rc's fields but its virtual hosts.
