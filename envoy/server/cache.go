@@ -118,7 +118,10 @@ func (s *Server) serve(fleet string, next *fleetChecked) error {
 			case !ok:
 				delete(ts.items, name)
 			case old != nil && old.version == c.hash:
-				continue // the same content
+				if old.res != c.res { // the same content: served as it is, but the old one need not stay
+					ts.items[name] = &item{res: c.res, version: c.hash, wire: c.wire}
+				}
+				continue
 			default:
 				ts.items[name] = &item{res: c.res, version: c.hash, wire: c.wire}
 			}
