@@ -201,6 +201,17 @@ func newDeltaProxy(tb testing.TB, h *harness, out *translate.Output) *deltaProxy
 		}
 		return ns
 	}
+	// Requests go out from their own goroutine: a client that stopped
+	// reading while it sends (20 000 names) could wait forever for a server
+	// that is sending it megabytes. Envoy reads and writes independently too.
+	sendq := make(chan *discoveryv3.DeltaDiscoveryRequest, 1024)
+	go func() {
+		for r := range sendq {
+			if st.Send(r) != nil {
+				return
+			}
+		}
+	}()
 	for _, sub := range []struct {
 		typ   string
 		names []string
@@ -208,21 +219,17 @@ func newDeltaProxy(tb testing.TB, h *harness, out *translate.Output) *deltaProxy
 		{resource.ClusterType, []string{"*"}}, {resource.EndpointType, names(out.Endpoints)},
 		{resource.ListenerType, []string{"*"}}, {resource.RouteType, names(out.Routes)}, {resource.SecretType, names(out.Secrets)},
 	} {
-		if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node("bench"), TypeUrl: sub.typ, ResourceNamesSubscribe: sub.names}); err != nil {
-			tb.Fatal(err)
-		}
+		sendq <- &discoveryv3.DeltaDiscoveryRequest{Node: node("bench"), TypeUrl: sub.typ, ResourceNamesSubscribe: sub.names}
 	}
 	go func() {
+		defer close(p.got)
+		defer close(sendq)
 		for {
 			r, err := st.Recv()
 			if err != nil {
-				close(p.got)
 				return
 			}
-			if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
-				close(p.got)
-				return
-			}
+			sendq <- &discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}
 			p.got <- r
 		}
 	}()
@@ -258,10 +265,11 @@ func (p *deltaProxy) waitPush(tb testing.TB, typ string) {
 // the server from Set until a delta proxy on loopback received it and the
 // fleet's acknowledged generation reached it. Iterations alternate a
 // cluster change and a virtual-host change (the shared route configuration).
-// The cluster and vhost variants change only one kind of resource.
+// The cluster and vhost variants change only one kind of resource; sotw
+// alternates with a state-of-the-world proxy instead of a delta one.
 func BenchmarkOneChangePush(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
-		for _, kind := range []string{"alternate", "cluster", "vhost"} {
+		for _, kind := range []string{"alternate", "cluster", "vhost", "sotw"} {
 			b.Run(fmt.Sprint(n, "/", kind), func(b *testing.B) { benchOneChangePush(b, n, kind) })
 		}
 	}
@@ -290,10 +298,17 @@ func benchOneChangePush(b *testing.B, n int, kind string) {
 		}
 	}
 	gen := h.srv.Set(fleet, out.ByType())
-	p := newDeltaProxy(b, h, out)
-	waitGen(gen)
-	for len(p.got) > 0 {
-		<-p.got
+	var p interface{ waitPush(testing.TB, string) }
+	if kind == "sotw" {
+		p = newSotWProxy(b, h, out)
+		waitGen(gen)
+	} else {
+		d := newDeltaProxy(b, h, out)
+		waitGen(gen)
+		for len(d.got) > 0 {
+			<-d.got
+		}
+		p = d
 	}
 
 	// The shared HTTP route configuration: the one with the most virtual hosts.
@@ -313,7 +328,7 @@ func benchOneChangePush(b *testing.B, n int, kind string) {
 			next[t] = rs
 		}
 		var want string
-		if kind == "cluster" || kind == "alternate" && i%2 == 0 {
+		if kind == "cluster" || kind != "vhost" && i%2 == 0 {
 			cs := slices.Clone(cur[resource.ClusterType])
 			j := (i / 2 * 7919) % len(cs)
 			c := proto.Clone(cs[j]).(*clusterv3.Cluster)
@@ -336,5 +351,76 @@ func benchOneChangePush(b *testing.B, n int, kind string) {
 		gen := h.srv.Set(fleet, next)
 		p.waitPush(b, want)
 		waitGen(gen)
+	}
+}
+
+// sotwProxy is a state-of-the-world client subscribed as Envoy is: clusters
+// and listeners all, endpoints, route configurations and secrets by name.
+// It ACKs every response and reports its type on got.
+type sotwProxy struct {
+	got chan string
+}
+
+func newSotWProxy(tb testing.TB, h *harness, out *translate.Output) *sotwProxy {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(h.conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	names := map[string][]string{}
+	for typ, rs := range map[string][]types.Resource{resource.EndpointType: out.Endpoints, resource.RouteType: out.Routes, resource.SecretType: out.Secrets} {
+		for _, r := range rs {
+			names[typ] = append(names[typ], cachev3.GetResourceName(r))
+		}
+	}
+	sendq := make(chan *discoveryv3.DiscoveryRequest, 1024) // sent from their own goroutine, as in newDeltaProxy
+	go func() {
+		for r := range sendq {
+			if st.Send(r) != nil {
+				return
+			}
+		}
+	}()
+	for i, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType} {
+		r := &discoveryv3.DiscoveryRequest{TypeUrl: typ, ResourceNames: names[typ]}
+		if i == 0 {
+			r.Node = node("bench")
+		}
+		sendq <- r
+	}
+	p := &sotwProxy{got: make(chan string, 64)}
+	go func() {
+		defer close(p.got)
+		defer close(sendq)
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				return
+			}
+			sendq <- &discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce, ResourceNames: names[r.TypeUrl]}
+			p.got <- r.TypeUrl
+		}
+	}()
+	return p
+}
+
+// waitPush waits (bounded) for a response of type typ.
+func (p *sotwProxy) waitPush(tb testing.TB, typ string) {
+	tb.Helper()
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case t, ok := <-p.got:
+			if !ok {
+				tb.Fatal("the stream ended")
+			}
+			if t == typ {
+				return
+			}
+		case <-timeout:
+			tb.Fatalf("no %s pushed", typ)
+		}
 	}
 }
