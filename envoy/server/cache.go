@@ -3,6 +3,7 @@ package server
 import (
 	"cmp"
 	"context"
+	"maps"
 	"reflect"
 	"slices"
 	"sync/atomic"
@@ -49,6 +50,37 @@ type typeResources struct {
 	// log holds every change with a number above logFrom, in order.
 	log     []logged
 	logFrom uint64
+	// sotw is the items as a state-of-the-world snapshot has them, as of
+	// sotwSeq; never modified once handed to one.
+	sotw    map[string]types.ResourceWithTTL
+	sotwSeq uint64
+}
+
+// sotwItems is ts.items as a snapshot takes them: the last one's if the type
+// did not change since, else a copy of it with the logged changes.
+func (ts *typeResources) sotwItems() map[string]types.ResourceWithTTL {
+	switch {
+	case ts.sotw != nil && ts.sotwSeq == ts.seq:
+		return ts.sotw
+	case ts.sotw != nil && ts.sotwSeq >= ts.logFrom:
+		m := maps.Clone(ts.sotw)
+		i, _ := slices.BinarySearchFunc(ts.log, ts.sotwSeq+1, func(l logged, seq uint64) int { return cmp.Compare(l.seq, seq) })
+		for _, l := range ts.log[i:] {
+			if it := ts.items[l.name]; it != nil {
+				m[l.name] = types.ResourceWithTTL{Resource: it.res}
+			} else {
+				delete(m, l.name)
+			}
+		}
+		ts.sotw = m
+	default:
+		ts.sotw = make(map[string]types.ResourceWithTTL, len(ts.items))
+		for name, it := range ts.items {
+			ts.sotw[name] = types.ResourceWithTTL{Resource: it.res}
+		}
+	}
+	ts.sotwSeq = ts.seq
+	return ts.sotw
 }
 
 // fleetState is what a fleet is served, and the delta watches waiting for a change.
@@ -197,11 +229,7 @@ func (s *Server) setSotW(fleet string, fs *fleetState) error {
 	}
 	snap := &cachev3.Snapshot{}
 	for typ, ts := range fs.types {
-		items := make(map[string]types.ResourceWithTTL, len(ts.items))
-		for name, it := range ts.items {
-			items[name] = types.ResourceWithTTL{Resource: it.res}
-		}
-		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.Resources{Version: cur.versions[typ], Items: items}
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.Resources{Version: cur.versions[typ], Items: ts.sotwItems()}
 	}
 	fs.sotwVersion = cur.version
 	return s.sotw.SetSnapshot(context.Background(), fleet, snap)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -16,6 +17,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/proto"
 )
 
 // randomSets is a sequence of Sets over a small world: EDS clusters and
@@ -437,4 +439,61 @@ func (s *Server) deltaCurrent() bool {
 		}
 	}
 	return true
+}
+
+// A state-of-the-world proxy connected while clusters come, go and change
+// (its snapshot patched from the change log) is sent exactly the clusters of
+// each Set, however short the log.
+func TestSotWFollowsChanges(t *testing.T) {
+	old := minLog
+	t.Cleanup(func() { minLog = old })
+	minLog = 2
+	h := start(t)
+	rnd := rand.New(rand.NewPCG(7, 7))
+	var c *sotwClient
+	last := "" // the version last sent
+	for step := range 40 {
+		n := 1 + rnd.IntN(12)
+		set := clusters(n, time.Duration(1+rnd.IntN(3))*time.Second)
+		want := map[string]string{}
+		for _, r := range set[resource.ClusterType] {
+			b, err := proto.Marshal(r.(*clusterv3.Cluster))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[cachev3.GetResourceName(r)] = string(b)
+		}
+		gen := h.srv.Set(fleet, set)
+		if c == nil {
+			c = sotw(t, h, "s1")
+		}
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(time.Millisecond) {
+			if _, g := h.srv.Version(fleet); g >= gen {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("step %d: not applied", step)
+			}
+		}
+		served := h.srv.servingVersion(resource.ClusterType)
+		for last != served { // an identical Set is not sent again
+			r := c.recv()
+			c.ack(r)
+			if last = r.VersionInfo; last != served {
+				continue // an older snapshot's
+			}
+			got := map[string]string{}
+			for _, a := range r.Resources {
+				var cl clusterv3.Cluster
+				if err := a.UnmarshalTo(&cl); err != nil {
+					t.Fatal(err)
+				}
+				b, _ := proto.Marshal(&cl)
+				got[cl.Name] = string(b)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("step %d: sent %d clusters, differing from the %d of the Set", step, len(got), len(want))
+			}
+		}
+		waitAcked(t, h.srv, gen)
+	}
 }
