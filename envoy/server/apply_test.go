@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -106,14 +108,17 @@ func TestApplyChecksNewVirtualHosts(t *testing.T) {
 	}
 }
 
-func httpListener() *listenerv3.Listener {
+func httpListener() *listenerv3.Listener { return rdsListener("http", "http") }
+
+// rdsListener is an HTTP listener whose routes are the route configuration route.
+func rdsListener(name, route string) *listenerv3.Listener {
 	m := &hcmv3.HttpConnectionManager{StatPrefix: "http", RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-		RouteConfigName: "http", ConfigSource: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}}}
+		RouteConfigName: route, ConfigSource: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}}}
 	a, err := anypb.New(m)
 	if err != nil {
 		panic(err)
 	}
-	return &listenerv3.Listener{Name: "http", Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+	return &listenerv3.Listener{Name: name, Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 		Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 8080}}}},
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}}}}}
 }
@@ -170,9 +175,9 @@ func TestApplyFewChangedResources(t *testing.T) {
 	}
 }
 
-// A route configuration's hash made from its virtual hosts' wire forms (some
-// reused from the previous one) is the hash of its whole wire form, which is
-// the version go-control-plane gives delta proxies.
+// A route configuration's version made from its virtual hosts' digests (some
+// reused from the previous one) is the version made from scratch (Hash), and
+// the wire form put together from theirs is its marshalled form.
 func TestRouteConfigurationHashFromVirtualHosts(t *testing.T) {
 	vhost := func(i int) *routev3.VirtualHost {
 		return &routev3.VirtualHost{Name: fmt.Sprintf("h%d.example.com", i), Domains: []string{fmt.Sprintf("h%d.example.com", i)},
@@ -197,12 +202,16 @@ func TestRouteConfigurationHashFromVirtualHosts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, vhosts, err := contentHash(rc, prev)
+			got, vhosts, wire, err := contentHash(rc, prev)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if v := typeVersion([]named{{rc.Name, got}}); v != want {
-				t.Fatalf("step %d: hash of %q differs from its wire form's", step, rc.Name)
+				t.Fatalf("step %d: version of %q differs from one made from scratch", step, rc.Name)
+			}
+			// The wire form put together from the virtual hosts is what is pushed.
+			if b, err := cachev3.MarshalResource(rc); err != nil || (wire != nil && !bytes.Equal(wire.bytes(), b)) {
+				t.Fatalf("step %d: wire form of %q differs from its marshalled form (%v)", step, rc.Name, err)
 			}
 			if rc.ValidateClusters == nil && rc.Name != "" {
 				prev = checked{res: rc, vhosts: vhosts}

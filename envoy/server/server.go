@@ -1,5 +1,9 @@
 // Package server serves each fleet's xDS snapshot to its proxies over ADS,
-// state-of-the-world and delta, using go-control-plane's snapshot cache.
+// state-of-the-world and delta, through go-control-plane's protocol server.
+// Delta streams are answered from what changed since what each was sent (a
+// change log per type, cache.go), so one changed resource costs work for that
+// resource, not for the fleet; state-of-the-world streams from
+// go-control-plane's snapshot cache.
 //
 // Versions are content hashes: a type whose resources did not change keeps its
 // version, so state-of-the-world proxies are not sent it again, and delta
@@ -19,7 +23,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -65,9 +68,11 @@ type Options struct {
 
 // Server is the xDS server of all fleets.
 type Server struct {
-	opts    Options
-	log     logr.Logger
-	cache   cachev3.SnapshotCache
+	opts Options
+	log  logr.Logger
+	// sotw serves state-of-the-world streams from a snapshot per fleet,
+	// built from fleets only while the fleet has such streams (cache.go).
+	sotw    cachev3.SnapshotCache
 	xds     serverv3.Server
 	metrics *metrics
 
@@ -87,6 +92,11 @@ type Server struct {
 	lastErrs  map[string]error // fleet → why the newest Set was refused
 	// checked is, per fleet, what the last applied Set's resources were found to be.
 	checked map[string]*fleetChecked
+	// fleets is what each fleet is served, with its delta watches (cache.go).
+	fleets map[string]*fleetState
+	// deltaReqs links a delta request to its stream between the request
+	// callback and the watch the request opens.
+	deltaReqs map[*discoveryv3.DeltaDiscoveryRequest]*stream
 }
 
 type pendingSet struct {
@@ -100,7 +110,6 @@ type pendingSet struct {
 }
 
 type served struct {
-	snap     *cachev3.Snapshot
 	versions map[resource.Type]string
 	version  string // hash over all types
 	gen      uint64
@@ -131,9 +140,12 @@ func New(opts Options) *Server {
 		streams:  map[streamKey]*stream{},
 		lastErrs: map[string]error{},
 		checked:  map[string]*fleetChecked{},
+		fleets:   map[string]*fleetState{},
+
+		deltaReqs: map[*discoveryv3.DeltaDiscoveryRequest]*stream{},
 	}
-	s.cache = cachev3.NewSnapshotCache(true, fleetHash{}, nil)
-	s.xds = serverv3.NewServer(context.Background(), s.cache, s)
+	s.sotw = cachev3.NewSnapshotCache(true, fleetHash{}, nil)
+	s.xds = serverv3.NewServer(context.Background(), cache{s}, s)
 	return s
 }
 
@@ -270,11 +282,11 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 func Hash(rs []types.Resource) (string, error) {
 	entries := make([]named, 0, len(rs))
 	for _, r := range rs {
-		b, err := cachev3.MarshalResource(r)
+		h, _, _, err := contentHash(r, checked{})
 		if err != nil {
 			return "", err
 		}
-		entries = append(entries, named{cachev3.GetResourceName(r), cachev3.HashResource(b)})
+		entries = append(entries, named{cachev3.GetResourceName(r), h})
 	}
 	return typeVersion(entries), nil
 }
@@ -315,8 +327,11 @@ var xdsTypes = []resource.Type{resource.ClusterType, resource.EndpointType, reso
 type checked struct {
 	res  types.Resource
 	hash string
-	// vhosts: a route configuration's virtual hosts' wire forms (contentHash).
-	vhosts map[*routev3.VirtualHost][]byte
+	// vhosts: a route configuration's virtual hosts' wire forms and their
+	// digests, in its order (contentHash), and wire its own, put together
+	// from them when pushed.
+	vhosts []vhostWire
+	wire   *wireForm
 	refs   []reference // what a cluster or listener refers to
 	err    error
 }
@@ -331,6 +346,13 @@ type reference struct {
 type fleetChecked struct {
 	types      map[resource.Type]*typeState
 	consistent bool
+	// refs counts what clusters and listeners refer to, kept up to date
+	// from the changes (taken over from the previous state).
+	refs *refIndex
+	// unserved names, per type, the resources that changed (or went) since
+	// the fleet's served state was last brought up to date: serving looks
+	// at those only.
+	unserved map[resource.Type]map[string]bool
 }
 
 // typeState is the resources of one type as last handed, and what a
@@ -340,17 +362,22 @@ type fleetChecked struct {
 type typeState struct {
 	items   []types.Resource
 	byName  map[string]checked
-	indexed map[string]types.ResourceWithTTL
-	hashes  map[string]string
 	entries []named // of items, in their order
 	version string
 	err     error // of its resources, joined
+	// changed names the resources checked anew (or gone) since the previous
+	// state; changes says what each was and is.
+	changed []string
+	changes []change
+}
+
+// change is a resource checked anew or gone: what it referred to, and refers to.
+type change struct {
+	old, new []reference
 }
 
 // checkType builds the state of a type's resources, checking only those
 // not in prev; namesChanged says whether the set of names differs from prev's.
-// The maps start as copies of prev's (a map copy is far cheaper than
-// rebuilding) and take the changes.
 func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *typeState, namesChanged bool) {
 	if prev == nil {
 		prev = &typeState{}
@@ -358,12 +385,11 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 	if t := patchType(prev, typ, items); t != nil {
 		return t, false
 	}
-	// byName is only apply's: it is taken over and patched. The others are
-	// the snapshot's, which may still be read: copied, then patched.
-	t = &typeState{items: items, byName: prev.byName, indexed: maps.Clone(prev.indexed), hashes: maps.Clone(prev.hashes)}
+	// byName is only apply's: it is taken over and patched.
+	t = &typeState{items: items, byName: prev.byName}
 	prev.byName = nil
 	if t.byName == nil {
-		t.byName, t.indexed, t.hashes = map[string]checked{}, map[string]types.ResourceWithTTL{}, map[string]string{}
+		t.byName = map[string]checked{}
 	}
 	before := len(t.byName)
 	entries := make([]named, 0, len(items))
@@ -376,10 +402,11 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 			added++
 		}
 		if !had || c.res != r {
+			old := c
 			c, _ = check(t.byName, typ, name, r)
 			t.byName[name] = c
-			t.indexed[name] = types.ResourceWithTTL{Resource: r}
-			t.hashes[name] = c.hash
+			t.changed = append(t.changed, name)
+			t.changes = append(t.changes, change{old: old.refs, new: c.refs})
 		}
 		if c.err != nil {
 			errs = append(errs, c.err)
@@ -395,9 +422,9 @@ func checkType(prev *typeState, typ resource.Type, items []types.Resource) (t *t
 		}
 		for name := range t.byName {
 			if !now[name] {
+				t.changes = append(t.changes, change{old: t.byName[name].refs})
 				delete(t.byName, name)
-				delete(t.indexed, name)
-				delete(t.hashes, name)
+				t.changed = append(t.changed, name)
 				namesChanged = true
 			}
 		}
@@ -430,15 +457,16 @@ func patchType(prev *typeState, typ resource.Type, items []types.Resource) *type
 			return nil
 		}
 	}
-	t := &typeState{items: items, byName: prev.byName, indexed: maps.Clone(prev.indexed), hashes: maps.Clone(prev.hashes), entries: slices.Clone(prev.entries)}
+	t := &typeState{items: items, byName: prev.byName, entries: slices.Clone(prev.entries)}
 	prev.byName = nil
 	var errs []error
 	for _, i := range changed {
 		name, r := t.entries[i].name, items[i]
+		old := t.byName[name]
 		c, _ := check(t.byName, typ, name, r)
 		t.byName[name] = c
-		t.indexed[name] = types.ResourceWithTTL{Resource: r}
-		t.hashes[name] = c.hash
+		t.changed = append(t.changed, name)
+		t.changes = append(t.changes, change{old: old.refs, new: c.refs})
 		t.entries[i].hash = c.hash
 		if c.err != nil {
 			errs = append(errs, c.err)
@@ -460,7 +488,7 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 		c.err = fmt.Errorf("%s %q: %w", typ, name, err)
 	}
 	var err error
-	if c.hash, c.vhosts, err = contentHash(r, prev[name]); err != nil {
+	if c.hash, c.vhosts, c.wire, err = contentHash(r, prev[name]); err != nil {
 		c.err = errors.Join(c.err, err)
 		return c, false
 	}
@@ -474,45 +502,95 @@ func check(prev map[string]checked, typ resource.Type, name string, r types.Reso
 	return c, false
 }
 
-// contentHash is r's content hash, cachev3.HashResource of
-// cachev3.MarshalResource(r): the per-resource version go-control-plane
-// gives delta proxies. A route configuration with no field but its name and
-// virtual hosts is hashed from its virtual hosts' wire forms, those of prev's
-// reused (by identity): the big shared one changes by a host at a time and
-// is not marshalled whole for it. Its wire form is the name's field, then
-// each virtual host as field 2 (tag, length, bytes): fields go in number order.
-func contentHash(r types.Resource, prev checked) (hash string, vhosts map[*routev3.VirtualHost][]byte, err error) {
+// vhostWire is a virtual host's wire form and its SHA-256.
+type vhostWire struct {
+	b   []byte
+	sum [sha256.Size]byte
+}
+
+// contentHash is r's content hash, the per-resource version delta proxies
+// get: cachev3.HashResource of cachev3.MarshalResource(r), but for a route
+// configuration with no field but its name and virtual hosts. That one (the
+// big shared one, which changes by a host at a time) is versioned by a hash
+// over its name's wire form and its virtual hosts' digests, those of prev's
+// reused (by identity), so a change hashes the host that changed, not the
+// whole configuration. Its wire form is put together from theirs (the name's
+// field, then each virtual host as field 2: tag, length, bytes; fields go in
+// number order), returned, and pushed as it is.
+func contentHash(r types.Resource, prev checked) (hash string, vhosts []vhostWire, wire *wireForm, err error) {
 	rc, ok := r.(*routev3.RouteConfiguration)
 	if !ok || !proto.Equal(routeConfigShell(rc), &routev3.RouteConfiguration{Name: rc.Name}) || slices.Contains(rc.VirtualHosts, nil) {
 		b, err := cachev3.MarshalResource(r)
 		if err != nil {
-			return "", nil, err
+			return "", nil, nil, err
 		}
-		return cachev3.HashResource(b), nil, nil
+		return cachev3.HashResource(b), nil, nil, nil
 	}
 	head, err := cachev3.MarshalResource(&routev3.RouteConfiguration{Name: rc.Name})
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
+	// The previous one's hosts are looked up by position (a host replaced
+	// in place), then by identity (hosts added or removed before it).
+	var old []*routev3.VirtualHost
+	if o, ok := prev.res.(*routev3.RouteConfiguration); ok && len(prev.vhosts) == len(o.VirtualHosts) {
+		old = o.VirtualHosts
+	}
+	var at map[*routev3.VirtualHost]int
+	vhosts = make([]vhostWire, len(rc.VirtualHosts))
 	h := sha256.New()
+	h.Write([]byte("route configuration by virtual hosts\x00"))
 	h.Write(head)
-	vhosts = make(map[*routev3.VirtualHost][]byte, len(rc.VirtualHosts))
-	var tag []byte
-	for _, vh := range rc.VirtualHosts {
-		b, ok := prev.vhosts[vh]
-		if !ok {
-			if b, ok = vhosts[vh]; !ok {
-				if b, err = (proto.MarshalOptions{Deterministic: true}).Marshal(vh); err != nil {
-					return "", nil, err
+	size := len(head)
+	for i, vh := range rc.VirtualHosts {
+		j, ok := i, i < len(old) && old[i] == vh
+		if !ok && old != nil {
+			if at == nil {
+				at = make(map[*routev3.VirtualHost]int, len(old))
+				for k, o := range old {
+					at[o] = k
 				}
 			}
+			j, ok = at[vh]
 		}
-		vhosts[vh] = b
-		tag = protowire.AppendVarint(protowire.AppendTag(tag[:0], 2, protowire.BytesType), uint64(len(b)))
-		h.Write(tag)
-		h.Write(b)
+		var w vhostWire
+		if ok {
+			w = prev.vhosts[j]
+		} else {
+			if w.b, err = (proto.MarshalOptions{Deterministic: true}).Marshal(vh); err != nil {
+				return "", nil, nil, err
+			}
+			w.sum = sha256.Sum256(w.b)
+		}
+		vhosts[i] = w
+		h.Write(w.sum[:])
+		size += 1 + protowire.SizeVarint(uint64(len(w.b))) + len(w.b)
 	}
-	return hex.EncodeToString(h.Sum(nil)), vhosts, nil
+	return hex.EncodeToString(h.Sum(nil)), vhosts, &wireForm{head: head, vhosts: vhosts, size: size}, nil
+}
+
+// wireForm is a route configuration's wire form, put together from its
+// name's and its virtual hosts' when first pushed (not at each Set: one
+// that no proxy is sent is never put together).
+type wireForm struct {
+	head   []byte
+	vhosts []vhostWire
+	size   int
+	once   sync.Once
+	b      []byte
+}
+
+func (f *wireForm) bytes() []byte {
+	f.once.Do(func() {
+		b := make([]byte, 0, f.size)
+		b = append(b, f.head...)
+		for _, w := range f.vhosts {
+			b = protowire.AppendVarint(protowire.AppendTag(b, 2, protowire.BytesType), uint64(len(w.b)))
+			b = append(b, w.b...)
+		}
+		f.b = b
+	})
+	return f.b
 }
 
 // routeConfigShell is a shallow copy of rc's fields but its virtual hosts.
@@ -539,14 +617,20 @@ func validate(r types.Resource, prev checked) error {
 		}
 		return nil
 	}
-	known := make(map[*routev3.VirtualHost]bool, len(old.VirtualHosts))
-	for _, vh := range old.VirtualHosts {
-		known[vh] = true
-	}
+	var known map[*routev3.VirtualHost]bool // built when a host is not where it was
 	if err := routeConfigShell(rc).Validate(); err != nil {
 		return err
 	}
 	for i, vh := range rc.VirtualHosts {
+		if i < len(old.VirtualHosts) && old.VirtualHosts[i] == vh {
+			continue
+		}
+		if known == nil {
+			known = make(map[*routev3.VirtualHost]bool, len(old.VirtualHosts))
+			for _, vh := range old.VirtualHosts {
+				known[vh] = true
+			}
+		}
 		if !known[vh] {
 			if err := vh.Validate(); err != nil {
 				return fmt.Errorf("invalid RouteConfiguration.VirtualHosts[%d]: %w", i, err)
@@ -598,24 +682,29 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 	if prev == nil {
 		prev = &fleetChecked{types: map[resource.Type]*typeState{}}
 	}
-	next := &fleetChecked{types: map[resource.Type]*typeState{}}
+	next := &fleetChecked{types: map[resource.Type]*typeState{}, unserved: prev.unserved, refs: prev.refs}
+	prev.refs = nil
+	if next.refs == nil {
+		next.refs = newRefIndex()
+	}
+	if next.unserved == nil {
+		next.unserved = map[resource.Type]map[string]bool{}
+	}
 	var errs []error
-	// Consistency depends on the references of clusters and listeners and
-	// on the names of endpoints and route configurations.
-	recheck := !prev.consistent
-	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
 	all := sha256.New()
 	for _, typ := range xdsTypes {
 		items := p.resources[typ]
 		t := prev.types[typ]
-		if t == nil || !slices.Equal(t.items, items) {
-			var namesChanged bool
-			t, namesChanged = checkType(t, typ, items)
-			switch typ {
-			case resource.ClusterType, resource.ListenerType:
-				recheck = true
-			case resource.EndpointType, resource.RouteType:
-				recheck = recheck || namesChanged
+		if t != nil && slices.Equal(t.items, items) {
+			// Handed again unchanged: nothing changed since.
+			t = &typeState{items: t.items, byName: t.byName, entries: t.entries, version: t.version, err: t.err}
+		} else {
+			t, _ = checkType(t, typ, items)
+			if len(t.changed) > 0 && next.unserved[typ] == nil {
+				next.unserved[typ] = map[string]bool{}
+			}
+			for _, name := range t.changed {
+				next.unserved[typ][name] = true
 			}
 		}
 		next.types[typ] = t
@@ -623,14 +712,14 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 			errs = append(errs, t.err)
 		}
 		fmt.Fprintf(all, "%s=%s;", typ, t.version)
-		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.Resources{Version: t.version, Items: t.indexed}
-		// Delta ACK tracking compares against per-resource versions: the
-		// content hashes, as go-control-plane's ConstructVersionMap makes them.
-		snap.VersionMap[typ] = t.hashes
 	}
 	err := errors.Join(errs...)
-	if err == nil && recheck {
-		if err = consistent(next.types); err != nil {
+	next.refs.update(next.types)
+	for _, t := range next.types {
+		t.changes = nil // taken; what they hold need not stay
+	}
+	if err == nil {
+		if err = next.refs.consistent(next.types); err != nil {
 			err = fmt.Errorf("snapshot is not consistent: %w", err)
 		}
 	}
@@ -648,6 +737,7 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 	cur := s.serving[fleet]
 	if cur != nil && cur.version == version {
 		// Nothing changed: the served snapshot already contains this generation.
+		next.unserved = nil
 		cur.gen = p.gen
 		cur.setAt[p.gen] = p.first
 		s.mu.Unlock()
@@ -664,10 +754,11 @@ func (s *Server) apply(fleet string, p *pendingSet) error {
 	for typ, t := range next.types {
 		versions[typ] = t.version
 	}
-	s.serving[fleet] = &served{snap: snap, versions: versions, version: version, gen: p.gen, setAt: setAt}
+	s.serving[fleet] = &served{versions: versions, version: version, gen: p.gen, setAt: setAt}
+	err = s.serve(fleet, next)
+	next.unserved = nil
 	s.mu.Unlock()
-
-	if err := s.cache.SetSnapshot(context.Background(), fleet, snap); err != nil {
+	if err != nil {
 		return fail(err)
 	}
 	s.metrics.snapshots.WithLabelValues(fleet).Inc()
@@ -716,7 +807,7 @@ func (s *Server) checkAcked(fleet string) {
 			continue
 		}
 		proxies++
-		if !st.current(cur) {
+		if !s.current(st, cur) {
 			s.mu.Unlock()
 			return
 		}
@@ -763,4 +854,75 @@ func (s *Server) Proxies(fleet string) int {
 // (benchmarks and tests that measure the work of a Set).
 func (s *Server) Flush() {
 	s.flush(time.Now(), true)
+}
+
+// refIndex is what consistent finds, kept up to date from the changes of
+// each Set: how many clusters and listeners refer to each endpoint and
+// route configuration name, and which referred names are not there.
+type refIndex struct {
+	count    map[resource.Type]map[string]int
+	dangling map[resource.Type]map[string]bool
+}
+
+var referable = []resource.Type{resource.EndpointType, resource.RouteType}
+
+func newRefIndex() *refIndex {
+	x := &refIndex{count: map[resource.Type]map[string]int{}, dangling: map[resource.Type]map[string]bool{}}
+	for _, typ := range referable {
+		x.count[typ], x.dangling[typ] = map[string]int{}, map[string]bool{}
+	}
+	return x
+}
+
+// update takes the changes of byType's types.
+func (x *refIndex) update(byType map[resource.Type]*typeState) {
+	present := func(typ resource.Type, name string) bool { _, ok := byType[typ].byName[name]; return ok }
+	refer := func(refs []reference, delta int) {
+		for _, ref := range refs {
+			count := x.count[ref.typ]
+			if count == nil {
+				continue // not a type consistency is about
+			}
+			n := count[ref.name] + delta
+			switch {
+			case n == 0:
+				delete(count, ref.name)
+				delete(x.dangling[ref.typ], ref.name)
+			case n == 1 && delta > 0 && !present(ref.typ, ref.name):
+				x.dangling[ref.typ][ref.name] = true
+				count[ref.name] = n
+			default:
+				count[ref.name] = n
+			}
+		}
+	}
+	for _, from := range []resource.Type{resource.ClusterType, resource.ListenerType} {
+		for _, c := range byType[from].changes {
+			refer(c.old, -1)
+			refer(c.new, +1)
+		}
+	}
+	for _, typ := range referable {
+		for _, name := range byType[typ].changed {
+			switch {
+			case present(typ, name):
+				delete(x.dangling[typ], name)
+			case x.count[typ][name] > 0:
+				x.dangling[typ][name] = true
+			}
+		}
+	}
+}
+
+// consistent is consistent(byType), from the index.
+func (x *refIndex) consistent(byType map[resource.Type]*typeState) error {
+	for _, typ := range referable {
+		for name := range x.dangling[typ] {
+			return fmt.Errorf("inconsistent %q reference: %q not listed", typ, name)
+		}
+		if n, m := len(x.count[typ]), len(byType[typ].byName); n != m {
+			return fmt.Errorf("mismatched %q reference and resource lengths: %d != %d", typ, n, m)
+		}
+	}
+	return nil
 }

@@ -208,6 +208,15 @@ func TestCoalescesBurstIntoOneSnapshot(t *testing.T) {
 	for i := range 10 {
 		last = h.srv.Set(fleet, clusters(1, time.Duration(i+1)*time.Second))
 	}
+	// Connect once the burst is served: a proxy connected before would first
+	// get the lone first Set's snapshot.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, g := h.srv.Version(fleet); g >= last {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the burst was not applied (serving generation %d)", g)
+		}
+	}
 	c := sotw(t, h, "p1")
 	r := c.recv()
 	c.ack(r)

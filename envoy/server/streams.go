@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"maps"
+	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -34,6 +36,14 @@ type stream struct {
 	wildcard       map[string]bool
 	names          map[string]map[string]bool
 	sent           map[string]deltaSent // nonce → what that response carried
+	// out: per type, the names of served resources the proxy subscribes to
+	// and has not acknowledged at their served version, and of resources it
+	// acknowledged that are no longer served.
+	out map[string]map[string]bool
+	// sync: per type, what the cache sent (cache.go); pendingReq is the
+	// request between its callback and the watch it opens.
+	sync       map[string]*deltaSync
+	pendingReq *discoveryv3.DeltaDiscoveryRequest
 	// Types the proxy subscribed to.
 	types map[string]bool
 	// Last NACK.
@@ -55,16 +65,18 @@ func newStream(delta bool) *stream {
 	return &stream{
 		delta: delta, ackedVersion: map[string]string{}, ackedResources: map[string]map[string]string{},
 		wildcard: map[string]bool{}, names: map[string]map[string]bool{}, sent: map[string]deltaSent{}, types: map[string]bool{},
+		out: map[string]map[string]bool{}, sync: map[string]*deltaSync{},
 	}
 }
 
-// current reports whether the proxy runs the served snapshot for every type it subscribes to.
-func (st *stream) current(cur *served) bool {
+// current reports whether the proxy runs the served snapshot for every type
+// it subscribes to. s.mu is held.
+func (s *Server) current(st *stream, cur *served) bool {
 	// A proxy that has not yet subscribed to a type the snapshot has resources of
 	// (a reconnecting one asks for routes only after its listeners) is not current,
 	// even when every type it did ask for is.
 	for typ := range cur.versions {
-		if !st.types[typ] && len(cur.snap.GetResources(typ)) > 0 {
+		if !st.types[typ] && s.typeHasResources(st.fleet, typ) {
 			return false
 		}
 	}
@@ -75,20 +87,52 @@ func (st *stream) current(cur *served) bool {
 			}
 			continue
 		}
-		want := cur.snap.GetVersionMap(typ)
-		acked := st.ackedResources[typ]
-		for name, v := range want {
-			if (st.wildcard[typ] || st.names[typ][name]) && acked[name] != v {
-				return false
-			}
-		}
-		for name := range acked {
-			if _, ok := want[name]; !ok {
-				return false // still has a resource that was removed
-			}
+		if len(st.out[typ]) > 0 {
+			return false
 		}
 	}
 	return true
+}
+
+// recheck updates st.out for the given names of a type (delta).
+func (st *stream) recheck(fs *fleetState, typ string, names []string) {
+	var items map[string]*item
+	if ts := fs.types[typ]; ts != nil {
+		items = ts.items
+	}
+	out := st.out[typ]
+	if out == nil {
+		out = map[string]bool{}
+		st.out[typ] = out
+	}
+	acked := st.ackedResources[typ]
+	for _, name := range names {
+		it := items[name]
+		v, has := acked[name]
+		wanted := st.wildcard[typ] || st.names[typ][name]
+		if (wanted && it != nil && (!has || v != it.version)) || (has && it == nil) {
+			out[name] = true
+		} else {
+			delete(out, name)
+		}
+	}
+}
+
+// recheckAll is recheck for every name served, acknowledged or missing.
+func (st *stream) recheckAll(fs *fleetState, typ string) {
+	var names []string
+	if ts := fs.types[typ]; ts != nil {
+		for name := range ts.items {
+			names = append(names, name)
+		}
+	}
+	for name := range st.ackedResources[typ] {
+		names = append(names, name)
+	}
+	for name := range st.out[typ] {
+		names = append(names, name)
+	}
+	st.recheck(fs, typ, names)
 }
 
 // setNode checks the node a request carries against what the stream may
@@ -184,6 +228,9 @@ func (s *Server) closed(id streamKey) {
 	s.mu.Lock()
 	st := s.streams[id]
 	delete(s.streams, id)
+	if st != nil && st.pendingReq != nil {
+		delete(s.deltaReqs, st.pendingReq)
+	}
 	s.mu.Unlock()
 	if st != nil && st.fleet != "" {
 		s.metrics.proxies.WithLabelValues(st.fleet).Dec()
@@ -241,7 +288,16 @@ func (s *Server) OnStreamDeltaRequest(sid int64, req *discoveryv3.DeltaDiscovery
 		return err
 	}
 	typ, fleet := req.GetTypeUrl(), st.fleet
+	// The cache's watch for this request finds the stream by it.
+	if st.pendingReq != nil {
+		delete(s.deltaReqs, st.pendingReq)
+	}
+	st.pendingReq = req
+	s.deltaReqs[req] = st
+	all := false // every name of the type to be rechecked
+	recheck := slices.Concat(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	if !st.types[typ] {
+		all = true
 		st.types[typ] = true
 		// An empty first subscription is a wildcard for the types that have one.
 		if len(req.GetResourceNamesSubscribe()) == 0 && (typ == resource.ListenerType || typ == resource.ClusterType) {
@@ -260,6 +316,7 @@ func (s *Server) OnStreamDeltaRequest(sid int64, req *discoveryv3.DeltaDiscovery
 	for _, n := range req.GetResourceNamesSubscribe() {
 		if n == "*" {
 			st.wildcard[typ] = true
+			all = true
 			continue
 		}
 		st.names[typ][n] = true
@@ -267,6 +324,7 @@ func (s *Server) OnStreamDeltaRequest(sid int64, req *discoveryv3.DeltaDiscovery
 	for _, n := range req.GetResourceNamesUnsubscribe() {
 		if n == "*" {
 			st.wildcard[typ] = false
+			all = true
 		}
 		delete(st.names[typ], n)
 		delete(st.ackedResources[typ], n)
@@ -285,7 +343,17 @@ func (s *Server) OnStreamDeltaRequest(sid int64, req *discoveryv3.DeltaDiscovery
 			for _, name := range sent.removed {
 				delete(st.ackedResources[sent.typ], name)
 			}
+			if sent.typ != typ {
+				st.recheck(s.fleetState(fleet), sent.typ, slices.Concat(slices.Collect(maps.Keys(sent.set)), sent.removed))
+			} else {
+				recheck = slices.Concat(recheck, slices.Collect(maps.Keys(sent.set)), sent.removed)
+			}
 		}
+	}
+	if all {
+		st.recheckAll(s.fleetState(fleet), typ)
+	} else {
+		st.recheck(s.fleetState(fleet), typ, recheck)
 	}
 	s.mu.Unlock()
 	s.afterRequest(fleet, nack, joined)
