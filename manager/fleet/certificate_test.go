@@ -13,7 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/fleetlb/fleetlb/api/v1alpha1"
@@ -113,12 +113,9 @@ func TestFleetClientCertificate(t *testing.T) {
 	}
 
 	// A reconcile for another reason keeps the valid certificate: no churn.
-	var live v1.ProxyFleet
-	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(f), &live); err != nil {
-		t.Fatal(err)
-	}
-	live.Spec.Replicas = ptr.To(int32(5))
-	if err := env.Client.Update(context.Background(), &live); err != nil {
+	// A merge patch of the spec: the controller writes the fleet's status meanwhile.
+	live := f.DeepCopy()
+	if err := env.Client.Patch(context.Background(), live, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"replicas":5}}`))); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, "deployment scaled", func() error {
