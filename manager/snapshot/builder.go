@@ -333,7 +333,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 
 	b.forgetTenantsBut(tenants.Items)
 
-	var nss []string // the fleet's tenant namespaces, in tenant order
+	var nss []string // the fleet's tenant namespaces, in name order
 	cur := map[string]*tenantParts{}
 	for i := range tenants.Items {
 		t := &tenants.Items[i]
@@ -355,6 +355,9 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		nss = append(nss, ns)
 		cur[ns] = parts
 	}
+	// The cache lists in no particular order: in another order than the
+	// last reconcile's, the fleet's state would be made again from every part.
+	slices.Sort(nss)
 	if !b.fullOnly {
 		if res, done, err := b.reconcileChanges(ctx, fleet, httpL, httpsL, noL7, nss, cur); done {
 			return res, err
@@ -370,6 +373,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 func (b *Builder) reconcileFull(ctx context.Context, fleet string, httpL, httpsL *model.SharedListener, noL7 string, nss []string, cur map[string]*tenantParts) (ctrl.Result, error) {
 	if !b.fullOnly {
 		b.paths.full++
+		snapshotReconciles.WithLabelValues("full").Inc()
 	}
 	b.stateOf(fleet).valid = false // made again from all parts next time
 	var lbs []*lbPart
