@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -86,6 +87,10 @@ type Builder struct {
 	Recorder events.EventRecorder
 	// StatusWorkers bounds the Programmed conditions written at once (0: DefaultStatusWorkers).
 	StatusWorkers int
+	// ReconcileInterval paces a fleet's reconciles during a burst of events
+	// (pace.go; 0: DefaultReconcileInterval, negative: not paced).
+	ReconcileInterval time.Duration
+	pace              *pacer // nil: not paced (the tests that call Reconcile)
 	status        statusWriter // writes Programmed conditions off the reconcile (status.go)
 	// fullOnly: every reconcile takes the full path (the reference of the
 	// tests that the incremental path must equal).
@@ -168,6 +173,7 @@ func (b *Builder) assembleMemo(fleet string) *assembleMemo {
 // SetupWithManager registers the builder.
 func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 	b.init()
+	b.pace = newPacer(cmp.Or(b.ReconcileInterval, DefaultReconcileInterval), DefaultReconcileBurst)
 	b.acks = make(chan event.GenericEvent, 256)
 	if err := mgr.Add(statusRunner{b}); err != nil {
 		return err
@@ -314,6 +320,11 @@ func servedKey(o client.Object) string {
 // Reconcile implements reconcile.Reconciler.
 func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	fleet := req.Name
+	if wait := b.pace.wait(fleet, time.Now()); wait > 0 {
+		// A burst: this reconcile takes what comes meanwhile too.
+		snapshotReconciles.WithLabelValues("paced").Inc()
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	var tenants v1.TenantList // shared with the cache: read only, and nothing made here keeps them
 	if err := b.Client.List(ctx, &tenants, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err

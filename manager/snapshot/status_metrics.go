@@ -15,9 +15,10 @@ var (
 		[]string{"result"})
 	// Which way the snapshot reconciles went: changes (only what changed),
 	// rebuilt (the fleet's state made again from every part), full (every
-	// object checked again: conflicts, NACK containment).
+	// object checked again: conflicts, NACK containment), paced (put off
+	// during a burst of events: pace.go).
 	snapshotReconciles = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetlb_snapshot_reconciles_total",
-		Help: "Snapshot reconciles of a fleet by path: changes, rebuilt, full."},
+		Help: "Snapshot reconciles of a fleet by path: changes, rebuilt, full; paced: put off during a burst of events."},
 		[]string{"path"})
 )
 
