@@ -90,8 +90,8 @@ type Builder struct {
 	// ReconcileInterval paces a fleet's reconciles during a burst of events
 	// (pace.go; 0: DefaultReconcileInterval, negative: not paced).
 	ReconcileInterval time.Duration
-	pace              *pacer // nil: not paced (the tests that call Reconcile)
-	status        statusWriter // writes Programmed conditions off the reconcile (status.go)
+	pace              *pacer       // nil: not paced (the tests that call Reconcile)
+	status            statusWriter // writes Programmed conditions off the reconcile (status.go)
 	// fullOnly: every reconcile takes the full path (the reference of the
 	// tests that the incremental path must equal).
 	fullOnly bool
