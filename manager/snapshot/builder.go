@@ -114,13 +114,14 @@ type Builder struct {
 	fleetOf map[string]string // tenant name → its fleet, kept by the Tenant watch
 
 	// Incremental building (cache.go).
-	seq     map[string]uint64          // tenant namespace → events seen by the watch handlers
-	dirty   map[string]*changedObjects // tenant namespace → what those events were about, since it was last read
-	parts   map[string]*tenantParts    // tenant namespace → what its objects made
-	deny    map[string]*denyEntry      // fleet → its deny-list and version
-	asm     map[string]*assembleMemo   // fleet → what its Routes and LoadBalancers made last
-	states  map[string]*fleetState     // fleet → what its objects assembled into (fleetstate.go)
-	denySeq uint64
+	seq      map[string]uint64          // tenant namespace → events seen by the watch handlers
+	dirty    map[string]*changedObjects // tenant namespace → what those events were about, since it was last read
+	parts    map[string]*tenantParts    // tenant namespace → what its objects made
+	deny     map[string]*denyEntry      // fleet → its deny-list and version
+	asm      map[string]*assembleMemo   // fleet → what its Routes and LoadBalancers made last
+	states   map[string]*fleetState     // fleet → what its objects assembled into (fleetstate.go)
+	denySeq  uint64
+	partsSeq uint64 // numbers the tenantParts made
 }
 
 type programmedSince struct {
