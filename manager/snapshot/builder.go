@@ -201,26 +201,26 @@ func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 	bld := ctrl.NewControllerManagedBy(mgr)
 	if b.Replicas != nil {
 		// Another replica's report changed: its proxies may have caught up.
-		bld = bld.Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		bld = bld.Watches(&coordinationv1.Lease{}, b.paced(handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			var out []reconcile.Request
 			for _, f := range xdsreport.Fleets(o.(*coordinationv1.Lease)) {
 				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: f}})
 			}
 			return out
-		}), builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[xdsreport.Label] != "" })))
+		})), builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[xdsreport.Label] != "" })))
 	}
 	return bld.
 		Named("snapshot").
 		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
-		Watches(&v1.LoadBalancer{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
-		Watches(&v1.TenantNodes{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
-		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
-		Watches(&v1.ProxyFleet{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(route.AddressesChanged)).
-		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(b.tenantChanged)).
+		Watches(&v1.LoadBalancer{}, b.paced(handler.EnqueueRequestsFromMapFunc(b.changedInNamespace))).
+		Watches(&v1.TenantNodes{}, b.paced(handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace))).
+		Watches(&v1.Route{}, b.paced(handler.EnqueueRequestsFromMapFunc(b.changedInNamespace))).
+		Watches(&corev1.Secret{}, b.paced(handler.EnqueueRequestsFromMapFunc(b.changedInNamespace))).
+		Watches(&v1.ProxyFleet{}, b.paced(&handler.EnqueueRequestForObject{}), builder.WithPredicates(route.AddressesChanged)).
+		Watches(&v1.Tenant{}, b.paced(handler.EnqueueRequestsFromMapFunc(b.tenantChanged))).
 		// Pools are in every fleet's backend deny-list.
-		Watches(&v1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(b.allFleets)).
-		WatchesRawSource(source.Channel(b.acks, &handler.EnqueueRequestForObject{})).
+		Watches(&v1.AddressPool{}, b.paced(handler.EnqueueRequestsFromMapFunc(b.allFleets))).
+		WatchesRawSource(source.Channel(b.acks, b.paced(&handler.EnqueueRequestForObject{}))).
 		Complete(b)
 }
 
