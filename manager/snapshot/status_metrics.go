@@ -22,4 +22,9 @@ var (
 		[]string{"path"})
 )
 
-func init() { metrics.Registry.MustRegister(statusQueueDepth, statusWrites, snapshotReconciles) }
+func init() {
+	metrics.Registry.MustRegister(statusQueueDepth, statusWrites, snapshotReconciles)
+	for _, path := range []string{"changes", "rebuilt", "full", "paced"} {
+		snapshotReconciles.WithLabelValues(path) // shown from the start
+	}
+}
