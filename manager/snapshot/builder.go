@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -86,7 +87,11 @@ type Builder struct {
 	Recorder events.EventRecorder
 	// StatusWorkers bounds the Programmed conditions written at once (0: DefaultStatusWorkers).
 	StatusWorkers int
-	status        statusWriter // writes Programmed conditions off the reconcile (status.go)
+	// ReconcileInterval paces a fleet's reconciles during a burst of events
+	// (pace.go; 0: DefaultReconcileInterval, negative: not paced).
+	ReconcileInterval time.Duration
+	pace              *pacer       // nil: not paced (the tests that call Reconcile)
+	status            statusWriter // writes Programmed conditions off the reconcile (status.go)
 	// fullOnly: every reconcile takes the full path (the reference of the
 	// tests that the incremental path must equal).
 	fullOnly bool
@@ -109,13 +114,14 @@ type Builder struct {
 	fleetOf map[string]string // tenant name → its fleet, kept by the Tenant watch
 
 	// Incremental building (cache.go).
-	seq     map[string]uint64          // tenant namespace → events seen by the watch handlers
-	dirty   map[string]*changedObjects // tenant namespace → what those events were about, since it was last read
-	parts   map[string]*tenantParts    // tenant namespace → what its objects made
-	deny    map[string]*denyEntry      // fleet → its deny-list and version
-	asm     map[string]*assembleMemo   // fleet → what its Routes and LoadBalancers made last
-	states  map[string]*fleetState     // fleet → what its objects assembled into (fleetstate.go)
-	denySeq uint64
+	seq      map[string]uint64          // tenant namespace → events seen by the watch handlers
+	dirty    map[string]*changedObjects // tenant namespace → what those events were about, since it was last read
+	parts    map[string]*tenantParts    // tenant namespace → what its objects made
+	deny     map[string]*denyEntry      // fleet → its deny-list and version
+	asm      map[string]*assembleMemo   // fleet → what its Routes and LoadBalancers made last
+	states   map[string]*fleetState     // fleet → what its objects assembled into (fleetstate.go)
+	denySeq  uint64
+	partsSeq uint64 // numbers the tenantParts made
 }
 
 type programmedSince struct {
@@ -168,6 +174,7 @@ func (b *Builder) assembleMemo(fleet string) *assembleMemo {
 // SetupWithManager registers the builder.
 func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 	b.init()
+	b.pace = newPacer(cmp.Or(b.ReconcileInterval, DefaultReconcileInterval), DefaultReconcileBurst)
 	b.acks = make(chan event.GenericEvent, 256)
 	if err := mgr.Add(statusRunner{b}); err != nil {
 		return err
@@ -194,26 +201,26 @@ func (b *Builder) SetupWithManager(mgr ctrl.Manager) error {
 	bld := ctrl.NewControllerManagedBy(mgr)
 	if b.Replicas != nil {
 		// Another replica's report changed: its proxies may have caught up.
-		bld = bld.Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		bld = bld.Watches(&coordinationv1.Lease{}, b.paced(handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			var out []reconcile.Request
 			for _, f := range xdsreport.Fleets(o.(*coordinationv1.Lease)) {
 				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: f}})
 			}
 			return out
-		}), builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[xdsreport.Label] != "" })))
+		})), builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[xdsreport.Label] != "" })))
 	}
 	return bld.
 		Named("snapshot").
 		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
-		Watches(&v1.LoadBalancer{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
-		Watches(&v1.TenantNodes{}, handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace)).
-		Watches(&v1.Route{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(b.changedInNamespace)).
-		Watches(&v1.ProxyFleet{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(route.AddressesChanged)).
-		Watches(&v1.Tenant{}, handler.EnqueueRequestsFromMapFunc(b.tenantChanged)).
+		Watches(&v1.LoadBalancer{}, b.paced(handler.EnqueueRequestsFromMapFunc(b.changedInNamespace))).
+		Watches(&v1.TenantNodes{}, b.paced(handler.EnqueueRequestsFromMapFunc(b.fleetOfNamespace))).
+		Watches(&v1.Route{}, b.paced(handler.EnqueueRequestsFromMapFunc(b.changedInNamespace))).
+		Watches(&corev1.Secret{}, b.paced(handler.EnqueueRequestsFromMapFunc(b.changedInNamespace))).
+		Watches(&v1.ProxyFleet{}, b.paced(&handler.EnqueueRequestForObject{}), builder.WithPredicates(route.AddressesChanged)).
+		Watches(&v1.Tenant{}, b.paced(handler.EnqueueRequestsFromMapFunc(b.tenantChanged))).
 		// Pools are in every fleet's backend deny-list.
-		Watches(&v1.AddressPool{}, handler.EnqueueRequestsFromMapFunc(b.allFleets)).
-		WatchesRawSource(source.Channel(b.acks, &handler.EnqueueRequestForObject{})).
+		Watches(&v1.AddressPool{}, b.paced(handler.EnqueueRequestsFromMapFunc(b.allFleets))).
+		WatchesRawSource(source.Channel(b.acks, b.paced(&handler.EnqueueRequestForObject{}))).
 		Complete(b)
 }
 
@@ -314,6 +321,11 @@ func servedKey(o client.Object) string {
 // Reconcile implements reconcile.Reconciler.
 func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	fleet := req.Name
+	if wait := b.pace.wait(fleet, time.Now()); wait > 0 {
+		// A burst: this reconcile takes what comes meanwhile too.
+		snapshotReconciles.WithLabelValues("paced").Inc()
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	var tenants v1.TenantList // shared with the cache: read only, and nothing made here keeps them
 	if err := b.Client.List(ctx, &tenants, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
@@ -333,7 +345,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 
 	b.forgetTenantsBut(tenants.Items)
 
-	var nss []string // the fleet's tenant namespaces, in tenant order
+	var nss []string // the fleet's tenant namespaces, in name order
 	cur := map[string]*tenantParts{}
 	for i := range tenants.Items {
 		t := &tenants.Items[i]
@@ -355,6 +367,9 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		nss = append(nss, ns)
 		cur[ns] = parts
 	}
+	// The cache lists in no particular order: in another order than the
+	// last reconcile's, the fleet's state would be made again from every part.
+	slices.Sort(nss)
 	if !b.fullOnly {
 		if res, done, err := b.reconcileChanges(ctx, fleet, httpL, httpsL, noL7, nss, cur); done {
 			return res, err
@@ -370,6 +385,7 @@ func (b *Builder) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 func (b *Builder) reconcileFull(ctx context.Context, fleet string, httpL, httpsL *model.SharedListener, noL7 string, nss []string, cur map[string]*tenantParts) (ctrl.Result, error) {
 	if !b.fullOnly {
 		b.paths.full++
+		snapshotReconciles.WithLabelValues("full").Inc()
 	}
 	b.stateOf(fleet).valid = false // made again from all parts next time
 	var lbs []*lbPart

@@ -38,6 +38,10 @@ type tenantParts struct {
 	// all of them, or those named.
 	readAll             bool
 	readLBs, readRoutes map[string]bool
+	// id numbers the parts made; from is the id of the parts these were
+	// made from by reading the objects named (0: listed), which only those
+	// objects can differ from (diffTenant looks at those alone).
+	id, from uint64
 }
 
 // tenantKey is what a tenant's parts depend on besides its own objects.
@@ -202,7 +206,7 @@ func (b *Builder) tenantObjects(ctx context.Context, t *v1.Tenant, nodes *v1.Ten
 	if prev != nil && dirty != nil && !dirty.all {
 		next, err = m.readChanged(prev, dirty)
 		if next != nil {
-			next.readLBs, next.readRoutes = dirty.lbs, dirty.routes
+			next.readLBs, next.readRoutes, next.from = dirty.lbs, dirty.routes, prev.id
 		}
 	} else {
 		next, err = m.readAll(prev)
@@ -215,6 +219,8 @@ func (b *Builder) tenantObjects(ctx context.Context, t *v1.Tenant, nodes *v1.Ten
 	}
 	next.seq, next.key = seq, key
 	b.mu.Lock()
+	b.partsSeq++
+	next.id = b.partsSeq
 	b.parts[ns] = next
 	b.mu.Unlock()
 	return next, nil

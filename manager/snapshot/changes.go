@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"slices"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,10 +32,20 @@ func (b *Builder) reconcileChanges(ctx context.Context, fleet string, httpL, htt
 	idle := c == nil || len(c.nacks) == 0 && len(c.queue) == 0 && c.trial == "" && len(c.rejected) == 0
 	b.mu.Unlock()
 	if !idle {
+		b.Log.V(1).Info("snapshot: full path", "fleet", fleet, "why", "containment")
 		return ctrl.Result{}, false, nil // holdBack needs every object
 	}
 	st := b.stateOf(fleet)
-	rebuild := !st.valid || !slices.Equal(st.nss, nss) || !sameListener(st.httpL, httpL) || !sameListener(st.httpsL, httpsL) || st.noL7 != noL7
+	why := "" // why the fleet's state is made again from every part
+	switch {
+	case !st.valid:
+		why = "not valid"
+	case !slices.Equal(st.nss, nss):
+		why = "tenants"
+	case !sameListener(st.httpL, httpL) || !sameListener(st.httpsL, httpsL) || st.noL7 != noL7:
+		why = "listeners"
+	}
+	rebuild := why != ""
 	for {
 		var ch change
 		if rebuild {
@@ -50,7 +61,7 @@ func (b *Builder) reconcileChanges(ctx context.Context, fleet string, httpL, htt
 			if len(ch.lbsGone)+len(ch.lbsCome)+len(ch.routesGone)+len(ch.routesCome) > maxChangedParts {
 				// Many changed (a deny-list or listener change remakes every part):
 				// made from scratch, sorted once, rather than one insertion at a time.
-				rebuild = true
+				rebuild, why = true, "many changed"
 				continue
 			}
 		}
@@ -76,7 +87,7 @@ func (b *Builder) reconcileChanges(ctx context.Context, fleet string, httpL, htt
 			st.withL7 = st.okRoutes > 0
 		} else if st.withL7 != (st.okRoutes > 0) {
 			// LoadBalancers are checked next to the shared listeners now, or no longer.
-			rebuild = true
+			rebuild, why = true, "routes served flipped"
 			continue
 		}
 		lbErrs := make([]error, len(ch.lbsCome))
@@ -89,15 +100,17 @@ func (b *Builder) reconcileChanges(ctx context.Context, fleet string, httpL, htt
 		a.finish()
 		if a.dup {
 			st.fellBack = true
+			b.Log.V(1).Info("snapshot: full path", "fleet", fleet, "why", "two objects make one name")
 			return ctrl.Result{}, false, nil // two objects make one name: a conflict
 		}
-		return b.served(ctx, fleet, st, &ch, lbErrs, gwChanged, rebuild)
+		return b.served(ctx, fleet, st, &ch, lbErrs, gwChanged, rebuild, why)
 	}
 }
 
 // served translates what st holds, hands it to the server, and decides the
 // Programmed conditions that can have changed.
-func (b *Builder) served(ctx context.Context, fleet string, st *fleetState, ch *change, lbErrs []error, gwChanged []*routePart, rebuild bool) (ctrl.Result, bool, error) {
+func (b *Builder) served(ctx context.Context, fleet string, st *fleetState, ch *change, lbErrs []error, gwChanged []*routePart, rebuild bool, why string) (ctrl.Result, bool, error) {
+	start := time.Now()
 	tr := b.translator(fleet)
 	modelChanged := rebuild || st.fleet == nil || len(ch.lbsGone)+len(ch.lbsCome)+len(ch.routesGone)+len(ch.routesCome)+len(gwChanged) > 0
 	var out = tr.Last()
@@ -112,11 +125,14 @@ func (b *Builder) served(ctx context.Context, fleet string, st *fleetState, ch *
 		st.fleet = f
 	}
 	st.valid = true
+	path := "changes"
 	if rebuild {
 		b.paths.rebuilt++
+		path = "rebuilt"
 	} else {
 		b.paths.changes++
 	}
+	snapshotReconciles.WithLabelValues(path).Inc()
 
 	b.mu.Lock()
 	gen, set := b.gen[fleet]
@@ -252,6 +268,12 @@ func (b *Builder) served(ctx context.Context, fleet string, st *fleetState, ch *
 		if b.needsProgrammedWrite(o.obj, &cond) {
 			writes = append(writes, programmedWrite{o.obj, cond})
 		}
+	}
+	if log := b.Log.V(1); log.Enabled() {
+		log.Info("snapshot: reconciled", "fleet", fleet, "path", path, "why", why, "lbsGone", len(ch.lbsGone), "lbsCome", len(ch.lbsCome),
+			"routesGone", len(ch.routesGone), "routesCome", len(ch.routesCome), "gatewayRoutes", len(gwChanged), "read", len(ch.read),
+			"translated", modelChanged, "changed", changed, "generation", gen, "acked", acked, "looked", len(cands), "writes", len(writes),
+			"servedTook", time.Since(start))
 	}
 	if err := b.writeProgrammed(ctx, fleet, writes); err != nil {
 		st.statusStale = true

@@ -122,6 +122,10 @@ func diffTenant(c *change, old, cur *tenantParts, all bool) {
 		curLBs, curRoutes = cur.lbs, cur.routes
 	}
 	readAll := all || cur == nil || cur.readAll
+	if !readAll && old != nil && cur.from != 0 && cur.from == old.id {
+		diffRead(c, old, cur)
+		return
+	}
 	// Both in name order.
 	i, j := 0, 0
 	for i < len(oldLBs) || j < len(curLBs) {
@@ -167,6 +171,48 @@ func diffTenant(c *change, old, cur *tenantParts, all bool) {
 	for _, p := range cur.routes {
 		if readAll || cur.readRoutes[p.rt.Name] {
 			c.read, c.readObjs = append(c.read, p.skey), append(c.readObjs, p.rt)
+		}
+	}
+}
+
+// diffRead is diffTenant of parts made from old by reading again the
+// objects cur names: only those can differ, looked up by name (O(objects
+// read), not O(the tenant's objects)).
+func diffRead(c *change, old, cur *tenantParts) {
+	lbName := func(p *lbPart, n string) int { return strings.Compare(p.a.lb.Name, n) }
+	for _, n := range slices.Sorted(mapKeys(cur.readLBs)) {
+		i, was := slices.BinarySearchFunc(old.lbs, n, lbName)
+		j, is := slices.BinarySearchFunc(cur.lbs, n, lbName)
+		switch {
+		case was && is && old.lbs[i] == cur.lbs[j]:
+		default:
+			if was {
+				c.lbsGone = append(c.lbsGone, old.lbs[i])
+			}
+			if is {
+				c.lbsCome = append(c.lbsCome, cur.lbs[j])
+			}
+		}
+		if is {
+			c.read, c.readObjs = append(c.read, cur.lbs[j].skey), append(c.readObjs, cur.lbs[j].a.lb)
+		}
+	}
+	rtName := func(p *routePart, n string) int { return strings.Compare(p.rt.Name, n) }
+	for _, n := range slices.Sorted(mapKeys(cur.readRoutes)) {
+		i, was := slices.BinarySearchFunc(old.routes, n, rtName)
+		j, is := slices.BinarySearchFunc(cur.routes, n, rtName)
+		switch {
+		case was && is && old.routes[i] == cur.routes[j]:
+		default:
+			if was {
+				c.routesGone = append(c.routesGone, old.routes[i])
+			}
+			if is {
+				c.routesCome = append(c.routesCome, cur.routes[j])
+			}
+		}
+		if is {
+			c.read, c.readObjs = append(c.read, cur.routes[j].skey), append(c.readObjs, cur.routes[j].rt)
 		}
 	}
 }

@@ -57,12 +57,25 @@ func newWorld(t *testing.T, seed uint64, certs []*corev1.Secret) *world {
 	if err := corev1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
+	order := rand.New(rand.NewPCG(seed, 11))
 	c := fake.NewClientBuilder().WithScheme(scheme).
 		WithStatusSubresource(&v1.LoadBalancer{}, &v1.Route{}, &v1.ProxyFleet{}, &v1.Tenant{}, &v1.TenantNodes{}).
-		// Programmed conditions are written by world.apply (the apply and its watch event).
-		WithInterceptorFuncs(interceptor.Funcs{SubResourceApply: func(context.Context, client.Client, string, runtime.ApplyConfiguration, ...client.SubResourceApplyOption) error {
-			return nil
-		}}).Build()
+		WithInterceptorFuncs(interceptor.Funcs{
+			// Programmed conditions are written by world.apply (the apply and its watch event).
+			SubResourceApply: func(context.Context, client.Client, string, runtime.ApplyConfiguration, ...client.SubResourceApplyOption) error {
+				return nil
+			},
+			// The cache lists in no particular order (the fake client in name order).
+			List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+				if err := c.List(ctx, list, opts...); err != nil {
+					return err
+				}
+				if l, ok := list.(*v1.TenantList); ok {
+					order.Shuffle(len(l.Items), func(i, j int) { l.Items[i], l.Items[j] = l.Items[j], l.Items[i] })
+				}
+				return nil
+			},
+		}).Build()
 	w := &world{t: t, ctx: context.Background(), c: c, rng: rand.New(rand.NewPCG(seed, 7)), certs: certs, addresses: 20}
 	if seed%2 == 1 {
 		w.addresses = 250
