@@ -150,7 +150,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return o.GetNamespace() == r.Options.Namespace
 	}))
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1.ProxyFleet{}).
+		// Its objects follow the spec; its status is written here (per
+		// served snapshot and ACK) and by admission (addresses): news
+		// to no one here.
+		For(&v1.ProxyFleet{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&appsv1.Deployment{}, inNamespace).
 		Owns(&corev1.Service{}, inNamespace).
 		Owns(&corev1.ConfigMap{}, inNamespace).
