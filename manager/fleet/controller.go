@@ -14,7 +14,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,6 +108,10 @@ type Reconciler struct {
 
 	queue    atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
 	refusals refusals
+	// bootstraps holds each fleet's bootstrap files by fleet name: they
+	// depend on the name and Options only, and the fleet reconciles on every
+	// served snapshot and ACK (rendering them was most of such a reconcile).
+	bootstraps sync.Map
 }
 
 // SetupWithManager registers the controller.
@@ -195,6 +201,9 @@ func (e *invalidSpec) Error() string { return e.err.Error() }
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var f v1.ProxyFleet
 	if err := r.Client.Get(ctx, req.NamespacedName, &f); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.bootstraps.Delete(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !f.DeletionTimestamp.IsZero() {
@@ -287,6 +296,19 @@ func (r *Reconciler) proxyStatus(f *v1.ProxyFleet, status *v1.ProxyFleetStatus) 
 	}
 }
 
+// bootstrap is the fleet's bootstrap files, rendered once per fleet.
+func (r *Reconciler) bootstrap(f *v1.ProxyFleet) (map[string][]byte, error) {
+	if v, ok := r.bootstraps.Load(f.Name); ok {
+		return maps.Clone(v.(map[string][]byte)), nil
+	}
+	files, err := bootstrapFiles(f, r.Options, r.Certificates != nil)
+	if err != nil {
+		return nil, err
+	}
+	r.bootstraps.Store(f.Name, files)
+	return maps.Clone(files), nil
+}
+
 // setCondition sets a condition and emits an event when a False condition's reason or message changes.
 func (r *Reconciler) setCondition(f *v1.ProxyFleet, status *v1.ProxyFleetStatus, typ string, s metav1.ConditionStatus, reason, msg string) {
 	prev := meta.FindStatusCondition(status.Conditions, typ)
@@ -334,7 +356,7 @@ func (r *Reconciler) ensure(ctx context.Context, f *v1.ProxyFleet) (*appsv1.Depl
 		return nil, renewAt, err
 	}
 	secure := r.Certificates != nil
-	files, err := bootstrapFiles(f, r.Options, secure)
+	files, err := r.bootstrap(f)
 	if err != nil {
 		return nil, renewAt, &invalidSpec{reason: v1.ReasonInvalidSpec, err: fmt.Errorf("envoy bootstrap: %w", err)}
 	}
