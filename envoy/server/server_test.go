@@ -252,6 +252,41 @@ func TestLoneSetIsAppliedAtOnce(t *testing.T) {
 	}
 }
 
+// Within a burst, a fleet whose apply is costly is applied at most once per
+// burstApplySpacing times that cost, even past MaxDelay; a lone Set is not
+// held back by it.
+func TestBurstIsSpacedByTheApplyCost(t *testing.T) {
+	srv := New(Options{Log: testr.New(t), Debounce: 10 * time.Millisecond, MaxDelay: 20 * time.Millisecond})
+	srv.Set(fleet, clusters(1, time.Second))
+	srv.flushDue(time.Now())
+	t0 := time.Now()
+	srv.mu.Lock()
+	srv.applied[fleet] = appliedAt{end: t0, took: time.Second} // as if applying took a second
+	srv.mu.Unlock()
+	srv.Set(fleet, clusters(2, time.Second))
+	last := srv.Set(fleet, clusters(3, time.Second)) // a burst
+	if wait, ok := srv.flushDue(t0.Add(time.Second)); !ok || wait < 8*time.Second {
+		t.Fatalf("a burst past its debounce and maximum delay is due in %v (%v), want about 9s: ten times the last apply", wait, ok)
+	}
+	if _, served := srv.Version(fleet); served == last {
+		t.Fatal("the burst was applied before ten times the last apply's cost had passed")
+	}
+	srv.flushDue(t0.Add(burstApplySpacing*time.Second + time.Millisecond))
+	if _, served := srv.Version(fleet); served != last {
+		t.Fatalf("serving generation %d after the spacing, want %d", served, last)
+	}
+
+	srv.mu.Lock()
+	srv.applied[fleet] = appliedAt{end: time.Now(), took: time.Second}
+	srv.mu.Unlock()
+	time.Sleep(20 * time.Millisecond) // quiet for longer than the debounce
+	lone := srv.Set(fleet, clusters(4, time.Second))
+	srv.flushDue(time.Now())
+	if _, served := srv.Version(fleet); served != lone {
+		t.Fatalf("a lone Set was held back by the last apply's cost: serving %d, want %d", served, lone)
+	}
+}
+
 func TestIdenticalSetIsNotPushed(t *testing.T) {
 	h := start(t)
 	gen := h.srv.Set(fleet, clusters(2, time.Second))
