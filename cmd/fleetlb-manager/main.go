@@ -46,6 +46,7 @@ import (
 type options struct {
 	qps                             float64
 	burst, statusWorkers            int
+	snapshotInterval                time.Duration
 	xdsAddr, metricsAddr, probeAddr string
 	leaderElect                     bool
 	replica                         string
@@ -84,6 +85,7 @@ func main() {
 		"Sized for bulk status: one ACK can make thousands of objects Programmed, written --status-workers at a time, next to admission's writes; "+
 		"at 500/s 10,000 objects take about 20 s of the budget. Reads come from the informer cache and do not count.")
 	flag.IntVar(&o.burst, "kube-api-burst", 1000, "Burst of requests to the Kubernetes API above --kube-api-qps (absorbs one burst of Programmed writes of ~1,000 objects).")
+	flag.DurationVar(&o.snapshotInterval, "snapshot-reconcile-interval", snapshot.DefaultReconcileInterval, "During a burst of events, a fleet's snapshot is rebuilt at most once per this interval (after a few at once; a lone change, its status and its ACK are never held back). Negative: not paced.")
 	flag.IntVar(&o.statusWorkers, "status-workers", snapshot.DefaultStatusWorkers, "Programmed conditions written at once by the status writer (a queue off the snapshot reconcile: latest condition per object, failed writes retried with backoff; bounded by --kube-api-qps).")
 	flag.IntVar(&o.admissionWorkers, "admission-workers", admission.DefaultWorkers, "LoadBalancers admitted at once, and as many Routes (each admission waits on its status write; the address allocator itself is locked).")
 	flag.Float64Var(&o.memoryLimitFraction, "memory-limit-fraction", 0.9, "Soft memory limit of the Go runtime as a fraction of the container's memory limit (cgroup): near it the garbage collector runs more often rather than the pod being killed at a burst's peak. 0 disables it; GOMEMLIMIT, when set, wins.")
@@ -232,9 +234,10 @@ func run(o options) error {
 	}
 	elected := mgr.Elected()
 	if err := (&snapshot.Builder{Client: mgr.GetClient(), XDS: xds, Log: ctrl.Log.WithName("snapshot"), Recorder: mgr.GetEventRecorder("fleetlb-snapshot"),
-		Replicas:      &xdsreport.Acks{Client: mgr.GetClient(), Namespace: fleetNS, Self: replica, XDS: xds},
-		BackendDeny:   deny,
-		StatusWorkers: o.statusWorkers,
+		Replicas:          &xdsreport.Acks{Client: mgr.GetClient(), Namespace: fleetNS, Self: replica, XDS: xds},
+		BackendDeny:       deny,
+		StatusWorkers:     o.statusWorkers,
+		ReconcileInterval: o.snapshotInterval,
 		WriteStatus: func() bool {
 			select {
 			case <-elected:
