@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"k8s.io/client-go/util/retry"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -314,14 +315,10 @@ func TestFleetSpecChangeRollsTemplate(t *testing.T) {
 	name := ObjectName(f.Name)
 	before := get(t, ns, name, &appsv1.Deployment{})
 
-	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(f), f); err != nil {
-		t.Fatal(err)
-	}
-	f.Spec.Image = "envoyproxy/envoy:v1.37.0"
-	f.Spec.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}
-	if err := env.Client.Update(ctx, f); err != nil {
-		t.Fatal(err)
-	}
+	updateFleet(t, f, func(f *v1.ProxyFleet) {
+		f.Spec.Image = "envoyproxy/envoy:v1.37.0"
+		f.Spec.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}
+	})
 	testenv.Eventually(t, "template follows the spec", func() error {
 		var d appsv1.Deployment
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(before), &d); err != nil {
@@ -445,13 +442,9 @@ func TestFleetNoRewriteWhenUnchanged(t *testing.T) {
 	// Several reconciles that change nothing: a label on the fleet (no new
 	// generation, but an event) and xDS notifications with the same counts.
 	reads := x.reads.Load()
-	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(f), f); err != nil {
-		t.Fatal(err)
-	}
-	f.Labels = map[string]string{"touched": "yes"}
-	if err := env.Client.Update(ctx, f); err != nil {
-		t.Fatal(err)
-	}
+	updateFleet(t, f, func(f *v1.ProxyFleet) {
+		f.Labels = map[string]string{"touched": "yes"}
+	})
 	before[len(before)-1] = f.ResourceVersion
 	// One trigger at a time: the work queue folds triggers that arrive
 	// together into one reconcile.
@@ -487,13 +480,9 @@ func TestFleetExposure(t *testing.T) {
 	}
 
 	// HostNetwork: Envoy in the host network, a ClusterIP Service for in-cluster clients.
-	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(f), f); err != nil {
-		t.Fatal(err)
-	}
-	f.Spec.Exposure = v1.ExposureHostNetwork
-	if err := env.Client.Update(ctx, f); err != nil {
-		t.Fatal(err)
-	}
+	updateFleet(t, f, func(f *v1.ProxyFleet) {
+		f.Spec.Exposure = v1.ExposureHostNetwork
+	})
 	testenv.Eventually(t, "host network", func() error {
 		var dep appsv1.Deployment
 		var svc corev1.Service
@@ -513,13 +502,9 @@ func TestFleetExposure(t *testing.T) {
 	})
 
 	// None: proxies run elsewhere; only the bootstrap stays.
-	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(f), f); err != nil {
-		t.Fatal(err)
-	}
-	f.Spec.Exposure = v1.ExposureNone
-	if err := env.Client.Update(ctx, f); err != nil {
-		t.Fatal(err)
-	}
+	updateFleet(t, f, func(f *v1.ProxyFleet) {
+		f.Spec.Exposure = v1.ExposureNone
+	})
 	for _, o := range []client.Object{&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{}} {
 		testenv.Eventually(t, fmt.Sprintf("%T removed", o), func() error {
 			err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, o)
@@ -631,5 +616,21 @@ func TestContains(t *testing.T) {
 		if got := contains(have, c.want); got != c.ok {
 			t.Errorf("contains(%v) = %v, want %v", c.want, got, c.ok)
 		}
+	}
+}
+
+// updateFleet changes a ProxyFleet as the test's client, again on a
+// conflict: the controller writes its status meanwhile. f is left as stored.
+func updateFleet(t *testing.T, f *v1.ProxyFleet, change func(*v1.ProxyFleet)) {
+	t.Helper()
+	ctx := context.Background()
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(f), f); err != nil {
+			return err
+		}
+		change(f)
+		return env.Client.Update(ctx, f)
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
