@@ -159,12 +159,11 @@ func TestIncrementalWatchesAndAddressesMatchFullRecompute(t *testing.T) {
 				next[name] = l
 			}
 			// A full recomputation: refused when a listener's address is
-			// held by another (a removed one still holds it while the new
-			// one binds).
+			// held by another that stays (a removed one gives it up first).
 			conflict := false
 			for n := range changed {
 				for other, ol := range listeners {
-					if other != n && ol.port == next[n].port {
+					if other != n && !slices.Contains(removed, other) && ol.port == next[n].port {
 						conflict = true
 					}
 				}

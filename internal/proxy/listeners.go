@@ -343,6 +343,19 @@ func (p *Proxy) applyListeners(names []string, res map[string]proto.Message, rem
 			// Same address, different protocol family of socket: the old one must go first.
 			p.retire(old)
 		}
+		if k := addressKey(pl.udp, pl.address); k != "" {
+			// A listener this update removes gives its address to this one
+			// (an address released and handed out again): it goes first.
+			p.mu.Lock()
+			var giver *boundListener
+			if holder, bound := p.byAddress[k]; bound && holder != n && gone[holder] {
+				giver = p.listeners[holder]
+			}
+			p.mu.Unlock()
+			if giver != nil {
+				p.retire(giver)
+			}
+		}
 		var lerr error
 		if pl.udp {
 			bl.pc, lerr = net.ListenPacket("udp", pl.address.String())
